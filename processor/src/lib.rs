@@ -1,0 +1,13 @@
+//! The unified model ([`model`], pure) and the processor task that turns broker
+//! events into unified records ([`pipeline`]). Normalization per broker lives in
+//! [`normalize`]; nothing else in the service interprets a venue payload.
+
+pub mod model;
+pub mod normalize;
+pub mod pipeline;
+
+pub use model::{
+    AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
+    UnifiedPosition,
+};
+pub use streaming::Broker;

@@ -1,0 +1,56 @@
+//! Broker payload → unified records. One module per broker; [`Normalizer`] owns the
+//! state they share (the contract cache).
+
+mod synthetic;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use streaming::{BrokerEvent, BrokerPayload};
+
+use crate::model::{Contract, GreekSnapshot, ModelError};
+
+/// The result of normalizing one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalized {
+    pub snapshot: GreekSnapshot,
+    /// How many venue values were NaN/Infinity and were stored as missing.
+    pub non_finite: u32,
+}
+
+/// Keeps one `Arc<Contract>` per distinct contract so a hot stream does not rebuild
+/// (and re-allocate) the same contract key for every event.
+#[derive(Debug, Default)]
+pub struct Normalizer {
+    contracts: HashMap<String, Arc<Contract>>,
+}
+
+impl Normalizer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn normalize(&mut self, event: BrokerEvent) -> Result<Normalized, ModelError> {
+        match event.payload {
+            BrokerPayload::Synthetic(ref tick) => synthetic::normalize(self, &event, tick),
+        }
+    }
+
+    /// Returns the cached contract for `cache_key`, building it on first sight.
+    fn contract(
+        &mut self,
+        cache_key: &str,
+        build: impl FnOnce() -> Result<Contract, ModelError>,
+    ) -> Result<Arc<Contract>, ModelError> {
+        if let Some(c) = self.contracts.get(cache_key) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(build()?);
+        self.contracts.insert(cache_key.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    pub fn known_contracts(&self) -> usize {
+        self.contracts.len()
+    }
+}

@@ -1,0 +1,119 @@
+//! The processor task: broker events in, Greek snapshots out. A bad event is
+//! counted (by broker and reason) and logged, and the stream goes on.
+
+use metrics::Counter;
+use streaming::{Broker, BrokerEvent};
+use tokio::sync::mpsc;
+
+use crate::model::GreekSnapshot;
+use crate::normalize::Normalizer;
+
+pub const EVENTS_RECEIVED: &str = "greekstream_events_received_total";
+pub const EVENTS_REJECTED: &str = "greekstream_events_rejected_total";
+pub const VALUES_NON_FINITE: &str = "greekstream_values_non_finite_total";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessorReport {
+    pub received: u64,
+    pub forwarded: u64,
+    pub rejected: u64,
+}
+
+struct BrokerCounters {
+    received: Counter,
+    non_finite: Counter,
+}
+
+fn counters() -> Vec<BrokerCounters> {
+    Broker::ALL
+        .iter()
+        .map(|b| BrokerCounters {
+            received: metrics::counter!(EVENTS_RECEIVED, "broker" => b.as_str()),
+            non_finite: metrics::counter!(VALUES_NON_FINITE, "broker" => b.as_str()),
+        })
+        .collect()
+}
+
+/// Registers this module's metrics at zero so dashboards and alerts see them before
+/// the first event.
+pub fn register_metrics() {
+    for b in Broker::ALL {
+        metrics::counter!(EVENTS_RECEIVED, "broker" => b.as_str()).increment(0);
+        metrics::counter!(VALUES_NON_FINITE, "broker" => b.as_str()).increment(0);
+        metrics::counter!(EVENTS_REJECTED, "broker" => b.as_str(), "reason" => "missing_field")
+            .increment(0);
+    }
+}
+
+/// Runs until `rx` is closed and drained; then drops `tx`, which lets the writer
+/// finish in turn.
+pub async fn run_processor(
+    mut rx: mpsc::Receiver<BrokerEvent>,
+    tx: mpsc::Sender<GreekSnapshot>,
+) -> ProcessorReport {
+    let counters = counters();
+    let mut normalizer = Normalizer::new();
+    let mut report = ProcessorReport::default();
+    while let Some(event) = rx.recv().await {
+        let broker = event.broker;
+        let c = &counters[broker as usize];
+        c.received.increment(1);
+        report.received += 1;
+        match normalizer.normalize(event) {
+            Ok(out) => {
+                if out.non_finite > 0 {
+                    c.non_finite.increment(u64::from(out.non_finite));
+                }
+                if tx.send(out.snapshot).await.is_err() {
+                    tracing::error!("snapshot channel closed; processor stops");
+                    break;
+                }
+                report.forwarded += 1;
+            }
+            Err(err) => {
+                report.rejected += 1;
+                metrics::counter!(EVENTS_REJECTED, "broker" => broker.as_str(), "reason" => err.reason())
+                    .increment(1);
+                // The first few, then one in a thousand: a flood of bad frames must not
+                // turn into a flood of log lines.
+                if report.rejected <= 10 || report.rejected % 1000 == 0 {
+                    tracing::warn!(%broker, error = %err, rejected = report.rejected, "event rejected");
+                }
+            }
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streaming::synthetic::{run_synthetic, SyntheticConfig};
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test]
+    async fn bad_events_are_counted_and_the_rest_flow() {
+        let (etx, erx) = mpsc::channel(64);
+        let (stx, mut srx) = mpsc::channel(64);
+        let cfg = SyntheticConfig {
+            rate: None,
+            limit: Some(2000),
+            bad_ratio: 0.2,
+            ..SyntheticConfig::default()
+        };
+        let src = tokio::spawn(run_synthetic(cfg, etx, CancellationToken::new()));
+        let proc = tokio::spawn(run_processor(erx, stx));
+        let mut out = 0u64;
+        while let Some(s) = srx.recv().await {
+            assert!(!s.contract().key.is_empty());
+            out += 1;
+        }
+        let report = proc.await.unwrap();
+        assert_eq!(src.await.unwrap().events_sent, 2000);
+        assert_eq!(report.received, 2000);
+        assert_eq!(report.forwarded, out);
+        assert_eq!(report.received, report.forwarded + report.rejected);
+        // about 10% are missing their symbol
+        assert!(report.rejected > 100 && report.rejected < 320, "{report:?}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Broker connections. Each source parses its venue's wire format into typed
+//! [`BrokerEvent`]s and stamps `received_at` the moment a frame arrives; turning
+//! those into unified records is the processor's job, not ours.
+
+pub mod event;
+pub mod rng;
+pub mod synthetic;
+
+pub use event::{Broker, BrokerEvent, BrokerPayload};
