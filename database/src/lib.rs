@@ -1,1 +1,14 @@
+//! PostgreSQL: pool and migrations ([`pool`]), the batch writer ([`writer`]) with
+//! its binary COPY encoding ([`copy`]), partition maintenance ([`partitions`]), and
+//! helpers for tests that need a database of their own ([`testing`]).
 
+pub mod copy;
+pub mod latency;
+pub mod partitions;
+pub mod pool;
+pub mod testing;
+mod upsert;
+pub mod writer;
+
+pub use pool::{connect_options, lazy_pool, migrate, DbError, MIGRATOR};
+pub use writer::{run_writer, FlushPolicy, WriterConfig, WriterReport};

@@ -98,7 +98,7 @@ impl OptionRight {
 /// - future: `ES 20261218 FUT`; perpetual: `BTCUSDT PERP`; stock or index: the symbol.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Contract {
-    pub key: String,
+    pub key: Arc<str>,
     pub underlying: String,
     pub asset_class: AssetClass,
     pub expiry: Option<NaiveDate>,
@@ -145,7 +145,7 @@ impl Contract {
             right.as_char()
         );
         Ok(Self {
-            key,
+            key: key.into(),
             underlying,
             asset_class,
             expiry: Some(expiry),
@@ -162,7 +162,7 @@ impl Contract {
     ) -> Result<Self, ModelError> {
         let underlying = check_symbol(underlying)?;
         Ok(Self {
-            key: format!("{underlying} {} FUT", expiry.format("%Y%m%d")),
+            key: format!("{underlying} {} FUT", expiry.format("%Y%m%d")).into(),
             underlying,
             asset_class: AssetClass::Future,
             expiry: Some(expiry),
@@ -175,7 +175,7 @@ impl Contract {
     pub fn perpetual(symbol: &str, multiplier: Decimal) -> Result<Self, ModelError> {
         let underlying = check_symbol(symbol)?;
         Ok(Self {
-            key: format!("{underlying} PERP"),
+            key: format!("{underlying} PERP").into(),
             underlying,
             asset_class: AssetClass::Perpetual,
             expiry: None,
@@ -188,7 +188,7 @@ impl Contract {
     pub fn stock(symbol: &str) -> Result<Self, ModelError> {
         let underlying = check_symbol(symbol)?;
         Ok(Self {
-            key: underlying.clone(),
+            key: underlying.as_str().into(),
             underlying,
             asset_class: AssetClass::Stock,
             expiry: None,
@@ -343,7 +343,7 @@ mod tests {
             dec!(100),
         )
         .unwrap();
-        assert_eq!(c.key, "SPY 20261218 C 590");
+        assert_eq!(&*c.key, "SPY 20261218 C 590");
         assert_eq!(c.underlying, "SPY");
         let p = Contract::option(
             "SPX",
@@ -354,20 +354,20 @@ mod tests {
             dec!(100),
         )
         .unwrap();
-        assert_eq!(p.key, "SPX 20270115 P 5912.5");
+        assert_eq!(&*p.key, "SPX 20270115 P 5912.5");
     }
 
     #[test]
     fn other_keys() {
         assert_eq!(
-            Contract::future("es", d(2026, 12, 18), dec!(50)).unwrap().key,
+            &*Contract::future("es", d(2026, 12, 18), dec!(50)).unwrap().key,
             "ES 20261218 FUT"
         );
         assert_eq!(
-            Contract::perpetual("BTCUSDT", dec!(1)).unwrap().key,
+            &*Contract::perpetual("BTCUSDT", dec!(1)).unwrap().key,
             "BTCUSDT PERP"
         );
-        assert_eq!(Contract::stock("aapl").unwrap().key, "AAPL");
+        assert_eq!(&*Contract::stock("aapl").unwrap().key, "AAPL");
     }
 
     #[test]

@@ -126,7 +126,7 @@ mod tests {
         let out = n.normalize(event(tick())).unwrap();
         let s = out.snapshot;
         assert_eq!(out.non_finite, 0);
-        assert_eq!(s.contract().key, "SPY 20261218 P 590");
+        assert_eq!(&*s.contract().key, "SPY 20261218 P 590");
         assert_eq!(s.position.quantity, Decimal::from(-2));
         assert_eq!(s.unit.delta, Some(-0.45));
         // short 2 puts × 100: delta −0.45 per unit → +90 position delta

@@ -1,0 +1,224 @@
+//! Helpers for tests that need PostgreSQL: a fresh, migrated database per test
+//! (dropped again when the handle goes, even if the test panicked), and a TCP proxy
+//! that can make the server unreachable on demand.
+//!
+//! The server is `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
+//! the user must be allowed to create databases.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::pool::{connect_options, lazy_pool, migrate};
+
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database of one's own, migrated; dropped on `Drop`.
+pub struct TestDb {
+    pub name: String,
+    pub options: PgConnectOptions,
+    pub pool: PgPool,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    pub async fn new() -> Self {
+        Self::create(true).await
+    }
+
+    /// A database with no schema, for testing the migrations themselves.
+    pub async fn empty() -> Self {
+        Self::create(false).await
+    }
+
+    async fn create(migrated: bool) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .subsec_nanos();
+        let name = format!(
+            "gs_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            nanos
+        );
+        let admin = connect_options(&admin_url(), "greekstream-tests").expect("TEST_DATABASE_URL");
+        let mut conn = admin.connect().await.expect("connect to the test server");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        conn.close().await.ok();
+        let options = admin.clone().database(&name);
+        let pool = lazy_pool(options.clone(), 8);
+        if migrated {
+            migrate(&pool).await.expect("migrations apply");
+        }
+        Self {
+            name,
+            options,
+            pool,
+        }
+    }
+
+    /// Connect options for this database through another address (e.g. a [`TcpProxy`]).
+    pub fn options_via(&self, addr: SocketAddr) -> PgConnectOptions {
+        self.options
+            .clone()
+            .host(&addr.ip().to_string())
+            .port(addr.port())
+    }
+
+    /// The server's address, for a proxy in front of it.
+    pub fn server_addr(&self) -> SocketAddr {
+        let host = self.options.get_host();
+        let host = if host == "localhost" { "127.0.0.1" } else { host };
+        format!("{host}:{}", self.options.get_port())
+            .parse()
+            .expect("TEST_DATABASE_URL host must be an IP address or localhost")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop may run inside a runtime; do the async cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let admin = connect_options(&admin_url(), "greekstream-tests").expect("url");
+                if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A loopback TCP proxy that can be cut (every connection closed, new ones refused)
+/// and restored: a database server that becomes unreachable for a while. It can also
+/// make the next COMMIT ambiguous: the COMMIT reaches the server and commits, but
+/// the connection dies before the client sees the reply.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    up: watch::Sender<bool>,
+    swallow_commit: Arc<AtomicBool>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let (up, up_rx) = watch::channel(true);
+        let swallow_commit = Arc::new(AtomicBool::new(false));
+        let swallow = swallow_commit.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if !*up_rx.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut rx = up_rx.clone();
+                let swallow = swallow.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = pump(inbound, outbound, swallow) => {}
+                        _ = rx.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            up,
+            swallow_commit,
+        }
+    }
+
+    /// Closes every proxied connection and refuses new ones until [`restore`](Self::restore).
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+
+    /// The next COMMIT through the proxy commits on the server, but its reply is
+    /// swallowed and the connection closed.
+    pub fn make_next_commit_ambiguous(&self) {
+        self.swallow_commit.store(true, Ordering::SeqCst);
+    }
+
+    pub fn commit_ambiguity_pending(&self) -> bool {
+        self.swallow_commit.load(Ordering::SeqCst)
+    }
+}
+
+async fn pump(inbound: TcpStream, outbound: TcpStream, swallow: Arc<AtomicBool>) {
+    let (mut cr, mut cw) = inbound.into_split();
+    let (mut sr, mut sw) = outbound.into_split();
+    let swallowing = AtomicBool::new(false);
+    let to_server = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
+            let is_commit = chunk.windows(7).any(|w| w == b"COMMIT\0");
+            if is_commit && swallow.swap(false, Ordering::SeqCst) {
+                // Let the server commit and answer; the other direction then vanishes
+                // instead of relaying the answer.
+                swallowing.store(true, Ordering::SeqCst);
+                if sw.write_all(chunk).await.is_err() {
+                    return;
+                }
+                std::future::pending::<()>().await;
+            }
+            if sw.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    let to_client = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if swallowing.load(Ordering::SeqCst) {
+                return;
+            }
+            if cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Whichever direction ends first ends the connection.
+    tokio::select! {
+        _ = to_server => {}
+        _ = to_client => {}
+    }
+}

@@ -1,0 +1,45 @@
+//! Shared by the integration tests: realistic snapshots from the synthetic source.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use processor::normalize::Normalizer;
+use processor::GreekSnapshot;
+use sqlx::PgPool;
+use streaming::synthetic::{Generator, SyntheticConfig};
+use streaming::{Broker, BrokerEvent, BrokerPayload};
+
+/// `n` normalized snapshots, all stamped `at`, with distinct `source_seq` 0..n.
+pub fn snapshots(n: usize, at: DateTime<Utc>) -> Vec<GreekSnapshot> {
+    let mut g = Generator::new(&SyntheticConfig::default());
+    let mut norm = Normalizer::new();
+    (0..n)
+        .map(|_| {
+            let (account, tick) = g.next_tick(at);
+            let ev = BrokerEvent {
+                broker: Broker::Synthetic,
+                account,
+                received_at: Utc::now(),
+                payload: BrokerPayload::Synthetic(tick),
+            };
+            norm.normalize(ev).expect("generator emits valid ticks").snapshot
+        })
+        .collect()
+}
+
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}
+
+/// Polls `sql` (a count) until it equals `want` or `limit` passes; returns the last value.
+pub async fn wait_for_count(pool: &PgPool, sql: &str, want: i64, limit: Duration) -> i64 {
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        let n = count(pool, sql).await;
+        if n == want || tokio::time::Instant::now() >= until {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
