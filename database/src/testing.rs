@@ -71,12 +71,14 @@ impl TestDb {
         }
     }
 
-    /// Connect options for this database through another address (e.g. a [`TcpProxy`]).
+    /// Connect options for this database through another address (e.g. a [`TcpProxy`]),
+    /// in plain text so the proxy can see the protocol.
     pub fn options_via(&self, addr: SocketAddr) -> PgConnectOptions {
         self.options
             .clone()
             .host(&addr.ip().to_string())
             .port(addr.port())
+            .ssl_mode(sqlx::postgres::PgSslMode::Disable)
     }
 
     /// The server's address, for a proxy in front of it.

@@ -1,0 +1,243 @@
+//! The batch writer against a real PostgreSQL: both flush triggers, and no loss and
+//! no duplicates through killed connections, an unreachable server and an
+//! ambiguous COMMIT.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use database::testing::{TcpProxy, TestDb};
+use database::{lazy_pool, run_writer, FlushPolicy, WriterConfig};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use common::{count, snapshots, wait_for_count};
+
+const ROWS: &str = "SELECT count(*) FROM greek_snapshots";
+const DISTINCT: &str = "SELECT count(DISTINCT source_seq) FROM greek_snapshots";
+
+fn quick_retries(policy: FlushPolicy) -> WriterConfig {
+    WriterConfig {
+        policy,
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(200),
+        ..WriterConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn fifty_buffered_records_make_a_batch() {
+    let db = TestDb::new().await;
+    // Only the size trigger can fire: no eager flush, and a timer far away.
+    let policy = FlushPolicy {
+        eager: false,
+        max_wait: Duration::from_secs(3600),
+        ..FlushPolicy::default()
+    };
+    let (tx, rx) = mpsc::channel(1000);
+    let writer = tokio::spawn(run_writer(db.pool.clone(), quick_retries(policy), rx));
+    let mut rows = snapshots(100, Utc::now()).into_iter();
+    for r in rows.by_ref().take(49) {
+        tx.send(r).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(&db.pool, ROWS).await, 0, "49 records do not make a batch");
+    tx.send(rows.next().unwrap()).await.unwrap();
+    assert_eq!(wait_for_count(&db.pool, ROWS, 50, Duration::from_secs(10)).await, 50);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM ingest_batches WHERE row_count = 50").await, 1);
+    drop(tx);
+    writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_oldest_record_waits_at_most_one_second() {
+    let db = TestDb::new().await;
+    let policy = FlushPolicy {
+        eager: false,
+        ..FlushPolicy::default()
+    };
+    let (tx, rx) = mpsc::channel(1000);
+    let writer = tokio::spawn(run_writer(db.pool.clone(), quick_retries(policy), rx));
+    let sent = Instant::now();
+    for r in snapshots(3, Utc::now()) {
+        tx.send(r).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&db.pool, ROWS).await, 0, "3 records wait for the timer");
+    assert_eq!(wait_for_count(&db.pool, ROWS, 3, Duration::from_secs(10)).await, 3);
+    assert!(sent.elapsed() >= Duration::from_secs(1), "not before the second is up");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM ingest_batches WHERE row_count = 3").await, 1);
+    drop(tx);
+    writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn eager_policy_writes_a_lone_record_without_waiting_for_the_timer() {
+    let db = TestDb::new().await;
+    let (tx, rx) = mpsc::channel(10);
+    let writer = tokio::spawn(run_writer(db.pool.clone(), WriterConfig::default(), rx));
+    tx.send(snapshots(1, Utc::now()).remove(0)).await.unwrap();
+    // The 1 s timer would need a full second; eager flushing is done well before.
+    assert_eq!(wait_for_count(&db.pool, ROWS, 1, Duration::from_millis(900)).await, 1);
+    drop(tx);
+    writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn killed_connections_lose_and_duplicate_nothing() {
+    let db = TestDb::new().await;
+    let app = format!("gs-writer-kill-{}", db.name);
+    let pool = lazy_pool(db.options.clone().application_name(&app), 4);
+    let (tx, rx) = mpsc::channel(256);
+    let writer = tokio::spawn(run_writer(pool, quick_retries(FlushPolicy::default()), rx));
+    let total = 20_000;
+    let feeder = tokio::spawn(async move {
+        for (i, r) in snapshots(total, Utc::now()).into_iter().enumerate() {
+            tx.send(r).await.unwrap();
+            if i % 500 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let mut kills = 0;
+    while !feeder.is_finished() {
+        kills += count(
+            &db.pool,
+            &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'"),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    feeder.await.unwrap();
+    let report = writer.await.unwrap();
+    assert!(kills > 0, "the test killed at least one writer connection");
+    assert!(report.retries > 0, "{report:?}");
+    assert_eq!(report.persisted, total as u64);
+    assert_eq!(count(&db.pool, ROWS).await, total as i64);
+    assert_eq!(count(&db.pool, DISTINCT).await, total as i64, "no duplicates");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_pushes_back_and_everything_lands_later() {
+    let db = TestDb::new().await;
+    let proxy = TcpProxy::start(db.server_addr()).await;
+    let pool = lazy_pool(db.options_via(proxy.addr), 2);
+    let policy = FlushPolicy {
+        max_batch_rows: 100,
+        ..FlushPolicy::default()
+    };
+    let cfg = WriterConfig {
+        max_buffer: 500,
+        ..quick_retries(policy)
+    };
+    let channel_cap = 50;
+    let (tx, rx) = mpsc::channel(channel_cap);
+    let writer = tokio::spawn(run_writer(pool, cfg, rx));
+    let mut rows = snapshots(3000, Utc::now()).into_iter();
+    for r in rows.by_ref().take(200) {
+        tx.send(r).await.unwrap();
+    }
+    assert_eq!(wait_for_count(&db.pool, ROWS, 200, Duration::from_secs(10)).await, 200);
+
+    proxy.cut();
+    // Feed until the writer stops taking records: memory stays bounded.
+    let mut accepted = 0;
+    for r in rows.by_ref() {
+        match tokio::time::timeout(Duration::from_millis(500), tx.send(r)).await {
+            Ok(res) => {
+                res.unwrap();
+                accepted += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    let bound = 500 + 2 * 100 + channel_cap + 1;
+    assert!(accepted >= 500 && accepted <= bound, "accepted {accepted} while down (bound {bound})");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.restore();
+    for r in rows {
+        tx.send(r).await.unwrap();
+    }
+    drop(tx);
+    let report = writer.await.unwrap();
+    // The one record whose send timed out above was never handed over.
+    let expected = 3000 - 1;
+    assert!(report.retries > 0);
+    assert_eq!(report.persisted, expected);
+    assert_eq!(count(&db.pool, ROWS).await, expected as i64);
+    assert_eq!(count(&db.pool, DISTINCT).await, expected as i64);
+}
+
+#[tokio::test]
+async fn a_retry_after_an_ambiguous_commit_writes_nothing_twice() {
+    let db = TestDb::new().await;
+    let proxy = TcpProxy::start(db.server_addr()).await;
+    let pool = lazy_pool(db.options_via(proxy.addr), 1);
+    let (tx, rx) = mpsc::channel(100);
+    let writer = tokio::spawn(run_writer(pool, quick_retries(FlushPolicy::default()), rx));
+    proxy.make_next_commit_ambiguous();
+    for r in snapshots(40, Utc::now()) {
+        tx.send(r).await.unwrap();
+    }
+    drop(tx);
+    let report = writer.await.unwrap();
+    assert!(!proxy.commit_ambiguity_pending(), "a COMMIT went through the trap");
+    assert!(report.retries >= 1, "the lost COMMIT reply was retried: {report:?}");
+    assert_eq!(report.persisted, 40);
+    assert_eq!(count(&db.pool, ROWS).await, 40);
+    assert_eq!(count(&db.pool, DISTINCT).await, 40);
+}
+
+#[tokio::test]
+async fn a_row_postgres_refuses_is_isolated_and_the_rest_is_written() {
+    let db = TestDb::new().await;
+    let mut rows = snapshots(100, Utc::now());
+    // PostgreSQL text cannot hold NUL: this row fails with SQLSTATE 22021.
+    rows[37].position.account_id = "SIM\u{0}BAD".into();
+    let (tx, rx) = mpsc::channel(200);
+    for r in rows {
+        tx.send(r).await.unwrap();
+    }
+    drop(tx);
+    let policy = FlushPolicy {
+        eager: false,
+        batch_size: 100,
+        ..FlushPolicy::default()
+    };
+    let report = run_writer(db.pool.clone(), quick_retries(policy), rx).await;
+    assert_eq!(report.rejected, 1);
+    assert_eq!(report.persisted, 99);
+    assert_eq!(count(&db.pool, ROWS).await, 99);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM greek_snapshots WHERE source_seq = 37").await, 0);
+}
+
+#[tokio::test]
+async fn positions_current_holds_the_latest_row_per_position() {
+    let db = TestDb::new().await;
+    let (tx, rx) = mpsc::channel(100);
+    let writer = tokio::spawn(run_writer(db.pool.clone(), WriterConfig::default(), rx));
+    let mut rows = snapshots(5000, Utc::now());
+    // Distinct event times so "latest" is well defined.
+    for (i, r) in rows.iter_mut().enumerate() {
+        r.event_time += chrono::Duration::milliseconds(i as i64);
+    }
+    for r in rows {
+        tx.send(r).await.unwrap();
+    }
+    drop(tx);
+    writer.await.unwrap();
+    let distinct = count(&db.pool, "SELECT count(*) FROM (SELECT DISTINCT broker, account_id, contract_key FROM greek_snapshots) s").await;
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM positions_current").await, distinct);
+    let mismatched = count(
+        &db.pool,
+        "SELECT count(*) FROM positions_current p JOIN (
+            SELECT DISTINCT ON (broker, account_id, contract_key) *
+            FROM greek_snapshots ORDER BY broker, account_id, contract_key, event_time DESC) l
+          USING (broker, account_id, contract_key)
+         WHERE p.quantity <> l.quantity OR p.event_time <> l.event_time
+            OR p.position_delta IS DISTINCT FROM l.position_delta",
+    )
+    .await;
+    assert_eq!(mismatched, 0);
+}
