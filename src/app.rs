@@ -1,0 +1,162 @@
+//! The service: database (migrated, partitions ensured), metrics and control
+//! listeners, the pipeline, and the sources. `App::start` returns once everything
+//! listens; `App::shutdown` stops the sources and waits until what they sent is
+//! written.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use backoff::backoff::Backoff;
+use database::partitions::{ensure_partitions, run_maintenance};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use streaming::synthetic::{run_synthetic, SyntheticConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::pipeline::{Pipeline, PipelineReport};
+use crate::supervisor::supervise;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] database::DbError),
+    #[error("cancelled before the database was reachable")]
+    Cancelled,
+}
+
+pub struct App {
+    pub metrics_addr: SocketAddr,
+    pub control_addr: SocketAddr,
+    pub pool: PgPool,
+    cancel: CancellationToken,
+    sources: Vec<JoinHandle<()>>,
+    servers: Vec<JoinHandle<()>>,
+    pipeline: Pipeline,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Listen { addr, source })
+}
+
+/// Connects and migrates, retrying while the database is unreachable.
+pub async fn connect_and_migrate(
+    cfg: &Config,
+    application_name: &str,
+    max_connections: u32,
+    cancel: &CancellationToken,
+) -> Result<PgPool, AppError> {
+    let opts = database::connect_options(cfg.database_url.expose(), application_name)?;
+    let pool = database::lazy_pool(opts, max_connections);
+    let mut backoff = backoff::ExponentialBackoff {
+        initial_interval: Duration::from_millis(250),
+        max_interval: Duration::from_secs(10),
+        max_elapsed_time: None,
+        ..backoff::ExponentialBackoff::default()
+    };
+    loop {
+        match database::migrate(&pool).await {
+            Ok(()) => return Ok(pool),
+            Err(err) => {
+                let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
+                tracing::warn!(url = %cfg.database_url, error = %err, retry_in_ms = wait.as_millis() as u64,
+                    "database not ready");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.cancelled() => return Err(AppError::Cancelled),
+                }
+            }
+        }
+    }
+}
+
+impl App {
+    pub async fn start(cfg: Config, metrics: PrometheusHandle) -> Result<Self, AppError> {
+        let cancel = CancellationToken::new();
+        let metrics_listener = bind(cfg.metrics_addr).await?;
+        let control_listener = bind(cfg.control_addr).await?;
+        let metrics_addr = metrics_listener.local_addr().map_err(|source| AppError::Listen { addr: cfg.metrics_addr, source })?;
+        let control_addr = control_listener.local_addr().map_err(|source| AppError::Listen { addr: cfg.control_addr, source })?;
+        let mut servers = vec![
+            tokio::spawn(async move {
+                let app = Router::new().route("/metrics", get(move || std::future::ready(metrics.render())));
+                if let Err(err) = axum::serve(metrics_listener, app).await {
+                    tracing::error!(error = %err, "metrics listener stopped");
+                }
+            }),
+            tokio::spawn(async move {
+                let app = Router::new().route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }));
+                if let Err(err) = axum::serve(control_listener, app).await {
+                    tracing::error!(error = %err, "control listener stopped");
+                }
+            }),
+        ];
+        tracing::info!(%metrics_addr, %control_addr, "listening");
+
+        let writer_conns = cfg.writer.policy.max_in_flight as u32;
+        let pool = connect_and_migrate(&cfg, "greekstream-writer", writer_conns + 1, &cancel).await?;
+        let maint_pool = database::lazy_pool(
+            database::connect_options(cfg.database_url.expose(), "greekstream-maintenance")?,
+            1,
+        );
+        match ensure_partitions(&maint_pool, &cfg.partitions).await {
+            Ok(n) => tracing::info!(created = n, "monthly partitions ready"),
+            Err(err) => tracing::warn!(error = %err, "partition maintenance failed at start-up; rows go to the default partition until it succeeds"),
+        }
+        servers.push(tokio::spawn(run_maintenance(maint_pool, cfg.partitions, cancel.clone())));
+
+        let pipeline = Pipeline::start(pool.clone(), cfg.channel_capacity, cfg.writer.clone());
+        let mut sources = Vec::new();
+        if cfg.synthetic.enabled {
+            let s = cfg.synthetic.clone();
+            tracing::info!(rate = s.rate, accounts = s.accounts, seed = s.seed, "starting the synthetic source");
+            let tx = pipeline.sender();
+            let token = cancel.clone();
+            sources.push(tokio::spawn(supervise("synthetic", cancel.clone(), move || {
+                let synthetic = SyntheticConfig {
+                    seed: s.seed,
+                    accounts: s.accounts,
+                    rate: Some(s.rate),
+                    ..SyntheticConfig::default()
+                };
+                let (tx, token) = (tx.clone(), token.clone());
+                async move {
+                    run_synthetic(synthetic, tx, token).await;
+                }
+            })));
+        }
+        Ok(Self {
+            metrics_addr,
+            control_addr,
+            pool,
+            cancel,
+            sources,
+            servers,
+            pipeline,
+        })
+    }
+
+    /// Stops the sources, writes everything they sent, and stops the listeners.
+    pub async fn shutdown(self) -> PipelineReport {
+        self.cancel.cancel();
+        for s in self.sources {
+            let _ = s.await;
+        }
+        let report = self.pipeline.finish().await;
+        for s in self.servers {
+            s.abort();
+        }
+        report
+    }
+}

@@ -1,0 +1,233 @@
+//! Typed configuration from the environment (and `.env`), validated at start-up.
+//! Every variable is listed in `.env.example` and the README.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use database::partitions::PartitionConfig;
+use database::{FlushPolicy, WriterConfig};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+/// A URL whose password must never reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let s = &self.0;
+        let Some(scheme_end) = s.find("://").map(|i| i + 3) else {
+            return s.clone();
+        };
+        let rest = &s[scheme_end..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => {
+                let userinfo = &rest[..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                let masked = if userinfo.contains(':') {
+                    format!("{user}:***")
+                } else {
+                    user.to_owned()
+                };
+                format!("{}{masked}{}", &s[..scheme_end], &rest[at..])
+            }
+            None => s.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SyntheticSettings {
+    pub enabled: bool,
+    /// Events per second.
+    pub rate: f64,
+    pub seed: u64,
+    pub accounts: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: SecretUrl,
+    pub redis_url: SecretUrl,
+    pub metrics_addr: SocketAddr,
+    pub control_addr: SocketAddr,
+    pub channel_capacity: usize,
+    pub writer: WriterConfig,
+    pub partitions: PartitionConfig,
+    pub synthetic: SyntheticSettings,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/greekstream";
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn raw(&self, var: &'static str) -> Option<String> {
+        (self.0)(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError {
+                var,
+                message: format!("cannot parse {v:?}: {e}"),
+            }),
+        }
+    }
+
+    fn positive<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + Default + fmt::Display,
+        T::Err: fmt::Display,
+    {
+        let v = self.parse(var, default)?;
+        if v <= T::default() {
+            return Err(ConfigError {
+                var,
+                message: format!("must be positive, got {v}"),
+            });
+        }
+        Ok(v)
+    }
+
+    fn millis(&self, var: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(self.positive(var, default_ms)?))
+    }
+
+    fn url(&self, var: &'static str, default: &str, schemes: &[&str]) -> Result<SecretUrl, ConfigError> {
+        let v = self.raw(var).unwrap_or_else(|| default.to_owned());
+        if !schemes.iter().any(|s| v.starts_with(&format!("{s}://"))) {
+            return Err(ConfigError {
+                var,
+                message: format!(
+                    "expected a {} URL, got {}",
+                    schemes.join(" or "),
+                    SecretUrl(v.clone()).redacted()
+                ),
+            });
+        }
+        Ok(SecretUrl(v))
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(get);
+        let policy = FlushPolicy {
+            batch_size: env.positive("GS_WRITER_BATCH_SIZE", 50)?,
+            max_wait: env.millis("GS_WRITER_MAX_WAIT_MS", 1000)?,
+            eager: env.parse("GS_WRITER_EAGER", true)?,
+            max_batch_rows: env.positive("GS_WRITER_MAX_BATCH_ROWS", 20_000)?,
+            max_in_flight: env.positive("GS_WRITER_CONNECTIONS", 2)?,
+        };
+        let writer = WriterConfig {
+            policy,
+            max_buffer: env.positive("GS_WRITER_MAX_BUFFER", 100_000)?,
+            positions_interval: env.millis("GS_POSITIONS_INTERVAL_MS", 1000)?,
+            shutdown_grace: env.millis("GS_SHUTDOWN_GRACE_MS", 30_000)?,
+            ..WriterConfig::default()
+        };
+        let partitions = PartitionConfig {
+            months_back: env.parse("GS_PARTITION_MONTHS_BACK", 1)?,
+            months_ahead: env.parse("GS_PARTITION_MONTHS_AHEAD", 3)?,
+            ..PartitionConfig::default()
+        };
+        if partitions.months_back < 0 || partitions.months_ahead < 0 {
+            return Err(ConfigError {
+                var: "GS_PARTITION_MONTHS_AHEAD",
+                message: "months must not be negative".into(),
+            });
+        }
+        Ok(Self {
+            database_url: env.url("DATABASE_URL", DEFAULT_DATABASE_URL, &["postgres", "postgresql"])?,
+            redis_url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
+            metrics_addr: env.parse("METRICS_ADDR", "127.0.0.1:9464".parse().expect("literal"))?,
+            control_addr: env.parse("CONTROL_ADDR", "127.0.0.1:8888".parse().expect("literal"))?,
+            channel_capacity: env.positive("GS_CHANNEL_CAPACITY", 10_000)?,
+            writer,
+            partitions,
+            synthetic: SyntheticSettings {
+                enabled: env.parse("GS_SYNTHETIC", true)?,
+                rate: env.positive("GS_SYNTHETIC_RATE", 50.0)?,
+                seed: env.parse("GS_SYNTHETIC_SEED", 1)?,
+                accounts: env.positive("GS_SYNTHETIC_ACCOUNTS", 4)?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(&move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.control_addr.to_string(), "127.0.0.1:8888");
+        assert_eq!(c.database_url.expose(), DEFAULT_DATABASE_URL);
+        assert_eq!(c.writer.policy.batch_size, 50);
+        assert_eq!(c.writer.policy.max_wait, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = cfg(&[("METRICS_ADDR", "nope")]).unwrap_err();
+        assert_eq!(e.var, "METRICS_ADDR");
+        let e = cfg(&[("GS_WRITER_BATCH_SIZE", "0")]).unwrap_err();
+        assert_eq!(e.var, "GS_WRITER_BATCH_SIZE");
+        let e = cfg(&[("DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert_eq!(e.var, "DATABASE_URL");
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let e = cfg(&[("DATABASE_URL", "mysql://u:hunter2@h/db")]).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let c = cfg(&[("DATABASE_URL", "postgres://u:hunter2@h:5432/db?sslmode=require")]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://u:***@h:5432/db"), "{shown}");
+        assert_eq!(SecretUrl("postgres://h/db".into()).redacted(), "postgres://h/db");
+        assert_eq!(SecretUrl("redis://:pw@h".into()).redacted(), "redis://:***@h");
+    }
+}

@@ -1,0 +1,78 @@
+//! Runs each source as its own task and restarts it with bounded, jittered backoff
+//! if it panics or stops on its own, so one broker failing never stops another.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use tokio_util::sync::CancellationToken;
+
+/// Runs `make()` until `cancel` fires. A run that ends by itself (or panics) is
+/// restarted after a backoff; a run that lasted a minute resets the backoff.
+pub async fn supervise<F, Fut>(name: &'static str, cancel: CancellationToken, make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = backoff::ExponentialBackoff {
+        initial_interval: Duration::from_millis(500),
+        max_interval: Duration::from_secs(30),
+        max_elapsed_time: None,
+        ..backoff::ExponentialBackoff::default()
+    };
+    loop {
+        let started = tokio::time::Instant::now();
+        let run = tokio::spawn(make());
+        let abort = run.abort_handle();
+        let outcome = tokio::select! {
+            res = run => res,
+            _ = cancel.cancelled() => {
+                abort.abort();
+                return;
+            }
+        };
+        if cancel.is_cancelled() {
+            return;
+        }
+        if started.elapsed() >= Duration::from_secs(60) {
+            backoff.reset();
+        }
+        let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(30));
+        match outcome {
+            Ok(()) => tracing::warn!(task = name, restart_in_ms = wait.as_millis() as u64, "task stopped; restarting"),
+            Err(err) => tracing::error!(task = name, error = %err, restart_in_ms = wait.as_millis() as u64, "task failed; restarting"),
+        }
+        metrics::counter!("greekstream_task_restarts_total", "task" => name).increment(1);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_task_is_restarted_until_cancelled() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let cancel = CancellationToken::new();
+        let r = runs.clone();
+        let sup = tokio::spawn(supervise("flaky", cancel.clone(), move || {
+            let r = r.clone();
+            async move {
+                if r.fetch_add(1, Ordering::SeqCst) < 3 {
+                    panic!("boom");
+                }
+                std::future::pending::<()>().await;
+            }
+        }));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 4, "three panics, then a run that stays up");
+        cancel.cancel();
+        sup.await.unwrap();
+    }
+}

@@ -1,0 +1,70 @@
+//! Logging and the Prometheus exporter. `/metrics` is served on its own listener
+//! (METRICS_ADDR) so scraping never competes with the control API.
+
+use std::net::SocketAddr;
+
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use database::writer::{BATCH_ROWS, FLUSH_DURATION, INGEST_LATENCY};
+
+pub const CHANNEL_DEPTH: &str = "greekstream_channel_depth";
+
+/// Seconds: fine below 100 ms where we aim, coarse up to the 500 ms target and past it.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+pub const BATCH_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 20000.0,
+];
+
+pub fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Installs the global recorder (once per process) and registers every metric at zero.
+pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(INGEST_LATENCY.into()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(FLUSH_DURATION.into()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_ROWS.into()), BATCH_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    processor::pipeline::register_metrics();
+    database::writer::register_metrics();
+    for ch in ["events", "snapshots"] {
+        metrics::gauge!(CHANNEL_DEPTH, "channel" => ch).set(0.0);
+    }
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    use processor::pipeline::{EVENTS_RECEIVED, EVENTS_REJECTED, VALUES_NON_FINITE};
+    describe_histogram!(INGEST_LATENCY, Unit::Seconds, "received_at to commit observed by the writer, per broker");
+    describe_histogram!(FLUSH_DURATION, Unit::Seconds, "time to write one batch, retries included");
+    describe_histogram!(BATCH_ROWS, Unit::Count, "rows per batch");
+    describe_counter!(EVENTS_RECEIVED, "broker events reaching the processor");
+    describe_counter!(EVENTS_REJECTED, "events or rows refused (reason: missing_field, invalid_*, database)");
+    describe_counter!(VALUES_NON_FINITE, "NaN/Infinity values from a venue, stored as NULL");
+    describe_counter!(database::writer::EVENTS_PERSISTED, "rows committed to greek_snapshots");
+    describe_counter!(database::writer::DB_ERRORS, "database errors (kind: transient, permanent, maintenance)");
+    describe_counter!(database::writer::DB_RETRIES, "batch write retries");
+    describe_gauge!(database::writer::BUFFER_DEPTH, "rows buffered in the writer, not yet in a batch");
+    describe_gauge!(database::writer::INFLIGHT_ROWS, "rows in batches being written");
+    describe_gauge!(CHANNEL_DEPTH, "messages waiting in a pipeline channel");
+}
+
+/// Serves `/metrics` until the future is dropped.
+pub async fn serve_metrics(addr: SocketAddr, handle: PrometheusHandle) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    let app = Router::new().route("/metrics", get(move || std::future::ready(handle.render())));
+    axum::serve(listener, app).await
+}
