@@ -86,17 +86,33 @@ impl App {
         let cancel = CancellationToken::new();
         let metrics_listener = bind(cfg.metrics_addr).await?;
         let control_listener = bind(cfg.control_addr).await?;
-        let metrics_addr = metrics_listener.local_addr().map_err(|source| AppError::Listen { addr: cfg.metrics_addr, source })?;
-        let control_addr = control_listener.local_addr().map_err(|source| AppError::Listen { addr: cfg.control_addr, source })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| AppError::Listen {
+                addr: cfg.metrics_addr,
+                source,
+            })?;
+        let control_addr = control_listener
+            .local_addr()
+            .map_err(|source| AppError::Listen {
+                addr: cfg.control_addr,
+                source,
+            })?;
         let mut servers = vec![
             tokio::spawn(async move {
-                let app = Router::new().route("/metrics", get(move || std::future::ready(metrics.render())));
+                let app = Router::new().route(
+                    "/metrics",
+                    get(move || std::future::ready(metrics.render())),
+                );
                 if let Err(err) = axum::serve(metrics_listener, app).await {
                     tracing::error!(error = %err, "metrics listener stopped");
                 }
             }),
             tokio::spawn(async move {
-                let app = Router::new().route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }));
+                let app = Router::new().route(
+                    "/health",
+                    get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+                );
                 if let Err(err) = axum::serve(control_listener, app).await {
                     tracing::error!(error = %err, "control listener stopped");
                 }
@@ -105,36 +121,52 @@ impl App {
         tracing::info!(%metrics_addr, %control_addr, "listening");
 
         let writer_conns = cfg.writer.policy.max_in_flight as u32;
-        let pool = connect_and_migrate(&cfg, "greekstream-writer", writer_conns + 1, &cancel).await?;
+        let pool =
+            connect_and_migrate(&cfg, "greekstream-writer", writer_conns + 1, &cancel).await?;
         let maint_pool = database::lazy_pool(
             database::connect_options(cfg.database_url.expose(), "greekstream-maintenance")?,
             1,
         );
         match ensure_partitions(&maint_pool, &cfg.partitions).await {
             Ok(n) => tracing::info!(created = n, "monthly partitions ready"),
-            Err(err) => tracing::warn!(error = %err, "partition maintenance failed at start-up; rows go to the default partition until it succeeds"),
+            Err(err) => {
+                tracing::warn!(error = %err, "partition maintenance failed at start-up; rows go to the default partition until it succeeds")
+            }
         }
-        servers.push(tokio::spawn(run_maintenance(maint_pool, cfg.partitions, cancel.clone())));
+        servers.push(tokio::spawn(run_maintenance(
+            maint_pool,
+            cfg.partitions,
+            cancel.clone(),
+        )));
 
         let pipeline = Pipeline::start(pool.clone(), cfg.channel_capacity, cfg.writer.clone());
         let mut sources = Vec::new();
         if cfg.synthetic.enabled {
             let s = cfg.synthetic.clone();
-            tracing::info!(rate = s.rate, accounts = s.accounts, seed = s.seed, "starting the synthetic source");
+            tracing::info!(
+                rate = s.rate,
+                accounts = s.accounts,
+                seed = s.seed,
+                "starting the synthetic source"
+            );
             let tx = pipeline.sender();
             let token = cancel.clone();
-            sources.push(tokio::spawn(supervise("synthetic", cancel.clone(), move || {
-                let synthetic = SyntheticConfig {
-                    seed: s.seed,
-                    accounts: s.accounts,
-                    rate: Some(s.rate),
-                    ..SyntheticConfig::default()
-                };
-                let (tx, token) = (tx.clone(), token.clone());
-                async move {
-                    run_synthetic(synthetic, tx, token).await;
-                }
-            })));
+            sources.push(tokio::spawn(supervise(
+                "synthetic",
+                cancel.clone(),
+                move || {
+                    let synthetic = SyntheticConfig {
+                        seed: s.seed,
+                        accounts: s.accounts,
+                        rate: Some(s.rate),
+                        ..SyntheticConfig::default()
+                    };
+                    let (tx, token) = (tx.clone(), token.clone());
+                    async move {
+                        run_synthetic(synthetic, tx, token).await;
+                    }
+                },
+            )));
         }
         Ok(Self {
             metrics_addr,

@@ -42,7 +42,9 @@ async fn scratch_database(cfg: &Config) -> Result<(PgPool, PgConnectOptions), Be
     sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .execute(&mut admin)
         .await?;
-    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await?;
     admin.close().await?;
     let opts = base.database(&name);
     let pool = database::lazy_pool(opts.clone(), cfg.writer.policy.max_in_flight as u32 + 1);
@@ -79,7 +81,12 @@ fn postgres_cpu_seconds() -> f64 {
         return 0.0;
     };
     dir.filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter(|s| s.contains("(postgres)"))
         .map(|s| stat_cpu_seconds(&s, true))
@@ -90,13 +97,22 @@ fn ms(seconds: Option<f64>) -> Value {
     seconds.map_or(Value::Null, |s| json!((s * 10_000.0).round() / 10.0))
 }
 
-pub async fn ingest(cfg: &Config, rate: Option<f64>, seconds: f64, seed: u64) -> Result<Value, BenchError> {
+pub async fn ingest(
+    cfg: &Config,
+    rate: Option<f64>,
+    seconds: f64,
+    seed: u64,
+) -> Result<Value, BenchError> {
     let (pool, _) = scratch_database(cfg).await?;
     let window = Duration::from_secs_f64(seconds);
     let synthetic = SyntheticConfig {
         seed,
         rate,
-        duration: Some(if rate.is_some() { window + TAIL } else { window }),
+        duration: Some(if rate.is_some() {
+            window + TAIL
+        } else {
+            window
+        }),
         ..SyntheticConfig::default()
     };
     let (cpu0, pg0, wall0) = (self_cpu_seconds(), postgres_cpu_seconds(), Instant::now());
@@ -144,7 +160,9 @@ pub async fn ingest(cfg: &Config, rate: Option<f64>, seconds: f64, seed: u64) ->
     .fetch_one(&pool)
     .await?;
     let (events, p50, p95, p99, span) = row;
-    let throughput = span.filter(|s| *s > 0.0).map(|s| (events - 1).max(1) as f64 / s);
+    let throughput = span
+        .filter(|s| *s > 0.0)
+        .map(|s| (events - 1).max(1) as f64 / s);
     // Sustained: the achieved rate is within 1% of the target and the latency does
     // not grow over the run (second half's p95 within 2× the first half's + 10 ms).
     let steady = match halves {

@@ -81,13 +81,15 @@ pub struct Config {
     pub synthetic: SyntheticSettings,
 }
 
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/greekstream";
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/greekstream";
 
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
 
 impl Env<'_> {
     fn raw(&self, var: &'static str) -> Option<String> {
-        (self.0)(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        (self.0)(var)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     }
 
     fn parse<T: std::str::FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
@@ -122,7 +124,12 @@ impl Env<'_> {
         Ok(Duration::from_millis(self.positive(var, default_ms)?))
     }
 
-    fn url(&self, var: &'static str, default: &str, schemes: &[&str]) -> Result<SecretUrl, ConfigError> {
+    fn url(
+        &self,
+        var: &'static str,
+        default: &str,
+        schemes: &[&str],
+    ) -> Result<SecretUrl, ConfigError> {
         let v = self.raw(var).unwrap_or_else(|| default.to_owned());
         if !schemes.iter().any(|s| v.starts_with(&format!("{s}://"))) {
             return Err(ConfigError {
@@ -171,7 +178,11 @@ impl Config {
             });
         }
         Ok(Self {
-            database_url: env.url("DATABASE_URL", DEFAULT_DATABASE_URL, &["postgres", "postgresql"])?,
+            database_url: env.url(
+                "DATABASE_URL",
+                DEFAULT_DATABASE_URL,
+                &["postgres", "postgresql"],
+            )?,
             redis_url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
             metrics_addr: env.parse("METRICS_ADDR", "127.0.0.1:9464".parse().expect("literal"))?,
             control_addr: env.parse("CONTROL_ADDR", "127.0.0.1:8888".parse().expect("literal"))?,
@@ -194,8 +205,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(&move |k| map.get(k).cloned())
     }
 
@@ -223,11 +236,21 @@ mod tests {
     fn passwords_never_show() {
         let e = cfg(&[("DATABASE_URL", "mysql://u:hunter2@h/db")]).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
-        let c = cfg(&[("DATABASE_URL", "postgres://u:hunter2@h:5432/db?sslmode=require")]).unwrap();
+        let c = cfg(&[(
+            "DATABASE_URL",
+            "postgres://u:hunter2@h:5432/db?sslmode=require",
+        )])
+        .unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("postgres://u:***@h:5432/db"), "{shown}");
-        assert_eq!(SecretUrl("postgres://h/db".into()).redacted(), "postgres://h/db");
-        assert_eq!(SecretUrl("redis://:pw@h".into()).redacted(), "redis://:***@h");
+        assert_eq!(
+            SecretUrl("postgres://h/db".into()).redacted(),
+            "postgres://h/db"
+        );
+        assert_eq!(
+            SecretUrl("redis://:pw@h".into()).redacted(),
+            "redis://:***@h"
+        );
     }
 }

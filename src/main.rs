@@ -8,7 +8,11 @@ use greekstream::{bench, telemetry};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "greekstream", version, about = "Streams option Greeks and positions into partitioned PostgreSQL")]
+#[command(
+    name = "greekstream",
+    version,
+    about = "Streams option Greeks and positions into partitioned PostgreSQL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -93,10 +97,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(b) => {
             telemetry::init_logging("warn");
             let out = match b {
-                BenchCommand::Ingest { rate, seconds, seed } => {
+                BenchCommand::Ingest {
+                    rate,
+                    seconds,
+                    seed,
+                } => {
                     let rate = match rate.as_str() {
                         "max" => None,
-                        r => Some(r.parse::<f64>().ok().filter(|r| *r > 0.0).context("--rate takes events/s (> 0) or max")?),
+                        r => Some(
+                            r.parse::<f64>()
+                                .ok()
+                                .filter(|r| *r > 0.0)
+                                .context("--rate takes events/s (> 0) or max")?,
+                        ),
                     };
                     anyhow::ensure!(seconds > 0.0, "--seconds must be positive");
                     bench::ingest(&cfg, rate, seconds, seed).await?

@@ -30,7 +30,7 @@ impl Pipeline {
     pub fn start(pool: PgPool, channel_capacity: usize, writer: WriterConfig) -> Self {
         let (events, events_rx) = mpsc::channel(channel_capacity);
         let (snapshots, snapshots_rx) = mpsc::channel(channel_capacity);
-        let sampler = tokio::spawn(sample_depths(events.clone(), snapshots.clone()));
+        let sampler = tokio::spawn(sample_depths(events.downgrade(), snapshots.downgrade()));
         let processor = tokio::spawn(run_processor(events_rx, snapshots));
         let writer = tokio::spawn(run_writer(pool, writer, snapshots_rx));
         Self {
@@ -58,10 +58,9 @@ impl Pipeline {
 
 /// Channel depths as gauges. Holds weak senders so it never keeps the pipeline open.
 async fn sample_depths(
-    events: mpsc::Sender<BrokerEvent>,
-    snapshots: mpsc::Sender<processor::GreekSnapshot>,
+    events: mpsc::WeakSender<BrokerEvent>,
+    snapshots: mpsc::WeakSender<processor::GreekSnapshot>,
 ) {
-    let (events, snapshots) = (events.downgrade(), snapshots.downgrade());
     let events_gauge = metrics::gauge!(CHANNEL_DEPTH, "channel" => "events");
     let snapshots_gauge = metrics::gauge!(CHANNEL_DEPTH, "channel" => "snapshots");
     let mut tick = tokio::time::interval(Duration::from_secs(1));

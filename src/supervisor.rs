@@ -39,8 +39,14 @@ where
         }
         let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(30));
         match outcome {
-            Ok(()) => tracing::warn!(task = name, restart_in_ms = wait.as_millis() as u64, "task stopped; restarting"),
-            Err(err) => tracing::error!(task = name, error = %err, restart_in_ms = wait.as_millis() as u64, "task failed; restarting"),
+            Ok(()) => tracing::warn!(
+                task = name,
+                restart_in_ms = wait.as_millis() as u64,
+                "task stopped; restarting"
+            ),
+            Err(err) => {
+                tracing::error!(task = name, error = %err, restart_in_ms = wait.as_millis() as u64, "task failed; restarting")
+            }
         }
         metrics::counter!("greekstream_task_restarts_total", "task" => name).increment(1);
         tokio::select! {
@@ -71,7 +77,11 @@ mod tests {
             }
         }));
         tokio::time::sleep(Duration::from_secs(30)).await;
-        assert_eq!(runs.load(Ordering::SeqCst), 4, "three panics, then a run that stays up");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            4,
+            "three panics, then a run that stays up"
+        );
         cancel.cancel();
         sup.await.unwrap();
     }

@@ -47,17 +47,43 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     use processor::pipeline::{EVENTS_RECEIVED, EVENTS_REJECTED, VALUES_NON_FINITE};
-    describe_histogram!(INGEST_LATENCY, Unit::Seconds, "received_at to commit observed by the writer, per broker");
-    describe_histogram!(FLUSH_DURATION, Unit::Seconds, "time to write one batch, retries included");
+    describe_histogram!(
+        INGEST_LATENCY,
+        Unit::Seconds,
+        "received_at to commit observed by the writer, per broker"
+    );
+    describe_histogram!(
+        FLUSH_DURATION,
+        Unit::Seconds,
+        "time to write one batch, retries included"
+    );
     describe_histogram!(BATCH_ROWS, Unit::Count, "rows per batch");
     describe_counter!(EVENTS_RECEIVED, "broker events reaching the processor");
-    describe_counter!(EVENTS_REJECTED, "events or rows refused (reason: missing_field, invalid_*, database)");
-    describe_counter!(VALUES_NON_FINITE, "NaN/Infinity values from a venue, stored as NULL");
-    describe_counter!(database::writer::EVENTS_PERSISTED, "rows committed to greek_snapshots");
-    describe_counter!(database::writer::DB_ERRORS, "database errors (kind: transient, permanent, maintenance)");
+    describe_counter!(
+        EVENTS_REJECTED,
+        "events or rows refused (reason: missing_field, invalid_*, database)"
+    );
+    describe_counter!(
+        VALUES_NON_FINITE,
+        "NaN/Infinity values from a venue, stored as NULL"
+    );
+    describe_counter!(
+        database::writer::EVENTS_PERSISTED,
+        "rows committed to greek_snapshots"
+    );
+    describe_counter!(
+        database::writer::DB_ERRORS,
+        "database errors (kind: transient, permanent, maintenance)"
+    );
     describe_counter!(database::writer::DB_RETRIES, "batch write retries");
-    describe_gauge!(database::writer::BUFFER_DEPTH, "rows buffered in the writer, not yet in a batch");
-    describe_gauge!(database::writer::INFLIGHT_ROWS, "rows in batches being written");
+    describe_gauge!(
+        database::writer::BUFFER_DEPTH,
+        "rows buffered in the writer, not yet in a batch"
+    );
+    describe_gauge!(
+        database::writer::INFLIGHT_ROWS,
+        "rows in batches being written"
+    );
     describe_gauge!(CHANNEL_DEPTH, "messages waiting in a pipeline channel");
 }
 

@@ -15,7 +15,14 @@ use common::{count, snapshots};
 #[tokio::test]
 async fn migrations_build_the_schema_on_an_empty_database() {
     let db = TestDb::empty().await;
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").await, 0);
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        )
+        .await,
+        0
+    );
     database::migrate(&db.pool).await.unwrap();
     // Running again is a no-op, as at every start-up.
     database::migrate(&db.pool).await.unwrap();
@@ -37,13 +44,22 @@ async fn migrations_build_the_schema_on_an_empty_database() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert!(index.ends_with("(event_time, broker, account_id, contract_key)"), "{index}");
+    assert!(
+        index.ends_with("(event_time, broker, account_id, contract_key)"),
+        "{index}"
+    );
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
                          WHERE i.inhparent = 'greek_snapshots'::regclass AND c.relname = 'greek_snapshots_default'").await,
         1
     );
-    for col in ["received_at", "persisted_at", "delta", "vega", "position_theta"] {
+    for col in [
+        "received_at",
+        "persisted_at",
+        "delta",
+        "vega",
+        "position_theta",
+    ] {
         let comment: Option<String> = sqlx::query_scalar(
             "SELECT col_description('greek_snapshots'::regclass, attnum) FROM pg_attribute
              WHERE attrelid = 'greek_snapshots'::regclass AND attname = $1",
@@ -52,7 +68,10 @@ async fn migrations_build_the_schema_on_an_empty_database() {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-        assert!(comment.is_some_and(|c| !c.is_empty()), "{col} has a comment");
+        assert!(
+            comment.is_some_and(|c| !c.is_empty()),
+            "{col} has a comment"
+        );
     }
 }
 
@@ -65,7 +84,11 @@ async fn maintenance_creates_months_ahead_and_rows_route_to_them() {
         ..PartitionConfig::default()
     };
     assert_eq!(ensure_partitions(&db.pool, &cfg).await.unwrap(), 5);
-    assert_eq!(ensure_partitions(&db.pool, &cfg).await.unwrap(), 0, "idempotent");
+    assert_eq!(
+        ensure_partitions(&db.pool, &cfg).await.unwrap(),
+        0,
+        "idempotent"
+    );
     let now = Utc::now();
     let this_month = format!("greek_snapshots_{}_{:02}", now.year(), now.month());
     let far_past = Utc.with_ymd_and_hms(2001, 2, 3, 4, 5, 6).unwrap();
@@ -83,17 +106,30 @@ async fn maintenance_creates_months_ahead_and_rows_route_to_them() {
     let placed = |part: String| {
         let pool = db.pool.clone();
         async move {
-            count(&pool, &format!("SELECT count(*) FROM greek_snapshots WHERE tableoid = '{part}'::regclass")).await
+            count(
+                &pool,
+                &format!(
+                    "SELECT count(*) FROM greek_snapshots WHERE tableoid = '{part}'::regclass"
+                ),
+            )
+            .await
         }
     };
     assert_eq!(placed(this_month).await, 10);
     assert_eq!(placed("greek_snapshots_default".into()).await, 3);
 
     // Creating the 2001-02 partition later moves its rows out of the default one.
-    assert!(ensure_month(&db.pool, NaiveDate::from_ymd_opt(2001, 2, 17).unwrap()).await.unwrap());
+    assert!(
+        ensure_month(&db.pool, NaiveDate::from_ymd_opt(2001, 2, 17).unwrap())
+            .await
+            .unwrap()
+    );
     assert_eq!(placed("greek_snapshots_2001_02".into()).await, 3);
     assert_eq!(placed("greek_snapshots_default".into()).await, 0);
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM greek_snapshots").await, 13);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM greek_snapshots").await,
+        13
+    );
     // and new rows for that month go straight to it
     let (tx, rx) = mpsc::channel(8);
     tx.send(snapshots(1, far_past).remove(0)).await.unwrap();
@@ -106,7 +142,10 @@ async fn maintenance_creates_months_ahead_and_rows_route_to_them() {
 async fn partition_bounds_are_utc_whatever_the_session_time_zone() {
     let db = TestDb::new().await;
     let mut conn = db.pool.acquire().await.unwrap();
-    sqlx::query("SET TimeZone = 'America/New_York'").execute(&mut *conn).await.unwrap();
+    sqlx::query("SET TimeZone = 'America/New_York'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     let created: bool = sqlx::query_scalar("SELECT greekstream_ensure_partition('2030-05-01')")
         .fetch_one(&mut *conn)
         .await
@@ -129,7 +168,13 @@ async fn partition_bounds_are_utc_whatever_the_session_time_zone() {
     assert!(bound.contains("FROM ('"), "{bound}");
     let from: chrono::DateTime<Utc> = sqlx::query_scalar(&format!(
         "SELECT ({})::timestamptz",
-        bound.split("FROM (").nth(1).unwrap().split(')').next().unwrap()
+        bound
+            .split("FROM (")
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap()
     ))
     .fetch_one(&db.pool)
     .await
@@ -196,14 +241,20 @@ async fn values_round_trip_exactly_through_binary_copy() {
         assert_eq!(g.12, e.source_seq);
     }
     // numerics compare as text too (scale preserved)
-    let q: String = sqlx::query_scalar("SELECT quantity::text FROM greek_snapshots ORDER BY source_seq LIMIT 1")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let q: String = sqlx::query_scalar(
+        "SELECT quantity::text FROM greek_snapshots ORDER BY source_seq LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(q, "-12345.678");
     // the contract dimension holds each contract once
     assert_eq!(
         count(&db.pool, "SELECT count(*) FROM contracts").await,
-        count(&db.pool, "SELECT count(DISTINCT contract_key) FROM greek_snapshots").await
+        count(
+            &db.pool,
+            "SELECT count(DISTINCT contract_key) FROM greek_snapshots"
+        )
+        .await
     );
 }

@@ -42,10 +42,24 @@ async fn fifty_buffered_records_make_a_batch() {
         tx.send(r).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count(&db.pool, ROWS).await, 0, "49 records do not make a batch");
+    assert_eq!(
+        count(&db.pool, ROWS).await,
+        0,
+        "49 records do not make a batch"
+    );
     tx.send(rows.next().unwrap()).await.unwrap();
-    assert_eq!(wait_for_count(&db.pool, ROWS, 50, Duration::from_secs(10)).await, 50);
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM ingest_batches WHERE row_count = 50").await, 1);
+    assert_eq!(
+        wait_for_count(&db.pool, ROWS, 50, Duration::from_secs(10)).await,
+        50
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM ingest_batches WHERE row_count = 50"
+        )
+        .await,
+        1
+    );
     drop(tx);
     writer.await.unwrap();
 }
@@ -64,10 +78,27 @@ async fn the_oldest_record_waits_at_most_one_second() {
         tx.send(r).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(count(&db.pool, ROWS).await, 0, "3 records wait for the timer");
-    assert_eq!(wait_for_count(&db.pool, ROWS, 3, Duration::from_secs(10)).await, 3);
-    assert!(sent.elapsed() >= Duration::from_secs(1), "not before the second is up");
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM ingest_batches WHERE row_count = 3").await, 1);
+    assert_eq!(
+        count(&db.pool, ROWS).await,
+        0,
+        "3 records wait for the timer"
+    );
+    assert_eq!(
+        wait_for_count(&db.pool, ROWS, 3, Duration::from_secs(10)).await,
+        3
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_secs(1),
+        "not before the second is up"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM ingest_batches WHERE row_count = 3"
+        )
+        .await,
+        1
+    );
     drop(tx);
     writer.await.unwrap();
 }
@@ -79,7 +110,10 @@ async fn eager_policy_writes_a_lone_record_without_waiting_for_the_timer() {
     let writer = tokio::spawn(run_writer(db.pool.clone(), WriterConfig::default(), rx));
     tx.send(snapshots(1, Utc::now()).remove(0)).await.unwrap();
     // The 1 s timer would need a full second; eager flushing is done well before.
-    assert_eq!(wait_for_count(&db.pool, ROWS, 1, Duration::from_millis(900)).await, 1);
+    assert_eq!(
+        wait_for_count(&db.pool, ROWS, 1, Duration::from_millis(900)).await,
+        1
+    );
     drop(tx);
     writer.await.unwrap();
 }
@@ -115,7 +149,11 @@ async fn killed_connections_lose_and_duplicate_nothing() {
     assert!(report.retries > 0, "{report:?}");
     assert_eq!(report.persisted, total as u64);
     assert_eq!(count(&db.pool, ROWS).await, total as i64);
-    assert_eq!(count(&db.pool, DISTINCT).await, total as i64, "no duplicates");
+    assert_eq!(
+        count(&db.pool, DISTINCT).await,
+        total as i64,
+        "no duplicates"
+    );
 }
 
 #[tokio::test]
@@ -138,7 +176,10 @@ async fn an_unreachable_server_pushes_back_and_everything_lands_later() {
     for r in rows.by_ref().take(200) {
         tx.send(r).await.unwrap();
     }
-    assert_eq!(wait_for_count(&db.pool, ROWS, 200, Duration::from_secs(10)).await, 200);
+    assert_eq!(
+        wait_for_count(&db.pool, ROWS, 200, Duration::from_secs(10)).await,
+        200
+    );
 
     proxy.cut();
     // Feed until the writer stops taking records: memory stays bounded.
@@ -153,7 +194,10 @@ async fn an_unreachable_server_pushes_back_and_everything_lands_later() {
         }
     }
     let bound = 500 + 2 * 100 + channel_cap + 1;
-    assert!(accepted >= 500 && accepted <= bound, "accepted {accepted} while down (bound {bound})");
+    assert!(
+        accepted >= 500 && accepted <= bound,
+        "accepted {accepted} while down (bound {bound})"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.restore();
     for r in rows {
@@ -182,8 +226,14 @@ async fn a_retry_after_an_ambiguous_commit_writes_nothing_twice() {
     }
     drop(tx);
     let report = writer.await.unwrap();
-    assert!(!proxy.commit_ambiguity_pending(), "a COMMIT went through the trap");
-    assert!(report.retries >= 1, "the lost COMMIT reply was retried: {report:?}");
+    assert!(
+        !proxy.commit_ambiguity_pending(),
+        "a COMMIT went through the trap"
+    );
+    assert!(
+        report.retries >= 1,
+        "the lost COMMIT reply was retried: {report:?}"
+    );
     assert_eq!(report.persisted, 40);
     assert_eq!(count(&db.pool, ROWS).await, 40);
     assert_eq!(count(&db.pool, DISTINCT).await, 40);
@@ -209,7 +259,14 @@ async fn a_row_postgres_refuses_is_isolated_and_the_rest_is_written() {
     assert_eq!(report.rejected, 1);
     assert_eq!(report.persisted, 99);
     assert_eq!(count(&db.pool, ROWS).await, 99);
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM greek_snapshots WHERE source_seq = 37").await, 0);
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM greek_snapshots WHERE source_seq = 37"
+        )
+        .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -228,7 +285,10 @@ async fn positions_current_holds_the_latest_row_per_position() {
     drop(tx);
     writer.await.unwrap();
     let distinct = count(&db.pool, "SELECT count(*) FROM (SELECT DISTINCT broker, account_id, contract_key FROM greek_snapshots) s").await;
-    assert_eq!(count(&db.pool, "SELECT count(*) FROM positions_current").await, distinct);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM positions_current").await,
+        distinct
+    );
     let mismatched = count(
         &db.pool,
         "SELECT count(*) FROM positions_current p JOIN (

@@ -213,7 +213,10 @@ mod tests {
         assert_eq!(parts(&numeric("0")), (0, 0, 0, 0, vec![]));
         assert_eq!(parts(&numeric("100")), (1, 0, 0, 0, vec![100]));
         assert_eq!(parts(&numeric("-3")), (1, 0, 0x4000, 0, vec![3]));
-        assert_eq!(parts(&numeric("12345.678")), (3, 1, 0, 3, vec![1, 2345, 6780]));
+        assert_eq!(
+            parts(&numeric("12345.678")),
+            (3, 1, 0, 3, vec![1, 2345, 6780])
+        );
         assert_eq!(parts(&numeric("0.001")), (1, -1, 0, 3, vec![10]));
         assert_eq!(parts(&numeric("10000")), (1, 1, 0, 0, vec![1]));
         assert_eq!(parts(&numeric("5912.50")), (2, 0, 0, 2, vec![5912, 5000]));
@@ -221,7 +224,13 @@ mod tests {
 
     #[test]
     fn numeric_length_prefix_is_consistent() {
-        for s in ["0", "1", "-99999999.123456789", "0.00001", "79228162514264337593543950335"] {
+        for s in [
+            "0",
+            "1",
+            "-99999999.123456789",
+            "0.00001",
+            "79228162514264337593543950335",
+        ] {
             let b = numeric(s);
             let len = i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
             assert_eq!(len + 4, b.len(), "{s}");
@@ -231,7 +240,10 @@ mod tests {
     #[test]
     fn timestamps_are_micros_since_2000() {
         let mut b = Vec::new();
-        put_ts(&mut b, DateTime::from_timestamp(946_684_800, 1_000).unwrap());
+        put_ts(
+            &mut b,
+            DateTime::from_timestamp(946_684_800, 1_000).unwrap(),
+        );
         assert_eq!(&b[4..], &1i64.to_be_bytes());
     }
 }

@@ -2,7 +2,7 @@
 //! (dropped again when the handle goes, even if the test panicked), and a TCP proxy
 //! that can make the server unreachable on demand.
 //!
-//! The server is `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
+//! The server is `TEST_DATABASE_URL` (default `postgres://postgres:postgres@127.0.0.1:5432/postgres`);
 //! the user must be allowed to create databases.
 
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ use crate::pool::{connect_options, lazy_pool, migrate};
 
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// A database of one's own, migrated; dropped on `Drop`.
@@ -71,6 +71,19 @@ impl TestDb {
         }
     }
 
+    /// A URL for this database (the admin URL with the database name replaced).
+    pub fn url(&self) -> String {
+        let admin = admin_url();
+        let (base, query) = admin
+            .split_once('?')
+            .map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+        let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
+        match query {
+            Some(q) => format!("{server}/{}?{q}", self.name),
+            None => format!("{server}/{}", self.name),
+        }
+    }
+
     /// Connect options for this database through another address (e.g. a [`TcpProxy`]),
     /// in plain text so the proxy can see the protocol.
     pub fn options_via(&self, addr: SocketAddr) -> PgConnectOptions {
@@ -84,7 +97,11 @@ impl TestDb {
     /// The server's address, for a proxy in front of it.
     pub fn server_addr(&self) -> SocketAddr {
         let host = self.options.get_host();
-        let host = if host == "localhost" { "127.0.0.1" } else { host };
+        let host = if host == "localhost" {
+            "127.0.0.1"
+        } else {
+            host
+        };
         format!("{host}:{}", self.options.get_port())
             .parse()
             .expect("TEST_DATABASE_URL host must be an IP address or localhost")
@@ -105,7 +122,7 @@ impl Drop for TestDb {
                 if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .execute(&mut conn)
-                    .await;
+                        .await;
                 }
             });
         })

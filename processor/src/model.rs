@@ -360,7 +360,9 @@ mod tests {
     #[test]
     fn other_keys() {
         assert_eq!(
-            &*Contract::future("es", d(2026, 12, 18), dec!(50)).unwrap().key,
+            &*Contract::future("es", d(2026, 12, 18), dec!(50))
+                .unwrap()
+                .key,
             "ES 20261218 FUT"
         );
         assert_eq!(
@@ -413,7 +415,10 @@ mod tests {
         assert_eq!(p.gamma, Some(-6.0));
         assert!((p.theta.unwrap() - 30.0).abs() < 1e-9);
         assert!((p.vega.unwrap() + 90.0).abs() < 1e-9);
-        assert_eq!(Greeks::default().scaled(dec!(5), dec!(100)), Greeks::default());
+        assert_eq!(
+            Greeks::default().scaled(dec!(5), dec!(100)),
+            Greeks::default()
+        );
     }
 
     proptest! {

@@ -23,7 +23,9 @@ pub fn snapshots(n: usize, at: DateTime<Utc>) -> Vec<GreekSnapshot> {
                 received_at: Utc::now(),
                 payload: BrokerPayload::Synthetic(tick),
             };
-            norm.normalize(ev).expect("generator emits valid ticks").snapshot
+            norm.normalize(ev)
+                .expect("generator emits valid ticks")
+                .snapshot
         })
         .collect()
 }

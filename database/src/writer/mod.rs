@@ -98,7 +98,10 @@ struct Metrics {
 impl Metrics {
     fn new() -> Self {
         let per_broker = |f: &dyn Fn(&'static str) -> Counter| {
-            Broker::ALL.iter().map(|b| f(b.as_str())).collect::<Vec<_>>()
+            Broker::ALL
+                .iter()
+                .map(|b| f(b.as_str()))
+                .collect::<Vec<_>>()
         };
         Self {
             latency: Broker::ALL
@@ -180,7 +183,8 @@ pub async fn run_writer(
     let cfg = &shared.cfg;
     let policy = cfg.policy;
     let mut report = WriterReport::default();
-    let mut buffer: Vec<GreekSnapshot> = Vec::with_capacity(policy.max_batch_rows.min(cfg.max_buffer));
+    let mut buffer: Vec<GreekSnapshot> =
+        Vec::with_capacity(policy.max_batch_rows.min(cfg.max_buffer));
     let mut oldest: Option<Instant> = None;
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
     let mut inflight_rows = 0usize;
@@ -195,9 +199,9 @@ pub async fn run_writer(
     let (mut rows_since_log, mut last_log) = (0u64, Instant::now());
 
     let accept = |s: GreekSnapshot,
-                      buffer: &mut Vec<GreekSnapshot>,
-                      oldest: &mut Option<Instant>,
-                      dirty: &mut HashMap<PositionKey, GreekSnapshot>| {
+                  buffer: &mut Vec<GreekSnapshot>,
+                  oldest: &mut Option<Instant>,
+                  dirty: &mut HashMap<PositionKey, GreekSnapshot>| {
         if buffer.is_empty() {
             *oldest = Some(Instant::now());
         }
@@ -377,7 +381,10 @@ async fn flush(shared: Arc<Shared>, rows: Vec<GreekSnapshot>, extras: Extras) ->
                 Ok(result) => {
                     let committed_at = Utc::now();
                     if matches!(result, Attempt::AlreadyCommitted) {
-                        tracing::info!(seq, "batch found committed by an earlier attempt; not written again");
+                        tracing::info!(
+                            seq,
+                            "batch found committed by an earlier attempt; not written again"
+                        );
                     }
                     record_committed(&shared, &unit.rows, committed_at);
                     out.persisted += unit.rows.len() as u64;
@@ -443,7 +450,9 @@ fn record_committed(shared: &Shared, rows: &[GreekSnapshot], committed_at: DateT
     let mut window = shared.window.lock().expect("latency window lock");
     let mut per_broker = [0u64; Broker::ALL.len()];
     for r in rows {
-        let us = (committed_at - r.received_at).num_microseconds().unwrap_or(i64::MAX);
+        let us = (committed_at - r.received_at)
+            .num_microseconds()
+            .unwrap_or(i64::MAX);
         m.latency[r.broker() as usize].record(us as f64 / 1e6);
         window.record_micros(us);
         per_broker[r.broker() as usize] += 1;
@@ -455,7 +464,12 @@ fn record_committed(shared: &Shared, rows: &[GreekSnapshot], committed_at: DateT
     }
 }
 
-async fn attempt(shared: &Shared, seq: i64, bytes: &[u8], unit: &Unit) -> Result<Attempt, sqlx::Error> {
+async fn attempt(
+    shared: &Shared,
+    seq: i64,
+    bytes: &[u8],
+    unit: &Unit,
+) -> Result<Attempt, sqlx::Error> {
     let mut tx = shared.pool.begin().await?;
     let fresh = sqlx::query(
         "INSERT INTO ingest_batches (writer_id, batch_seq, row_count) VALUES ($1, $2, $3)

@@ -148,12 +148,18 @@ mod tests {
             ..FlushPolicy::default()
         };
         assert_eq!(p.decide(1000, Some(now), 2, false, now), Decision::Idle);
-        assert_eq!(p.decide(1000, Some(now), 1, false, now), Decision::Flush(100));
+        assert_eq!(
+            p.decide(1000, Some(now), 1, false, now),
+            Decision::Flush(100)
+        );
     }
 
     #[test]
     fn closing_flushes_the_rest() {
         let now = Instant::now();
-        assert_eq!(strict().decide(3, Some(now), 1, true, now), Decision::Flush(3));
+        assert_eq!(
+            strict().decide(3, Some(now), 1, true, now),
+            Decision::Flush(3)
+        );
     }
 }
