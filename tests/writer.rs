@@ -106,12 +106,16 @@ async fn the_oldest_record_waits_at_most_one_second() {
 #[tokio::test]
 async fn eager_policy_writes_a_lone_record_without_waiting_for_the_timer() {
     let db = TestDb::new().await;
+    // The size and age triggers are out of reach, so only the eager trigger can write it.
+    let policy = FlushPolicy {
+        max_wait: Duration::from_secs(3600),
+        ..FlushPolicy::default()
+    };
     let (tx, rx) = mpsc::channel(10);
-    let writer = tokio::spawn(run_writer(db.pool.clone(), WriterConfig::default(), rx));
+    let writer = tokio::spawn(run_writer(db.pool.clone(), quick_retries(policy), rx));
     tx.send(snapshots(1, Utc::now()).remove(0)).await.unwrap();
-    // The 1 s timer would need a full second; eager flushing is done well before.
     assert_eq!(
-        wait_for_count(&db.pool, ROWS, 1, Duration::from_millis(900)).await,
+        wait_for_count(&db.pool, ROWS, 1, Duration::from_secs(10)).await,
         1
     );
     drop(tx);
@@ -145,8 +149,9 @@ async fn killed_connections_lose_and_duplicate_nothing() {
     }
     feeder.await.unwrap();
     let report = writer.await.unwrap();
+    // (A connection killed while idle is replaced by the pool without a retry, so the
+    // retry count is not asserted; what matters is that nothing is lost or doubled.)
     assert!(kills > 0, "the test killed at least one writer connection");
-    assert!(report.retries > 0, "{report:?}");
     assert_eq!(report.persisted, total as u64);
     assert_eq!(count(&db.pool, ROWS).await, total as i64);
     assert_eq!(
@@ -185,7 +190,7 @@ async fn an_unreachable_server_pushes_back_and_everything_lands_later() {
     // Feed until the writer stops taking records: memory stays bounded.
     let mut accepted = 0;
     for r in rows.by_ref() {
-        match tokio::time::timeout(Duration::from_millis(500), tx.send(r)).await {
+        match tokio::time::timeout(Duration::from_secs(2), tx.send(r)).await {
             Ok(res) => {
                 res.unwrap();
                 accepted += 1;
@@ -300,4 +305,37 @@ async fn positions_current_holds_the_latest_row_per_position() {
     )
     .await;
     assert_eq!(mismatched, 0);
+}
+
+#[tokio::test]
+async fn positions_are_refreshed_when_the_stream_goes_quiet() {
+    let db = TestDb::new().await;
+    let (tx, rx) = mpsc::channel(100);
+    let cfg = WriterConfig {
+        positions_interval: Duration::from_millis(200),
+        ..WriterConfig::default()
+    };
+    let writer = tokio::spawn(run_writer(db.pool.clone(), cfg, rx));
+    for r in snapshots(30, Utc::now()) {
+        tx.send(r).await.unwrap();
+    }
+    // No more rows arrive, and the input stays open: the timer alone must refresh them.
+    let distinct = "SELECT count(*) FROM (SELECT DISTINCT broker, account_id, contract_key FROM greek_snapshots) s";
+    assert_eq!(
+        wait_for_count(&db.pool, ROWS, 30, Duration::from_secs(10)).await,
+        30
+    );
+    let want = count(&db.pool, distinct).await;
+    assert_eq!(
+        wait_for_count(
+            &db.pool,
+            "SELECT count(*) FROM positions_current",
+            want,
+            Duration::from_secs(10)
+        )
+        .await,
+        want
+    );
+    drop(tx);
+    writer.await.unwrap();
 }

@@ -256,9 +256,24 @@ pub async fn run_writer(
                 Decision::Idle => break,
             }
         }
+        // Positions that changed are refreshed on their own timer even when no rows
+        // follow them (a quiet stream, or shutdown).
+        if !dirty_positions.is_empty() {
+            let due = last_positions + cfg.positions_interval;
+            if (Instant::now() >= due || !open) && tasks.len() < policy.max_in_flight.max(1) {
+                let extras = Extras {
+                    contracts: Vec::new(),
+                    positions: dirty_positions.drain().map(|(_, v)| v).collect(),
+                };
+                last_positions = Instant::now();
+                tasks.spawn(flush(shared.clone(), Vec::new(), extras));
+            } else {
+                deadline = Some(deadline.map_or(due, |d: Instant| d.min(due)));
+            }
+        }
         shared.metrics.buffer_depth.set(buffer.len() as f64);
         shared.metrics.inflight_rows.set(inflight_rows as f64);
-        if !open && buffer.is_empty() && tasks.is_empty() {
+        if !open && buffer.is_empty() && tasks.is_empty() && dirty_positions.is_empty() {
             break;
         }
         let wait = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -411,8 +426,10 @@ async fn flush(shared: Arc<Shared>, rows: Vec<GreekSnapshot>, extras: Extras) ->
             }
         }
     }
-    m.flush_seconds.record(started.elapsed().as_secs_f64());
-    m.batch_rows.record(out.rows as f64);
+    if out.rows > 0 {
+        m.flush_seconds.record(started.elapsed().as_secs_f64());
+        m.batch_rows.record(out.rows as f64);
+    }
     out
 }
 
