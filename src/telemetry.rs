@@ -1,10 +1,6 @@
 //! Logging and the Prometheus exporter. `/metrics` is served on its own listener
-//! (METRICS_ADDR) so scraping never competes with the control API.
+//! (METRICS_ADDR, see `app.rs`) so scraping never competes with the control API.
 
-use std::net::SocketAddr;
-
-use axum::routing::get;
-use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use database::writer::{BATCH_ROWS, FLUSH_DURATION, INGEST_LATENCY};
@@ -85,12 +81,4 @@ fn describe() {
         "rows in batches being written"
     );
     describe_gauge!(CHANNEL_DEPTH, "messages waiting in a pipeline channel");
-}
-
-/// Serves `/metrics` until the future is dropped.
-pub async fn serve_metrics(addr: SocketAddr, handle: PrometheusHandle) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-    let app = Router::new().route("/metrics", get(move || std::future::ready(handle.render())));
-    axum::serve(listener, app).await
 }
