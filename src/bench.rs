@@ -170,7 +170,7 @@ pub async fn ingest(
         _ => false,
     };
     let sustained = rate.map(|r| throughput.is_some_and(|t| (t - r).abs() <= 0.01 * r) && steady);
-    let stats = database::writer::WriterReport { ..report.writer };
+    let stats = report.writer;
     Ok(json!({
         "rate": rate.map_or(json!("max"), |r| json!(r)),
         "events": events,
