@@ -27,6 +27,10 @@ pub enum ModelError {
     InvalidMultiplier(Decimal),
     #[error("invalid option right {0:?}: expected C or P")]
     InvalidRight(String),
+    #[error("invalid expiry {0:?}: expected YYYYMMDD")]
+    InvalidExpiry(String),
+    #[error("unsupported asset class {0:?}")]
+    UnsupportedAssetClass(String),
 }
 
 impl ModelError {
@@ -38,6 +42,8 @@ impl ModelError {
             ModelError::InvalidStrike(_) => "invalid_strike",
             ModelError::InvalidMultiplier(_) => "invalid_multiplier",
             ModelError::InvalidRight(_) => "invalid_right",
+            ModelError::InvalidExpiry(_) => "invalid_expiry",
+            ModelError::UnsupportedAssetClass(_) => "unsupported_asset_class",
         }
     }
 }

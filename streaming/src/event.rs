@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::ibkr::IbkrQuote;
 use crate::synthetic::SyntheticTick;
 
 /// A venue we stream from. `Synthetic` is the built-in load generator; its rows are
@@ -71,6 +72,7 @@ pub struct BrokerEvent {
 #[derive(Debug, Clone)]
 pub enum BrokerPayload {
     Synthetic(SyntheticTick),
+    Ibkr(IbkrQuote),
 }
 
 #[cfg(test)]

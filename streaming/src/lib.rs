@@ -3,7 +3,9 @@
 //! those into unified records is the processor's job, not ours.
 
 pub mod event;
+pub mod ibkr;
 pub mod rng;
 pub mod synthetic;
+pub mod ws;
 
 pub use event::{Broker, BrokerEvent, BrokerPayload};

@@ -1,6 +1,7 @@
 //! Broker payload → unified records. One module per broker; [`Normalizer`] owns the
 //! state they share (the contract cache).
 
+mod ibkr;
 mod synthetic;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ impl Normalizer {
     pub fn normalize(&mut self, event: BrokerEvent) -> Result<Normalized, ModelError> {
         match event.payload {
             BrokerPayload::Synthetic(ref tick) => synthetic::normalize(self, &event, tick),
+            BrokerPayload::Ibkr(ref quote) => ibkr::normalize(self, &event, quote),
         }
     }
 
