@@ -187,25 +187,24 @@ impl Rest {
         // `/portfolio/accounts` first.
         self.call(false, "/iserver/accounts").await?;
         let accounts = self.call(false, "/portfolio/accounts").await?;
-        let accounts: Vec<wire::PortfolioAccount> =
-            serde_json::from_value(accounts).map_err(|e| RestError::Body {
-                route: "/portfolio/accounts".into(),
-                message: e.to_string(),
-            })?;
+        let accounts = wire::parse_accounts(&accounts).ok_or_else(|| RestError::Body {
+            route: "/portfolio/accounts".into(),
+            message: "not a JSON array".into(),
+        })?;
         let mut out = Vec::new();
         for acct in accounts {
             // Keep reading until an empty page: the page size is not reliably documented.
             for page in 0..1000 {
-                let route = format!("/portfolio/{}/positions/{page}", acct.id);
+                let route = format!("/portfolio/{acct}/positions/{page}");
                 let body = self.call(false, &route).await?;
                 let (good, bad) =
-                    wire::parse_positions(&body, &acct.id).map_err(|e| RestError::Body {
+                    wire::parse_positions(&body, &acct).map_err(|e| RestError::Body {
                         route: route.clone(),
                         message: e.to_string(),
                     })?;
                 for b in &bad {
                     ws::count_malformed(Broker::Ibkr);
-                    tracing::warn!(account = %acct.id, page, error = %b, "position row skipped");
+                    tracing::warn!(account = %acct, page, error = %b, "position row skipped");
                 }
                 if good.is_empty() && bad.is_empty() {
                     break;

@@ -297,11 +297,18 @@ impl Tickle {
     }
 }
 
-/// `GET /portfolio/accounts` (one element).
-#[derive(Debug, Clone, Deserialize)]
-pub struct PortfolioAccount {
-    #[serde(alias = "accountId")]
-    pub id: String,
+/// The account ids of `GET /portfolio/accounts` (`id`, else `accountId`; the gateway
+/// sends both).
+pub fn parse_accounts(body: &Value) -> Option<Vec<String>> {
+    let rows = body.as_array()?;
+    Some(
+        rows.iter()
+            .filter_map(|r| {
+                let obj = r.as_object()?;
+                text(obj, "id").or_else(|| text(obj, "accountId"))
+            })
+            .collect(),
+    )
 }
 
 /// One row of `GET /portfolio/{accountId}/positions/{page}`, read leniently: third
@@ -585,5 +592,15 @@ mod tests {
         assert_eq!(good[2].strike, Some(Decimal::from(440)));
         assert_eq!(good[2].underlying_symbol.as_deref(), Some("QQQ"));
         assert!(parse_positions(&Value::Null, "x").is_err());
+    }
+
+    #[test]
+    fn accounts_by_id_or_account_id() {
+        let body: Value = serde_json::from_str(
+            r#"[{"id":"DU1","accountId":"DU1","type":"DEMO"},{"accountId":"DU2"},{"desc":"x"}]"#,
+        )
+        .unwrap();
+        assert_eq!(parse_accounts(&body), Some(vec!["DU1".into(), "DU2".into()]));
+        assert_eq!(parse_accounts(&Value::Null), None);
     }
 }
