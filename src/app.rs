@@ -12,6 +12,9 @@ use backoff::backoff::Backoff;
 use database::partitions::{ensure_partitions, run_maintenance};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
+use std::sync::Arc;
+use streaming::ibkr::sim::{IbkrSim, IbkrSimConfig};
+use streaming::ibkr::{run_ibkr, IbkrConfig, IbkrStats};
 use streaming::synthetic::{run_synthetic, SyntheticConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -38,6 +41,9 @@ pub struct App {
     pub metrics_addr: SocketAddr,
     pub control_addr: SocketAddr,
     pub pool: PgPool,
+    /// The in-process IBKR gateway simulator, when no gateway is configured.
+    pub ibkr_sim: Option<IbkrSim>,
+    pub ibkr_stats: Arc<IbkrStats>,
     cancel: CancellationToken,
     sources: Vec<JoinHandle<()>>,
     servers: Vec<JoinHandle<()>>,
@@ -168,10 +174,51 @@ impl App {
                 },
             )));
         }
+        let ibkr_stats = Arc::new(IbkrStats::default());
+        let mut ibkr_sim = None;
+        if cfg.ibkr.enabled {
+            let url = match &cfg.ibkr.gateway_url {
+                Some(url) => {
+                    tracing::info!(gateway = %url, "streaming from the IBKR Client Portal gateway");
+                    url.expose().to_owned()
+                }
+                None => {
+                    let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+                    let sim = IbkrSim::bind(
+                        IbkrSimConfig {
+                            seed: cfg.ibkr.sim_seed,
+                            ..IbkrSimConfig::default()
+                        },
+                        addr,
+                    )
+                    .await
+                    .map_err(|source| AppError::Listen { addr, source })?;
+                    tracing::info!(url = %sim.url(), "no IBKR gateway configured (GS_IBKR_GATEWAY_URL); streaming from the in-process simulator");
+                    let url = sim.url();
+                    ibkr_sim = Some(sim);
+                    url
+                }
+            };
+            let mut ibkr = IbkrConfig::new(url);
+            ibkr.accept_invalid_certs = cfg.ibkr.accept_invalid_certs;
+            ibkr.positions_refresh = cfg.ibkr.positions_refresh;
+            let (tx, token, stats) = (pipeline.sender(), cancel.clone(), ibkr_stats.clone());
+            sources.push(tokio::spawn(supervise("ibkr", cancel.clone(), move || {
+                let (ibkr, tx, token, stats) =
+                    (ibkr.clone(), tx.clone(), token.clone(), stats.clone());
+                async move {
+                    if let Err(err) = run_ibkr(ibkr, tx, stats, token).await {
+                        tracing::error!(error = %err, "IBKR source failed");
+                    }
+                }
+            })));
+        }
         Ok(Self {
             metrics_addr,
             control_addr,
             pool,
+            ibkr_sim,
+            ibkr_stats,
             cancel,
             sources,
             servers,
@@ -186,6 +233,9 @@ impl App {
             let _ = s.await;
         }
         let report = self.pipeline.finish().await;
+        if let Some(sim) = self.ibkr_sim {
+            sim.stop();
+        }
         for s in self.servers {
             s.abort();
         }

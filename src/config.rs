@@ -69,6 +69,19 @@ pub struct SyntheticSettings {
     pub accounts: usize,
 }
 
+/// IBKR Client Portal. With no gateway URL the service streams from the built-in
+/// gateway simulator, so it works out of the box.
+#[derive(Debug, Clone)]
+pub struct IbkrSettings {
+    pub enabled: bool,
+    /// `https://localhost:5000` for a local gateway. The URL can carry nothing
+    /// secret today, but it is kept redacted like every other URL.
+    pub gateway_url: Option<SecretUrl>,
+    pub accept_invalid_certs: bool,
+    pub sim_seed: u64,
+    pub positions_refresh: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: SecretUrl,
@@ -79,6 +92,7 @@ pub struct Config {
     pub writer: WriterConfig,
     pub partitions: PartitionConfig,
     pub synthetic: SyntheticSettings,
+    pub ibkr: IbkrSettings,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/greekstream";
@@ -195,6 +209,16 @@ impl Config {
                 seed: env.parse("GS_SYNTHETIC_SEED", 1)?,
                 accounts: env.positive("GS_SYNTHETIC_ACCOUNTS", 4)?,
             },
+            ibkr: IbkrSettings {
+                enabled: env.parse("GS_IBKR", true)?,
+                gateway_url: match env.raw("GS_IBKR_GATEWAY_URL") {
+                    None => None,
+                    Some(_) => Some(env.url("GS_IBKR_GATEWAY_URL", "", &["https", "http"])?),
+                },
+                accept_invalid_certs: env.parse("GS_IBKR_ACCEPT_INVALID_CERTS", false)?,
+                sim_seed: env.parse("GS_IBKR_SIM_SEED", 7)?,
+                positions_refresh: env.millis("GS_IBKR_POSITIONS_REFRESH_MS", 60_000)?,
+            },
         })
     }
 }
@@ -220,6 +244,20 @@ mod tests {
         assert_eq!(c.database_url.expose(), DEFAULT_DATABASE_URL);
         assert_eq!(c.writer.policy.batch_size, 50);
         assert_eq!(c.writer.policy.max_wait, Duration::from_secs(1));
+        assert!(c.ibkr.enabled && c.ibkr.gateway_url.is_none() && !c.ibkr.accept_invalid_certs);
+    }
+
+    #[test]
+    fn ibkr_gateway_url_is_checked() {
+        let c = cfg(&[("GS_IBKR_GATEWAY_URL", "https://localhost:5000")]).unwrap();
+        assert_eq!(
+            c.ibkr.gateway_url.unwrap().expose(),
+            "https://localhost:5000"
+        );
+        let e = cfg(&[("GS_IBKR_GATEWAY_URL", "localhost:5000")]).unwrap_err();
+        assert_eq!(e.var, "GS_IBKR_GATEWAY_URL");
+        let e = cfg(&[("GS_IBKR_ACCEPT_INVALID_CERTS", "maybe")]).unwrap_err();
+        assert_eq!(e.var, "GS_IBKR_ACCEPT_INVALID_CERTS");
     }
 
     #[test]

@@ -27,6 +27,30 @@ enum Command {
     /// Benchmarks against a scratch database `<DATABASE_URL name>_bench`.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run a venue simulator on its own, for a client (ours or a third party's).
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// The IBKR Client Portal gateway: REST under /v1/api, WebSocket at /v1/api/ws,
+    /// faults by `POST /sim/fault/{drop|silent|expire_session|auth_loss|malformed}`.
+    Ibkr {
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Option positions per underlying (3 underlyings, 2 accounts).
+        #[arg(long, default_value_t = 6)]
+        options: usize,
+        /// Seconds after its last `smd` command a market-data stream stops.
+        #[arg(long, default_value_t = 600)]
+        smd_expiry: u64,
+        /// Seconds between `system` heartbeats.
+        #[arg(long, default_value_t = 10)]
+        heartbeat: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -69,6 +93,9 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
+    if let Some(Command::Sim(sim)) = cli.command {
+        return run_sim(sim).await;
+    }
     let cfg = Config::from_env().context("invalid configuration")?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
@@ -117,6 +144,45 @@ async fn main() -> anyhow::Result<()> {
                 BenchCommand::Copy { rows, seed } => bench::copy(&cfg, rows, seed).await?,
             };
             println!("{out}");
+        }
+        Command::Sim(_) => unreachable!("handled before the configuration is read"),
+    }
+    Ok(())
+}
+
+async fn run_sim(cmd: SimCommand) -> anyhow::Result<()> {
+    use std::time::Duration;
+    use streaming::ibkr::sim::{IbkrSim, IbkrSimConfig};
+    telemetry::init_logging("info");
+    match cmd {
+        SimCommand::Ibkr {
+            listen,
+            seed,
+            options,
+            smd_expiry,
+            heartbeat,
+        } => {
+            anyhow::ensure!(
+                smd_expiry > 0 && heartbeat > 0,
+                "intervals must be positive"
+            );
+            let cfg = IbkrSimConfig {
+                seed,
+                options_per_underlying: options,
+                smd_expiry: Duration::from_secs(smd_expiry),
+                heartbeat_interval: Duration::from_secs(heartbeat),
+                ..IbkrSimConfig::default()
+            };
+            let sim = IbkrSim::bind(cfg, listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!(
+                rest = %format!("{}/v1/api/", sim.url()),
+                ws = %format!("ws://{}/v1/api/ws", sim.addr),
+                "IBKR gateway simulator ready (GS_IBKR_GATEWAY_URL={})", sim.url()
+            );
+            shutdown_signal().await;
+            sim.stop();
         }
     }
     Ok(())

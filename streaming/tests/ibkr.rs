@@ -129,9 +129,11 @@ impl Run {
         })
         .await;
         let events = self.events();
-        wait_for("subscriptions and data back", Duration::from_secs(10), || {
-            self.complete() && self.events() > events
-        })
+        wait_for(
+            "subscriptions and data back",
+            Duration::from_secs(10),
+            || self.complete() && self.events() > events,
+        )
         .await;
         t0.elapsed()
     }
@@ -156,9 +158,11 @@ async fn every_holding_and_underlying_is_streamed_with_merged_fields() {
     );
     // Wait until every held conid in every account has had a quote.
     let held = run.sim.position_count();
-    wait_for("a quote for every position", Duration::from_secs(10), || {
-        run.latest.lock().unwrap().len() == held
-    })
+    wait_for(
+        "a quote for every position",
+        Duration::from_secs(10),
+        || run.latest.lock().unwrap().len() == held,
+    )
     .await;
     // Let partial updates (only changed fields) arrive on top of the first frames.
     let frames = run.sim.stats().md_frames_sent.load(Relaxed);
@@ -172,7 +176,11 @@ async fn every_holding_and_underlying_is_streamed_with_merged_fields() {
         if q.position.asset_class == "OPT" {
             options += 1;
             for f in MdField::ALL {
-                assert!(q.fields.get(f).is_some(), "{f:?} missing on {}", q.position.conid);
+                assert!(
+                    q.fields.get(f).is_some(),
+                    "{f:?} missing on {}",
+                    q.position.conid
+                );
             }
             let und = q.underlying.as_ref().expect("underlying quote merged in");
             assert!(und.get(MdField::Last).is_some());
@@ -221,8 +229,14 @@ async fn subscriptions_are_renewed_before_the_server_expires_them() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let events = run.events();
-    wait_for("data still flowing", Duration::from_secs(2), || run.events() > events).await;
-    assert!(run.stats.subscriptions_sent.load(Relaxed) >= sent + 3 * run.sim.expected_subscriptions().len() as u64);
+    wait_for("data still flowing", Duration::from_secs(2), || {
+        run.events() > events
+    })
+    .await;
+    assert!(
+        run.stats.subscriptions_sent.load(Relaxed)
+            >= sent + 3 * run.sim.expected_subscriptions().len() as u64
+    );
     assert_eq!(run.stats.ws.connects(), 1, "renewed in place, no reconnect");
     run.stop().await;
 }
@@ -254,13 +268,22 @@ async fn malformed_frames_are_counted_and_skipped() {
     let run = start(sim_config(), |_| {}).await;
     run.steady().await;
     run.sim.inject(Fault::Malformed(5));
-    wait_for("five malformed frames counted", Duration::from_secs(5), || {
-        run.stats.malformed_frames.load(Relaxed) >= 5
-    })
+    wait_for(
+        "five malformed frames counted",
+        Duration::from_secs(5),
+        || run.stats.malformed_frames.load(Relaxed) >= 5,
+    )
     .await;
     let events = run.events();
-    wait_for("data after the junk", Duration::from_secs(5), || run.events() > events).await;
-    assert_eq!(run.stats.ws.connects(), 1, "junk is skipped, not a reason to reconnect");
+    wait_for("data after the junk", Duration::from_secs(5), || {
+        run.events() > events
+    })
+    .await;
+    assert_eq!(
+        run.stats.ws.connects(),
+        1,
+        "junk is skipped, not a reason to reconnect"
+    );
     run.stop().await;
 }
 
@@ -274,7 +297,13 @@ async fn a_hundred_injected_faults_lose_no_subscription() {
     })
     .await;
     run.steady().await;
-    let faults = [Fault::Drop, Fault::Drop, Fault::Silent, Fault::AuthLoss, Fault::ExpireSession];
+    let faults = [
+        Fault::Drop,
+        Fault::Drop,
+        Fault::Silent,
+        Fault::AuthLoss,
+        Fault::ExpireSession,
+    ];
     let mut worst = Duration::ZERO;
     let mut total = Duration::ZERO;
     for i in 0..100 {
@@ -300,12 +329,20 @@ async fn the_simulator_speaks_the_documented_session_handshakes() {
         .unwrap();
     let url = format!("ws://{}/v1/api/ws", sim.addr);
     // No cookie: "waiting for session", then {"session": ...} from /tickle.
-    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
-    let first = ws.next().await.unwrap().unwrap();
-    assert_eq!(first.to_text().unwrap(), r#"{"message":"waiting for session"}"#);
-    ws.send(Message::text(format!(r#"{{"session":"{}"}}"#, sim.session())))
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .unwrap();
+    let first = ws.next().await.unwrap().unwrap();
+    assert_eq!(
+        first.to_text().unwrap(),
+        r#"{"message":"waiting for session"}"#
+    );
+    ws.send(Message::text(format!(
+        r#"{{"session":"{}"}}"#,
+        sim.session()
+    )))
+    .await
+    .unwrap();
     let mut topics = BTreeSet::new();
     while topics.len() < 3 {
         let m = ws.next().await.unwrap().unwrap();

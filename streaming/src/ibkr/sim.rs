@@ -505,6 +505,11 @@ impl IbkrSim {
         self.state.venue.holdings.len()
     }
 
+    /// The sum of every holding's signed quantity.
+    pub fn total_quantity(&self) -> i64 {
+        self.state.venue.holdings.iter().map(|h| h.quantity).sum()
+    }
+
     pub fn stop(self) {
         for t in self.tasks {
             t.abort();

@@ -600,7 +600,10 @@ mod tests {
             r#"[{"id":"DU1","accountId":"DU1","type":"DEMO"},{"accountId":"DU2"},{"desc":"x"}]"#,
         )
         .unwrap();
-        assert_eq!(parse_accounts(&body), Some(vec!["DU1".into(), "DU2".into()]));
+        assert_eq!(
+            parse_accounts(&body),
+            Some(vec!["DU1".into(), "DU2".into()])
+        );
         assert_eq!(parse_accounts(&Value::Null), None);
     }
 }

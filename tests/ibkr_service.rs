@@ -1,0 +1,156 @@
+//! The service with its IBKR source on the in-process gateway simulator, against its
+//! own database: rows with the right keys, signs and units; and one broker failing
+//! does not stop another.
+
+mod common;
+
+use std::time::Duration;
+
+use database::testing::TestDb;
+use greekstream::app::App;
+use greekstream::config::Config;
+use streaming::ibkr::sim::Fault;
+
+use common::{count, wait_for_count};
+
+fn config(db: &TestDb, extra: &'static [(&'static str, &'static str)]) -> Config {
+    let url = db.url();
+    Config::from_lookup(&move |k| match k {
+        "DATABASE_URL" => Some(url.clone()),
+        "METRICS_ADDR" | "CONTROL_ADDR" => Some("127.0.0.1:0".into()),
+        "GS_IBKR_POSITIONS_REFRESH_MS" => Some("1000".into()),
+        _ => extra
+            .iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| (*v).to_owned()),
+    })
+    .unwrap()
+}
+
+fn recorder() -> metrics_exporter_prometheus::PrometheusHandle {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ibkr_greeks_land_with_the_right_keys_signs_and_units() {
+    let db = TestDb::new().await;
+    let app = App::start(config(&db, &[("GS_SYNTHETIC", "false")]), recorder())
+        .await
+        .unwrap();
+    let sim = app
+        .ibkr_sim
+        .as_ref()
+        .expect("no gateway configured → simulator");
+    let positions = sim.position_count() as i64;
+    let held = "SELECT count(*) FROM positions_current WHERE broker = 'ibkr' AND underlying_price IS NOT NULL";
+    assert_eq!(
+        wait_for_count(&app.pool, held, positions, Duration::from_secs(30)).await,
+        positions,
+        "every position has a current row with its underlying's price"
+    );
+    let pool = &app.pool;
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM greek_snapshots WHERE broker <> 'ibkr'"
+        )
+        .await,
+        0
+    );
+    // Option keys in the canonical form, Greeks from the venue, IV as a fraction, no rho;
+    // theta is negative except for deep in-the-money (European) puts.
+    let bad_options =
+        "SELECT count(*) FROM greek_snapshots WHERE broker = 'ibkr' AND contract_key ~ ' [CP] '
+        AND NOT (contract_key ~ '^(SPY|QQQ|AAPL) [0-9]{8} [CP] [0-9]+(\\.[0-9]+)?$'
+                 AND greeks_source = 'venue' AND multiplier = 100 AND rho IS NULL
+                 AND implied_vol BETWEEN 0.05 AND 1.0 AND abs(delta) <= 1 AND gamma >= 0
+                 AND (theta < 0 OR contract_key ~ ' P ') AND vega > 0 AND mark_price > 0)";
+    let offenders: Option<String> = sqlx::query_scalar(&bad_options.replace(
+        "SELECT count(*)",
+        "SELECT string_agg(concat_ws(' ', contract_key, implied_vol, delta, gamma, theta, vega, mark_price, greeks_source), '; ')",
+    ))
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(offenders, None);
+    // Position Greeks = signed quantity × multiplier × unit Greek, on every row.
+    let bad_scaling = "SELECT count(*) FROM greek_snapshots WHERE broker = 'ibkr' AND NOT (
+        abs(position_delta - quantity * multiplier * delta) < 1e-6
+        AND abs(position_theta - quantity * multiplier * theta) < 1e-6
+        AND abs(position_vega - quantity * multiplier * vega) < 1e-6)";
+    assert_eq!(count(pool, bad_scaling).await, 0);
+    // Calls have positive delta, puts negative.
+    let bad_sign = "SELECT count(*) FROM greek_snapshots WHERE broker = 'ibkr'
+        AND ((contract_key ~ ' C ' AND delta < 0) OR (contract_key ~ ' P ' AND delta > 0))";
+    assert_eq!(count(pool, bad_sign).await, 0);
+    // Stocks: delta 1 per share by definition, labelled as the model's.
+    let stocks = "SELECT count(*) FROM positions_current WHERE broker = 'ibkr'
+        AND contract_key IN ('SPY', 'QQQ', 'AAPL') AND delta = 1 AND position_delta = quantity
+        AND greeks_source = 'model' AND underlying_price > 0";
+    assert_eq!(count(pool, stocks).await, 6, "3 stocks × 2 accounts");
+    let total: i64 = sqlx::query_scalar(
+        "SELECT sum(quantity)::bigint FROM positions_current WHERE broker = 'ibkr'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        total,
+        sim.total_quantity(),
+        "signed quantities as the gateway reports them"
+    );
+
+    // A dropped socket: rows keep coming after it.
+    let before = count(pool, "SELECT count(*) FROM greek_snapshots").await;
+    sim.inject(Fault::Drop);
+    let after = format!(
+        "SELECT least(count(*), {}) FROM greek_snapshots",
+        before + 200
+    );
+    assert_eq!(
+        wait_for_count(pool, &after, before + 200, Duration::from_secs(10)).await,
+        before + 200
+    );
+    let pool = app.pool.clone();
+    let report = app.shutdown().await;
+    assert_eq!(report.processor.rejected, 0, "{report:?}");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM greek_snapshots").await as u64,
+        report.writer.persisted
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_gateway_does_not_stop_the_other_sources() {
+    let db = TestDb::new().await;
+    // Port 9 (discard) on loopback: connection refused, over and over.
+    let cfg = config(
+        &db,
+        &[
+            ("GS_IBKR_GATEWAY_URL", "http://127.0.0.1:9"),
+            ("GS_SYNTHETIC_RATE", "200"),
+        ],
+    );
+    let app = App::start(cfg, recorder()).await.unwrap();
+    assert!(app.ibkr_sim.is_none());
+    let rows = "SELECT least(count(*), 200) FROM greek_snapshots WHERE broker = 'synthetic'";
+    assert_eq!(
+        wait_for_count(&app.pool, rows, 200, Duration::from_secs(20)).await,
+        200
+    );
+    assert_eq!(app.ibkr_stats.ws.connects(), 0);
+    assert_eq!(
+        count(
+            &app.pool,
+            "SELECT count(*) FROM greek_snapshots WHERE broker = 'ibkr'"
+        )
+        .await,
+        0
+    );
+    // Shutdown is not held up by the failing source's retries.
+    tokio::time::timeout(Duration::from_secs(10), app.shutdown())
+        .await
+        .expect("shutdown while the gateway is unreachable");
+}
