@@ -176,6 +176,8 @@ async fn run_sim(cmd: SimCommand) -> anyhow::Result<()> {
             let sim = IbkrSim::bind(cfg, listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            // One machine-readable line on stdout, for scripts that started us on port 0.
+            println!("{}", serde_json::json!({ "gateway_url": sim.url() }));
             tracing::info!(
                 rest = %format!("{}/v1/api/", sim.url()),
                 ws = %format!("ws://{}/v1/api/ws", sim.addr),

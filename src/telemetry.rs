@@ -34,6 +34,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
     describe();
     processor::pipeline::register_metrics();
     database::writer::register_metrics();
+    streaming::ibkr::client::register_metrics();
     for ch in ["events", "snapshots"] {
         metrics::gauge!(CHANNEL_DEPTH, "channel" => ch).set(0.0);
     }
@@ -81,4 +82,33 @@ fn describe() {
         "rows in batches being written"
     );
     describe_gauge!(CHANNEL_DEPTH, "messages waiting in a pipeline channel");
+    describe_gauge!(
+        streaming::ws::WS_CONNECTION_STATE,
+        "1 for the state each broker's WebSocket is in (disconnected, connecting, connected, unauthenticated)"
+    );
+    describe_counter!(
+        streaming::ws::WS_RECONNECTS,
+        "WebSocket connections lost or refused, by broker and reason"
+    );
+    describe_counter!(streaming::ws::WS_FRAMES, "WebSocket frames received");
+    describe_counter!(
+        streaming::ws::MALFORMED_FRAMES,
+        "venue frames or rows that could not be parsed and were skipped"
+    );
+    describe_gauge!(
+        streaming::ibkr::client::AUTHENTICATED,
+        "1 when the broker session is authenticated"
+    );
+    describe_counter!(
+        streaming::ibkr::client::SUBSCRIPTIONS_SENT,
+        "IBKR smd subscriptions sent (first, renewal, after reconnect or staleness)"
+    );
+    describe_gauge!(
+        streaming::ibkr::client::POSITIONS,
+        "positions held at the broker"
+    );
+    describe_counter!(
+        streaming::ibkr::client::REST_ERRORS,
+        "broker REST calls answered with an error status"
+    );
 }

@@ -254,6 +254,15 @@ struct Shared {
     stats: Arc<IbkrStats>,
 }
 
+/// Registers the IBKR source's metrics (and its WebSocket's) at zero.
+pub fn register_metrics() {
+    ws::register_metrics(Broker::Ibkr);
+    metrics::gauge!(AUTHENTICATED, "broker" => "ibkr").set(0.0);
+    metrics::counter!(REST_ERRORS, "broker" => "ibkr").increment(0);
+    metrics::counter!(SUBSCRIPTIONS_SENT, "broker" => "ibkr").increment(0);
+    metrics::gauge!(POSITIONS, "broker" => "ibkr").set(0.0);
+}
+
 /// Streams until `cancel` fires. Never returns early on venue errors: they are
 /// retried with backoff, counted and logged.
 pub async fn run_ibkr(
@@ -263,8 +272,7 @@ pub async fn run_ibkr(
     cancel: CancellationToken,
 ) -> Result<(), RestError> {
     let rest = Rest::new(&cfg)?;
-    metrics::gauge!(AUTHENTICATED, "broker" => "ibkr").set(0.0);
-    metrics::counter!(REST_ERRORS, "broker" => "ibkr").increment(0);
+    register_metrics();
     let shared = Arc::new(Shared {
         book: Mutex::new(Book::default()),
         stats: stats.clone(),
