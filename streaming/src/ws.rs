@@ -253,6 +253,7 @@ pub async fn run_ws<H: WsHandler>(
     register_metrics(broker);
     let mut backoff = cfg.backoff();
     let mut failures_logged = 0u32;
+    let mut unauthenticated = false;
     while !cancel.is_cancelled() {
         set_state(broker, ConnState::Connecting);
         let prepared = tokio::select! {
@@ -262,6 +263,9 @@ pub async fn run_ws<H: WsHandler>(
         let outcome = match prepared {
             Ok(req) => match connect(&req, cfg.connect_timeout).await {
                 Ok(ws) => {
+                    if std::mem::take(&mut unauthenticated) {
+                        tracing::info!(%broker, "authenticated again");
+                    }
                     stats.connects.fetch_add(1, Relaxed);
                     set_state(broker, ConnState::Connected);
                     tracing::info!(%broker, "websocket connected");
@@ -284,7 +288,10 @@ pub async fn run_ws<H: WsHandler>(
             },
             Err(PrepareError::NotAuthenticated(msg)) => {
                 set_state(broker, ConnState::Unauthenticated);
-                tracing::warn!(%broker, reason = %msg, "not authenticated; waiting for the session");
+                // Once per episode: a long logout must not flood the log.
+                if !std::mem::replace(&mut unauthenticated, true) {
+                    tracing::warn!(%broker, reason = %msg, "not authenticated; waiting for the session");
+                }
                 Ok(cfg.unauthenticated_poll)
             }
             Err(PrepareError::Failed(msg)) => {
