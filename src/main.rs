@@ -50,6 +50,9 @@ enum SimCommand {
         /// Seconds between `system` heartbeats.
         #[arg(long, default_value_t = 10)]
         heartbeat: u64,
+        /// Serve HTTPS/WSS with a fresh self-signed certificate, like the real gateway.
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -161,6 +164,7 @@ async fn run_sim(cmd: SimCommand) -> anyhow::Result<()> {
             options,
             smd_expiry,
             heartbeat,
+            tls,
         } => {
             anyhow::ensure!(
                 smd_expiry > 0 && heartbeat > 0,
@@ -171,6 +175,7 @@ async fn run_sim(cmd: SimCommand) -> anyhow::Result<()> {
                 options_per_underlying: options,
                 smd_expiry: Duration::from_secs(smd_expiry),
                 heartbeat_interval: Duration::from_secs(heartbeat),
+                tls,
                 ..IbkrSimConfig::default()
             };
             let sim = IbkrSim::bind(cfg, listen)
@@ -180,7 +185,7 @@ async fn run_sim(cmd: SimCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::json!({ "gateway_url": sim.url() }));
             tracing::info!(
                 rest = %format!("{}/v1/api/", sim.url()),
-                ws = %format!("ws://{}/v1/api/ws", sim.addr),
+                ws = %format!("{}/v1/api/ws", sim.url().replacen("http", "ws", 1)),
                 "IBKR gateway simulator ready (GS_IBKR_GATEWAY_URL={})", sim.url()
             );
             shutdown_signal().await;

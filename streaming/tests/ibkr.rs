@@ -360,3 +360,24 @@ async fn the_simulator_speaks_the_documented_session_handshakes() {
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
     sim.stop();
 }
+
+/// The real gateway serves a self-signed certificate: refused unless the client is
+/// configured to accept it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_gateway_is_accepted_only_when_configured() {
+    let tls = || IbkrSimConfig {
+        tls: true,
+        ..sim_config()
+    };
+    let strict = start(tls(), |_| {}).await;
+    assert!(strict.sim.url().starts_with("https://"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(strict.stats.ws.connects(), 0, "certificate refused");
+    assert_eq!(strict.stats.positions.load(Relaxed), 0, "REST refused too");
+    assert_eq!(strict.sim.stats().tickles.load(Relaxed), 0);
+    strict.stop().await;
+
+    let trusting = start(tls(), |c| c.accept_invalid_certs = true).await;
+    trusting.steady().await;
+    trusting.stop().await;
+}

@@ -6,8 +6,9 @@
 //! sockets, silence them, expire the session, drop authentication, or send
 //! malformed frames.
 //!
-//! Plain HTTP/WS only: clients that accept a gateway URL (ours, ibind) use
-//! `http://`/`ws://`; the real gateway's self-signed TLS is not reproduced.
+//! Plain HTTP/WS by default (clients that accept a gateway URL, ours and ibind, use
+//! `http://`/`ws://`); with `tls` it serves HTTPS/WSS with a fresh self-signed
+//! certificate, as the real gateway does.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub struct IbkrSimConfig {
     pub reauth_delay: Duration,
     /// Day the option expiries are counted from.
     pub today: NaiveDate,
+    /// Serve HTTPS/WSS with a self-signed certificate, like the real gateway.
+    pub tls: bool,
 }
 
 impl Default for IbkrSimConfig {
@@ -61,6 +64,7 @@ impl Default for IbkrSimConfig {
             page_size: 30,
             reauth_delay: Duration::from_millis(500),
             today: Utc::now().date_naive(),
+            tls: false,
         }
     }
 }
@@ -396,6 +400,53 @@ pub struct IbkrSim {
     pub addr: SocketAddr,
     state: Arc<SimState>,
     tasks: Vec<JoinHandle<()>>,
+    tls: bool,
+}
+
+/// Accepts TCP connections and completes a TLS handshake on each; a failed
+/// handshake (a client refusing the self-signed certificate) is dropped quietly.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let handshake = self.acceptor.accept(tcp);
+            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), handshake).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+fn self_signed_acceptor() -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    let other = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .map_err(|e| other(&e))?;
+    let cert = key.cert.der().clone();
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| other(&e))?
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], private)
+    .map_err(|e| other(&e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 impl IbkrSim {
@@ -433,15 +484,29 @@ impl IbkrSim {
             })
         };
         let app = router(state.clone());
-        let server = tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
-                tracing::error!(error = %err, "IBKR simulator stopped");
-            }
-        });
+        let tls = state.cfg.tls;
+        let server = if tls {
+            let listener = TlsListener {
+                tcp: listener,
+                acceptor: self_signed_acceptor()?,
+            };
+            tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, app).await {
+                    tracing::error!(error = %err, "IBKR simulator stopped");
+                }
+            })
+        } else {
+            tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, app).await {
+                    tracing::error!(error = %err, "IBKR simulator stopped");
+                }
+            })
+        };
         Ok(Self {
             addr,
             state,
             tasks: vec![ticker, server],
+            tls,
         })
     }
 
@@ -450,9 +515,10 @@ impl IbkrSim {
         Self::start(cfg, TcpListener::bind(addr).await?)
     }
 
-    /// The gateway URL to give a client: `http://127.0.0.1:PORT`.
+    /// The gateway URL to give a client: `http://127.0.0.1:PORT` (`https` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn inject(&self, fault: Fault) {
