@@ -381,3 +381,48 @@ async fn a_self_signed_gateway_is_accepted_only_when_configured() {
     trusting.steady().await;
     trusting.stop().await;
 }
+
+/// Positions are re-read periodically: a changed quantity reaches the events, a
+/// position closed everywhere is unsubscribed (`umd`), and a reopened one is
+/// subscribed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn position_changes_follow_the_periodic_refresh() {
+    let run = start(sim_config(), |c| {
+        c.positions_refresh = Duration::from_millis(300)
+    })
+    .await;
+    run.steady().await;
+    let accounts = ["DU1234567", "DU7654321"];
+    let conid = 700000001;
+    assert!(run.sim.set_position(accounts[0], conid, 42));
+    wait_for(
+        "the new quantity in the events",
+        Duration::from_secs(5),
+        || {
+            run.latest
+                .lock()
+                .unwrap()
+                .get(&(accounts[0].to_owned(), conid))
+                .is_some_and(|q| q.position.position == 42.into())
+        },
+    )
+    .await;
+    for a in accounts {
+        assert!(run.sim.set_position(a, conid, 0));
+    }
+    wait_for(
+        "the closed position unsubscribed",
+        Duration::from_secs(5),
+        || !run.sim.live_subscriptions().contains(&conid) && run.complete(),
+    )
+    .await;
+    assert!(run.sim.set_position(accounts[1], conid, -3));
+    wait_for(
+        "the reopened position subscribed",
+        Duration::from_secs(5),
+        || run.sim.live_subscriptions().contains(&conid) && run.complete(),
+    )
+    .await;
+    assert!(!run.sim.set_position("DU0000000", conid, 1));
+    run.stop().await;
+}

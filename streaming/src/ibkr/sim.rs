@@ -141,7 +141,7 @@ struct Market {
 struct Venue {
     instruments: Vec<Instrument>,
     by_conid: HashMap<i64, usize>,
-    holdings: Vec<Holding>,
+    holdings: RwLock<Vec<Holding>>,
     market: RwLock<Market>,
 }
 
@@ -207,13 +207,17 @@ impl Venue {
         Self {
             instruments,
             by_conid,
-            holdings,
+            holdings: RwLock::new(holdings),
             market: RwLock::new(Market {
                 rng,
                 spots: UNDERLYINGS.iter().map(|u| u.2).collect(),
                 step: 0,
             }),
         }
+    }
+
+    fn holdings(&self) -> std::sync::RwLockReadGuard<'_, Vec<Holding>> {
+        self.holdings.read().expect("holdings lock")
     }
 
     fn step(&self) -> u64 {
@@ -556,7 +560,7 @@ impl IbkrSim {
     pub fn expected_subscriptions(&self) -> BTreeSet<i64> {
         let v = &self.state.venue;
         let mut out = BTreeSet::new();
-        for h in v.holdings.iter().filter(|h| h.quantity != 0) {
+        for h in v.holdings().iter().filter(|h| h.quantity != 0) {
             let inst = &v.instruments[h.instrument];
             out.insert(inst.conid);
             if let Kind::Option { underlying, .. } = inst.kind {
@@ -568,12 +572,38 @@ impl IbkrSim {
 
     /// Position rows the REST API serves (every account).
     pub fn position_count(&self) -> usize {
-        self.state.venue.holdings.len()
+        self.state.venue.holdings().len()
     }
 
     /// The sum of every holding's signed quantity.
     pub fn total_quantity(&self) -> i64 {
-        self.state.venue.holdings.iter().map(|h| h.quantity).sum()
+        self.state.venue.holdings().iter().map(|h| h.quantity).sum()
+    }
+
+    /// Sets the quantity `account` holds of `conid` (0 closes it; the row stays, as
+    /// the gateway keeps closed positions listed for a while). Returns false for an
+    /// unknown account or conid.
+    pub fn set_position(&self, account: &str, conid: i64, quantity: i64) -> bool {
+        let v = &self.state.venue;
+        let Some(acct) = self.state.cfg.accounts.iter().position(|a| a == account) else {
+            return false;
+        };
+        let Some(&instrument) = v.by_conid.get(&conid) else {
+            return false;
+        };
+        let mut holdings = v.holdings.write().expect("holdings lock");
+        match holdings
+            .iter_mut()
+            .find(|h| h.account == acct && h.instrument == instrument)
+        {
+            Some(h) => h.quantity = quantity,
+            None => holdings.push(Holding {
+                account: acct,
+                instrument,
+                quantity,
+            }),
+        }
+        true
     }
 
     pub fn stop(self) {
@@ -706,7 +736,7 @@ async fn positions(State(s): St, Path((account, page)): Path<(String, usize)>) -
     };
     let rows: Vec<Value> = s
         .venue
-        .holdings
+        .holdings()
         .iter()
         .filter(|h| h.account == acct_idx)
         .skip(page.saturating_mul(s.cfg.page_size))
@@ -1000,7 +1030,7 @@ mod tests {
         };
         let a = Venue::new(&cfg);
         let b = Venue::new(&cfg);
-        assert_eq!(a.holdings.len(), b.holdings.len());
+        assert_eq!(a.holdings().len(), b.holdings().len());
         for _ in 0..10 {
             a.step();
             b.step();
