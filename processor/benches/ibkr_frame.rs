@@ -14,7 +14,7 @@ use streaming::ibkr::{IbkrPosition, IbkrQuote, MdFields};
 use streaming::{Broker, BrokerEvent, BrokerPayload};
 
 /// The full frame of the protocol document's sample (§4.4): the first frame of a stream.
-const FULL: &str = r#"{"31":"12.35","84":"12.30","86":"12.40","7308":"0.552","7309":"0.012","7310":"-0.081","7311":"0.452","7633":"21.2%","7635":"12.35","6119":"q0","server_id":"q0","conidEx":"700000001","conid":700000001,"_updated":1715515200000,"topic":"smd+700000001"}"#;
+const FULL: &str = include_str!("../../streaming/testdata/ibkr/smd_option_sample.json");
 /// A typical later frame: only what changed.
 const PARTIAL: &str = r#"{"7308":"0.556","7635":"12.41","6119":"q0","server_id":"q0","conidEx":"700000001","conid":700000001,"_updated":1715515200250,"topic":"smd+700000001"}"#;
 

@@ -404,10 +404,8 @@ fn parse_position(row: &Value, account: &str) -> Result<IbkrPosition, &'static s
 mod tests {
     use super::*;
 
-    /// The market-data sample of the protocol document (§4.4).
-    const SMD: &str = r#"{"31":"12.35","84":"12.30","86":"12.40","7308":"0.552","7309":"0.012","7310":"-0.081","7311":"0.452",
- "7633":"21.2%","7635":"12.35","6119":"q0","server_id":"q0","conidEx":"700000001","conid":700000001,
- "_updated":1715515200000,"topic":"smd+700000001"}"#;
+    /// Captured shapes: see `testdata/ibkr/README.md`.
+    const SMD: &str = include_str!("../../testdata/ibkr/smd_option_sample.json");
 
     #[test]
     fn market_data_keeps_raw_values_of_known_fields() {
@@ -426,8 +424,7 @@ mod tests {
     #[test]
     fn ibkr_sample_with_a_number_value_and_a_prefixed_price() {
         // IBKR's own sample (WSDOC) mixes strings and numbers.
-        let frame = r#"{"server_id":"q6","conid":265598,"_updated":1593524408296,"6119":"q6",
-            "31":"C382.89","83":0.04,"7308":0.5,"topic":"smd+265598"}"#;
+        let frame = include_str!("../../testdata/ibkr/smd_ibkr_doc_sample.json");
         let ServerFrame::MarketData(md) = parse_frame(frame).unwrap() else {
             panic!()
         };
@@ -550,10 +547,8 @@ mod tests {
 
     #[test]
     fn tickle_sample_from_the_docs() {
-        let t: Tickle = serde_json::from_str(r#"{"session":"bb665d0f55b6289d70bc7380089fc96f","ssoExpires":460311,"collission":false,"userId":123456789,
- "hmds":{"error":"no bridge"},
- "iserver":{"authStatus":{"authenticated":true,"competing":false,"connected":true,"message":"",
-   "MAC":"98:F2:B3:23:BF:A0","serverInfo":{"serverName":"JifN19053","serverVersion":"Build 10.25.0p"}}}}"#).unwrap();
+        let t: Tickle =
+            serde_json::from_str(include_str!("../../testdata/ibkr/tickle.json")).unwrap();
         assert_eq!(
             t.session.as_deref(),
             Some("bb665d0f55b6289d70bc7380089fc96f")
@@ -563,17 +558,8 @@ mod tests {
 
     #[test]
     fn position_rows_are_read_leniently() {
-        let body: Value = serde_json::from_str(r#"[
-          {"acctId":"DU1234567","conid":700000001,"contractDesc":"SPY    JUN2026 500 C [SPY   260619C00500000 100]",
-           "assetClass":"OPT","position":-2.0,"mktPrice":12.34,"mktValue":-2468.0,"currency":"USD",
-           "avgCost":1050.0,"avgPrice":10.5,"expiry":"20260619","putOrCall":"C","strike":500.0,
-           "multiplier":100.0,"undConid":756733,"ticker":"SPY","undSym":"SPY"},
-          {"acctId":"DU1234567","conid":265598,"contractDesc":"AAPL","assetClass":"STK","position":100,
-           "expiry":null,"putOrCall":null,"strike":"0","multiplier":null,"undConid":0,"ticker":"AAPL"},
-          {"acctId":"DU1234567","conid":700000002,"assetClass":"OPT","position":1,"strike":"440",
-           "contractDesc":"QQQ JUN2026 440 P","putOrCall":"P","expiry":"20260619","multiplier":"100"},
-          {"acctId":"DU1234567","assetClass":"OPT","position":1}
-        ]"#).unwrap();
+        let body: Value =
+            serde_json::from_str(include_str!("../../testdata/ibkr/positions_page.json")).unwrap();
         let (good, bad) = parse_positions(&body, "DU1234567").unwrap();
         assert_eq!(good.len(), 3);
         assert_eq!(
