@@ -116,6 +116,11 @@ pub struct WsConfig {
     pub heartbeat_interval: Duration,
     /// No inbound frame for this long → the socket is replaced.
     pub silence_timeout: Duration,
+    /// Once the venue has answered a probe on this socket: after this much silence a
+    /// probe is sent, and no answer within `probe_timeout` replaces the socket. This
+    /// finds a dead socket in seconds without mistaking a quiet market for one.
+    pub probe_after: Duration,
+    pub probe_timeout: Duration,
     /// How often [`WsHandler::on_tick`] runs (and the silence check with it).
     pub tick_interval: Duration,
     pub connect_timeout: Duration,
@@ -131,7 +136,9 @@ impl WsConfig {
             broker,
             heartbeat_interval: Duration::from_secs(30),
             silence_timeout: Duration::from_secs(25),
-            tick_interval: Duration::from_secs(1),
+            probe_after: Duration::from_secs(2),
+            probe_timeout: Duration::from_millis(1500),
+            tick_interval: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(10),
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
@@ -185,6 +192,8 @@ pub enum Flow {
     Continue,
     /// The frame carried data: the connection is proven good, so the backoff resets.
     Data,
+    /// The frame answered a probe: the venue answers probes on this socket.
+    ProbeReply,
     /// Drop this socket and connect again (the reason becomes a metric label).
     Reconnect(&'static str),
 }
@@ -222,6 +231,11 @@ pub trait WsHandler: Send {
     fn on_text(&mut self, text: &str, out: &mut Outbox) -> impl Future<Output = Flow> + Send;
     /// Queue the venue's application-level heartbeat, if it has one.
     fn heartbeat(&mut self, out: &mut Outbox);
+    /// Queue a message the venue answers at once (its reply makes `on_text` return
+    /// [`Flow::ProbeReply`]); false if the venue has none.
+    fn probe(&mut self, _out: &mut Outbox) -> bool {
+        false
+    }
     /// Periodic work while connected: renew or add subscriptions, check freshness.
     fn on_tick(&mut self, out: &mut Outbox) -> Flow;
     /// The socket is gone; forget per-connection state.
@@ -371,6 +385,9 @@ async fn session<H: WsHandler>(
     let mut out = Outbox::default();
     let mut had_data = false;
     handler.on_open(&mut out);
+    // Learn at once whether the venue answers probes on this socket.
+    let mut probe_sent = handler.probe(&mut out).then(Instant::now);
+    let mut probes_answered = false;
     if flush(&mut sink, &mut out).await.is_err() {
         return (Disconnect::Error, false);
     }
@@ -406,10 +423,12 @@ async fn session<H: WsHandler>(
                     // Pings are answered by tungstenite itself; both count as life.
                     Some(Ok(_)) => {
                         last_inbound = Instant::now();
+                        probe_sent = None;
                         continue;
                     }
                 };
                 last_inbound = Instant::now();
+                probe_sent = None;
                 frames.increment(1);
                 handler.on_text(text.as_str(), &mut out).await
             }
@@ -418,10 +437,22 @@ async fn session<H: WsHandler>(
                 Flow::Continue
             }
             _ = tick.tick() => {
-                if last_inbound.elapsed() > cfg.silence_timeout {
-                    tracing::warn!(%broker, silent_ms = last_inbound.elapsed().as_millis() as u64,
+                let silent = last_inbound.elapsed();
+                if silent > cfg.silence_timeout {
+                    tracing::warn!(%broker, silent_ms = silent.as_millis() as u64,
                         "no frame within the silence timeout; replacing the socket");
                     break Disconnect::Silence;
+                }
+                if probes_answered && silent > cfg.probe_after {
+                    match probe_sent {
+                        None => probe_sent = handler.probe(&mut out).then(Instant::now),
+                        Some(at) if at.elapsed() > cfg.probe_timeout => {
+                            tracing::warn!(%broker, silent_ms = silent.as_millis() as u64,
+                                "probe unanswered; replacing the socket");
+                            break Disconnect::Silence;
+                        }
+                        Some(_) => {}
+                    }
                 }
                 handler.on_tick(&mut out)
             }
@@ -433,6 +464,7 @@ async fn session<H: WsHandler>(
         match flow {
             Flow::Continue => {}
             Flow::Data => had_data = true,
+            Flow::ProbeReply => probes_answered = true,
             Flow::Reconnect(reason) => break Disconnect::Handler(reason),
         }
         if !out.is_empty() && flush(&mut sink, &mut out).await.is_err() {

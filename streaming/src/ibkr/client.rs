@@ -53,6 +53,7 @@ impl IbkrConfig {
     pub fn new(gateway_url: impl Into<String>) -> Self {
         let mut ws = WsConfig::new(Broker::Ibkr);
         // The gateway sends `hb` every ~10 s; two missed ones mean the socket is dead.
+        // Where it answers `tic`, a silent socket is found in ~4 s by probing.
         ws.silence_timeout = Duration::from_secs(25);
         ws.heartbeat_interval = Duration::from_secs(30);
         Self {
@@ -525,6 +526,8 @@ impl WsHandler for Handler {
                 }
                 Flow::Continue
             }
+            // `tic` and `ech+hb` are answered at once: proof the gateway is alive.
+            Ok(ServerFrame::Tic | ServerFrame::Echo) => Flow::ProbeReply,
             Ok(ServerFrame::Error { code, message }) => {
                 tracing::warn!(?code, %message, "IBKR websocket error frame");
                 Flow::Continue
@@ -539,6 +542,11 @@ impl WsHandler for Handler {
 
     fn heartbeat(&mut self, out: &mut Outbox) {
         out.push("tic");
+    }
+
+    fn probe(&mut self, out: &mut Outbox) -> bool {
+        out.push("tic");
+        true
     }
 
     fn on_tick(&mut self, out: &mut Outbox) -> Flow {

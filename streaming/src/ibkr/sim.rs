@@ -50,6 +50,9 @@ pub struct IbkrSimConfig {
     pub today: NaiveDate,
     /// Serve HTTPS/WSS with a self-signed certificate, like the real gateway.
     pub tls: bool,
+    /// Reply to `tic` (the reply's shape is a third-party observation; a client must
+    /// also work with a gateway that never replies).
+    pub answer_tic: bool,
 }
 
 impl Default for IbkrSimConfig {
@@ -65,6 +68,7 @@ impl Default for IbkrSimConfig {
             reauth_delay: Duration::from_millis(500),
             today: Utc::now().date_naive(),
             tls: false,
+            answer_tic: true,
         }
     }
 }
@@ -952,11 +956,12 @@ fn command(
                 }
             }
         }
-        "tic" => out.push(
+        "tic" if s.cfg.answer_tic => out.push(
             json!({"topic": "tic", "alive": true, "id": s.session(),
             "lastAccessed": Utc::now().timestamp_millis()})
             .to_string(),
         ),
+        "tic" => {}
         "ech" => out.push("ech+hb".to_owned()),
         "spl" => out.push(json!({"topic": "spl", "args": {}}).to_string()),
         "sor" => out.push(json!({"topic": "sor", "args": []}).to_string()),
