@@ -854,7 +854,12 @@ async fn connection(s: Arc<SimState>, mut socket: WebSocket, mut authed: bool) {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t.to_string(),
                     Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(Message::Close(_))) => {
+                        // Flushes the close reply tungstenite queued: a client waits for it.
+                        let _ = futures_util::SinkExt::flush(&mut socket).await;
+                        break;
+                    }
+                    None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue,
                 };
                 if silent {
