@@ -6,6 +6,7 @@ pub mod event;
 pub mod ibkr;
 pub mod rng;
 pub mod synthetic;
+pub mod tastytrade;
 pub mod ws;
 
 pub use event::{Broker, BrokerEvent, BrokerPayload};
