@@ -4,6 +4,7 @@
 
 pub mod event;
 pub mod ibkr;
+pub mod json;
 pub mod rng;
 pub mod synthetic;
 pub mod tastytrade;

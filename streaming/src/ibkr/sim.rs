@@ -440,6 +440,18 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+fn serve<L>(listener: L, app: Router) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!(error = %err, "IBKR simulator stopped");
+        }
+    })
+}
+
 fn self_signed_acceptor() -> std::io::Result<tokio_rustls::TlsAcceptor> {
     let other = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
     let key = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
@@ -494,21 +506,16 @@ impl IbkrSim {
         let app = router(state.clone());
         let tls = state.cfg.tls;
         let server = if tls {
-            let listener = TlsListener {
-                tcp: listener,
-                acceptor: self_signed_acceptor()?,
-            };
-            tokio::spawn(async move {
-                if let Err(err) = axum::serve(listener, app).await {
-                    tracing::error!(error = %err, "IBKR simulator stopped");
-                }
-            })
+            let acceptor = self_signed_acceptor()?;
+            serve(
+                TlsListener {
+                    tcp: listener,
+                    acceptor,
+                },
+                app,
+            )
         } else {
-            tokio::spawn(async move {
-                if let Err(err) = axum::serve(listener, app).await {
-                    tracing::error!(error = %err, "IBKR simulator stopped");
-                }
-            })
+            serve(listener, app)
         };
         Ok(Self {
             addr,

@@ -8,6 +8,8 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::json::decimal;
+
 /// The market-data fields we subscribe to, in [`MdField`] order.
 pub const MD_FIELD_IDS: [&str; 9] = [
     "31", "84", "86", "7308", "7309", "7310", "7311", "7633", "7635",
@@ -326,17 +328,6 @@ pub struct IbkrPosition {
     pub und_conid: Option<i64>,
     /// `undSym`, else `ticker`, else the first word of `contractDesc`.
     pub underlying_symbol: Option<String>,
-}
-
-fn decimal(v: &Value) -> Option<Decimal> {
-    let text = match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.trim().to_owned(),
-        _ => return None,
-    };
-    text.parse::<Decimal>()
-        .or_else(|_| Decimal::from_scientific(&text))
-        .ok()
 }
 
 fn text(obj: &Map<String, Value>, key: &str) -> Option<String> {

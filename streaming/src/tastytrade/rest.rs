@@ -6,6 +6,8 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+use crate::json::decimal;
+
 /// One position, with the sign applied: the API sends an unsigned `quantity` and a
 /// separate `quantity-direction`.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,14 +29,6 @@ pub enum PositionError {
     NoItems,
     #[error("position row {index}: {what}")]
     BadRow { index: usize, what: &'static str },
-}
-
-fn decimal(v: &Value) -> Option<Decimal> {
-    match v {
-        Value::Number(n) => n.to_string().parse().ok(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
 }
 
 fn text<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a str> {
