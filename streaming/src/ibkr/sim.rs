@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use super::wire::{self, MdField};
 use crate::rng::SplitMix64;
+use crate::simkit::{self, bsm, RandomWalk};
 
 #[derive(Debug, Clone)]
 pub struct IbkrSimConfig {
@@ -135,18 +136,12 @@ const UNDERLYINGS: [(&str, i64, f64); 3] = [
 ];
 const RATE: f64 = 0.04;
 
-struct Market {
-    rng: SplitMix64,
-    spots: Vec<f64>,
-    step: u64,
-}
-
 /// The portfolio and its deterministic price process.
 struct Venue {
     instruments: Vec<Instrument>,
     by_conid: HashMap<i64, usize>,
     holdings: RwLock<Vec<Holding>>,
-    market: RwLock<Market>,
+    market: RwLock<RandomWalk>,
 }
 
 impl Venue {
@@ -212,11 +207,10 @@ impl Venue {
             instruments,
             by_conid,
             holdings: RwLock::new(holdings),
-            market: RwLock::new(Market {
+            market: RwLock::new(RandomWalk::new(
                 rng,
-                spots: UNDERLYINGS.iter().map(|u| u.2).collect(),
-                step: 0,
-            }),
+                UNDERLYINGS.iter().map(|u| u.2).collect(),
+            )),
         }
     }
 
@@ -225,14 +219,7 @@ impl Venue {
     }
 
     fn step(&self) -> u64 {
-        let mut m = self.market.write().expect("market lock");
-        let sigma_step = 0.0005;
-        for i in 0..m.spots.len() {
-            let z = m.rng.normal();
-            m.spots[i] *= (sigma_step * z).exp();
-        }
-        m.step += 1;
-        m.step
+        self.market.write().expect("market lock").advance()
     }
 
     /// The current field values of one instrument, as the gateway formats them.
@@ -309,62 +296,6 @@ impl Venue {
     }
 }
 
-struct OptionValue {
-    price: f64,
-    delta: f64,
-    gamma: f64,
-    theta_day: f64,
-    vega_point: f64,
-}
-
-fn norm_pdf(x: f64) -> f64 {
-    (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
-}
-
-/// Standard normal CDF (Abramowitz–Stegun 7.1.26, |error| < 1.5e-7: plenty for a
-/// simulator; the model the service uses for its own Greeks lives in the processor).
-fn norm_cdf(x: f64) -> f64 {
-    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs() / std::f64::consts::SQRT_2);
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    let erf = 1.0 - poly * (-(x * x) / 2.0).exp();
-    if x >= 0.0 {
-        0.5 * (1.0 + erf)
-    } else {
-        0.5 * (1.0 - erf)
-    }
-}
-
-fn bsm(s: f64, k: f64, t: f64, r: f64, v: f64, call: bool) -> OptionValue {
-    let sqrt_t = t.sqrt();
-    let d1 = ((s / k).ln() + (r + 0.5 * v * v) * t) / (v * sqrt_t);
-    let d2 = d1 - v * sqrt_t;
-    let disc = (-r * t).exp();
-    let decay = -s * norm_pdf(d1) * v / (2.0 * sqrt_t);
-    let (price, delta, theta) = if call {
-        (
-            s * norm_cdf(d1) - k * disc * norm_cdf(d2),
-            norm_cdf(d1),
-            decay - r * k * disc * norm_cdf(d2),
-        )
-    } else {
-        (
-            k * disc * norm_cdf(-d2) - s * norm_cdf(-d1),
-            norm_cdf(d1) - 1.0,
-            decay + r * k * disc * norm_cdf(-d2),
-        )
-    };
-    OptionValue {
-        price,
-        delta,
-        gamma: norm_pdf(d1) / (s * v * sqrt_t),
-        theta_day: theta / 365.0,
-        vega_point: s * norm_pdf(d1) * sqrt_t / 100.0,
-    }
-}
-
 /// What the simulator saw, for tests and the goal measurements.
 #[derive(Debug, Default)]
 pub struct SimStats {
@@ -411,64 +342,6 @@ pub struct IbkrSim {
     tls: bool,
 }
 
-/// Accepts TCP connections and completes a TLS handshake on each; a failed
-/// handshake (a client refusing the self-signed certificate) is dropped quietly.
-struct TlsListener {
-    tcp: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, addr)) = self.tcp.accept().await else {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            };
-            let handshake = self.acceptor.accept(tcp);
-            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), handshake).await {
-                return (tls, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
-
-fn serve<L>(listener: L, app: Router) -> JoinHandle<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
-            tracing::error!(error = %err, "IBKR simulator stopped");
-        }
-    })
-}
-
-fn self_signed_acceptor() -> std::io::Result<tokio_rustls::TlsAcceptor> {
-    let other = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
-    let key = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .map_err(|e| other(&e))?;
-    let cert = key.cert.der().clone();
-    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| other(&e))?
-    .with_no_client_auth()
-    .with_single_cert(vec![cert], private)
-    .map_err(|e| other(&e))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
 impl IbkrSim {
     /// Serves on `listener` until stopped.
     pub fn start(cfg: IbkrSimConfig, listener: TcpListener) -> std::io::Result<Self> {
@@ -505,18 +378,7 @@ impl IbkrSim {
         };
         let app = router(state.clone());
         let tls = state.cfg.tls;
-        let server = if tls {
-            let acceptor = self_signed_acceptor()?;
-            serve(
-                TlsListener {
-                    tcp: listener,
-                    acceptor,
-                },
-                app,
-            )
-        } else {
-            serve(listener, app)
-        };
+        let server = simkit::serve(listener, app, tls, "ibkr")?;
         Ok(Self {
             addr,
             state,
@@ -1026,18 +888,6 @@ fn render(s: &SimState, subs: &mut HashMap<i64, ConnSub>, out: &mut Vec<String>)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bsm_matches_a_textbook_value() {
-        // Hull, Options, Futures and Other Derivatives, example 15.6: S=42, K=40,
-        // r=10%, σ=20%, T=0.5 → call 4.76, put 0.81.
-        let c = bsm(42.0, 40.0, 0.5, 0.1, 0.2, true);
-        let p = bsm(42.0, 40.0, 0.5, 0.1, 0.2, false);
-        assert!((c.price - 4.76).abs() < 0.005, "{}", c.price);
-        assert!((p.price - 0.81).abs() < 0.005, "{}", p.price);
-        assert!((c.delta - p.delta - 1.0).abs() < 1e-9);
-        assert!(c.gamma > 0.0 && c.vega_point > 0.0 && c.theta_day < 0.0);
-    }
 
     #[test]
     fn the_portfolio_is_deterministic_and_formatted_like_the_gateway() {
