@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::ibkr::IbkrQuote;
 use crate::synthetic::SyntheticTick;
+use crate::tastytrade::TtQuote;
 
 /// A venue we stream from. `Synthetic` is the built-in load generator; its rows are
 /// labelled as such so analysts never mistake them for a real book.
@@ -73,6 +74,7 @@ pub struct BrokerEvent {
 pub enum BrokerPayload {
     Synthetic(SyntheticTick),
     Ibkr(IbkrQuote),
+    Tastytrade(TtQuote),
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod event;
 pub mod ibkr;
 pub mod json;
 pub mod rng;
+pub mod secret;
 pub mod simkit;
 pub mod synthetic;
 pub mod tastytrade;

@@ -86,20 +86,22 @@ impl Disconnect {
     }
 }
 
-/// Registers the connection metrics of `broker` at zero.
-pub fn register_metrics(broker: Broker) {
-    set_state(broker, ConnState::Disconnected);
+/// Registers the connection metrics of one socket of `broker` at zero.
+pub fn register_metrics(broker: Broker, socket: &'static str) {
+    set_state(broker, socket, ConnState::Disconnected);
     for r in ["closed", "error", "silence", "connect_failed"] {
-        metrics::counter!(WS_RECONNECTS, "broker" => broker.as_str(), "reason" => r).increment(0);
+        metrics::counter!(WS_RECONNECTS, "broker" => broker.as_str(), "socket" => socket, "reason" => r)
+            .increment(0);
     }
-    metrics::counter!(WS_FRAMES, "broker" => broker.as_str()).increment(0);
+    metrics::counter!(WS_FRAMES, "broker" => broker.as_str(), "socket" => socket).increment(0);
     metrics::counter!(MALFORMED_FRAMES, "broker" => broker.as_str()).increment(0);
 }
 
-fn set_state(broker: Broker, state: ConnState) {
+fn set_state(broker: Broker, socket: &'static str, state: ConnState) {
     for s in ConnState::ALL {
-        metrics::gauge!(WS_CONNECTION_STATE, "broker" => broker.as_str(), "state" => s.as_str())
-            .set(if s == state { 1.0 } else { 0.0 });
+        metrics::gauge!(WS_CONNECTION_STATE, "broker" => broker.as_str(), "socket" => socket,
+            "state" => s.as_str())
+        .set(if s == state { 1.0 } else { 0.0 });
     }
 }
 
@@ -112,6 +114,9 @@ pub fn count_malformed(broker: Broker) {
 #[derive(Debug, Clone)]
 pub struct WsConfig {
     pub broker: Broker,
+    /// Which of the broker's sockets this is (`market_data`, `account`): the
+    /// `socket` label of the connection metrics.
+    pub socket: &'static str,
     /// How often [`WsHandler::heartbeat`] runs while connected.
     pub heartbeat_interval: Duration,
     /// No inbound frame for this long → the socket is replaced.
@@ -134,6 +139,7 @@ impl WsConfig {
     pub fn new(broker: Broker) -> Self {
         Self {
             broker,
+            socket: "market_data",
             heartbeat_interval: Duration::from_secs(30),
             silence_timeout: Duration::from_secs(25),
             probe_after: Duration::from_secs(2),
@@ -264,12 +270,13 @@ pub async fn run_ws<H: WsHandler>(
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let broker = cfg.broker;
-    register_metrics(broker);
+    let socket = cfg.socket;
+    register_metrics(broker, socket);
     let mut backoff = cfg.backoff();
     let mut failures_logged = 0u32;
     let mut unauthenticated = false;
     while !cancel.is_cancelled() {
-        set_state(broker, ConnState::Connecting);
+        set_state(broker, socket, ConnState::Connecting);
         let prepared = tokio::select! {
             r = handler.prepare() => r,
             _ = cancel.cancelled() => break,
@@ -281,7 +288,7 @@ pub async fn run_ws<H: WsHandler>(
                         tracing::info!(%broker, "authenticated again");
                     }
                     stats.connects.fetch_add(1, Relaxed);
-                    set_state(broker, ConnState::Connected);
+                    set_state(broker, socket, ConnState::Connected);
                     tracing::info!(%broker, "websocket connected");
                     let (reason, had_data) = session(cfg, handler, ws, cancel).await;
                     stats.disconnects.fetch_add(1, Relaxed);
@@ -301,7 +308,7 @@ pub async fn run_ws<H: WsHandler>(
                 }
             },
             Err(PrepareError::NotAuthenticated(msg)) => {
-                set_state(broker, ConnState::Unauthenticated);
+                set_state(broker, socket, ConnState::Unauthenticated);
                 // Once per episode: a long logout must not flood the log.
                 if !std::mem::replace(&mut unauthenticated, true) {
                     tracing::warn!(%broker, reason = %msg, "not authenticated; waiting for the session");
@@ -322,9 +329,10 @@ pub async fn run_ws<H: WsHandler>(
         let wait = match outcome {
             Ok(wait) => wait,
             Err(reason) => {
-                set_state(broker, ConnState::Disconnected);
-                metrics::counter!(WS_RECONNECTS, "broker" => broker.as_str(), "reason" => reason.as_str())
-                    .increment(1);
+                set_state(broker, socket, ConnState::Disconnected);
+                metrics::counter!(WS_RECONNECTS, "broker" => broker.as_str(), "socket" => socket,
+                    "reason" => reason.as_str())
+                .increment(1);
                 backoff.next_backoff().unwrap_or(cfg.backoff_max)
             }
         };
@@ -333,7 +341,7 @@ pub async fn run_ws<H: WsHandler>(
             _ = cancel.cancelled() => break,
         }
     }
-    set_state(broker, ConnState::Disconnected);
+    set_state(broker, socket, ConnState::Disconnected);
 }
 
 type Socket =
@@ -380,7 +388,7 @@ async fn session<H: WsHandler>(
     cancel: &CancellationToken,
 ) -> (Disconnect, bool) {
     let broker = cfg.broker;
-    let frames = metrics::counter!(WS_FRAMES, "broker" => broker.as_str());
+    let frames = metrics::counter!(WS_FRAMES, "broker" => broker.as_str(), "socket" => cfg.socket);
     let (mut sink, mut stream) = ws.split();
     let mut out = Outbox::default();
     let mut had_data = false;

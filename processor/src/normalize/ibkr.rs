@@ -7,11 +7,11 @@
 //! IBKR sends no rho. Stocks and futures carry delta 1 per unit by definition (their
 //! rows say the Greeks came from the model, not the venue).
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{NaiveDate, TimeZone, Utc};
 use streaming::ibkr::{IbkrPosition, IbkrQuote, MdField, MdFields};
 use streaming::BrokerEvent;
 
-use super::{Normalized, Normalizer};
+use super::{clamp_future, Normalized, Normalizer};
 use crate::model::{
     AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
     UnifiedPosition,
@@ -196,16 +196,6 @@ pub(super) fn normalize(
         },
         non_finite: own.dropped,
     })
-}
-
-/// A venue clock far ahead of ours would put rows in a future partition; past a
-/// minute of skew we trust our receive time instead.
-fn clamp_future(event_time: DateTime<Utc>, received_at: DateTime<Utc>) -> DateTime<Utc> {
-    if event_time > received_at + chrono::Duration::minutes(1) {
-        received_at
-    } else {
-        event_time
-    }
 }
 
 #[cfg(test)]

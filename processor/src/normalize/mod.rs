@@ -3,9 +3,12 @@
 
 mod ibkr;
 mod synthetic;
+mod tastytrade;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 
 use streaming::{BrokerEvent, BrokerPayload};
 
@@ -35,6 +38,7 @@ impl Normalizer {
         match event.payload {
             BrokerPayload::Synthetic(ref tick) => synthetic::normalize(self, &event, tick),
             BrokerPayload::Ibkr(ref quote) => ibkr::normalize(self, &event, quote),
+            BrokerPayload::Tastytrade(ref quote) => tastytrade::normalize(self, &event, quote),
         }
     }
 
@@ -54,5 +58,15 @@ impl Normalizer {
 
     pub fn known_contracts(&self) -> usize {
         self.contracts.len()
+    }
+}
+
+/// A venue clock far ahead of ours would put rows in a future partition; past a
+/// minute of skew we trust our receive time instead.
+fn clamp_future(event_time: DateTime<Utc>, received_at: DateTime<Utc>) -> DateTime<Utc> {
+    if event_time > received_at + chrono::Duration::minutes(1) {
+        received_at
+    } else {
+        event_time
     }
 }

@@ -257,7 +257,7 @@ struct Shared {
 
 /// Registers the IBKR source's metrics (and its WebSocket's) at zero.
 pub fn register_metrics() {
-    ws::register_metrics(Broker::Ibkr);
+    ws::register_metrics(Broker::Ibkr, "market_data");
     metrics::gauge!(AUTHENTICATED, "broker" => "ibkr").set(0.0);
     metrics::counter!(REST_ERRORS, "broker" => "ibkr").increment(0);
     metrics::counter!(SUBSCRIPTIONS_SENT, "broker" => "ibkr").increment(0);

@@ -340,9 +340,11 @@ pub fn parse_feed_data(data: &Value, config: &FeedConfig) -> Result<FeedBatch, D
     Ok(out)
 }
 
-pub fn setup(keepalive_secs: u64) -> String {
+/// SETUP: we will send something at least every `keepalive_secs`; the server must
+/// send something at least every `accept_keepalive_secs`.
+pub fn setup(keepalive_secs: u64, accept_keepalive_secs: u64) -> String {
     json!({"type": "SETUP", "channel": 0, "keepaliveTimeout": keepalive_secs,
-        "acceptKeepaliveTimeout": keepalive_secs, "version": concat!("0.1-greekstream/", env!("CARGO_PKG_VERSION"))})
+        "acceptKeepaliveTimeout": accept_keepalive_secs, "version": concat!("0.1-greekstream/", env!("CARGO_PKG_VERSION"))})
     .to_string()
 }
 
@@ -367,23 +369,46 @@ pub fn feed_setup(channel: u64) -> String {
     .to_string()
 }
 
-/// FEED_SUBSCRIPTION messages adding Greeks and Quote for every symbol, in chunks.
-pub fn subscriptions(channel: u64, symbols: &[String]) -> Vec<String> {
-    symbols
-        .chunks(SUBSCRIPTION_CHUNK / 2)
+/// The event types we subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventType {
+    Greeks,
+    Quote,
+}
+
+impl EventType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventType::Greeks => "Greeks",
+            EventType::Quote => "Quote",
+        }
+    }
+}
+
+/// One subscription: an event type for a dxFeed symbol.
+pub type Sub = (EventType, String);
+
+fn subscription_messages(channel: u64, key: &str, subs: &[Sub]) -> Vec<String> {
+    subs.chunks(SUBSCRIPTION_CHUNK)
         .map(|chunk| {
-            let add: Vec<Value> = chunk
+            let list: Vec<Value> = chunk
                 .iter()
-                .flat_map(|s| {
-                    [
-                        json!({"type": "Greeks", "symbol": s}),
-                        json!({"type": "Quote", "symbol": s}),
-                    ]
-                })
+                .map(|(t, s)| json!({"type": t.as_str(), "symbol": s}))
                 .collect();
-            json!({"type": "FEED_SUBSCRIPTION", "channel": channel, "add": add}).to_string()
+            json!({"type": "FEED_SUBSCRIPTION", "channel": channel, key: list}).to_string()
         })
         .collect()
+}
+
+/// FEED_SUBSCRIPTION messages adding `subs`, in chunks: one huge message drops the
+/// connection.
+pub fn subscriptions(channel: u64, subs: &[Sub]) -> Vec<String> {
+    subscription_messages(channel, "add", subs)
+}
+
+/// FEED_SUBSCRIPTION messages removing `subs`, in chunks.
+pub fn unsubscriptions(channel: u64, subs: &[Sub]) -> Vec<String> {
+    subscription_messages(channel, "remove", subs)
 }
 
 #[cfg(test)]
@@ -557,7 +582,12 @@ mod tests {
         );
         let v: Value = serde_json::from_str(&channel_request(3)).unwrap();
         assert_eq!(v["service"], "FEED");
-        let symbols: Vec<String> = (0..1200).map(|i| format!(".S260619C{i}")).collect();
+        let symbols: Vec<Sub> = (0..1200)
+            .flat_map(|i| {
+                let s = format!(".S260619C{i}");
+                [(EventType::Greeks, s.clone()), (EventType::Quote, s)]
+            })
+            .collect();
         let subs = subscriptions(3, &symbols);
         assert_eq!(subs.len(), 3, "chunked");
         let total: usize = subs
@@ -570,6 +600,8 @@ mod tests {
             })
             .sum();
         assert_eq!(total, 2400, "Greeks and Quote for each symbol");
+        let v: Value = serde_json::from_str(&unsubscriptions(3, &symbols[..1])[0]).unwrap();
+        assert_eq!(v["remove"][0]["type"], "Greeks");
         assert!(subs.iter().all(|s| s.len() < 64 * 1024));
     }
 }
