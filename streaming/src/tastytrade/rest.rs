@@ -440,11 +440,7 @@ mod tests {
             json!({"data": {"token": "abc", "dxlink-url": "wss://x/realtime", "level": "api"}});
         let q = parse_quote_token(&body).unwrap();
         assert_eq!(q.dxlink_url, "wss://x/realtime");
-        assert_eq!(
-            format!("{q:?}").contains("abc"),
-            false,
-            "the token never prints"
-        );
+        assert!(!format!("{q:?}").contains("abc"), "the token never prints");
         assert_eq!(
             error_text(&json!({"error": {"code": "invalid_grant", "message": "expired"}})),
             Some("invalid_grant: expired".into())
