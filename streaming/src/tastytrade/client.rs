@@ -441,6 +441,9 @@ async fn poll_positions(
             Ok(()) => failures = 0,
             Err(err) => {
                 failures += 1;
+                if matches!(err, RestError::Unauthorized { .. }) {
+                    shared.set_authenticated(false);
+                }
                 if failures <= 3 || failures % 60 == 0 {
                     tracing::warn!(error = %err, failures, "Tastytrade positions refresh failed; keeping the last book");
                 }
@@ -492,10 +495,17 @@ async fn read_positions(rest: &Rest, shared: &Shared) -> Result<(), RestError> {
     Ok(())
 }
 
-fn prepare_error(err: RestError) -> PrepareError {
-    match err {
-        RestError::Unauthorized { .. } => PrepareError::NotAuthenticated(err.to_string()),
-        other => PrepareError::Failed(other.to_string()),
+impl Shared {
+    /// A connection cannot be prepared: refused credentials are a state to wait
+    /// in, anything else is retried with backoff.
+    fn prepare_error(&self, err: RestError) -> PrepareError {
+        match err {
+            RestError::Unauthorized { .. } => {
+                self.set_authenticated(false);
+                PrepareError::NotAuthenticated(err.to_string())
+            }
+            other => PrepareError::Failed(other.to_string()),
+        }
     }
 }
 
@@ -595,7 +605,7 @@ impl WsHandler for FeedHandler {
             _ => {
                 fetch_quote_token(&self.rest, &self.shared)
                     .await
-                    .map_err(prepare_error)?
+                    .map_err(|e| self.shared.prepare_error(e))?
                     .0
             }
         };
@@ -782,10 +792,14 @@ impl WsHandler for AccountHandler {
             .rest
             .access_token(std::mem::take(&mut self.force_token))
             .await
-            .map_err(prepare_error)?;
+            .map_err(|e| self.shared.prepare_error(e))?;
         let known = self.shared.book.lock().expect("book lock").accounts.clone();
         if known.is_empty() {
-            let accounts = self.rest.accounts().await.map_err(prepare_error)?;
+            let accounts = self
+                .rest
+                .accounts()
+                .await
+                .map_err(|e| self.shared.prepare_error(e))?;
             self.shared.book.lock().expect("book lock").accounts = accounts;
         }
         Ok(ConnectRequest {
