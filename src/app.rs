@@ -16,6 +16,8 @@ use std::sync::Arc;
 use streaming::ibkr::sim::{IbkrSim, IbkrSimConfig};
 use streaming::ibkr::{run_ibkr, IbkrConfig, IbkrStats};
 use streaming::synthetic::{run_synthetic, SyntheticConfig};
+use streaming::tastytrade::sim::{TastytradeSim, TastytradeSimConfig};
+use streaming::tastytrade::{run_tastytrade, TastytradeConfig, TastytradeStats};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +46,9 @@ pub struct App {
     /// The in-process IBKR gateway simulator, when no gateway is configured.
     pub ibkr_sim: Option<IbkrSim>,
     pub ibkr_stats: Arc<IbkrStats>,
+    /// The in-process Tastytrade simulator, when no credentials are configured.
+    pub tastytrade_sim: Option<TastytradeSim>,
+    pub tastytrade_stats: Arc<TastytradeStats>,
     cancel: CancellationToken,
     sources: Vec<JoinHandle<()>>,
     servers: Vec<JoinHandle<()>>,
@@ -213,12 +218,27 @@ impl App {
                 }
             })));
         }
+        let tastytrade_stats = Arc::new(TastytradeStats::default());
+        let mut tastytrade_sim = None;
+        if cfg.tastytrade.enabled {
+            let (source, sim) = start_tastytrade(
+                &cfg,
+                pipeline.sender(),
+                tastytrade_stats.clone(),
+                cancel.clone(),
+            )
+            .await?;
+            sources.push(source);
+            tastytrade_sim = sim;
+        }
         Ok(Self {
             metrics_addr,
             control_addr,
             pool,
             ibkr_sim,
             ibkr_stats,
+            tastytrade_sim,
+            tastytrade_stats,
             cancel,
             sources,
             servers,
@@ -236,9 +256,69 @@ impl App {
         if let Some(sim) = self.ibkr_sim {
             sim.stop();
         }
+        if let Some(sim) = self.tastytrade_sim {
+            sim.stop();
+        }
         for s in self.servers {
             s.abort();
         }
         report
     }
+}
+
+/// The Tastytrade source: the real endpoints with credentials, else the in-process
+/// simulator (returned so it lives as long as the app).
+async fn start_tastytrade(
+    cfg: &Config,
+    tx: tokio::sync::mpsc::Sender<streaming::BrokerEvent>,
+    stats: Arc<TastytradeStats>,
+    cancel: CancellationToken,
+) -> Result<(JoinHandle<()>, Option<TastytradeSim>), AppError> {
+    use streaming::secret::Secret;
+    use streaming::tastytrade::rest::Credentials;
+    let t = &cfg.tastytrade;
+    let (client, sim) = match &t.credentials {
+        Some(credentials) => {
+            tracing::info!(api = %t.api_url, streamer = %t.streamer_url, "streaming from Tastytrade");
+            let mut c = TastytradeConfig::new(
+                t.api_url.expose(),
+                t.streamer_url.expose(),
+                credentials.clone(),
+            );
+            c.accept_invalid_certs = t.accept_invalid_certs;
+            (c, None)
+        }
+        None => {
+            let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+            let sim = TastytradeSim::bind(
+                TastytradeSimConfig {
+                    seed: t.sim_seed,
+                    ..TastytradeSimConfig::default()
+                },
+                addr,
+            )
+            .await
+            .map_err(|source| AppError::Listen { addr, source })?;
+            tracing::info!(url = %sim.api_url(), "no Tastytrade credentials (GS_TASTYTRADE_CLIENT_SECRET, GS_TASTYTRADE_REFRESH_TOKEN); streaming from the in-process simulator");
+            let simulated = Credentials {
+                client_secret: Secret::new("simulator"),
+                refresh_token: Secret::new("simulator"),
+            };
+            let c = TastytradeConfig::new(sim.api_url(), sim.streamer_url(), simulated);
+            (c, Some(sim))
+        }
+    };
+    let mut client = client;
+    client.positions_refresh = t.positions_refresh;
+    let supervisor_cancel = cancel.clone();
+    let task = tokio::spawn(supervise("tastytrade", supervisor_cancel, move || {
+        let (client, tx, token, stats) =
+            (client.clone(), tx.clone(), cancel.clone(), stats.clone());
+        async move {
+            if let Err(err) = run_tastytrade(client, tx, stats, token).await {
+                tracing::error!(error = %err, "Tastytrade source failed");
+            }
+        }
+    }));
+    Ok((task, sim))
 }

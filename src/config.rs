@@ -82,6 +82,19 @@ pub struct IbkrSettings {
     pub positions_refresh: Duration,
 }
 
+/// Tastytrade. With no OAuth credentials the service streams from the built-in
+/// simulator; with both the client secret and the refresh token, from `api_url`.
+#[derive(Debug, Clone)]
+pub struct TastytradeSettings {
+    pub enabled: bool,
+    pub credentials: Option<streaming::tastytrade::rest::Credentials>,
+    pub api_url: SecretUrl,
+    pub streamer_url: SecretUrl,
+    pub accept_invalid_certs: bool,
+    pub sim_seed: u64,
+    pub positions_refresh: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: SecretUrl,
@@ -93,6 +106,7 @@ pub struct Config {
     pub partitions: PartitionConfig,
     pub synthetic: SyntheticSettings,
     pub ibkr: IbkrSettings,
+    pub tastytrade: TastytradeSettings,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/greekstream";
@@ -219,7 +233,49 @@ impl Config {
                 sim_seed: env.parse("GS_IBKR_SIM_SEED", 7)?,
                 positions_refresh: env.millis("GS_IBKR_POSITIONS_REFRESH_MS", 60_000)?,
             },
+            tastytrade: TastytradeSettings {
+                enabled: env.parse("GS_TASTYTRADE", true)?,
+                credentials: tastytrade_credentials(&env)?,
+                api_url: env.url(
+                    "GS_TASTYTRADE_API_URL",
+                    "https://api.tastyworks.com",
+                    &["https", "http"],
+                )?,
+                streamer_url: env.url(
+                    "GS_TASTYTRADE_STREAMER_URL",
+                    "wss://streamer.tastyworks.com",
+                    &["wss", "ws"],
+                )?,
+                accept_invalid_certs: env.parse("GS_TASTYTRADE_ACCEPT_INVALID_CERTS", false)?,
+                sim_seed: env.parse("GS_TASTYTRADE_SIM_SEED", 11)?,
+                positions_refresh: env.millis("GS_TASTYTRADE_POSITIONS_REFRESH_MS", 60_000)?,
+            },
         })
+    }
+}
+
+/// Both OAuth values, or neither (the simulator); one alone is a mistake.
+fn tastytrade_credentials(
+    env: &Env<'_>,
+) -> Result<Option<streaming::tastytrade::rest::Credentials>, ConfigError> {
+    use streaming::secret::Secret;
+    match (
+        env.raw("GS_TASTYTRADE_CLIENT_SECRET"),
+        env.raw("GS_TASTYTRADE_REFRESH_TOKEN"),
+    ) {
+        (None, None) => Ok(None),
+        (Some(secret), Some(refresh)) => Ok(Some(streaming::tastytrade::rest::Credentials {
+            client_secret: Secret::new(secret),
+            refresh_token: Secret::new(refresh),
+        })),
+        (Some(_), None) => Err(ConfigError {
+            var: "GS_TASTYTRADE_REFRESH_TOKEN",
+            message: "required when GS_TASTYTRADE_CLIENT_SECRET is set".into(),
+        }),
+        (None, Some(_)) => Err(ConfigError {
+            var: "GS_TASTYTRADE_CLIENT_SECRET",
+            message: "required when GS_TASTYTRADE_REFRESH_TOKEN is set".into(),
+        }),
     }
 }
 
@@ -258,6 +314,29 @@ mod tests {
         assert_eq!(e.var, "GS_IBKR_GATEWAY_URL");
         let e = cfg(&[("GS_IBKR_ACCEPT_INVALID_CERTS", "maybe")]).unwrap_err();
         assert_eq!(e.var, "GS_IBKR_ACCEPT_INVALID_CERTS");
+    }
+
+    #[test]
+    fn tastytrade_needs_both_credentials_and_never_shows_them() {
+        let c = cfg(&[]).unwrap();
+        assert!(c.tastytrade.enabled && c.tastytrade.credentials.is_none());
+        assert_eq!(c.tastytrade.api_url.expose(), "https://api.tastyworks.com");
+        let e = cfg(&[("GS_TASTYTRADE_CLIENT_SECRET", "s3cret")]).unwrap_err();
+        assert_eq!(e.var, "GS_TASTYTRADE_REFRESH_TOKEN");
+        let c = cfg(&[
+            ("GS_TASTYTRADE_CLIENT_SECRET", "s3cret"),
+            ("GS_TASTYTRADE_REFRESH_TOKEN", "r3fresh"),
+        ])
+        .unwrap();
+        let creds = c.tastytrade.credentials.as_ref().unwrap();
+        assert_eq!(creds.refresh_token.expose(), "r3fresh");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("r3fresh"),
+            "{shown}"
+        );
+        let e = cfg(&[("GS_TASTYTRADE_STREAMER_URL", "https://x")]).unwrap_err();
+        assert_eq!(e.var, "GS_TASTYTRADE_STREAMER_URL");
     }
 
     #[test]

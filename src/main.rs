@@ -54,6 +54,26 @@ enum SimCommand {
         #[arg(long)]
         tls: bool,
     },
+    /// Tastytrade: REST (POST /oauth/token, /customers/me/accounts,
+    /// /accounts/{n}/positions, /api-quote-tokens), DXLink at /dxlink, the account
+    /// streamer at /streamer; faults by `POST /sim/fault/{drop|silent|reject_auth|
+    /// accept_auth|expire_tokens|nan|malformed|error}`, position changes by
+    /// `POST /sim/position/{account}` with `{"symbol":..., "quantity":...}`.
+    Tastytrade {
+        #[arg(long, default_value = "127.0.0.1:5100")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+        /// Option positions per underlying (3 underlyings, 2 accounts).
+        #[arg(long, default_value_t = 6)]
+        options: usize,
+        /// Lifetime of access tokens, seconds (the real API: 900).
+        #[arg(long, default_value_t = 900)]
+        access_token_ttl: u64,
+        /// Serve HTTPS/WSS with a fresh self-signed certificate.
+        #[arg(long)]
+        tls: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -187,6 +207,37 @@ async fn run_sim(cmd: SimCommand) -> anyhow::Result<()> {
                 rest = %format!("{}/v1/api/", sim.url()),
                 ws = %format!("{}/v1/api/ws", sim.url().replacen("http", "ws", 1)),
                 "IBKR gateway simulator ready (GS_IBKR_GATEWAY_URL={})", sim.url()
+            );
+            shutdown_signal().await;
+            sim.stop();
+        }
+        SimCommand::Tastytrade {
+            listen,
+            seed,
+            options,
+            access_token_ttl,
+            tls,
+        } => {
+            use streaming::tastytrade::sim::{TastytradeSim, TastytradeSimConfig};
+            anyhow::ensure!(access_token_ttl > 0, "the token lifetime must be positive");
+            let cfg = TastytradeSimConfig {
+                seed,
+                options_per_underlying: options,
+                access_token_ttl: Duration::from_secs(access_token_ttl),
+                tls,
+                ..TastytradeSimConfig::default()
+            };
+            let sim = TastytradeSim::bind(cfg, listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!(
+                "{}",
+                serde_json::json!({ "api_url": sim.api_url(), "streamer_url": sim.streamer_url() })
+            );
+            tracing::info!(
+                api = %sim.api_url(),
+                streamer = %sim.streamer_url(),
+                "Tastytrade simulator ready (GS_TASTYTRADE_API_URL, GS_TASTYTRADE_STREAMER_URL)"
             );
             shutdown_signal().await;
             sim.stop();

@@ -35,6 +35,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
     processor::pipeline::register_metrics();
     database::writer::register_metrics();
     streaming::ibkr::client::register_metrics();
+    streaming::tastytrade::client::register_metrics();
     for ch in ["events", "snapshots"] {
         metrics::gauge!(CHANNEL_DEPTH, "channel" => ch).set(0.0);
     }
@@ -84,11 +85,11 @@ fn describe() {
     describe_gauge!(CHANNEL_DEPTH, "messages waiting in a pipeline channel");
     describe_gauge!(
         streaming::ws::WS_CONNECTION_STATE,
-        "1 for the state each broker's WebSocket is in (disconnected, connecting, connected, unauthenticated)"
+        "1 for the state each broker socket is in (disconnected, connecting, connected, unauthenticated)"
     );
     describe_counter!(
         streaming::ws::WS_RECONNECTS,
-        "WebSocket connections lost or refused, by broker and reason"
+        "WebSocket connections lost or refused, by broker, socket and reason"
     );
     describe_counter!(streaming::ws::WS_FRAMES, "WebSocket frames received");
     describe_counter!(
@@ -110,5 +111,17 @@ fn describe() {
     describe_counter!(
         streaming::ibkr::client::REST_ERRORS,
         "broker REST calls answered with an error status"
+    );
+    describe_counter!(
+        streaming::tastytrade::client::SUBSCRIPTIONS_SENT,
+        "DXLink subscriptions sent (Greeks and Quote per symbol; all again after a reconnect or re-authorization)"
+    );
+    describe_counter!(
+        streaming::tastytrade::client::POSITION_UPDATES,
+        "position changes pushed by the Tastytrade account streamer"
+    );
+    describe_counter!(
+        streaming::tastytrade::client::TOKEN_REFRESHES,
+        "Tastytrade tokens fetched (token: access, quote)"
     );
 }

@@ -26,10 +26,8 @@ use crate::ws::{
     WsStats,
 };
 
-pub const AUTHENTICATED: &str = "greekstream_broker_authenticated";
+pub use crate::broker_metrics::{AUTHENTICATED, POSITIONS, REST_ERRORS};
 pub const SUBSCRIPTIONS_SENT: &str = "greekstream_ibkr_subscriptions_sent_total";
-pub const POSITIONS: &str = "greekstream_broker_positions";
-pub const REST_ERRORS: &str = "greekstream_broker_rest_errors_total";
 
 #[derive(Debug, Clone)]
 pub struct IbkrConfig {

@@ -33,7 +33,7 @@ use crate::ws::{
     WsStats,
 };
 
-pub const REST_ERRORS: &str = "greekstream_broker_rest_errors_total";
+use crate::broker_metrics::{AUTHENTICATED, POSITIONS, REST_ERRORS};
 pub const SUBSCRIPTIONS_SENT: &str = "greekstream_tastytrade_subscriptions_sent_total";
 pub const POSITION_UPDATES: &str = "greekstream_tastytrade_position_updates_total";
 pub const TOKEN_REFRESHES: &str = "greekstream_tastytrade_token_refreshes_total";
@@ -268,8 +268,7 @@ impl Shared {
 
     fn set_authenticated(&self, ok: bool) {
         self.stats.authenticated.store(ok, Relaxed);
-        metrics::gauge!(crate::ibkr::client::AUTHENTICATED, "broker" => BROKER.as_str())
-            .set(if ok { 1.0 } else { 0.0 });
+        metrics::gauge!(AUTHENTICATED, "broker" => BROKER.as_str()).set(if ok { 1.0 } else { 0.0 });
     }
 }
 
@@ -283,7 +282,7 @@ pub fn register_metrics() {
     for t in ["access", "quote"] {
         metrics::counter!(TOKEN_REFRESHES, "token" => t).increment(0);
     }
-    metrics::gauge!(crate::ibkr::client::POSITIONS, "broker" => BROKER.as_str()).set(0.0);
+    metrics::gauge!(POSITIONS, "broker" => BROKER.as_str()).set(0.0);
 }
 
 /// Streams until `cancel` fires. Venue errors are retried with backoff, counted and
@@ -484,7 +483,7 @@ async fn read_positions(rest: &Rest, shared: &Shared) -> Result<(), RestError> {
     book.accounts = accounts;
     let n = book.positions.len();
     shared.stats.positions.store(n as u64, Relaxed);
-    metrics::gauge!(crate::ibkr::client::POSITIONS, "broker" => BROKER.as_str()).set(n as f64);
+    metrics::gauge!(POSITIONS, "broker" => BROKER.as_str()).set(n as f64);
     if book.version != before {
         tracing::info!(
             positions = n,

@@ -270,7 +270,8 @@ impl Rest {
         if (200..300).contains(&status) {
             return Ok(body);
         }
-        metrics::counter!(super::client::REST_ERRORS, "broker" => "tastytrade").increment(1);
+        metrics::counter!(crate::broker_metrics::REST_ERRORS, "broker" => "tastytrade")
+            .increment(1);
         let message = error_text(&body).unwrap_or_default();
         Err(if status == 401 {
             RestError::Unauthorized {
