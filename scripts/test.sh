@@ -10,9 +10,11 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo nextest run --workspace --no-fail-fast
-# A third-party client (ibind, from PyPI) against our IBKR gateway simulator.
+# Third-party clients (from PyPI) against our simulators: ibind for IBKR, the
+# `tastytrade` SDK for Tastytrade.
 cargo build --quiet --bin greekstream
 bash scripts/compat/ibind.sh
+bash scripts/compat/tastytrade.sh
 # Sweep any test database left by a killed run (tests drop their own on success or panic).
 psql "${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}" -tAc \
   "SELECT 'DROP DATABASE IF EXISTS ' || quote_ident(datname) || ' WITH (FORCE);' FROM pg_database WHERE datname LIKE 'gs_test_%'" \
