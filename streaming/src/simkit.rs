@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::{Message, WebSocket};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -93,6 +94,40 @@ fn self_signed_acceptor() -> std::io::Result<tokio_rustls::TlsAcceptor> {
     .with_single_cert(vec![cert], private)
     .map_err(|e| other(&e))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// One message read from a simulator's WebSocket.
+pub enum Inbound {
+    Text(String),
+    /// A ping, pong or other frame the socket handles itself.
+    Other,
+    /// Closed or broken: end the connection.
+    Gone,
+}
+
+/// Classifies what `socket.recv()` returned. A close is answered first: tungstenite
+/// queues the close reply and a client waits for it, so it is flushed here.
+pub async fn inbound(socket: &mut WebSocket, msg: Option<Result<Message, axum::Error>>) -> Inbound {
+    match msg {
+        Some(Ok(Message::Text(t))) => Inbound::Text(t.to_string()),
+        Some(Ok(Message::Binary(b))) => Inbound::Text(String::from_utf8_lossy(&b).into_owned()),
+        Some(Ok(Message::Close(_))) => {
+            let _ = futures_util::SinkExt::flush(socket).await;
+            Inbound::Gone
+        }
+        None | Some(Err(_)) => Inbound::Gone,
+        Some(Ok(_)) => Inbound::Other,
+    }
+}
+
+/// Sends every queued text frame; false once the socket is gone.
+pub async fn send_all(socket: &mut WebSocket, out: &mut Vec<String>) -> bool {
+    for text in out.drain(..) {
+        if socket.send(Message::text(text)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Underlying prices on a seeded geometric random walk: the same seed replays the

@@ -174,6 +174,17 @@ pub enum TlsPolicy {
     AcceptInvalidCerts,
 }
 
+impl TlsPolicy {
+    /// `AcceptInvalidCerts` only when configured so.
+    pub const fn accept_invalid(accept: bool) -> Self {
+        if accept {
+            TlsPolicy::AcceptInvalidCerts
+        } else {
+            TlsPolicy::Verify
+        }
+    }
+}
+
 /// Where and how to open the next connection.
 #[derive(Debug, Clone)]
 pub struct ConnectRequest {

@@ -339,9 +339,11 @@ async fn rejected_credentials_wait_unauthenticated_and_recover() {
     run.sim.inject(Fault::ExpireTokens);
     run.sim.inject(Fault::Drop);
     wait_for("unauthenticated", Duration::from_secs(5), || {
-        !run.stats.authenticated.load(Relaxed)
+        !run.stats.authenticated.load(Relaxed) && run.sim.open_feeds() == 0
     })
     .await;
+    // Frames already on the wire before the drop may still be read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let events = run.events();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(run.events(), events, "no data without authorization");

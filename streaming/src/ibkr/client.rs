@@ -83,11 +83,7 @@ impl IbkrConfig {
     }
 
     fn tls(&self) -> TlsPolicy {
-        if self.accept_invalid_certs {
-            TlsPolicy::AcceptInvalidCerts
-        } else {
-            TlsPolicy::Verify
-        }
+        TlsPolicy::accept_invalid(self.accept_invalid_certs)
     }
 }
 

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use super::wire::{self, MdField};
 use crate::rng::SplitMix64;
-use crate::simkit::{self, bsm, RandomWalk};
+use crate::simkit::{self, bsm, send_all, Inbound, RandomWalk};
 
 #[derive(Debug, Clone)]
 pub struct IbkrSimConfig {
@@ -709,27 +709,18 @@ async fn connection(s: Arc<SimState>, mut socket: WebSocket, mut authed: bool) {
     } else {
         vec![json!({"message": "waiting for session"}).to_string()]
     };
-    'conn: loop {
-        if !silent {
-            for text in out.drain(..) {
-                if socket.send(Message::text(text)).await.is_err() {
-                    break 'conn;
-                }
-            }
+    loop {
+        if silent {
+            out.clear();
+        } else if !send_all(&mut socket, &mut out).await {
+            break;
         }
-        out.clear();
         tokio::select! {
             msg = socket.recv() => {
-                let text = match msg {
-                    Some(Ok(Message::Text(t))) => t.to_string(),
-                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
-                    Some(Ok(Message::Close(_))) => {
-                        // Flushes the close reply tungstenite queued: a client waits for it.
-                        let _ = futures_util::SinkExt::flush(&mut socket).await;
-                        break;
-                    }
-                    None | Some(Err(_)) => break,
-                    Some(Ok(_)) => continue,
+                let text = match simkit::inbound(&mut socket, msg).await {
+                    Inbound::Text(t) => t,
+                    Inbound::Other => continue,
+                    Inbound::Gone => break,
                 };
                 if silent {
                     continue;

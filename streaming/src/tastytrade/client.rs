@@ -100,11 +100,7 @@ impl TastytradeConfig {
     }
 
     fn tls(&self) -> TlsPolicy {
-        if self.accept_invalid_certs {
-            TlsPolicy::AcceptInvalidCerts
-        } else {
-            TlsPolicy::Verify
-        }
+        TlsPolicy::accept_invalid(self.accept_invalid_certs)
     }
 }
 

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use super::symbols::OptionSymbol;
 use crate::rng::SplitMix64;
-use crate::simkit::{self, bsm, RandomWalk};
+use crate::simkit::{self, bsm, send_all, Inbound, RandomWalk};
 
 #[derive(Debug, Clone)]
 pub struct TastytradeSimConfig {
@@ -975,15 +975,6 @@ fn dx_error(error: &str, message: &str) -> String {
     json!({"type": "ERROR", "channel": 0, "error": error, "message": message}).to_string()
 }
 
-async fn send_all(socket: &mut WebSocket, out: &mut Vec<String>) -> bool {
-    for text in out.drain(..) {
-        if socket.send(Message::text(text)).await.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
 async fn dxlink_connection(s: Arc<SimState>, mut socket: WebSocket) {
     let id = s.next_conn.fetch_add(1, Relaxed);
     s.stats.dxlink_connections.fetch_add(1, Relaxed);
@@ -1008,15 +999,10 @@ async fn dxlink_connection(s: Arc<SimState>, mut socket: WebSocket) {
         }
         tokio::select! {
             msg = socket.recv() => {
-                let text = match msg {
-                    Some(Ok(Message::Text(t))) => t.to_string(),
-                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
-                    Some(Ok(Message::Close(_))) => {
-                        let _ = futures_util::SinkExt::flush(&mut socket).await;
-                        break;
-                    }
-                    None | Some(Err(_)) => break,
-                    Some(Ok(_)) => continue,
+                let text = match simkit::inbound(&mut socket, msg).await {
+                    Inbound::Text(t) => t,
+                    Inbound::Other => continue,
+                    Inbound::Gone => break,
                 };
                 last_inbound = Instant::now();
                 if !silent && !dx.handle(&s, &text, &mut out) {
@@ -1086,15 +1072,10 @@ async fn streamer_connection(s: Arc<SimState>, mut socket: WebSocket) {
         }
         tokio::select! {
             msg = socket.recv() => {
-                let text = match msg {
-                    Some(Ok(Message::Text(t))) => t.to_string(),
-                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
-                    Some(Ok(Message::Close(_))) => {
-                        let _ = futures_util::SinkExt::flush(&mut socket).await;
-                        break;
-                    }
-                    None | Some(Err(_)) => break,
-                    Some(Ok(_)) => continue,
+                let text = match simkit::inbound(&mut socket, msg).await {
+                    Inbound::Text(t) => t,
+                    Inbound::Other => continue,
+                    Inbound::Gone => break,
                 };
                 if !silent {
                     streamer_action(&s, &session_id, &text, &mut connected, &mut out);
