@@ -395,6 +395,8 @@ async fn keep_access_token(rest: Rest, shared: Arc<Shared>, cancel: Cancellation
 
 async fn fetch_quote_token(rest: &Rest, shared: &Shared) -> Result<(QuoteToken, u64), RestError> {
     let token = rest.quote_token().await?;
+    // An authenticated REST call succeeded: the credentials work.
+    shared.set_authenticated(true);
     metrics::counter!(TOKEN_REFRESHES, "token" => "quote").increment(1);
     let mut slot = shared.quote_token.lock().expect("token lock");
     let generation = slot.as_ref().map_or(1, |(_, g)| g + 1);
