@@ -264,6 +264,15 @@ impl Greeks {
         *self == Greeks::default()
     }
 
+    /// A linear instrument (stock, future, perpetual): delta 1 per unit, nothing else.
+    pub const LINEAR: Greeks = Greeks {
+        delta: Some(1.0),
+        gamma: Some(0.0),
+        theta: Some(0.0),
+        vega: Some(0.0),
+        rho: Some(0.0),
+    };
+
     /// Position-level Greeks: quantity × multiplier × per-unit Greek.
     pub fn scaled(&self, quantity: Decimal, multiplier: Decimal) -> Self {
         let factor = (quantity * multiplier).to_f64();

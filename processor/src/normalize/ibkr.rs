@@ -159,13 +159,7 @@ pub(super) fn normalize(
         let source = (!unit.is_empty()).then_some(GreeksSource::Venue);
         (unit, source, iv, underlying)
     } else {
-        let linear = Greeks {
-            delta: Some(1.0),
-            gamma: Some(0.0),
-            theta: Some(0.0),
-            vega: Some(0.0),
-            rho: Some(0.0),
-        };
+        let linear = Greeks::LINEAR;
         let underlying = match contract.asset_class {
             AssetClass::Stock => mark_price,
             _ => None,

@@ -97,13 +97,7 @@ pub(super) fn normalize(
                 None => (Greeks::default(), None, None, own_mid, underlying_mid, 0),
             }
         } else {
-            let linear = Greeks {
-                delta: Some(1.0),
-                gamma: Some(0.0),
-                theta: Some(0.0),
-                vega: Some(0.0),
-                rho: Some(0.0),
-            };
+            let linear = Greeks::LINEAR;
             let underlying = (contract.asset_class == AssetClass::Stock)
                 .then_some(own_mid)
                 .flatten();

@@ -216,11 +216,17 @@ struct Market {
 impl Market {
     fn quote_for(&self, position: Arc<TtPosition>) -> TtQuote {
         let sym = streamer_symbol(&position).unwrap_or_default();
+        self.quote_for_symbol(&sym, position)
+    }
+
+    /// As [`Market::quote_for`], when the caller already knows the DXLink symbol
+    /// (the per-event path: no symbol is rebuilt).
+    fn quote_for_symbol(&self, sym: &str, position: Arc<TtPosition>) -> TtQuote {
         TtQuote {
             greeks: is_option(&position)
-                .then(|| self.greeks.get(&sym).cloned())
+                .then(|| self.greeks.get(sym).cloned())
                 .flatten(),
-            quote: self.quotes.get(&sym).cloned(),
+            quote: self.quotes.get(sym).cloned(),
             underlying: self.quotes.get(&position.underlying_symbol).cloned(),
             position,
         }
@@ -583,7 +589,7 @@ impl FeedHandler {
                     .into_iter()
                     .flatten()
                     .filter(|p| is_option(p) == options)
-                    .map(|p| market.quote_for(p.clone()))
+                    .map(|p| market.quote_for_symbol(&symbol, p.clone()))
                     .collect()
             };
             for q in quotes {
