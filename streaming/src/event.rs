@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::binance::BnQuote;
 use crate::ibkr::IbkrQuote;
 use crate::synthetic::SyntheticTick;
 use crate::tastytrade::TtQuote;
@@ -75,6 +76,7 @@ pub enum BrokerPayload {
     Synthetic(SyntheticTick),
     Ibkr(IbkrQuote),
     Tastytrade(TtQuote),
+    Binance(BnQuote),
 }
 
 #[cfg(test)]

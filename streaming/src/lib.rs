@@ -2,6 +2,7 @@
 //! [`BrokerEvent`]s and stamps `received_at` the moment a frame arrives; turning
 //! those into unified records is the processor's job, not ours.
 
+pub mod binance;
 pub mod broker_metrics;
 pub mod event;
 pub mod ibkr;

@@ -1,6 +1,7 @@
 //! Broker payload → unified records. One module per broker; [`Normalizer`] owns the
 //! state they share (the contract cache).
 
+mod binance;
 mod ibkr;
 mod synthetic;
 mod tastytrade;
@@ -39,6 +40,7 @@ impl Normalizer {
             BrokerPayload::Synthetic(ref tick) => synthetic::normalize(self, &event, tick),
             BrokerPayload::Ibkr(ref quote) => ibkr::normalize(self, &event, quote),
             BrokerPayload::Tastytrade(ref quote) => tastytrade::normalize(self, &event, quote),
+            BrokerPayload::Binance(ref quote) => binance::normalize(self, &event, quote),
         }
     }
 

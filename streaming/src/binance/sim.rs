@@ -1,0 +1,1 @@
+//! A simulator of Binance USDⓈ-M futures (placeholder until written).

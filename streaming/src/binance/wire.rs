@@ -1,0 +1,724 @@
+//! Binance USDⓈ-M wire formats: market stream payloads, user-data events and REST
+//! bodies. Pure parsing; prices and quantities arrive as strings and stay exact.
+
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("unexpected message: {0}")]
+    Unexpected(String),
+    #[error("invalid number {0:?}")]
+    Number(String),
+}
+
+impl From<serde_json::Error> for WireError {
+    fn from(e: serde_json::Error) -> Self {
+        WireError::Json(e.to_string())
+    }
+}
+
+fn dec(s: &str) -> Result<Decimal, WireError> {
+    Decimal::from_str(s)
+        .or_else(|_| Decimal::from_scientific(s))
+        .map_err(|_| WireError::Number(s.to_owned()))
+}
+
+/// A price level: absolute size at a price; size 0 removes the level.
+pub type Level = (Decimal, Decimal);
+
+fn levels(raw: &[[&str; 2]]) -> Result<Vec<Level>, WireError> {
+    raw.iter().map(|[p, q]| Ok((dec(p)?, dec(q)?))).collect()
+}
+
+/// `E` and similar fields: a number, or (as in the listenKeyExpired example) a string.
+fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N<'a> {
+        Int(i64),
+        Str(&'a str),
+    }
+    match N::deserialize(d)? {
+        N::Int(n) => Ok(n),
+        N::Str(s) => s.trim().parse().map_err(de::Error::custom),
+    }
+}
+
+fn string_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    let s: std::borrow::Cow<'de, str> = Deserialize::deserialize(d)?;
+    dec(&s).map_err(de::Error::custom)
+}
+
+/// `<symbol>@depth@100ms`: one diff of the book. On futures only `pu` chains events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepthUpdate {
+    pub symbol: String,
+    pub event_time: i64,
+    /// `U`: first update id in the event.
+    pub first_id: u64,
+    /// `u`: last update id in the event.
+    pub last_id: u64,
+    /// `pu`: the previous event's `u` on this stream.
+    pub prev_last_id: u64,
+    pub bids: Vec<Level>,
+    pub asks: Vec<Level>,
+}
+
+#[derive(Deserialize)]
+struct RawDepth<'a> {
+    #[serde(rename = "E")]
+    event_time: i64,
+    s: &'a str,
+    #[serde(rename = "U")]
+    first: u64,
+    u: u64,
+    pu: u64,
+    #[serde(borrow)]
+    b: Vec<[&'a str; 2]>,
+    #[serde(borrow)]
+    a: Vec<[&'a str; 2]>,
+}
+
+/// `<symbol>@bookTicker`: best bid and ask.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookTicker {
+    pub symbol: String,
+    pub update_id: u64,
+    pub event_time: i64,
+    pub bid: Decimal,
+    pub bid_qty: Decimal,
+    pub ask: Decimal,
+    pub ask_qty: Decimal,
+}
+
+#[derive(Deserialize)]
+struct RawBookTicker<'a> {
+    u: u64,
+    #[serde(rename = "E", default)]
+    event_time: i64,
+    s: &'a str,
+    b: &'a str,
+    #[serde(rename = "B")]
+    bq: &'a str,
+    a: &'a str,
+    #[serde(rename = "A")]
+    aq: &'a str,
+}
+
+/// `<symbol>@markPrice@1s`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarkPrice {
+    pub symbol: String,
+    pub event_time: i64,
+    pub mark: Decimal,
+    pub index: Option<Decimal>,
+    pub funding_rate: Option<Decimal>,
+    pub next_funding_time: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct RawMark<'a> {
+    #[serde(rename = "E")]
+    event_time: i64,
+    s: &'a str,
+    p: &'a str,
+    i: Option<&'a str>,
+    r: Option<&'a str>,
+    #[serde(rename = "T")]
+    next: Option<i64>,
+}
+
+/// One option of `<underlying>@optionMarkPrice`: mark, mark IV and Greeks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptionMark {
+    pub symbol: String,
+    pub event_time: i64,
+    pub mark: Decimal,
+    pub index: Option<Decimal>,
+    /// Mark implied volatility as a fraction.
+    pub mark_iv: Option<f64>,
+    pub delta: Option<f64>,
+    pub gamma: Option<f64>,
+    pub theta: Option<f64>,
+    pub vega: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct RawOptionMark<'a> {
+    #[serde(rename = "E")]
+    event_time: i64,
+    s: &'a str,
+    mp: &'a str,
+    i: Option<&'a str>,
+    vo: Option<&'a str>,
+    d: Option<&'a str>,
+    g: Option<&'a str>,
+    t: Option<&'a str>,
+    v: Option<&'a str>,
+}
+
+/// A float field the venue may leave out or send as `"NaN"`: kept as NaN so the
+/// normalizer counts it as a dropped value.
+fn float(s: Option<&str>) -> Option<f64> {
+    s.map(|s| s.trim().parse::<f64>().unwrap_or(f64::NAN))
+}
+
+/// One frame of a market-data socket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MarketMessage {
+    Depth(DepthUpdate),
+    BookTicker(BookTicker),
+    MarkPrice(MarkPrice),
+    OptionMarks(Vec<OptionMark>),
+    /// The answer to a SUBSCRIBE / LIST_SUBSCRIPTIONS request.
+    Reply {
+        id: u64,
+    },
+    /// `{"code":..,"msg":..}` for a bad control message.
+    Error {
+        code: i64,
+        msg: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct Combined<'a> {
+    stream: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    id: Option<u64>,
+    code: Option<i64>,
+    msg: Option<String>,
+}
+
+/// Parses one market frame: a combined-stream envelope, a raw payload, or a reply.
+pub fn parse_market(text: &str) -> Result<MarketMessage, WireError> {
+    let t = text.trim_start();
+    if t.starts_with("{\"stream\"") {
+        let c: Combined<'_> = serde_json::from_str(t)?;
+        return parse_payload(c.stream, c.data.get());
+    }
+    if t.starts_with('[') {
+        return parse_payload("@optionMarkPrice", t);
+    }
+    let kind = event_kind(t);
+    match kind {
+        Some("depthUpdate") => parse_payload("@depth", t),
+        Some("bookTicker") => parse_payload("@bookTicker", t),
+        Some("markPriceUpdate") => parse_payload("@markPrice", t),
+        Some(other) => Err(WireError::Unexpected(format!("event {other}"))),
+        None => {
+            let r: Reply = serde_json::from_str(t)?;
+            match (r.id, r.code) {
+                (_, Some(code)) => Ok(MarketMessage::Error {
+                    code,
+                    msg: r.msg.unwrap_or_default(),
+                }),
+                (Some(id), None) => Ok(MarketMessage::Reply { id }),
+                (None, None) => Err(WireError::Unexpected(head(t))),
+            }
+        }
+    }
+}
+
+fn head(t: &str) -> String {
+    t.chars().take(80).collect()
+}
+
+/// The `"e"` of a payload without parsing it all (it comes first on every stream).
+fn event_kind(t: &str) -> Option<&str> {
+    let at = t.find("\"e\":\"")? + 5;
+    let rest = &t[at..];
+    Some(&rest[..rest.find('"')?])
+}
+
+fn parse_payload(stream: &str, data: &str) -> Result<MarketMessage, WireError> {
+    if stream.contains("@depth") {
+        let r: RawDepth<'_> = serde_json::from_str(data)?;
+        return Ok(MarketMessage::Depth(DepthUpdate {
+            symbol: r.s.to_owned(),
+            event_time: r.event_time,
+            first_id: r.first,
+            last_id: r.u,
+            prev_last_id: r.pu,
+            bids: levels(&r.b)?,
+            asks: levels(&r.a)?,
+        }));
+    }
+    if stream.contains("@bookTicker") {
+        let r: RawBookTicker<'_> = serde_json::from_str(data)?;
+        return Ok(MarketMessage::BookTicker(BookTicker {
+            symbol: r.s.to_owned(),
+            update_id: r.u,
+            event_time: r.event_time,
+            bid: dec(r.b)?,
+            bid_qty: dec(r.bq)?,
+            ask: dec(r.a)?,
+            ask_qty: dec(r.aq)?,
+        }));
+    }
+    if stream.contains("@optionMarkPrice") {
+        let rows: Vec<RawOptionMark<'_>> = serde_json::from_str(data)?;
+        return rows
+            .into_iter()
+            .map(|r| {
+                Ok(OptionMark {
+                    symbol: r.s.to_owned(),
+                    event_time: r.event_time,
+                    mark: dec(r.mp)?,
+                    index: r.i.map(dec).transpose()?,
+                    mark_iv: float(r.vo),
+                    delta: float(r.d),
+                    gamma: float(r.g),
+                    theta: float(r.t),
+                    vega: float(r.v),
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(MarketMessage::OptionMarks);
+    }
+    if stream.contains("@markPrice") {
+        let r: RawMark<'_> = serde_json::from_str(data)?;
+        return Ok(MarketMessage::MarkPrice(MarkPrice {
+            symbol: r.s.to_owned(),
+            event_time: r.event_time,
+            mark: dec(r.p)?,
+            index: r.i.map(dec).transpose()?,
+            funding_rate: r.r.map(dec).transpose()?,
+            next_funding_time: r.next,
+        }));
+    }
+    Err(WireError::Unexpected(format!("stream {stream}")))
+}
+
+// ---- user data stream ----
+
+/// One changed position of an ACCOUNT_UPDATE.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AccountPosition {
+    #[serde(rename = "s")]
+    pub symbol: String,
+    /// Signed position amount.
+    #[serde(rename = "pa", deserialize_with = "string_decimal")]
+    pub amount: Decimal,
+    #[serde(rename = "ep", deserialize_with = "string_decimal")]
+    pub entry_price: Decimal,
+    #[serde(rename = "ps", default = "both")]
+    pub position_side: String,
+}
+
+fn both() -> String {
+    "BOTH".to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AccountBalance {
+    #[serde(rename = "a")]
+    pub asset: String,
+    #[serde(rename = "wb", deserialize_with = "string_decimal")]
+    pub wallet: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AccountData {
+    /// Why the account changed (ORDER, FUNDING_FEE, ...).
+    #[serde(rename = "m")]
+    pub reason: String,
+    #[serde(rename = "B", default)]
+    pub balances: Vec<AccountBalance>,
+    #[serde(rename = "P", default)]
+    pub positions: Vec<AccountPosition>,
+}
+
+/// The order part of an ORDER_TRADE_UPDATE.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OrderUpdate {
+    #[serde(rename = "s")]
+    pub symbol: String,
+    #[serde(rename = "c")]
+    pub client_order_id: String,
+    #[serde(rename = "S")]
+    pub side: String,
+    #[serde(rename = "o")]
+    pub order_type: String,
+    #[serde(rename = "q", deserialize_with = "string_decimal")]
+    pub quantity: Decimal,
+    #[serde(rename = "p", deserialize_with = "string_decimal")]
+    pub price: Decimal,
+    /// Execution type: NEW, TRADE, CANCELED, EXPIRED, CALCULATED, AMENDMENT.
+    #[serde(rename = "x")]
+    pub execution_type: String,
+    #[serde(rename = "X")]
+    pub status: String,
+    #[serde(rename = "i")]
+    pub order_id: u64,
+    #[serde(rename = "l", deserialize_with = "string_decimal")]
+    pub last_filled_qty: Decimal,
+    #[serde(rename = "z", deserialize_with = "string_decimal")]
+    pub cumulative_qty: Decimal,
+    #[serde(rename = "L", deserialize_with = "string_decimal")]
+    pub last_filled_price: Decimal,
+    #[serde(rename = "ps", default = "both")]
+    pub position_side: String,
+}
+
+/// One event of the user data stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserEvent {
+    AccountUpdate {
+        event_time: i64,
+        data: AccountData,
+    },
+    OrderTradeUpdate {
+        event_time: i64,
+        order: OrderUpdate,
+    },
+    ListenKeyExpired {
+        event_time: i64,
+    },
+    /// An event we read past (MARGIN_CALL, ACCOUNT_CONFIG_UPDATE, TRADE_LITE, ...).
+    Other(String),
+}
+
+#[derive(Deserialize)]
+struct RawUser<'a> {
+    e: &'a str,
+    #[serde(rename = "E", deserialize_with = "lenient_i64", default)]
+    event_time: i64,
+    #[serde(borrow)]
+    a: Option<&'a RawValue>,
+    #[serde(borrow)]
+    o: Option<&'a RawValue>,
+}
+
+/// Parses one user-data frame, raw or wrapped in a combined-stream envelope.
+pub fn parse_user(text: &str) -> Result<UserEvent, WireError> {
+    let t = text.trim_start();
+    let data = if t.starts_with("{\"stream\"") {
+        let c: Combined<'_> = serde_json::from_str(t)?;
+        c.data.get()
+    } else {
+        t
+    };
+    let r: RawUser<'_> = serde_json::from_str(data)?;
+    fn need<'a>(v: Option<&'a RawValue>, event: &str, what: &str) -> Result<&'a str, WireError> {
+        v.map(RawValue::get)
+            .ok_or_else(|| WireError::Unexpected(format!("{event} without {what}")))
+    }
+    Ok(match r.e {
+        "ACCOUNT_UPDATE" => UserEvent::AccountUpdate {
+            event_time: r.event_time,
+            data: serde_json::from_str(need(r.a, r.e, "a")?)?,
+        },
+        "ORDER_TRADE_UPDATE" => UserEvent::OrderTradeUpdate {
+            event_time: r.event_time,
+            order: serde_json::from_str(need(r.o, r.e, "o")?)?,
+        },
+        "listenKeyExpired" => UserEvent::ListenKeyExpired {
+            event_time: r.event_time,
+        },
+        other => UserEvent::Other(other.to_owned()),
+    })
+}
+
+// ---- REST bodies ----
+
+/// Binance's error body, `{"code":-1121,"msg":"Invalid symbol."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ApiError {
+    pub code: i64,
+    pub msg: String,
+}
+
+/// The error body of a failed response, if it is one.
+pub fn parse_error(body: &str) -> Option<ApiError> {
+    serde_json::from_str(body).ok()
+}
+
+/// The epoch-ms end of an IP ban from a 418 message ("... banned until 1615183669840 ...").
+pub fn banned_until(msg: &str) -> Option<i64> {
+    let at = msg.find("banned until ")? + "banned until ".len();
+    let digits: String = msg[at..].chars().take_while(char::is_ascii_digit).collect();
+    (digits.len() == 13).then(|| digits.parse().ok()).flatten()
+}
+
+/// `GET /fapi/v1/depth`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepthSnapshot {
+    pub last_update_id: u64,
+    pub bids: Vec<Level>,
+    pub asks: Vec<Level>,
+}
+
+pub fn parse_depth_snapshot(body: &str) -> Result<DepthSnapshot, WireError> {
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        #[serde(rename = "lastUpdateId")]
+        last: u64,
+        #[serde(borrow)]
+        bids: Vec<[&'a str; 2]>,
+        #[serde(borrow)]
+        asks: Vec<[&'a str; 2]>,
+    }
+    let r: Raw<'_> = serde_json::from_str(body)?;
+    Ok(DepthSnapshot {
+        last_update_id: r.last,
+        bids: levels(&r.bids)?,
+        asks: levels(&r.asks)?,
+    })
+}
+
+/// One row of `GET /fapi/v2|v3/positionRisk`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PositionRisk {
+    pub symbol: String,
+    #[serde(rename = "positionSide", default = "both")]
+    pub position_side: String,
+    #[serde(rename = "positionAmt", deserialize_with = "string_decimal")]
+    pub amount: Decimal,
+    #[serde(rename = "entryPrice", deserialize_with = "string_decimal")]
+    pub entry_price: Decimal,
+    #[serde(rename = "markPrice", deserialize_with = "string_decimal")]
+    pub mark_price: Decimal,
+    #[serde(rename = "updateTime", default)]
+    pub update_time: i64,
+}
+
+/// Parses a positionRisk array; rows that do not parse come back as errors so
+/// the caller can count them and keep the rest.
+pub fn parse_position_risk(body: &str) -> Result<(Vec<PositionRisk>, Vec<WireError>), WireError> {
+    let rows: Vec<&RawValue> = serde_json::from_str(body)?;
+    let mut good = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for row in rows {
+        match serde_json::from_str::<PositionRisk>(row.get()) {
+            Ok(p) => good.push(p),
+            Err(e) => bad.push(WireError::Json(e.to_string())),
+        }
+    }
+    Ok((good, bad))
+}
+
+/// What we use of one `exchangeInfo` symbol.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SymbolInfo {
+    pub symbol: String,
+    #[serde(default)]
+    pub pair: String,
+    /// PERPETUAL, CURRENT_QUARTER, NEXT_QUARTER, ...
+    #[serde(rename = "contractType", default)]
+    pub contract_type: String,
+    /// Epoch ms; perpetuals carry a far-future date.
+    #[serde(rename = "deliveryDate", default)]
+    pub delivery_date: i64,
+    pub status: String,
+    #[serde(rename = "baseAsset", default)]
+    pub base_asset: String,
+    #[serde(rename = "quoteAsset", default)]
+    pub quote_asset: String,
+    #[serde(default)]
+    pub filters: Vec<serde_json::Value>,
+}
+
+impl SymbolInfo {
+    /// The `(tickSize, stepSize)` of the PRICE_FILTER and LOT_SIZE filters.
+    pub fn tick_and_step(&self) -> (Option<Decimal>, Option<Decimal>) {
+        let get = |kind: &str, field: &str| {
+            self.filters
+                .iter()
+                .find(|f| f["filterType"] == kind)
+                .and_then(|f| f[field].as_str())
+                .and_then(|s| dec(s).ok())
+        };
+        (get("PRICE_FILTER", "tickSize"), get("LOT_SIZE", "stepSize"))
+    }
+}
+
+pub fn parse_exchange_info(body: &str) -> Result<Vec<SymbolInfo>, WireError> {
+    #[derive(Deserialize)]
+    struct Raw {
+        symbols: Vec<SymbolInfo>,
+    }
+    Ok(serde_json::from_str::<Raw>(body)?.symbols)
+}
+
+pub fn parse_server_time(body: &str) -> Result<i64, WireError> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(rename = "serverTime")]
+        t: i64,
+    }
+    Ok(serde_json::from_str::<Raw>(body)?.t)
+}
+
+pub fn parse_listen_key(body: &str) -> Result<String, WireError> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(rename = "listenKey")]
+        key: String,
+    }
+    Ok(serde_json::from_str::<Raw>(body)?.key)
+}
+
+/// Market-stream control messages.
+pub fn subscribe(id: u64, streams: &[String]) -> String {
+    serde_json::json!({"method": "SUBSCRIBE", "params": streams, "id": id}).to_string()
+}
+
+pub fn list_subscriptions(id: u64) -> String {
+    format!(r#"{{"method":"LIST_SUBSCRIPTIONS","id":{id}}}"#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn depth_update_raw_and_combined() {
+        let raw = r#"{"e":"depthUpdate","E":123456789,"T":123456788,"s":"BTCUSDT","U":157,"u":160,"pu":149,"b":[["0.0024","10"]],"a":[["0.0026","100"],["0.0027","0"]]}"#;
+        let MarketMessage::Depth(u) = parse_market(raw).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (u.first_id, u.last_id, u.prev_last_id, u.event_time),
+            (157, 160, 149, 123456789)
+        );
+        assert_eq!(u.bids, vec![(d("0.0024"), d("10"))]);
+        assert_eq!(u.asks[1], (d("0.0027"), Decimal::ZERO));
+        let combined = format!(r#"{{"stream":"btcusdt@depth@100ms","data":{raw}}}"#);
+        assert_eq!(parse_market(&combined).unwrap(), MarketMessage::Depth(u));
+    }
+
+    #[test]
+    fn book_ticker_and_mark_price() {
+        let bt = r#"{"e":"bookTicker","u":400900217,"E":1568014460893,"T":1568014460891,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#;
+        let MarketMessage::BookTicker(t) = parse_market(bt).unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.bid, d("25.3519"));
+        assert_eq!(t.ask_qty, d("40.66"));
+        let mp = r#"{"stream":"btcusdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1562305380000,"s":"BTCUSDT","p":"11794.15000000","i":"11784.62659091","P":"11784.25641265","r":"0.00038167","T":1562306400000}}"#;
+        let MarketMessage::MarkPrice(m) = parse_market(mp).unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.mark, d("11794.15"));
+        assert_eq!(m.funding_rate, Some(d("0.00038167")));
+        assert_eq!(m.next_funding_time, Some(1562306400000));
+    }
+
+    #[test]
+    fn option_marks_carry_greeks() {
+        let t = r#"[{"e":"markPrice","E":1762867543321,"s":"BTC-251120-126000-C","mp":"770.543","i":"104334.60217391","P":"0.000","bo":"0.000","ao":"900.000","bq":"0.0000","aq":"0.2000","b":"-1.0","a":"0.98161161","hl":"924.652","ll":"616.435","vo":"0.9408058","rf":"0.0","d":"0.11111964","t":"-164.26702615","g":"0.00001245","v":"30.63855919"}]"#;
+        let MarketMessage::OptionMarks(v) = parse_market(t).unwrap() else {
+            panic!()
+        };
+        assert_eq!(v[0].symbol, "BTC-251120-126000-C");
+        assert_eq!(v[0].delta, Some(0.11111964));
+        assert_eq!(v[0].mark_iv, Some(0.9408058));
+        assert_eq!(v[0].theta, Some(-164.26702615));
+    }
+
+    #[test]
+    fn replies_errors_and_garbage() {
+        assert_eq!(
+            parse_market(r#"{"result":null,"id":7}"#).unwrap(),
+            MarketMessage::Reply { id: 7 }
+        );
+        assert_eq!(
+            parse_market(r#"{"code":2,"msg":"Invalid request"}"#).unwrap(),
+            MarketMessage::Error {
+                code: 2,
+                msg: "Invalid request".into()
+            }
+        );
+        assert!(parse_market("not json").is_err());
+        assert!(parse_market(r#"{"e":"depthUpdate","s":"X"}"#).is_err());
+        assert!(parse_market(
+            r#"{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"pu":0,"b":[["abc","1"]],"a":[]}"#
+        )
+        .is_err());
+        assert!(parse_market(r#"{"e":"kline","E":1}"#).is_err());
+    }
+
+    #[test]
+    fn user_events() {
+        let acc = r#"{"e":"ACCOUNT_UPDATE","E":1564745798939,"T":1564745798938,"a":{"m":"ORDER","B":[{"a":"USDT","wb":"122624.12345678","cw":"100.12345678","bc":"50.12345678"}],"P":[{"s":"BTCUSDT","pa":"-20","ep":"6563.66500","bep":"0","cr":"0","up":"2850.21200","mt":"isolated","iw":"13200.70726908","ps":"BOTH"}]}}"#;
+        let UserEvent::AccountUpdate { event_time, data } = parse_user(acc).unwrap() else {
+            panic!()
+        };
+        assert_eq!(event_time, 1564745798939);
+        assert_eq!(data.reason, "ORDER");
+        assert_eq!(data.positions[0].amount, d("-20"));
+        assert_eq!(data.balances[0].wallet, d("122624.12345678"));
+        let otu = r#"{"e":"ORDER_TRADE_UPDATE","E":1568879465651,"T":1568879465650,"o":{"s":"BTCUSDT","c":"TEST","S":"SELL","o":"LIMIT","f":"GTC","q":"0.001","p":"7103.04","ap":"0","sp":"0","x":"NEW","X":"NEW","i":8886774,"l":"0","z":"0","L":"0","N":"USDT","n":"0","T":1568879465650,"t":0,"b":"0","a":"9.91","m":false,"R":false,"wt":"CONTRACT_PRICE","ot":"LIMIT","ps":"BOTH","cp":false,"rp":"0","V":"NONE","pm":"NONE","gtd":0,"er":"0"}}"#;
+        let UserEvent::OrderTradeUpdate { order, .. } = parse_user(otu).unwrap() else {
+            panic!()
+        };
+        assert_eq!(order.order_id, 8886774);
+        assert_eq!(order.price, d("7103.04"));
+        assert_eq!(order.status, "NEW");
+        // `E` as a string, as in the documented example.
+        let exp = r#"{"e":"listenKeyExpired","E":"1736996475556","listenKey":"WsCMN0a4"}"#;
+        assert_eq!(
+            parse_user(exp).unwrap(),
+            UserEvent::ListenKeyExpired {
+                event_time: 1736996475556
+            }
+        );
+        let wrapped = format!(r#"{{"stream":"k@ACCOUNT_UPDATE","data":{acc}}}"#);
+        assert!(matches!(
+            parse_user(&wrapped).unwrap(),
+            UserEvent::AccountUpdate { .. }
+        ));
+        assert_eq!(
+            parse_user(r#"{"e":"MARGIN_CALL","E":1}"#).unwrap(),
+            UserEvent::Other("MARGIN_CALL".into())
+        );
+        assert!(parse_user(r#"{"e":"ACCOUNT_UPDATE","E":1}"#).is_err());
+        assert!(parse_user("[]").is_err());
+    }
+
+    #[test]
+    fn rest_bodies() {
+        assert_eq!(
+            parse_error(r#"{"code":-1121,"msg":"Invalid symbol."}"#),
+            Some(ApiError {
+                code: -1121,
+                msg: "Invalid symbol.".into()
+            })
+        );
+        assert_eq!(
+            banned_until("Way too many requests; IP(1.2.3.4) banned until 1615183669840. Please use the websocket for live updates to avoid bans."),
+            Some(1615183669840)
+        );
+        assert_eq!(banned_until("banned until soon"), None);
+        let snap = parse_depth_snapshot(r#"{"lastUpdateId":1027024,"E":1589436922972,"T":1589436922959,"bids":[["4.00000000","431.00000000"]],"asks":[["4.00000200","12.00000000"]]}"#).unwrap();
+        assert_eq!(snap.last_update_id, 1027024);
+        assert_eq!(snap.asks, vec![(d("4.000002"), d("12"))]);
+        let (good, bad) = parse_position_risk(r#"[{"symbol":"BTCUSDT","positionSide":"BOTH","positionAmt":"-0.010","entryPrice":"60000.0","markPrice":"61000.5","updateTime":1},{"symbol":"ETHUSDT","positionAmt":"x"}]"#).unwrap();
+        assert_eq!(good[0].amount, d("-0.01"));
+        assert_eq!(bad.len(), 1);
+        assert_eq!(
+            parse_server_time(r#"{"serverTime":1499827319559}"#),
+            Ok(1499827319559)
+        );
+        assert_eq!(parse_listen_key(r#"{"listenKey":"abc"}"#), Ok("abc".into()));
+        let info = parse_exchange_info(r#"{"symbols":[{"symbol":"BTCUSDT","pair":"BTCUSDT","contractType":"PERPETUAL","deliveryDate":4133404800000,"status":"TRADING","filters":[{"filterType":"PRICE_FILTER","minPrice":"0.10","maxPrice":"1000000","tickSize":"0.10"},{"filterType":"LOT_SIZE","minQty":"0.001","maxQty":"1000","stepSize":"0.001"}]}]}"#).unwrap();
+        assert_eq!(info[0].tick_and_step(), (Some(d("0.1")), Some(d("0.001"))));
+    }
+}
