@@ -61,6 +61,10 @@ pub struct BinanceConfig {
     pub time_sync_every: Duration,
     /// Sockets are replaced after this long, before the venue's 24-hour cut.
     pub max_connection_age: Duration,
+    /// A market socket with subscriptions and no data for this long is replaced:
+    /// it may answer probes yet have lost its subscriptions (marks alone come every
+    /// second).
+    pub market_data_timeout: Duration,
     pub request_timeout: Duration,
     pub accept_invalid_certs: bool,
     pub price_cache: Option<PriceCacheConfig>,
@@ -95,6 +99,7 @@ impl BinanceConfig {
             listen_key_keepalive: Duration::from_secs(30 * 60),
             time_sync_every: Duration::from_secs(60),
             max_connection_age: Duration::from_secs(23 * 3600 + 55 * 60),
+            market_data_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(10),
             accept_invalid_certs: false,
             price_cache: None,
@@ -563,6 +568,7 @@ struct MarketHandler {
     version: u64,
     next_id: u64,
     opened_at: Instant,
+    last_data: Instant,
 }
 
 impl MarketHandler {
@@ -574,6 +580,7 @@ impl MarketHandler {
             version: u64::MAX,
             next_id: 1,
             opened_at: Instant::now(),
+            last_data: Instant::now(),
         }
     }
 
@@ -718,10 +725,51 @@ impl WsHandler for MarketHandler {
         self.subscribed.clear();
         self.version = u64::MAX;
         self.opened_at = Instant::now();
+        self.last_data = Instant::now();
         self.subscribe_missing(out);
     }
 
     async fn on_text(&mut self, text: &str, _out: &mut Outbox) -> Flow {
+        let flow = self.on_message(text).await;
+        if flow == Flow::Data {
+            self.last_data = Instant::now();
+        }
+        flow
+    }
+
+    fn heartbeat(&mut self, _out: &mut Outbox) {}
+
+    fn probe(&mut self, out: &mut Outbox) -> bool {
+        out.push(wire::list_subscriptions(0));
+        true
+    }
+
+    fn on_tick(&mut self, out: &mut Outbox) -> Flow {
+        if self.opened_at.elapsed() > self.shared.cfg.max_connection_age {
+            return Flow::Reconnect("max_age");
+        }
+        if !self.subscribed.is_empty()
+            && self.last_data.elapsed() > self.shared.cfg.market_data_timeout
+        {
+            tracing::warn!(route = ?self.route, "Binance market socket answers but sends no data; replacing it");
+            return Flow::Reconnect("no_data");
+        }
+        self.subscribe_missing(out);
+        Flow::Continue
+    }
+
+    fn on_disconnect(&mut self, _reason: Disconnect) {
+        if self.route == Route::Public {
+            let mut books = self.shared.stats.books.lock().expect("books lock");
+            for b in books.values_mut() {
+                b.reset();
+            }
+        }
+    }
+}
+
+impl MarketHandler {
+    async fn on_message(&mut self, text: &str) -> Flow {
         match wire::parse_market(text) {
             Ok(MarketMessage::Depth(d)) => {
                 self.on_depth(d).await;
@@ -751,30 +799,6 @@ impl WsHandler for MarketHandler {
             Err(e) => {
                 self.shared.malformed("market frame", text, &e);
                 Flow::Continue
-            }
-        }
-    }
-
-    fn heartbeat(&mut self, _out: &mut Outbox) {}
-
-    fn probe(&mut self, out: &mut Outbox) -> bool {
-        out.push(wire::list_subscriptions(0));
-        true
-    }
-
-    fn on_tick(&mut self, out: &mut Outbox) -> Flow {
-        if self.opened_at.elapsed() > self.shared.cfg.max_connection_age {
-            return Flow::Reconnect("max_age");
-        }
-        self.subscribe_missing(out);
-        Flow::Continue
-    }
-
-    fn on_disconnect(&mut self, _reason: Disconnect) {
-        if self.route == Route::Public {
-            let mut books = self.shared.stats.books.lock().expect("books lock");
-            for b in books.values_mut() {
-                b.reset();
             }
         }
     }

@@ -1,1 +1,0 @@
-//! A simulator of Binance USDⓈ-M futures (placeholder until written).

@@ -1,0 +1,641 @@
+//! A simulator of Binance USDⓈ-M futures for the demo and the tests.
+//!
+//! - REST ([`rest`]): time, exchangeInfo, depth snapshots, positionRisk and account
+//!   (v2 and v3), leverage brackets, listen keys, and LIMIT/MARKET orders (place,
+//!   query, cancel, open orders); SIGNED calls verified over the raw bytes; weight
+//!   headers on every response; 429 past the weight limit and a 418 ban for a client
+//!   that keeps going.
+//! - WebSockets ([`ws`]): every path form real clients use (`/ws`, `/stream`,
+//!   `/public|market|private/{ws,stream}`, `/ws/<listenKey>`), SUBSCRIBE and
+//!   friends, combined-stream envelopes, pings every few minutes; market streams
+//!   from a seeded book ([`market`]) with `U/u/pu` sequencing; the user data stream
+//!   with ACCOUNT_UPDATE, ORDER_TRADE_UPDATE and `listenKeyExpired`.
+//!
+//! Fault switches (in process, or `POST /sim/fault/{name}`): drop sockets, go silent,
+//! a depth gap, expire the listen key, rate-limit, maintenance (503).
+
+pub mod market;
+mod rest;
+mod ws;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use self::market::{Diff, SimBook, SymbolSpec};
+use crate::rng::SplitMix64;
+use crate::simkit;
+
+#[derive(Debug, Clone)]
+pub struct BinanceSimConfig {
+    pub seed: u64,
+    pub api_key: String,
+    pub secret: String,
+    /// How often the books move.
+    pub tick_interval: Duration,
+    /// Diff events per symbol per tick (raise it for volume tests).
+    pub events_per_tick: usize,
+    pub mark_interval: Duration,
+    /// How often every socket gets a ping frame (3 min on the venue).
+    pub ping_interval: Duration,
+    pub listen_key_ttl: Duration,
+    /// REQUEST_WEIGHT per window, and the window (1 minute on the venue).
+    pub weight_limit: u64,
+    pub weight_window: Duration,
+    /// 429s within one window before the IP is banned (418).
+    pub ban_after: u32,
+    pub ban_duration: Duration,
+    pub book_depth: i64,
+    pub tls: bool,
+}
+
+impl Default for BinanceSimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 17,
+            api_key: "sim-api-key".into(),
+            secret: "sim-secret".into(),
+            tick_interval: Duration::from_millis(100),
+            events_per_tick: 1,
+            mark_interval: Duration::from_secs(1),
+            ping_interval: Duration::from_secs(180),
+            listen_key_ttl: Duration::from_secs(3600),
+            weight_limit: 2400,
+            weight_window: Duration::from_secs(60),
+            ban_after: 3,
+            ban_duration: Duration::from_secs(120),
+            book_depth: 50,
+            tls: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Every open socket is dropped without a close frame.
+    Drop,
+    /// Every socket stops sending (and answering) until `Resume`.
+    Silent,
+    Resume,
+    /// The next diff of every symbol is not published: a `pu` gap.
+    DepthGap,
+    /// The listen key expires now: `listenKeyExpired` on its sockets, -1125 on PUT.
+    ExpireListenKey,
+    /// The weight budget of the current window is used up: the next requests get 429.
+    RateLimit,
+    /// REST answers 503 until `MaintenanceOff`.
+    Maintenance,
+    MaintenanceOff,
+    /// Sockets carrying market data receive this many malformed frames.
+    Malformed(u32),
+}
+
+impl Fault {
+    fn parse(name: &str, count: Option<u32>) -> Option<Self> {
+        Some(match name {
+            "drop" => Fault::Drop,
+            "silent" => Fault::Silent,
+            "resume" => Fault::Resume,
+            "depth_gap" => Fault::DepthGap,
+            "expire_listen_key" => Fault::ExpireListenKey,
+            "rate_limit" => Fault::RateLimit,
+            "maintenance" => Fault::Maintenance,
+            "maintenance_off" => Fault::MaintenanceOff,
+            "malformed" => Fault::Malformed(count.unwrap_or(5)),
+            _ => return None,
+        })
+    }
+}
+
+/// What the venue publishes to sockets.
+#[derive(Debug, Clone)]
+enum Frame {
+    /// A market payload for `stream` (`btcusdt@depth`, `btcusdt@bookTicker`, ...).
+    Market {
+        stream: Arc<str>,
+        payload: Arc<str>,
+    },
+    /// A user-data payload for the sockets of `listen_key`.
+    User {
+        listen_key: Arc<str>,
+        payload: Arc<str>,
+    },
+    Drop,
+    Malformed(u32),
+}
+
+#[derive(Debug, Default)]
+pub struct SimStats {
+    pub rest_requests: AtomicU64,
+    pub bad_signatures: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub banned: AtomicU64,
+    pub ws_connections: AtomicU64,
+    pub depth_events: AtomicU64,
+    pub gaps: AtomicU64,
+    pub snapshots: AtomicU64,
+    pub listen_keys_created: AtomicU64,
+    pub orders: AtomicU64,
+}
+
+struct Market {
+    specs: Vec<SymbolSpec>,
+    books: Vec<SimBook>,
+    rng: SplitMix64,
+    gap_next: bool,
+    paused: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Order {
+    id: u64,
+    client_id: String,
+    symbol: String,
+    side: String,
+    kind: String,
+    tif: String,
+    qty: Decimal,
+    price: Decimal,
+    executed: Decimal,
+    avg_price: Decimal,
+    status: &'static str,
+    reduce_only: bool,
+    time: i64,
+    update_time: i64,
+}
+
+#[derive(Debug, Default)]
+struct Account {
+    /// Signed amount and entry price per symbol (one-way mode).
+    positions: BTreeMap<String, (Decimal, Decimal)>,
+    orders: BTreeMap<u64, Order>,
+    next_order_id: u64,
+    listen_key: Option<(String, tokio::time::Instant)>,
+    wallet: Decimal,
+}
+
+#[derive(Debug, Default)]
+struct Limiter {
+    window: u64,
+    used: u64,
+    strikes: u32,
+    banned_until_ms: i64,
+}
+
+struct SimState {
+    cfg: BinanceSimConfig,
+    market: Mutex<Market>,
+    account: Mutex<Account>,
+    limiter: Mutex<Limiter>,
+    frames: broadcast::Sender<Frame>,
+    silent: AtomicBool,
+    maintenance: AtomicBool,
+    stats: SimStats,
+    next_key: AtomicU64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The contracts the simulator lists.
+fn listed() -> Vec<SymbolSpec> {
+    let d = |s: &str| s.parse::<Decimal>().expect("literal");
+    vec![
+        SymbolSpec::perpetual("BTC", 60_000.0, d("0.1"), d("0.001")),
+        SymbolSpec::perpetual("ETH", 3_000.0, d("0.01"), d("0.001")),
+        SymbolSpec::perpetual("SOL", 150.0, d("0.01"), d("1")),
+        SymbolSpec::quarterly(
+            "BTC",
+            NaiveDate::from_ymd_opt(2026, 12, 25).expect("date"),
+            61_000.0,
+            d("0.1"),
+            d("0.001"),
+        ),
+    ]
+}
+
+impl SimState {
+    fn publish_market(&self, stream: String, payload: String) {
+        let _ = self.frames.send(Frame::Market {
+            stream: stream.into(),
+            payload: payload.into(),
+        });
+    }
+
+    fn publish_user(&self, payload: String) {
+        let key = self
+            .account
+            .lock()
+            .expect("account lock")
+            .listen_key
+            .clone();
+        if let Some((key, _)) = key {
+            let _ = self.frames.send(Frame::User {
+                listen_key: key.into(),
+                payload: payload.into(),
+            });
+        }
+    }
+
+    /// Marks of every symbol: the book's mid.
+    fn mark(&self, symbol: &str) -> Option<Decimal> {
+        let m = self.market.lock().expect("market lock");
+        let i = m.specs.iter().position(|s| s.symbol == symbol)?;
+        Some(m.specs[i].price_of(m.books[i].mid))
+    }
+}
+
+fn depth_payload(spec: &SymbolSpec, d: &Diff, t: i64) -> String {
+    let mut s = String::with_capacity(128 + 24 * (d.bids.len() + d.asks.len()));
+    s.push_str(&format!(
+        r#"{{"e":"depthUpdate","E":{t},"T":{t},"s":"{}","U":{},"u":{},"pu":{},"b":["#,
+        spec.symbol, d.first_id, d.last_id, d.prev_last_id
+    ));
+    let side = |s: &mut String, levels: &[(i64, i64)]| {
+        for (i, (p, q)) in levels.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!(
+                r#"["{}","{}"]"#,
+                spec.price_of(*p),
+                spec.qty_of(*q)
+            ));
+        }
+    };
+    side(&mut s, &d.bids);
+    s.push_str(r#"],"a":["#);
+    side(&mut s, &d.asks);
+    s.push_str("]}");
+    s
+}
+
+fn book_ticker_payload(spec: &SymbolSpec, b: &SimBook, t: i64) -> Option<String> {
+    let ((bp, bq), (ap, aq)) = b.best()?;
+    Some(format!(
+        r#"{{"e":"bookTicker","u":{},"E":{t},"T":{t},"s":"{}","b":"{}","B":"{}","a":"{}","A":"{}"}}"#,
+        b.last_id,
+        spec.symbol,
+        spec.price_of(bp),
+        spec.qty_of(bq),
+        spec.price_of(ap),
+        spec.qty_of(aq)
+    ))
+}
+
+/// Moves every book `events_per_tick` steps and publishes the diffs (all but a
+/// swallowed one when a gap is due) and the book tickers.
+fn tick(state: &SimState) {
+    let mut m = state.market.lock().expect("market lock");
+    if m.paused {
+        return;
+    }
+    let t = now_ms();
+    let gap = std::mem::take(&mut m.gap_next);
+    let Market {
+        specs, books, rng, ..
+    } = &mut *m;
+    for (spec, book) in specs.iter().zip(books.iter_mut()) {
+        let lower = spec.symbol.to_ascii_lowercase();
+        for n in 0..state.cfg.events_per_tick {
+            let diff = book.step(rng);
+            state.stats.depth_events.fetch_add(1, Relaxed);
+            if gap && n == 0 {
+                state.stats.gaps.fetch_add(1, Relaxed);
+                continue;
+            }
+            state.publish_market(format!("{lower}@depth"), depth_payload(spec, &diff, t));
+        }
+        if let Some(p) = book_ticker_payload(spec, book, t) {
+            state.publish_market(format!("{lower}@bookTicker"), p);
+        }
+    }
+}
+
+fn publish_marks(state: &SimState) {
+    let t = now_ms();
+    let marks: Vec<(String, Decimal)> = {
+        let m = state.market.lock().expect("market lock");
+        m.specs
+            .iter()
+            .zip(&m.books)
+            .map(|(s, b)| (s.symbol.clone(), s.price_of(b.mid)))
+            .collect()
+    };
+    for (symbol, mark) in marks {
+        let next_funding = (t / 28_800_000 + 1) * 28_800_000;
+        state.publish_market(
+            format!("{}@markPrice", symbol.to_ascii_lowercase()),
+            format!(
+                r#"{{"e":"markPriceUpdate","E":{t},"s":"{symbol}","p":"{mark}","i":"{mark}","P":"{mark}","r":"0.00010000","T":{next_funding}}}"#
+            ),
+        );
+    }
+}
+
+/// A running simulator. Dropping it does not stop it; call [`BinanceSim::stop`].
+pub struct BinanceSim {
+    pub addr: SocketAddr,
+    state: Arc<SimState>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl BinanceSim {
+    pub fn start(cfg: BinanceSimConfig, listener: TcpListener) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let mut rng = SplitMix64::new(cfg.seed);
+        let specs = listed();
+        let books = specs
+            .iter()
+            .map(|s| SimBook::new(s, cfg.book_depth, &mut rng))
+            .collect();
+        let mut account = Account {
+            next_order_id: 8_000_000,
+            wallet: Decimal::from(100_000),
+            ..Account::default()
+        };
+        let d = |s: &str| s.parse::<Decimal>().expect("literal");
+        account
+            .positions
+            .insert("BTCUSDT".into(), (d("0.5"), d("59000")));
+        account
+            .positions
+            .insert("ETHUSDT".into(), (d("-4"), d("3100")));
+        account
+            .positions
+            .insert("BTCUSDT_261225".into(), (d("-0.2"), d("61500")));
+        let (frames, _) = broadcast::channel(1 << 16);
+        let state = Arc::new(SimState {
+            market: Mutex::new(Market {
+                specs,
+                books,
+                rng,
+                gap_next: false,
+                paused: false,
+            }),
+            account: Mutex::new(account),
+            limiter: Mutex::new(Limiter::default()),
+            frames,
+            silent: AtomicBool::new(false),
+            maintenance: AtomicBool::new(false),
+            stats: SimStats::default(),
+            next_key: AtomicU64::new(1),
+            cfg,
+        });
+        let ticker = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(state.cfg.tick_interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut marks = tokio::time::interval(state.cfg.mark_interval);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => tick(&state),
+                        _ = marks.tick() => publish_marks(&state),
+                    }
+                }
+            })
+        };
+        let expiry = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    every.tick().await;
+                    let expired = {
+                        let a = state.account.lock().expect("account lock");
+                        a.listen_key
+                            .as_ref()
+                            .is_some_and(|(_, at)| *at <= tokio::time::Instant::now())
+                    };
+                    if expired {
+                        expire_listen_key(&state);
+                    }
+                }
+            })
+        };
+        let tls = state.cfg.tls;
+        let app = rest::router(state.clone()).merge(ws::router(state.clone()));
+        let server = simkit::serve(listener, app, tls, "binance")?;
+        Ok(Self {
+            addr,
+            state,
+            tasks: vec![ticker, expiry, server],
+        })
+    }
+
+    pub async fn bind(cfg: BinanceSimConfig, addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start(cfg, TcpListener::bind(addr).await?)
+    }
+
+    fn scheme(&self, secure: &str, plain: &str) -> String {
+        let s = if self.state.cfg.tls { secure } else { plain };
+        format!("{s}://{}", self.addr)
+    }
+
+    /// The REST base URL to give a client.
+    pub fn rest_url(&self) -> String {
+        self.scheme("https", "http")
+    }
+
+    /// The WebSocket base URL (`/public`, `/market`, `/private` go after it).
+    pub fn ws_url(&self) -> String {
+        self.scheme("wss", "ws")
+    }
+
+    pub fn config(&self) -> &BinanceSimConfig {
+        &self.state.cfg
+    }
+
+    pub fn stats(&self) -> &SimStats {
+        &self.state.stats
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        apply_fault(&self.state, fault);
+    }
+
+    /// Stops (or restarts) the books moving, so a client can catch up.
+    pub fn pause_market(&self, paused: bool) {
+        self.state.market.lock().expect("market lock").paused = paused;
+    }
+
+    /// A symbol's whole book as decimals, and its last update id.
+    pub fn book(
+        &self,
+        symbol: &str,
+    ) -> Option<(BTreeMap<Decimal, Decimal>, BTreeMap<Decimal, Decimal>, u64)> {
+        let m = self.state.market.lock().expect("market lock");
+        let i = m.specs.iter().position(|s| s.symbol == symbol)?;
+        let (spec, b) = (&m.specs[i], &m.books[i]);
+        let conv = |side: &BTreeMap<i64, i64>| {
+            side.iter()
+                .map(|(p, q)| (spec.price_of(*p), spec.qty_of(*q)))
+                .collect()
+        };
+        Some((conv(&b.bids), conv(&b.asks), b.last_id))
+    }
+
+    pub fn mark(&self, symbol: &str) -> Option<Decimal> {
+        self.state.mark(symbol)
+    }
+
+    /// Signed amount per symbol for every open position.
+    pub fn positions(&self) -> BTreeMap<String, Decimal> {
+        let a = self.state.account.lock().expect("account lock");
+        a.positions
+            .iter()
+            .filter(|(_, (q, _))| !q.is_zero())
+            .map(|(s, (q, _))| (s.clone(), *q))
+            .collect()
+    }
+
+    /// Sets a position and pushes the ACCOUNT_UPDATE, as a fill elsewhere would.
+    pub fn set_position(&self, symbol: &str, amount: Decimal) {
+        let entry = self.state.mark(symbol).unwrap_or(Decimal::ONE);
+        set_position(&self.state, symbol, amount, entry, "ORDER");
+    }
+
+    /// Changes a position without telling the user stream (as if the event was
+    /// lost while the client was away): only a REST read will find it.
+    pub fn set_position_quietly(&self, symbol: &str, amount: Decimal) {
+        let entry = self.state.mark(symbol).unwrap_or(Decimal::ONE);
+        let mut a = self.state.account.lock().expect("account lock");
+        a.positions.insert(symbol.to_owned(), (amount, entry));
+    }
+
+    /// The active listen key, if any.
+    pub fn listen_key(&self) -> Option<String> {
+        let a = self.state.account.lock().expect("account lock");
+        a.listen_key.as_ref().map(|(k, _)| k.clone())
+    }
+
+    pub fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn set_position(state: &SimState, symbol: &str, amount: Decimal, entry: Decimal, reason: &str) {
+    {
+        let mut a = state.account.lock().expect("account lock");
+        a.positions.insert(symbol.to_owned(), (amount, entry));
+    }
+    let t = now_ms();
+    let wallet = state.account.lock().expect("account lock").wallet;
+    state.publish_user(format!(
+        r#"{{"e":"ACCOUNT_UPDATE","E":{t},"T":{t},"a":{{"m":"{reason}","B":[{{"a":"USDT","wb":"{wallet}","cw":"{wallet}","bc":"0"}}],"P":[{{"s":"{symbol}","pa":"{}","ep":"{}","bep":"{}","cr":"0","up":"0","mt":"cross","iw":"0","ps":"BOTH"}}]}}}}"#,
+        amount.normalize(),
+        entry.normalize(),
+        entry.normalize()
+    ));
+}
+
+fn expire_listen_key(state: &SimState) {
+    let key = state
+        .account
+        .lock()
+        .expect("account lock")
+        .listen_key
+        .take();
+    if let Some((key, _)) = key {
+        let t = now_ms();
+        let _ = state.frames.send(Frame::User {
+            listen_key: key.clone().into(),
+            payload: format!(r#"{{"e":"listenKeyExpired","E":"{t}","listenKey":"{key}"}}"#).into(),
+        });
+    }
+}
+
+fn apply_fault(state: &SimState, fault: Fault) {
+    match fault {
+        Fault::Drop => {
+            let _ = state.frames.send(Frame::Drop);
+        }
+        Fault::Silent => state.silent.store(true, Relaxed),
+        Fault::Resume => state.silent.store(false, Relaxed),
+        Fault::DepthGap => state.market.lock().expect("market lock").gap_next = true,
+        Fault::ExpireListenKey => expire_listen_key(state),
+        Fault::RateLimit => {
+            let mut l = state.limiter.lock().expect("limiter lock");
+            rest::roll_window(&mut l, &state.cfg);
+            l.used = state.cfg.weight_limit;
+        }
+        Fault::Maintenance => state.maintenance.store(true, Relaxed),
+        Fault::MaintenanceOff => state.maintenance.store(false, Relaxed),
+        Fault::Malformed(n) => {
+            let _ = state.frames.send(Frame::Malformed(n));
+        }
+    }
+}
+
+/// The streams a subscription name refers to, in the simulator's terms: every
+/// depth speed maps to `<sym>@depth`, every mark speed to `<sym>@markPrice`.
+fn canonical_stream(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    let Some((sym, kind)) = lower.split_once('@') else {
+        return lower;
+    };
+    let kind = if kind.starts_with("depth")
+        && !kind.starts_with("depth5")
+        && !kind.starts_with("depth10")
+        && !kind.starts_with("depth20")
+    {
+        "depth"
+    } else if kind.starts_with("markprice") {
+        "markPrice"
+    } else if kind == "bookticker" {
+        "bookTicker"
+    } else {
+        kind
+    };
+    format!("{sym}@{kind}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_map_to_what_is_published() {
+        assert_eq!(canonical_stream("btcusdt@depth@100ms"), "btcusdt@depth");
+        assert_eq!(canonical_stream("BTCUSDT@depth"), "btcusdt@depth");
+        assert_eq!(
+            canonical_stream("btcusdt@markPrice@1s"),
+            "btcusdt@markPrice"
+        );
+        assert_eq!(canonical_stream("btcusdt@bookTicker"), "btcusdt@bookTicker");
+        assert_eq!(canonical_stream("btcusdt@depth5"), "btcusdt@depth5");
+        assert_eq!(Fault::parse("depth_gap", None), Some(Fault::DepthGap));
+        assert_eq!(Fault::parse("nope", None), None);
+    }
+
+    #[test]
+    fn depth_payloads_parse_back() {
+        let mut rng = SplitMix64::new(1);
+        let spec = listed().remove(0);
+        let mut b = SimBook::new(&spec, 20, &mut rng);
+        let d = b.step(&mut rng);
+        let text = depth_payload(&spec, &d, 5);
+        let crate::binance::wire::MarketMessage::Depth(u) =
+            crate::binance::wire::parse_market(&text).unwrap()
+        else {
+            panic!("{text}")
+        };
+        assert_eq!(
+            (u.first_id, u.last_id, u.prev_last_id),
+            (d.first_id, d.last_id, d.prev_last_id)
+        );
+        assert_eq!(u.bids.len(), d.bids.len());
+    }
+}

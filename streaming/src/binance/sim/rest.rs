@@ -1,0 +1,777 @@
+//! The simulator's REST side. One handler sees every request with its raw query and
+//! body, because SIGNED requests must be verified over the exact bytes sent (a
+//! router that decodes first would change `%5B` into `[` and break the check).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use super::{apply_fault, now_ms, set_position, BinanceSimConfig, Fault, Limiter, Order, SimState};
+use crate::binance::sign::{split_signature, verify};
+
+type Params = HashMap<String, String>;
+
+pub(super) fn router(state: Arc<SimState>) -> Router {
+    Router::new()
+        .route("/sim/fault/{name}", post(fault))
+        .fallback(handle)
+        .with_state(state)
+}
+
+#[derive(serde::Deserialize)]
+struct FaultQuery {
+    count: Option<u32>,
+}
+
+async fn fault(
+    State(state): State<Arc<SimState>>,
+    Path(name): Path<String>,
+    Query(q): Query<FaultQuery>,
+) -> Response {
+    match Fault::parse(&name, q.count) {
+        Some(f) => {
+            apply_fault(&state, f);
+            (StatusCode::OK, "ok").into_response()
+        }
+        None => (StatusCode::NOT_FOUND, format!("unknown fault {name:?}")).into_response(),
+    }
+}
+
+/// A Binance error response.
+fn error(status: StatusCode, code: i64, msg: &str) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        json!({"code": code, "msg": msg}).to_string(),
+    )
+        .into_response()
+}
+
+fn ok(body: Value) -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+pub(super) fn roll_window(l: &mut Limiter, cfg: &BinanceSimConfig) {
+    let window = (now_ms() as u64) / cfg.weight_window.as_millis().max(1) as u64;
+    if window != l.window {
+        l.window = window;
+        l.used = 0;
+        l.strikes = 0;
+    }
+}
+
+enum Admit {
+    Ok(u64),
+    TooMany { retry_after_s: u64 },
+    Banned { until_ms: i64 },
+}
+
+fn admit(state: &SimState, weight: u64) -> Admit {
+    let cfg = &state.cfg;
+    let mut l = state.limiter.lock().expect("limiter lock");
+    let now = now_ms();
+    if l.banned_until_ms > now {
+        return Admit::Banned {
+            until_ms: l.banned_until_ms,
+        };
+    }
+    roll_window(&mut l, cfg);
+    if l.used + weight > cfg.weight_limit {
+        l.strikes += 1;
+        if l.strikes > cfg.ban_after {
+            l.banned_until_ms = now + cfg.ban_duration.as_millis() as i64;
+            return Admit::Banned {
+                until_ms: l.banned_until_ms,
+            };
+        }
+        let window_ms = cfg.weight_window.as_millis() as u64;
+        let left = window_ms - (now as u64 % window_ms);
+        return Admit::TooMany {
+            retry_after_s: left.div_ceil(1000),
+        };
+    }
+    l.used += weight;
+    Admit::Ok(l.used)
+}
+
+/// Request weight per route, as documented.
+fn weight(method: &Method, path: &str, params: &Params) -> u64 {
+    match (method.as_str(), path) {
+        ("GET", "/fapi/v1/depth") => {
+            match params.get("limit").and_then(|l| l.parse::<u32>().ok()) {
+                Some(0..=50) => 2,
+                Some(51..=100) => 5,
+                Some(101..=500) | None => 10,
+                Some(_) => 20,
+            }
+        }
+        ("POST", "/fapi/v1/order") => 0,
+        (_, p) if p.ends_with("/positionRisk") || p.ends_with("/account") => 5,
+        ("GET", "/fapi/v1/userTrades") => 5,
+        ("GET", "/fapi/v1/openOrders") if !params.contains_key("symbol") => 40,
+        _ => 1,
+    }
+}
+
+fn decode(raw: &str, into: &mut Params) {
+    for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
+        into.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+}
+
+/// Checks the API key and, for SIGNED routes, the signature and timestamp.
+fn authenticate(
+    state: &SimState,
+    headers: &HeaderMap,
+    query: &str,
+    body: &str,
+    params: &Params,
+    signed: bool,
+) -> Result<(), Response> {
+    let key = headers.get("x-mbx-apikey").and_then(|v| v.to_str().ok());
+    if key != Some(state.cfg.api_key.as_str()) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            -2015,
+            "Invalid API-key, IP, or permissions for action.",
+        ));
+    }
+    if !signed {
+        return Ok(());
+    }
+    let total = format!("{query}{body}");
+    let checked = match split_signature(&total) {
+        Some((payload, sig)) => verify(state.cfg.secret.as_bytes(), payload.as_bytes(), sig),
+        // The signature in the query and more parameters in the body.
+        None => split_signature(query).is_some_and(|(q, sig)| {
+            verify(
+                state.cfg.secret.as_bytes(),
+                format!("{q}{body}").as_bytes(),
+                sig,
+            )
+        }),
+    };
+    if !checked {
+        state.stats.bad_signatures.fetch_add(1, Relaxed);
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            -1022,
+            "Signature for this request is not valid.",
+        ));
+    }
+    let Some(ts) = params.get("timestamp").and_then(|t| t.parse::<i64>().ok()) else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            -1102,
+            "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.",
+        ));
+    };
+    let window = params
+        .get("recvWindow")
+        .and_then(|w| w.parse::<i64>().ok())
+        .unwrap_or(5000)
+        .min(60_000);
+    let now = now_ms();
+    if ts >= now + 1000 || now - ts > window {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            -1021,
+            "Timestamp for this request is outside of the recvWindow.",
+        ));
+    }
+    Ok(())
+}
+
+async fn handle(
+    State(state): State<Arc<SimState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.stats.rest_requests.fetch_add(1, Relaxed);
+    let path = uri.path().to_owned();
+    let query = uri.query().unwrap_or("").to_owned();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let mut params = Params::new();
+    decode(&query, &mut params);
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|c| c.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        decode(&body, &mut params);
+    }
+    if state.maintenance.load(Relaxed) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            -1001,
+            "Service Unavailable.",
+        );
+    }
+    let used = match admit(&state, weight(&method, &path, &params)) {
+        Admit::Ok(used) => used,
+        Admit::TooMany { retry_after_s } => {
+            state.stats.rate_limited.fetch_add(1, Relaxed);
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                -1003,
+                &format!(
+                    "Too many requests; current limit is {} requests per minute. Please use the websocket for live updates to avoid polling the API.",
+                    state.cfg.weight_limit
+                ),
+            );
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(retry_after_s));
+            return r;
+        }
+        Admit::Banned { until_ms } => {
+            state.stats.banned.fetch_add(1, Relaxed);
+            let mut r = error(
+                StatusCode::IM_A_TEAPOT,
+                -1003,
+                &format!("Way too many requests; IP(127.0.0.1) banned until {until_ms}. Please use the websocket for live updates to avoid bans."),
+            );
+            let secs = ((until_ms - now_ms()).max(0) as u64).div_ceil(1000);
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
+            return r;
+        }
+    };
+    let mut resp = route(&state, &method, &path, &query, &body, &headers, &params);
+    resp.headers_mut()
+        .insert("x-mbx-used-weight-1m", HeaderValue::from(used));
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route(
+    state: &SimState,
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: &str,
+    headers: &HeaderMap,
+    p: &Params,
+) -> Response {
+    let auth = |signed| authenticate(state, headers, query, body, p, signed);
+    match (method.as_str(), path) {
+        ("GET", "/fapi/v1/time" | "/api/v3/time") => ok(json!({"serverTime": now_ms()})),
+        ("GET", "/fapi/v1/ping" | "/api/v3/ping") => ok(json!({})),
+        ("GET", "/fapi/v1/exchangeInfo") => ok(exchange_info(state)),
+        ("GET", "/fapi/v1/depth") => depth(state, p),
+        ("POST" | "PUT" | "DELETE", "/fapi/v1/listenKey") => match auth(false) {
+            Ok(()) => listen_key(state, method),
+            Err(r) => r,
+        },
+        _ => {
+            if let Err(r) = auth(true) {
+                return r;
+            }
+            signed_route(state, method, path, p)
+        }
+    }
+}
+
+fn signed_route(state: &SimState, method: &Method, path: &str, p: &Params) -> Response {
+    match (method.as_str(), path) {
+        ("GET", "/fapi/v2/positionRisk") => ok(positions(state, true)),
+        ("GET", "/fapi/v3/positionRisk") => ok(positions(state, false)),
+        ("GET", "/fapi/v2/account" | "/fapi/v3/account") => ok(account(state)),
+        ("GET", "/fapi/v2/balance" | "/fapi/v3/balance") => ok(balance(state)),
+        ("GET", "/fapi/v1/leverageBracket") => ok(brackets(state, p.get("symbol"))),
+        ("POST", "/fapi/v1/leverage") => {
+            match p.get("leverage").and_then(|l| l.parse::<u32>().ok()) {
+                Some(l @ 1..=125) => ok(
+                    json!({"leverage": l, "maxNotionalValue": "1000000", "symbol": p.get("symbol")}),
+                ),
+                _ => error(StatusCode::BAD_REQUEST, -4028, "Leverage is not valid"),
+            }
+        }
+        ("GET", "/fapi/v1/userTrades") => ok(json!([])),
+        ("POST", "/fapi/v1/order") => place(state, p),
+        ("GET", "/fapi/v1/order") => match find(state, p) {
+            Some(o) => ok(order_json(&o, true)),
+            None => error(StatusCode::BAD_REQUEST, -2013, "Order does not exist."),
+        },
+        ("GET", "/fapi/v1/openOrder") => match find(state, p).filter(|o| is_open(o)) {
+            Some(o) => ok(order_json(&o, true)),
+            None => error(StatusCode::BAD_REQUEST, -2013, "Order does not exist."),
+        },
+        ("DELETE", "/fapi/v1/order") => cancel(state, p),
+        ("GET", "/fapi/v1/openOrders") => {
+            let a = state.account.lock().expect("account lock");
+            let rows: Vec<Value> = a
+                .orders
+                .values()
+                .filter(|o| is_open(o) && p.get("symbol").is_none_or(|s| *s == o.symbol))
+                .map(|o| order_json(o, true))
+                .collect();
+            ok(Value::Array(rows))
+        }
+        ("DELETE", "/fapi/v1/allOpenOrders") => {
+            let Some(symbol) = p.get("symbol") else {
+                return missing("symbol");
+            };
+            let ids: Vec<u64> = {
+                let a = state.account.lock().expect("account lock");
+                a.orders
+                    .values()
+                    .filter(|o| is_open(o) && o.symbol == *symbol)
+                    .map(|o| o.id)
+                    .collect()
+            };
+            for id in ids {
+                finish(state, id, "CANCELED");
+            }
+            ok(json!({"code": 200, "msg": "The operation of cancel all open order is done."}))
+        }
+        _ => error(StatusCode::NOT_FOUND, -5000, "Path not found"),
+    }
+}
+
+fn missing(name: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        -1102,
+        &format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
+    )
+}
+
+fn exchange_info(state: &SimState) -> Value {
+    let m = state.market.lock().expect("market lock");
+    let symbols: Vec<Value> = m
+        .specs
+        .iter()
+        .map(|s| {
+            let delivery = s
+                .delivery
+                .and_then(|d| d.and_hms_opt(8, 0, 0))
+                .map_or(4_133_404_800_000, |t| t.and_utc().timestamp_millis());
+            let tick = s.tick.normalize();
+            let step = s.step.normalize();
+            json!({
+                "symbol": s.symbol, "pair": s.pair, "contractType": s.contract_type,
+                "deliveryDate": delivery, "onboardDate": 1_569_398_400_000i64, "status": "TRADING",
+                "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
+                "baseAsset": s.base, "quoteAsset": "USDT", "marginAsset": "USDT",
+                "pricePrecision": tick.scale(), "quantityPrecision": step.scale(),
+                "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN",
+                "underlyingSubType": [], "settlePlan": 0, "triggerProtect": "0.0500",
+                "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": 10000,
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "minPrice": tick.to_string(), "maxPrice": "4529764", "tickSize": tick.to_string()},
+                    {"filterType": "LOT_SIZE", "minQty": step.to_string(), "maxQty": "1000", "stepSize": step.to_string()},
+                    {"filterType": "MARKET_LOT_SIZE", "minQty": step.to_string(), "maxQty": "120", "stepSize": step.to_string()},
+                    {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                    {"filterType": "MIN_NOTIONAL", "notional": "5"},
+                    {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500", "multiplierDecimal": "4"}
+                ],
+                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
+                "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+                "permissionSets": ["GRID", "COPY"]
+            })
+        })
+        .collect();
+    let w = state.cfg.weight_limit;
+    json!({
+        "timezone": "UTC", "serverTime": now_ms(), "futuresType": "U_MARGINED",
+        "rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": w},
+            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300}
+        ],
+        "exchangeFilters": [],
+        "assets": [{"asset": "USDT", "marginAvailable": true, "autoAssetExchange": "-10000"}],
+        "symbols": symbols
+    })
+}
+
+fn depth(state: &SimState, p: &Params) -> Response {
+    let Some(symbol) = p.get("symbol") else {
+        return missing("symbol");
+    };
+    let limit = p
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(500);
+    if ![5, 10, 20, 50, 100, 500, 1000].contains(&limit) {
+        return error(StatusCode::BAD_REQUEST, -1100, "Illegal characters found in parameter 'limit'; legal range is '5, 10, 20, 50, 100, 500, 1000'.");
+    }
+    let m = state.market.lock().expect("market lock");
+    let Some(i) = m.specs.iter().position(|s| s.symbol == *symbol) else {
+        return error(StatusCode::BAD_REQUEST, -1121, "Invalid symbol.");
+    };
+    state.stats.snapshots.fetch_add(1, Relaxed);
+    let (spec, b) = (&m.specs[i], &m.books[i]);
+    let level =
+        |(p, q): (&i64, &i64)| json!([spec.price_of(*p).to_string(), spec.qty_of(*q).to_string()]);
+    let t = now_ms();
+    ok(json!({
+        "lastUpdateId": b.last_id, "E": t, "T": t,
+        "bids": b.bids.iter().rev().take(limit).map(level).collect::<Vec<_>>(),
+        "asks": b.asks.iter().take(limit).map(level).collect::<Vec<_>>(),
+    }))
+}
+
+fn listen_key(state: &SimState, method: &Method) -> Response {
+    let ttl = state.cfg.listen_key_ttl;
+    let mut a = state.account.lock().expect("account lock");
+    let deadline = tokio::time::Instant::now() + ttl;
+    match method.as_str() {
+        "POST" => {
+            // One key per account: an active key is returned and extended.
+            let key = match a.listen_key.take() {
+                Some((k, _)) => k,
+                None => {
+                    state.stats.listen_keys_created.fetch_add(1, Relaxed);
+                    let n = state.next_key.fetch_add(1, Relaxed);
+                    format!("simListenKey{n:04}{:x}", now_ms())
+                }
+            };
+            a.listen_key = Some((key.clone(), deadline));
+            ok(json!({"listenKey": key}))
+        }
+        "PUT" => match a.listen_key.as_mut() {
+            Some((k, at)) => {
+                *at = deadline;
+                ok(json!({"listenKey": k.clone()}))
+            }
+            None => error(
+                StatusCode::BAD_REQUEST,
+                -1125,
+                "This listenKey does not exist.",
+            ),
+        },
+        _ => {
+            a.listen_key = None;
+            ok(json!({}))
+        }
+    }
+}
+
+fn position_row(
+    state: &SimState,
+    symbol: &str,
+    amount: Decimal,
+    entry: Decimal,
+    v2: bool,
+) -> Value {
+    let mark = state.mark(symbol).unwrap_or(entry);
+    let pnl = ((mark - entry) * amount).round_dp(8);
+    let notional = (mark * amount).round_dp(8);
+    let mut row = json!({
+        "symbol": symbol, "positionSide": "BOTH", "positionAmt": amount.normalize().to_string(),
+        "entryPrice": entry.normalize().to_string(), "breakEvenPrice": entry.normalize().to_string(),
+        "markPrice": mark.to_string(), "unRealizedProfit": pnl.to_string(),
+        "liquidationPrice": "0", "isolatedMargin": "0", "notional": notional.to_string(),
+        "isolatedWallet": "0", "updateTime": now_ms(),
+    });
+    let extra = if v2 {
+        json!({"leverage": "20", "maxNotionalValue": "25000000", "marginType": "cross", "isAutoAddMargin": "false"})
+    } else {
+        let im = (notional.abs() / Decimal::from(20)).round_dp(8).to_string();
+        json!({"marginAsset": "USDT", "initialMargin": im, "maintMargin": "0", "positionInitialMargin": im,
+               "openOrderInitialMargin": "0", "adl": 0, "bidNotional": "0", "askNotional": "0"})
+    };
+    if let (Some(r), Some(e)) = (row.as_object_mut(), extra.as_object()) {
+        r.extend(e.clone());
+    }
+    row
+}
+
+/// v2: every symbol; v3: only held ones.
+fn positions(state: &SimState, v2: bool) -> Value {
+    let symbols: Vec<String> = {
+        let m = state.market.lock().expect("market lock");
+        m.specs.iter().map(|s| s.symbol.clone()).collect()
+    };
+    let held = state
+        .account
+        .lock()
+        .expect("account lock")
+        .positions
+        .clone();
+    let rows = symbols
+        .iter()
+        .filter_map(|s| {
+            let (amount, entry) = held.get(s).copied().unwrap_or_default();
+            (v2 || !amount.is_zero()).then(|| position_row(state, s, amount, entry, v2))
+        })
+        .collect();
+    Value::Array(rows)
+}
+
+fn account(state: &SimState) -> Value {
+    let wallet = state
+        .account
+        .lock()
+        .expect("account lock")
+        .wallet
+        .to_string();
+    json!({
+        "feeTier": 0, "canTrade": true, "canDeposit": true, "canWithdraw": true, "multiAssetsMargin": false,
+        "totalInitialMargin": "0", "totalMaintMargin": "0", "totalWalletBalance": wallet,
+        "totalUnrealizedProfit": "0", "totalMarginBalance": wallet, "totalPositionInitialMargin": "0",
+        "totalOpenOrderInitialMargin": "0", "totalCrossWalletBalance": wallet, "totalCrossUnPnl": "0",
+        "availableBalance": wallet, "maxWithdrawAmount": wallet,
+        "assets": balance(state),
+        "positions": positions(state, false),
+    })
+}
+
+fn balance(state: &SimState) -> Value {
+    let wallet = state
+        .account
+        .lock()
+        .expect("account lock")
+        .wallet
+        .to_string();
+    json!([{
+        "asset": "USDT", "walletBalance": wallet, "unrealizedProfit": "0", "marginBalance": wallet,
+        "maintMargin": "0", "initialMargin": "0", "positionInitialMargin": "0", "openOrderInitialMargin": "0",
+        "crossWalletBalance": wallet, "crossUnPnl": "0", "availableBalance": wallet, "maxWithdrawAmount": wallet,
+        "marginAvailable": true, "updateTime": now_ms(), "balance": wallet
+    }])
+}
+
+fn brackets(state: &SimState, symbol: Option<&String>) -> Value {
+    let m = state.market.lock().expect("market lock");
+    Value::Array(
+        m.specs
+            .iter()
+            .filter(|s| symbol.is_none_or(|x| *x == s.symbol))
+            .map(|s| {
+                json!({"symbol": s.symbol, "brackets": [
+                    {"bracket": 1, "initialLeverage": 125, "notionalCap": 50000, "notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0},
+                    {"bracket": 2, "initialLeverage": 100, "notionalCap": 250000, "notionalFloor": 50000, "maintMarginRatio": 0.005, "cum": 50.0}
+                ]})
+            })
+            .collect(),
+    )
+}
+
+fn is_open(o: &Order) -> bool {
+    matches!(o.status, "NEW" | "PARTIALLY_FILLED")
+}
+
+fn order_json(o: &Order, with_time: bool) -> Value {
+    let mut v = json!({
+        "orderId": o.id, "symbol": o.symbol, "status": o.status, "clientOrderId": o.client_id,
+        "price": o.price.normalize().to_string(), "avgPrice": o.avg_price.normalize().to_string(),
+        "origQty": o.qty.normalize().to_string(), "executedQty": o.executed.normalize().to_string(),
+        "cumQty": o.executed.normalize().to_string(),
+        "cumQuote": (o.executed * o.avg_price).normalize().to_string(),
+        "timeInForce": o.tif, "type": o.kind, "origType": o.kind, "reduceOnly": o.reduce_only,
+        "closePosition": false, "side": o.side, "positionSide": "BOTH", "stopPrice": "0",
+        "workingType": "CONTRACT_PRICE", "priceProtect": false, "priceMatch": "NONE",
+        "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0, "updateTime": o.update_time,
+    });
+    if with_time {
+        v["time"] = json!(o.time);
+    }
+    v
+}
+
+fn find(state: &SimState, p: &Params) -> Option<Order> {
+    let a = state.account.lock().expect("account lock");
+    if let Some(id) = p.get("orderId").and_then(|i| i.parse::<u64>().ok()) {
+        return a.orders.get(&id).cloned();
+    }
+    let cid = p.get("origClientOrderId")?;
+    a.orders
+        .values()
+        .rev()
+        .find(|o| o.client_id == *cid)
+        .cloned()
+}
+
+fn order_event(state: &SimState, o: &Order, exec: &str, last_qty: Decimal, last_price: Decimal) {
+    let t = now_ms();
+    state.publish_user(format!(
+        r#"{{"e":"ORDER_TRADE_UPDATE","E":{t},"T":{t},"o":{{"s":"{}","c":"{}","S":"{}","o":"{}","f":"{}","q":"{}","p":"{}","ap":"{}","sp":"0","x":"{exec}","X":"{}","i":{},"l":"{}","z":"{}","L":"{}","N":"USDT","n":"0","T":{t},"t":{},"b":"0","a":"0","m":false,"R":{},"wt":"CONTRACT_PRICE","ot":"{}","ps":"BOTH","cp":false,"rp":"0","pP":false,"si":0,"ss":0,"V":"EXPIRE_MAKER","pm":"NONE","gtd":0,"er":"0"}}}}"#,
+        o.symbol, o.client_id, o.side, o.kind, o.tif, o.qty.normalize(), o.price.normalize(),
+        o.avg_price.normalize(), o.status, o.id, last_qty.normalize(), o.executed.normalize(),
+        last_price.normalize(), if exec == "TRADE" { o.id } else { 0 }, o.reduce_only, o.kind
+    ));
+}
+
+fn finish(state: &SimState, id: u64, status: &'static str) -> Option<Order> {
+    let o = {
+        let mut a = state.account.lock().expect("account lock");
+        let o = a.orders.get_mut(&id).filter(|o| is_open(o))?;
+        o.status = status;
+        o.update_time = now_ms();
+        o.clone()
+    };
+    order_event(state, &o, status, Decimal::ZERO, Decimal::ZERO);
+    Some(o)
+}
+
+fn cancel(state: &SimState, p: &Params) -> Response {
+    match find(state, p).and_then(|o| finish(state, o.id, "CANCELED")) {
+        Some(o) => ok(order_json(&o, false)),
+        None => error(StatusCode::BAD_REQUEST, -2011, "Unknown order sent."),
+    }
+}
+
+/// LIMIT and MARKET orders. A marketable order fills at once at the touch (the book
+/// is not consumed); a resting one stays NEW until cancelled.
+fn place(state: &SimState, p: &Params) -> Response {
+    let get = |k: &str| p.get(k).map(String::as_str);
+    let (Some(symbol), Some(side), Some(kind)) = (get("symbol"), get("side"), get("type")) else {
+        return missing("symbol, side, type");
+    };
+    let spec = {
+        let m = state.market.lock().expect("market lock");
+        m.specs
+            .iter()
+            .position(|s| s.symbol == symbol)
+            .map(|i| (m.specs[i].clone(), m.books[i].best()))
+    };
+    let Some((spec, best)) = spec else {
+        return error(StatusCode::BAD_REQUEST, -1121, "Invalid symbol.");
+    };
+    if !matches!(side, "BUY" | "SELL") {
+        return error(StatusCode::BAD_REQUEST, -1117, "Invalid side.");
+    }
+    if !matches!(kind, "LIMIT" | "MARKET") {
+        return if kind.starts_with("STOP")
+            || kind.starts_with("TAKE_PROFIT")
+            || kind == "TRAILING_STOP_MARKET"
+        {
+            error(StatusCode::BAD_REQUEST, -4120, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead.")
+        } else {
+            error(StatusCode::BAD_REQUEST, -1116, "Invalid orderType.")
+        };
+    }
+    let Some(qty) = get("quantity").and_then(|q| q.parse::<Decimal>().ok()) else {
+        return missing("quantity");
+    };
+    if qty <= Decimal::ZERO {
+        return error(
+            StatusCode::BAD_REQUEST,
+            -4003,
+            "Quantity less than or equal to zero.",
+        );
+    }
+    if !(qty / spec.step).fract().is_zero() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            -1111,
+            "Precision is over the maximum defined for this asset.",
+        );
+    }
+    let tif = get("timeInForce").unwrap_or(if kind == "LIMIT" { "" } else { "GTC" });
+    let price = if kind == "LIMIT" {
+        let Some(price) = get("price").and_then(|q| q.parse::<Decimal>().ok()) else {
+            return missing("price");
+        };
+        if tif.is_empty() {
+            return missing("timeInForce");
+        }
+        if spec.ticks(price).is_none() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                -4014,
+                "Price not increased by tick size.",
+            );
+        }
+        price
+    } else {
+        Decimal::ZERO
+    };
+    let Some(((bid, _), (ask, _))) = best else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            -1001,
+            "Internal error; unable to process your request. Please try again.",
+        );
+    };
+    let touch = if side == "BUY" {
+        spec.price_of(ask)
+    } else {
+        spec.price_of(bid)
+    };
+    let marketable =
+        kind == "MARKET" || (side == "BUY" && price >= touch) || (side == "SELL" && price <= touch);
+    if kind == "LIMIT" && tif == "GTX" && marketable {
+        return error(StatusCode::BAD_REQUEST, -5022, "Due to the order could not be executed as maker, the Post Only order will be rejected.");
+    }
+    let client_id = get("newClientOrderId").map(str::to_owned);
+    let mut a = state.account.lock().expect("account lock");
+    if let Some(cid) = &client_id {
+        if a.orders.values().any(|o| is_open(o) && o.client_id == *cid) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                -4116,
+                "ClientOrderId is duplicated.",
+            );
+        }
+    }
+    a.next_order_id += 1;
+    let id = a.next_order_id;
+    let t = now_ms();
+    let mut order = Order {
+        id,
+        client_id: client_id.unwrap_or_else(|| format!("sim{id}")),
+        symbol: symbol.to_owned(),
+        side: side.to_owned(),
+        kind: kind.to_owned(),
+        tif: tif.to_owned(),
+        qty,
+        price,
+        executed: Decimal::ZERO,
+        avg_price: Decimal::ZERO,
+        status: "NEW",
+        reduce_only: get("reduceOnly") == Some("true"),
+        time: t,
+        update_time: t,
+    };
+    state.stats.orders.fetch_add(1, Relaxed);
+    let fill = if marketable {
+        order.status = "FILLED";
+        order.executed = qty;
+        order.avg_price = touch;
+        let signed = if side == "BUY" { qty } else { -qty };
+        let (amount, entry) = a.positions.get(symbol).copied().unwrap_or_default();
+        let new_amount = amount + signed;
+        let entry = if new_amount.is_zero() {
+            Decimal::ZERO
+        } else if amount.is_zero() || amount.is_sign_negative() != new_amount.is_sign_negative() {
+            touch
+        } else if new_amount.abs() > amount.abs() {
+            ((entry * amount + touch * signed) / new_amount).round_dp(8)
+        } else {
+            entry
+        };
+        Some((new_amount, entry))
+    } else if matches!(tif, "IOC" | "FOK") {
+        order.status = "EXPIRED";
+        None
+    } else {
+        None
+    };
+    a.orders.insert(id, order.clone());
+    drop(a);
+    order_event(state, &order, "NEW", Decimal::ZERO, Decimal::ZERO);
+    if let Some((amount, entry)) = fill {
+        order_event(state, &order, "TRADE", qty, touch);
+        set_position(state, symbol, amount, entry, "ORDER");
+    }
+    ok(order_json(&order, false))
+}

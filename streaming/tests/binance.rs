@@ -1,0 +1,723 @@
+//! The Binance client against the simulator over loopback (and real Redis for the
+//! price cache): the local book through random traffic and gaps, the price cache,
+//! the user data stream and listen-key expiry, rate limits and bans, signatures,
+//! malformed frames, orders.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::Method;
+use rust_decimal::Decimal;
+use streaming::binance::price_cache::PriceCacheConfig;
+use streaming::binance::rest::{Keys, Rest, RestError};
+use streaming::binance::sim::{BinanceSim, BinanceSimConfig, Fault};
+use streaming::binance::{run_binance, BinanceConfig, BinanceStats, BnQuote};
+use streaming::secret::Secret;
+use streaming::{BrokerEvent, BrokerPayload};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+fn keys(cfg: &BinanceSimConfig) -> Keys {
+    Keys {
+        api_key: Secret::new(cfg.api_key.clone()),
+        secret: Secret::new(cfg.secret.clone()),
+    }
+}
+
+fn fast_sim() -> BinanceSimConfig {
+    BinanceSimConfig {
+        tick_interval: Duration::from_millis(20),
+        mark_interval: Duration::from_millis(200),
+        ping_interval: Duration::from_millis(500),
+        ..BinanceSimConfig::default()
+    }
+}
+
+fn client_config(sim: &BinanceSim) -> BinanceConfig {
+    let mut c = BinanceConfig::new(sim.rest_url(), sim.ws_url(), keys(sim.config()));
+    c.account = "test".into();
+    c.positions_refresh = Duration::from_secs(3600);
+    c.market_data_timeout = Duration::from_millis(1500);
+    for ws in [&mut c.public, &mut c.market, &mut c.user] {
+        ws.silence_timeout = Duration::from_millis(2000);
+        ws.probe_after = Duration::from_millis(400);
+        ws.probe_timeout = Duration::from_millis(400);
+        ws.tick_interval = Duration::from_millis(50);
+        ws.backoff_initial = Duration::from_millis(50);
+        ws.backoff_max = Duration::from_millis(500);
+    }
+    c
+}
+
+struct Run {
+    sim: BinanceSim,
+    stats: Arc<BinanceStats>,
+    /// The latest event per symbol.
+    latest: Arc<Mutex<HashMap<String, BnQuote>>>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn start(sim_cfg: BinanceSimConfig, tweak: impl FnOnce(&mut BinanceConfig)) -> Run {
+    let sim = BinanceSim::bind(sim_cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut cfg = client_config(&sim);
+    tweak(&mut cfg);
+    let stats = Arc::new(BinanceStats::default());
+    let (tx, mut rx) = mpsc::channel::<BrokerEvent>(4096);
+    let cancel = CancellationToken::new();
+    tokio::spawn(run_binance(cfg, tx, stats.clone(), cancel.clone()));
+    let latest = Arc::new(Mutex::new(HashMap::new()));
+    let l = latest.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let BrokerPayload::Binance(q) = ev.payload else {
+                panic!("not a Binance event")
+            };
+            l.lock().unwrap().insert(q.position.symbol.clone(), q);
+        }
+    });
+    Run {
+        sim,
+        stats,
+        latest,
+        cancel,
+    }
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Run {
+    fn amount(&self, symbol: &str) -> Option<Decimal> {
+        self.latest
+            .lock()
+            .unwrap()
+            .get(symbol)
+            .map(|q| q.position.amount)
+    }
+
+    /// Stops the venue's books, waits until every local book has caught up with the
+    /// simulator's last update id, and compares them level by level.
+    async fn assert_books_equal(&self, symbols: &[&str]) {
+        self.sim.pause_market(true);
+        for s in symbols {
+            let (bids, asks, last) = self.sim.book(s).unwrap();
+            wait_for(
+                &format!("{s} book to reach {last}"),
+                Duration::from_secs(20),
+                || {
+                    self.stats.book(s).is_some_and(|b| {
+                        *b.phase() == streaming::binance::book::Phase::Live { last_id: last }
+                    })
+                },
+            )
+            .await;
+            let ours = self.stats.book(s).unwrap();
+            assert_eq!(ours.bids, bids, "{s} bids differ");
+            assert_eq!(ours.asks, asks, "{s} asks differ");
+        }
+        self.sim.pause_market(false);
+    }
+}
+
+#[tokio::test]
+async fn the_local_book_equals_the_venue_through_random_traffic_and_gaps() {
+    // GS_BINANCE_BOOK_UPDATES=1000000 for the long run reported in the README.
+    let target: u64 = std::env::var("GS_BINANCE_BOOK_UPDATES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40_000);
+    let run = start(
+        BinanceSimConfig {
+            tick_interval: Duration::from_millis(5),
+            events_per_tick: 25,
+            ..fast_sim()
+        },
+        |c| c.symbols = vec!["SOLUSDT".into()],
+    )
+    .await;
+    let symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BTCUSDT_261225"];
+    wait_for("every book live", Duration::from_secs(10), || {
+        symbols
+            .iter()
+            .all(|s| run.stats.book(s).is_some_and(|b| b.is_live()))
+    })
+    .await;
+    run.assert_books_equal(&symbols).await;
+    let started = Instant::now();
+    let mut gaps = 0;
+    let mut next_gap = target / 8;
+    while run.stats.depth_applied.load(Relaxed) < target {
+        if run.stats.depth_applied.load(Relaxed) >= next_gap {
+            run.sim.inject(Fault::DepthGap);
+            gaps += 1;
+            next_gap += target / 8;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(started.elapsed() < Duration::from_secs(600), "too slow");
+    }
+    run.assert_books_equal(&symbols).await;
+    let applied = run.stats.depth_applied.load(Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "book: {applied} diffs applied in {secs:.1} s ({:.0}/s), {gaps} gaps injected, {} resyncs, {} snapshots, books identical",
+        applied as f64 / secs,
+        run.stats.resyncs.load(Relaxed),
+        run.stats.snapshots.load(Relaxed),
+    );
+    // Every injected gap was found (one per symbol) and healed from a snapshot.
+    assert!(
+        run.stats.resyncs.load(Relaxed) >= gaps,
+        "gaps went unnoticed"
+    );
+    assert_eq!(
+        run.stats.public.connects(),
+        1,
+        "a gap must not cost the socket"
+    );
+}
+
+#[tokio::test]
+async fn drops_and_silence_rebuild_the_book() {
+    let run = start(fast_sim(), |_| {}).await;
+    let symbols = ["BTCUSDT", "ETHUSDT"];
+    wait_for("books live", Duration::from_secs(10), || {
+        symbols
+            .iter()
+            .all(|s| run.stats.book(s).is_some_and(|b| b.is_live()))
+    })
+    .await;
+    run.sim.inject(Fault::Drop);
+    wait_for("reconnect after a drop", Duration::from_secs(5), || {
+        run.stats.public.connects() >= 2
+    })
+    .await;
+    wait_for("books live again", Duration::from_secs(5), || {
+        symbols
+            .iter()
+            .all(|s| run.stats.book(s).is_some_and(|b| b.is_live()))
+    })
+    .await;
+    run.assert_books_equal(&symbols).await;
+    run.sim.inject(Fault::Silent);
+    let t = Instant::now();
+    wait_for("a silent socket replaced", Duration::from_secs(10), || {
+        run.stats.public.connects() >= 3
+    })
+    .await;
+    let found = t.elapsed();
+    run.sim.inject(Fault::Resume);
+    wait_for("books live after silence", Duration::from_secs(5), || {
+        symbols
+            .iter()
+            .all(|s| run.stats.book(s).is_some_and(|b| b.is_live()))
+    })
+    .await;
+    run.assert_books_equal(&symbols).await;
+    println!("silent socket replaced after {found:?}");
+}
+
+#[tokio::test]
+async fn positions_become_events_and_account_updates_move_them() {
+    let run = start(fast_sim(), |_| {}).await;
+    wait_for("three positions", Duration::from_secs(5), || {
+        run.latest.lock().unwrap().len() == 3
+    })
+    .await;
+    for (symbol, amount) in run.sim.positions() {
+        assert_eq!(run.amount(&symbol), Some(amount), "{symbol}");
+    }
+    // Marks arrive for held symbols.
+    wait_for("a mark for BTCUSDT", Duration::from_secs(5), || {
+        run.latest
+            .lock()
+            .unwrap()
+            .get("BTCUSDT")
+            .is_some_and(|q| q.mark.is_some())
+    })
+    .await;
+    let reconciles = run.stats.reconciles.load(Relaxed);
+    run.sim.set_position("ETHUSDT", d("-1.5"));
+    wait_for("ACCOUNT_UPDATE applied", Duration::from_secs(5), || {
+        run.amount("ETHUSDT") == Some(d("-1.5"))
+    })
+    .await;
+    // It came from the stream, not from a REST read.
+    assert_eq!(run.stats.reconciles.load(Relaxed), reconciles);
+    assert!(run.stats.account_updates.load(Relaxed) >= 1);
+    // A new symbol starts streaming when it is first held.
+    run.sim.set_position("SOLUSDT", d("10"));
+    wait_for("SOLUSDT book live", Duration::from_secs(5), || {
+        run.stats.book("SOLUSDT").is_some_and(|b| b.is_live())
+    })
+    .await;
+    run.sim.set_position("SOLUSDT", Decimal::ZERO);
+    wait_for("a closed position", Duration::from_secs(5), || {
+        run.amount("SOLUSDT") == Some(Decimal::ZERO)
+    })
+    .await;
+    assert_eq!(run.stats.positions.load(Relaxed), 3);
+}
+
+#[tokio::test]
+async fn an_expired_listen_key_is_replaced_and_positions_reconciled() {
+    let run = start(fast_sim(), |_| {}).await;
+    wait_for("positions", Duration::from_secs(5), || {
+        run.latest.lock().unwrap().len() == 3
+    })
+    .await;
+    let first_key = run.sim.listen_key().unwrap();
+    // Changed while the stream is about to die: no event will tell us.
+    run.sim.set_position_quietly("BTCUSDT", d("1.25"));
+    run.sim.inject(Fault::ExpireListenKey);
+    wait_for(
+        "a new listen key and a reconcile",
+        Duration::from_secs(5),
+        || run.amount("BTCUSDT") == Some(d("1.25")),
+    )
+    .await;
+    assert_eq!(run.stats.listen_key_expiries.load(Relaxed), 1);
+    assert_eq!(run.stats.listen_keys_created.load(Relaxed), 2);
+    let second = run.sim.listen_key().unwrap();
+    assert_ne!(first_key, second);
+    // The new key carries events.
+    run.sim.set_position("BTCUSDT", d("2"));
+    wait_for("an event on the new key", Duration::from_secs(5), || {
+        run.amount("BTCUSDT") == Some(d("2"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_keepalive_refused_for_an_unknown_key_gets_a_new_key() {
+    let run = start(fast_sim(), |c| {
+        c.listen_key_keepalive = Duration::from_millis(300);
+    })
+    .await;
+    wait_for("a listen key", Duration::from_secs(5), || {
+        run.sim.listen_key().is_some() && run.stats.user.connects() == 1
+    })
+    .await;
+    // Gone on the venue without an event on the socket (as after a venue restart).
+    let rest = Rest::new(
+        &run.sim.rest_url(),
+        keys(run.sim.config()),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    rest.delete_listen_key().await.unwrap();
+    wait_for("a second key", Duration::from_secs(5), || {
+        run.stats.listen_keys_created.load(Relaxed) == 2 && run.stats.user.connects() == 2
+    })
+    .await;
+    assert!(run.sim.listen_key().is_some());
+}
+
+#[tokio::test]
+async fn prices_reach_redis_and_start_up_clears_only_price_keys() {
+    let prefix = format!(
+        "gs-test-{}-{}:",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    );
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stale = format!("{prefix}price:OLDUSDT");
+    let keep = [
+        format!("{prefix}algo:twap:1"),
+        format!("{prefix}risk:limits"),
+    ];
+    redis::cmd("SET")
+        .arg(&stale)
+        .arg("1")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    for k in &keep {
+        redis::cmd("SET")
+            .arg(k)
+            .arg("keep")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+    let p = prefix.clone();
+    let run = start(fast_sim(), move |c| {
+        let mut pc = PriceCacheConfig::new("redis://127.0.0.1:6379");
+        pc.prefix = p;
+        pc.ttl = Duration::from_secs(30);
+        c.price_cache = Some(pc);
+        c.symbols = vec!["SOLUSDT".into()];
+    })
+    .await;
+    let key = format!("{prefix}price:BTCUSDT");
+    let mut fields: HashMap<String, String> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(fields.contains_key("mark") && fields.contains_key("mid")) {
+        assert!(Instant::now() < deadline, "no prices in Redis: {fields:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        fields = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let bid = d(&fields["bid"]);
+    let ask = d(&fields["ask"]);
+    assert!(bid < ask, "{fields:?}");
+    assert_eq!(d(&fields["mid"]), (bid + ask) / Decimal::TWO);
+    let mark = d(&fields["mark"]);
+    assert!(
+        (mark - bid).abs() < d("100"),
+        "mark {mark} far from the book {bid}"
+    );
+    assert!(fields["mark_time"].parse::<i64>().unwrap() > 0);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 30_000, "ttl {ttl}");
+    // A configured symbol that is not held is cached too.
+    let sol: i64 = redis::cmd("EXISTS")
+        .arg(format!("{prefix}price:SOLUSDT"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(sol, 1);
+    let stale_left: i64 = redis::cmd("EXISTS")
+        .arg(&stale)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stale_left, 0, "the stale price survived start-up");
+    for k in &keep {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(v.as_deref(), Some("keep"), "{k} was deleted");
+    }
+    assert_eq!(run.stats.prices.stats.cleared.load(Relaxed), 1);
+    drop(run);
+    let mut all: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    all.extend(keep);
+    redis::cmd("DEL")
+        .arg(&all)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn redis_down_is_survived() {
+    // Nothing listens on port 1: the cache retries, the stream goes on.
+    let run = start(fast_sim(), |c| {
+        c.price_cache = Some(PriceCacheConfig::new("redis://127.0.0.1:1"));
+    })
+    .await;
+    wait_for("events and cache errors", Duration::from_secs(5), || {
+        run.stats.events_sent.load(Relaxed) > 3 && run.stats.prices.stats.errors.load(Relaxed) >= 1
+    })
+    .await;
+    assert!(run
+        .stats
+        .prices
+        .get("BTCUSDT")
+        .is_some_and(|e| e.mark.is_some()));
+}
+
+#[tokio::test]
+async fn malformed_frames_are_counted_without_a_reconnect() {
+    let run = start(fast_sim(), |_| {}).await;
+    wait_for("books live", Duration::from_secs(10), || {
+        run.stats.book("BTCUSDT").is_some_and(|b| b.is_live())
+    })
+    .await;
+    run.sim.inject(Fault::Malformed(6));
+    // Two market sockets each get six.
+    wait_for("12 malformed frames", Duration::from_secs(5), || {
+        run.stats.malformed.load(Relaxed) >= 12
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(run.stats.public.connects(), 1);
+    assert_eq!(run.stats.market.connects(), 1);
+    run.assert_books_equal(&["BTCUSDT"]).await;
+}
+
+#[tokio::test]
+async fn rate_limits_and_bans_stop_requests_until_they_end() {
+    let sim = BinanceSim::bind(
+        BinanceSimConfig {
+            weight_window: Duration::from_secs(1),
+            ban_after: 2,
+            ban_duration: Duration::from_secs(5),
+            ..fast_sim()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let rest = Rest::new(&sim.rest_url(), keys(sim.config()), Duration::from_secs(2)).unwrap();
+    rest.sync_time().await.unwrap();
+    assert!(
+        rest.stats.used_weight.load(Relaxed) >= 1,
+        "weight header not read"
+    );
+    // 429: the client stops until Retry-After.
+    sim.inject(Fault::RateLimit);
+    let err = rest.depth("BTCUSDT", 5).await.unwrap_err();
+    assert!(
+        matches!(err, RestError::Paused { status: 429, .. }),
+        "{err}"
+    );
+    let seen = sim.stats().rest_requests.load(Relaxed);
+    let held = rest.depth("BTCUSDT", 5).await.unwrap_err();
+    assert!(matches!(held, RestError::Paused { .. }));
+    assert_eq!(
+        sim.stats().rest_requests.load(Relaxed),
+        seen,
+        "a request went out during the pause"
+    );
+    assert!(rest.stats.held_back.load(Relaxed) >= 1);
+    // Another process on the same IP keeps hammering: 429s, then a 418 ban.
+    let raw = reqwest::Client::new();
+    let url = format!("{}/fapi/v1/time", sim.rest_url());
+    sim.inject(Fault::RateLimit);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(raw.get(&url).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses.last(), Some(&418), "{statuses:?}");
+    // Our client's pause may be over by now; its next request meets the ban and stops
+    // until the ban's end (the venue's time, from the message or Retry-After).
+    while rest.paused_for().is_some() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = rest.depth("BTCUSDT", 5).await.unwrap_err();
+    assert!(
+        matches!(err, RestError::Paused { status: 418, .. }),
+        "{err}"
+    );
+    let pause = rest.paused_for().unwrap();
+    assert!(pause > Duration::from_millis(2500), "{pause:?}");
+    let before = sim.stats().rest_requests.load(Relaxed);
+    while rest.paused_for().is_some() {
+        assert!(rest.depth("BTCUSDT", 5).await.is_err());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sim.stats().rest_requests.load(Relaxed),
+        before,
+        "requests during the ban"
+    );
+    let book = rest.depth("BTCUSDT", 5).await.unwrap();
+    assert_eq!(book.bids.len(), 5);
+    assert_eq!(rest.stats.banned.load(Relaxed), 1);
+    sim.stop();
+}
+
+#[tokio::test]
+async fn signatures_keys_and_timestamps_are_checked() {
+    let sim = BinanceSim::bind(fast_sim(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let good = Rest::new(&sim.rest_url(), keys(sim.config()), Duration::from_secs(2)).unwrap();
+    let (rows, bad) = good.position_risk().await.unwrap();
+    assert!(bad.is_empty());
+    assert_eq!(rows.len(), 3);
+    let wrong_secret = Keys {
+        api_key: Secret::new(sim.config().api_key.clone()),
+        secret: Secret::new("not-the-secret"),
+    };
+    let rest = Rest::new(&sim.rest_url(), wrong_secret, Duration::from_secs(2)).unwrap();
+    let err = rest.position_risk().await.unwrap_err();
+    assert_eq!(err.code(), Some(-1022), "{err}");
+    assert!(err.is_auth());
+    assert_eq!(sim.stats().bad_signatures.load(Relaxed), 1);
+    let wrong_key = Keys {
+        api_key: Secret::new("nobody"),
+        secret: Secret::new(sim.config().secret.clone()),
+    };
+    let rest = Rest::new(&sim.rest_url(), wrong_key, Duration::from_secs(2)).unwrap();
+    let err = rest.position_risk().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RestError::Api {
+                status: 401,
+                code: -2015,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // A tampered parameter after signing fails too.
+    let raw = reqwest::Client::new();
+    let ts = chrono::Utc::now().timestamp_millis();
+    let q = format!("symbol=BTCUSDT&timestamp={ts}");
+    let sig = streaming::binance::sign::sign(sim.config().secret.as_bytes(), q.as_bytes());
+    let tampered = format!(
+        "{}/fapi/v3/positionRisk?symbol=ETHUSDT&timestamp={ts}&signature={sig}",
+        sim.rest_url()
+    );
+    let resp = raw
+        .get(&tampered)
+        .header("X-MBX-APIKEY", &sim.config().api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(resp.text().await.unwrap().contains("-1022"));
+    // A clock 10 s behind is outside recvWindow: -1021, and the client re-measures
+    // its offset and succeeds on the retry.
+    let stale = format!("timestamp={}", ts - 10_000);
+    let sig = streaming::binance::sign::sign(sim.config().secret.as_bytes(), stale.as_bytes());
+    let resp = raw
+        .get(format!(
+            "{}/fapi/v3/positionRisk?{stale}&signature={sig}",
+            sim.rest_url()
+        ))
+        .header("X-MBX-APIKEY", &sim.config().api_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.text().await.unwrap().contains("-1021"));
+    good.stats.time_offset_ms.store(-10_000, Relaxed);
+    assert!(good.position_risk().await.is_ok());
+    assert!(good.stats.time_offset_ms.load(Relaxed).abs() < 1000);
+    sim.stop();
+}
+
+#[tokio::test]
+async fn a_limit_order_is_placed_queried_and_cancelled() {
+    let sim = BinanceSim::bind(fast_sim(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let rest = Rest::new(&sim.rest_url(), keys(sim.config()), Duration::from_secs(2)).unwrap();
+    let params = |extra: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+        let mut p = vec![("symbol", "BTCUSDT".to_owned())];
+        p.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        p
+    };
+    let placed: serde_json::Value = serde_json::from_str(
+        &rest
+            .signed(
+                Method::POST,
+                "/fapi/v1/order",
+                &params(&[
+                    ("side", "BUY"),
+                    ("type", "LIMIT"),
+                    ("timeInForce", "GTC"),
+                    ("quantity", "0.010"),
+                    ("price", "30000.0"),
+                    ("newClientOrderId", "gs-1"),
+                ]),
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(placed["status"], "NEW");
+    let id = placed["orderId"].as_u64().unwrap().to_string();
+    let got: serde_json::Value = serde_json::from_str(
+        &rest
+            .signed(
+                Method::GET,
+                "/fapi/v1/order",
+                &params(&[("origClientOrderId", "gs-1")]),
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(got["orderId"].as_u64().unwrap().to_string(), id);
+    let dup = rest
+        .signed(
+            Method::POST,
+            "/fapi/v1/order",
+            &params(&[
+                ("side", "BUY"),
+                ("type", "LIMIT"),
+                ("timeInForce", "GTC"),
+                ("quantity", "0.010"),
+                ("price", "30000.0"),
+                ("newClientOrderId", "gs-1"),
+            ]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), Some(-4116));
+    let cancelled: serde_json::Value = serde_json::from_str(
+        &rest
+            .signed(
+                Method::DELETE,
+                "/fapi/v1/order",
+                &params(&[("orderId", &id)]),
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cancelled["status"], "CANCELED");
+    let again = rest
+        .signed(
+            Method::DELETE,
+            "/fapi/v1/order",
+            &params(&[("orderId", &id)]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Some(-2011));
+    let off_tick = rest
+        .signed(
+            Method::POST,
+            "/fapi/v1/order",
+            &params(&[
+                ("side", "BUY"),
+                ("type", "LIMIT"),
+                ("timeInForce", "GTC"),
+                ("quantity", "0.010"),
+                ("price", "30000.05"),
+            ]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(off_tick.code(), Some(-4014));
+    // A marketable order fills at the touch and moves the position.
+    let before = sim.positions()["BTCUSDT"];
+    rest.signed(
+        Method::POST,
+        "/fapi/v1/order",
+        &params(&[("side", "SELL"), ("type", "MARKET"), ("quantity", "0.100")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sim.positions()["BTCUSDT"], before - d("0.1"));
+    sim.stop();
+}
