@@ -342,6 +342,9 @@ fn publish_marks(state: &SimState) {
     }
 }
 
+/// One side of a book: price → size.
+pub type BookSide = BTreeMap<Decimal, Decimal>;
+
 /// A running simulator. Dropping it does not stop it; call [`BinanceSim::stop`].
 pub struct BinanceSim {
     pub addr: SocketAddr,
@@ -470,10 +473,7 @@ impl BinanceSim {
     }
 
     /// A symbol's whole book as decimals, and its last update id.
-    pub fn book(
-        &self,
-        symbol: &str,
-    ) -> Option<(BTreeMap<Decimal, Decimal>, BTreeMap<Decimal, Decimal>, u64)> {
+    pub fn book(&self, symbol: &str) -> Option<(BookSide, BookSide, u64)> {
         let m = self.state.market.lock().expect("market lock");
         let i = m.specs.iter().position(|s| s.symbol == symbol)?;
         let (spec, b) = (&m.specs[i], &m.books[i]);

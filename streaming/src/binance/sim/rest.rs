@@ -141,14 +141,14 @@ fn authenticate(
     body: &str,
     params: &Params,
     signed: bool,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let key = headers.get("x-mbx-apikey").and_then(|v| v.to_str().ok());
     if key != Some(state.cfg.api_key.as_str()) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             -2015,
             "Invalid API-key, IP, or permissions for action.",
-        ));
+        )));
     }
     if !signed {
         return Ok(());
@@ -167,18 +167,18 @@ fn authenticate(
     };
     if !checked {
         state.stats.bad_signatures.fetch_add(1, Relaxed);
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             -1022,
             "Signature for this request is not valid.",
-        ));
+        )));
     }
     let Some(ts) = params.get("timestamp").and_then(|t| t.parse::<i64>().ok()) else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             -1102,
             "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.",
-        ));
+        )));
     };
     let window = params
         .get("recvWindow")
@@ -187,11 +187,11 @@ fn authenticate(
         .min(60_000);
     let now = now_ms();
     if ts >= now + 1000 || now - ts > window {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             -1021,
             "Timestamp for this request is outside of the recvWindow.",
-        ));
+        )));
     }
     Ok(())
 }
@@ -276,11 +276,11 @@ fn route(
         ("GET", "/fapi/v1/depth") => depth(state, p),
         ("POST" | "PUT" | "DELETE", "/fapi/v1/listenKey") => match auth(false) {
             Ok(()) => listen_key(state, method),
-            Err(r) => r,
+            Err(r) => *r,
         },
         _ => {
             if let Err(r) = auth(true) {
-                return r;
+                return *r;
             }
             signed_route(state, method, path, p)
         }
@@ -308,7 +308,7 @@ fn signed_route(state: &SimState, method: &Method, path: &str, p: &Params) -> Re
             Some(o) => ok(order_json(&o, true)),
             None => error(StatusCode::BAD_REQUEST, -2013, "Order does not exist."),
         },
-        ("GET", "/fapi/v1/openOrder") => match find(state, p).filter(|o| is_open(o)) {
+        ("GET", "/fapi/v1/openOrder") => match find(state, p).filter(is_open) {
             Some(o) => ok(order_json(&o, true)),
             None => error(StatusCode::BAD_REQUEST, -2013, "Order does not exist."),
         },
