@@ -13,6 +13,9 @@ use database::partitions::{ensure_partitions, run_maintenance};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use std::sync::Arc;
+use streaming::binance::price_cache::PriceCacheConfig;
+use streaming::binance::sim::{BinanceSim, BinanceSimConfig};
+use streaming::binance::{run_binance, BinanceConfig, BinanceStats};
 use streaming::ibkr::sim::{IbkrSim, IbkrSimConfig};
 use streaming::ibkr::{run_ibkr, IbkrConfig, IbkrStats};
 use streaming::synthetic::{run_synthetic, SyntheticConfig};
@@ -49,6 +52,9 @@ pub struct App {
     /// The in-process Tastytrade simulator, when no credentials are configured.
     pub tastytrade_sim: Option<TastytradeSim>,
     pub tastytrade_stats: Arc<TastytradeStats>,
+    /// The in-process Binance simulator, when no API keys are configured.
+    pub binance_sim: Option<BinanceSim>,
+    pub binance_stats: Arc<BinanceStats>,
     cancel: CancellationToken,
     sources: Vec<JoinHandle<()>>,
     servers: Vec<JoinHandle<()>>,
@@ -231,6 +237,19 @@ impl App {
             sources.push(source);
             tastytrade_sim = sim;
         }
+        let binance_stats = Arc::new(BinanceStats::default());
+        let mut binance_sim = None;
+        if cfg.binance.enabled {
+            let (source, sim) = start_binance(
+                &cfg,
+                pipeline.sender(),
+                binance_stats.clone(),
+                cancel.clone(),
+            )
+            .await?;
+            sources.push(source);
+            binance_sim = sim;
+        }
         Ok(Self {
             metrics_addr,
             control_addr,
@@ -239,6 +258,8 @@ impl App {
             ibkr_stats,
             tastytrade_sim,
             tastytrade_stats,
+            binance_sim,
+            binance_stats,
             cancel,
             sources,
             servers,
@@ -257,6 +278,9 @@ impl App {
             sim.stop();
         }
         if let Some(sim) = self.tastytrade_sim {
+            sim.stop();
+        }
+        if let Some(sim) = self.binance_sim {
             sim.stop();
         }
         for s in self.servers {
@@ -317,6 +341,64 @@ async fn start_tastytrade(
         async move {
             if let Err(err) = run_tastytrade(client, tx, stats, token).await {
                 tracing::error!(error = %err, "Tastytrade source failed");
+            }
+        }
+    }));
+    Ok((task, sim))
+}
+
+/// The Binance source: the real endpoints with API keys, else the in-process
+/// simulator (returned so it lives as long as the app).
+async fn start_binance(
+    cfg: &Config,
+    tx: tokio::sync::mpsc::Sender<streaming::BrokerEvent>,
+    stats: Arc<BinanceStats>,
+    cancel: CancellationToken,
+) -> Result<(JoinHandle<()>, Option<BinanceSim>), AppError> {
+    use streaming::binance::rest::Keys;
+    use streaming::secret::Secret;
+    let b = &cfg.binance;
+    let (mut client, sim) = match &b.keys {
+        Some(keys) => {
+            tracing::info!(rest = %b.rest_url, ws = %b.ws_url, "streaming from Binance");
+            let mut c = BinanceConfig::new(b.rest_url.expose(), b.ws_url.expose(), keys.clone());
+            c.accept_invalid_certs = b.accept_invalid_certs;
+            (c, None)
+        }
+        None => {
+            let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+            let sim_cfg = BinanceSimConfig {
+                seed: b.sim_seed,
+                ..BinanceSimConfig::default()
+            };
+            let keys = Keys {
+                api_key: Secret::new(sim_cfg.api_key.clone()),
+                secret: Secret::new(sim_cfg.secret.clone()),
+            };
+            let sim = BinanceSim::bind(sim_cfg, addr)
+                .await
+                .map_err(|source| AppError::Listen { addr, source })?;
+            tracing::info!(url = %sim.rest_url(), "no Binance keys (GS_BINANCE_API_KEY, GS_BINANCE_API_SECRET); streaming from the in-process simulator");
+            let c = BinanceConfig::new(sim.rest_url(), sim.ws_url(), keys);
+            (c, Some(sim))
+        }
+    };
+    client.account = b.account.clone();
+    client.symbols = b.symbols.clone();
+    client.positions_refresh = b.positions_refresh;
+    if b.price_cache {
+        let mut pc = PriceCacheConfig::new(cfg.redis_url.expose());
+        pc.prefix = b.redis_prefix.clone();
+        pc.ttl = b.price_ttl;
+        client.price_cache = Some(pc);
+    }
+    let supervisor_cancel = cancel.clone();
+    let task = tokio::spawn(supervise("binance", supervisor_cancel, move || {
+        let (client, tx, token, stats) =
+            (client.clone(), tx.clone(), cancel.clone(), stats.clone());
+        async move {
+            if let Err(err) = run_binance(client, tx, stats, token).await {
+                tracing::error!(error = %err, "Binance source failed");
             }
         }
     }));

@@ -95,6 +95,27 @@ pub struct TastytradeSettings {
     pub positions_refresh: Duration,
 }
 
+/// Binance USDⓈ-M futures. With no API key and secret the service streams from the
+/// built-in simulator; with both, from `rest_url` / `ws_url`.
+#[derive(Debug, Clone)]
+pub struct BinanceSettings {
+    pub enabled: bool,
+    pub keys: Option<streaming::binance::rest::Keys>,
+    pub rest_url: SecretUrl,
+    pub ws_url: SecretUrl,
+    /// The account label rows carry (the API has no account number).
+    pub account: String,
+    /// Symbols streamed (and cached in Redis) besides those held.
+    pub symbols: Vec<String>,
+    pub accept_invalid_certs: bool,
+    pub sim_seed: u64,
+    pub positions_refresh: Duration,
+    /// Redis price cache (`pms:price:SYMBOL`); off when false.
+    pub price_cache: bool,
+    pub price_ttl: Duration,
+    pub redis_prefix: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: SecretUrl,
@@ -107,6 +128,7 @@ pub struct Config {
     pub synthetic: SyntheticSettings,
     pub ibkr: IbkrSettings,
     pub tastytrade: TastytradeSettings,
+    pub binance: BinanceSettings,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/greekstream";
@@ -250,8 +272,77 @@ impl Config {
                 sim_seed: env.parse("GS_TASTYTRADE_SIM_SEED", 11)?,
                 positions_refresh: env.millis("GS_TASTYTRADE_POSITIONS_REFRESH_MS", 60_000)?,
             },
+            binance: BinanceSettings {
+                enabled: env.parse("GS_BINANCE", true)?,
+                keys: binance_keys(&env)?,
+                rest_url: env.url(
+                    "GS_BINANCE_REST_URL",
+                    "https://fapi.binance.com",
+                    &["https", "http"],
+                )?,
+                ws_url: env.url(
+                    "GS_BINANCE_WS_URL",
+                    "wss://fstream.binance.com",
+                    &["wss", "ws"],
+                )?,
+                account: env
+                    .raw("GS_BINANCE_ACCOUNT")
+                    .unwrap_or_else(|| "binance".into()),
+                symbols: binance_symbols(&env)?,
+                accept_invalid_certs: env.parse("GS_BINANCE_ACCEPT_INVALID_CERTS", false)?,
+                sim_seed: env.parse("GS_BINANCE_SIM_SEED", 17)?,
+                positions_refresh: env.millis("GS_BINANCE_POSITIONS_REFRESH_MS", 60_000)?,
+                price_cache: env.parse("GS_PRICE_CACHE", true)?,
+                price_ttl: env.millis("GS_PRICE_TTL_MS", 60_000)?,
+                redis_prefix: env.raw("GS_REDIS_PREFIX").unwrap_or_else(|| "pms:".into()),
+            },
         })
     }
+}
+
+/// Both the API key and the secret, or neither (the simulator).
+fn binance_keys(env: &Env<'_>) -> Result<Option<streaming::binance::rest::Keys>, ConfigError> {
+    use streaming::secret::Secret;
+    match (
+        env.raw("GS_BINANCE_API_KEY"),
+        env.raw("GS_BINANCE_API_SECRET"),
+    ) {
+        (None, None) => Ok(None),
+        (Some(key), Some(secret)) => Ok(Some(streaming::binance::rest::Keys {
+            api_key: Secret::new(key),
+            secret: Secret::new(secret),
+        })),
+        (Some(_), None) => Err(ConfigError {
+            var: "GS_BINANCE_API_SECRET",
+            message: "required when GS_BINANCE_API_KEY is set".into(),
+        }),
+        (None, Some(_)) => Err(ConfigError {
+            var: "GS_BINANCE_API_KEY",
+            message: "required when GS_BINANCE_API_SECRET is set".into(),
+        }),
+    }
+}
+
+/// `BTCUSDT,ETHUSDT`: Binance-native symbols, upper case, letters, digits and `_`.
+fn binance_symbols(env: &Env<'_>) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = env.raw("GS_BINANCE_SYMBOLS") else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let upper = s.to_ascii_uppercase();
+            if upper.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                Ok(upper)
+            } else {
+                Err(ConfigError {
+                    var: "GS_BINANCE_SYMBOLS",
+                    message: format!("invalid symbol {s:?}"),
+                })
+            }
+        })
+        .collect()
 }
 
 /// Both OAuth values, or neither (the simulator); one alone is a mistake.
@@ -314,6 +405,29 @@ mod tests {
         assert_eq!(e.var, "GS_IBKR_GATEWAY_URL");
         let e = cfg(&[("GS_IBKR_ACCEPT_INVALID_CERTS", "maybe")]).unwrap_err();
         assert_eq!(e.var, "GS_IBKR_ACCEPT_INVALID_CERTS");
+    }
+
+    #[test]
+    fn binance_needs_both_keys_and_never_shows_them() {
+        let c = cfg(&[]).unwrap();
+        assert!(c.binance.enabled && c.binance.keys.is_none());
+        assert_eq!(c.binance.ws_url.expose(), "wss://fstream.binance.com");
+        let err = cfg(&[("GS_BINANCE_API_KEY", "k")]).unwrap_err();
+        assert_eq!(err.var, "GS_BINANCE_API_SECRET");
+        let c = cfg(&[
+            ("GS_BINANCE_API_KEY", "KEYVALUE"),
+            ("GS_BINANCE_API_SECRET", "SECRETVALUE"),
+            ("GS_BINANCE_SYMBOLS", "btcusdt, ETHUSDT_261225"),
+        ])
+        .unwrap();
+        let shown = format!("{:?}", c.binance);
+        assert!(
+            !shown.contains("KEYVALUE") && !shown.contains("SECRETVALUE"),
+            "{shown}"
+        );
+        assert_eq!(c.binance.symbols, vec!["BTCUSDT", "ETHUSDT_261225"]);
+        let err = cfg(&[("GS_BINANCE_SYMBOLS", "BTC-USDT")]).unwrap_err();
+        assert_eq!(err.var, "GS_BINANCE_SYMBOLS");
     }
 
     #[test]

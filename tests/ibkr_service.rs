@@ -19,7 +19,7 @@ fn config(db: &TestDb, extra: &'static [(&'static str, &'static str)]) -> Config
         "DATABASE_URL" => Some(url.clone()),
         "METRICS_ADDR" | "CONTROL_ADDR" => Some("127.0.0.1:0".into()),
         "GS_IBKR_POSITIONS_REFRESH_MS" => Some("1000".into()),
-        "GS_TASTYTRADE" => Some("false".into()),
+        "GS_TASTYTRADE" | "GS_BINANCE" => Some("false".into()),
         _ => extra
             .iter()
             .find(|(name, _)| *name == k)

@@ -62,6 +62,9 @@ async fn the_service_streams_synthetic_data_and_exports_what_the_dashboard_needs
         "DATABASE_URL" => Some(url.clone()),
         "METRICS_ADDR" | "CONTROL_ADDR" => Some("127.0.0.1:0".into()),
         "GS_SYNTHETIC_RATE" => Some("500".into()),
+        // The shared Redis is not this test's to clear (tests/binance_service.rs
+        // covers the cache under its own key prefix).
+        "GS_PRICE_CACHE" => Some("false".into()),
         _ => None,
     })
     .unwrap();

@@ -18,7 +18,7 @@ fn config(db: &TestDb) -> Config {
     Config::from_lookup(&move |k| match k {
         "DATABASE_URL" => Some(url.clone()),
         "METRICS_ADDR" | "CONTROL_ADDR" => Some("127.0.0.1:0".into()),
-        "GS_SYNTHETIC" | "GS_IBKR" => Some("false".into()),
+        "GS_SYNTHETIC" | "GS_IBKR" | "GS_BINANCE" => Some("false".into()),
         // Positions must move through the account streamer, not a REST poll.
         "GS_TASTYTRADE_POSITIONS_REFRESH_MS" => Some("600000".into()),
         _ => None,

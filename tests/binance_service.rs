@@ -1,0 +1,125 @@
+//! The service with its Binance source on the in-process simulator, against its own
+//! database and its own Redis key prefix: linear delta rows with Binance-native keys,
+//! an ACCOUNT_UPDATE reaching `greek_snapshots` and `positions_current`, and prices
+//! in the cache.
+
+mod common;
+
+use std::time::Duration;
+
+use database::testing::TestDb;
+use greekstream::app::App;
+use greekstream::config::Config;
+use rust_decimal::Decimal;
+
+use common::{count, wait_for_count};
+
+fn config(db: &TestDb, prefix: &str) -> Config {
+    let url = db.url();
+    let prefix = prefix.to_owned();
+    Config::from_lookup(&move |k| match k {
+        "DATABASE_URL" => Some(url.clone()),
+        "METRICS_ADDR" | "CONTROL_ADDR" => Some("127.0.0.1:0".into()),
+        "GS_SYNTHETIC" | "GS_IBKR" | "GS_TASTYTRADE" => Some("false".into()),
+        // Positions must move through the user data stream, not a REST poll.
+        "GS_BINANCE_POSITIONS_REFRESH_MS" => Some("600000".into()),
+        "GS_REDIS_PREFIX" => Some(prefix.clone()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+fn recorder() -> metrics_exporter_prometheus::PrometheusHandle {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binance_positions_land_as_linear_delta_and_account_updates_move_them() {
+    let db = TestDb::new().await;
+    let prefix = format!(
+        "gs-svc-{}-{}:",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    );
+    let app = App::start(config(&db, &prefix), recorder()).await.unwrap();
+    let sim = app.binance_sim.as_ref().expect("no keys → simulator");
+    let pool = &app.pool;
+    let priced = "SELECT count(*) FROM positions_current WHERE broker = 'binance'
+        AND mark_price > 0 AND underlying_price > 0";
+    assert_eq!(
+        wait_for_count(pool, priced, 3, Duration::from_secs(30)).await,
+        3,
+        "every position has a current row with its mark"
+    );
+    let linear = "SELECT count(*) FROM positions_current WHERE broker = 'binance'
+        AND contract_key IN ('BTCUSDT PERP', 'ETHUSDT PERP', 'BTCUSDT 20261225 FUT')
+        AND delta = 1 AND gamma = 0 AND position_delta = quantity * multiplier
+        AND multiplier = 1 AND greeks_source = 'model' AND account_id = 'binance'";
+    assert_eq!(count(pool, linear).await, 3);
+    for (symbol, amount) in sim.positions() {
+        let key = if symbol.contains('_') {
+            "BTCUSDT 20261225 FUT".to_owned()
+        } else {
+            format!("{symbol} PERP")
+        };
+        let q: Decimal = sqlx::query_scalar(
+            "SELECT quantity FROM positions_current WHERE broker = 'binance' AND contract_key = $1",
+        )
+        .bind(&key)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(q, amount, "{key}");
+    }
+    // An ACCOUNT_UPDATE moves ETHUSDT from -4 to +2.5: a snapshot row with the new
+    // delta lands, and the current position follows.
+    sim.set_position("ETHUSDT", "2.5".parse().unwrap());
+    let moved = "SELECT count(*) FROM positions_current WHERE broker = 'binance'
+        AND contract_key = 'ETHUSDT PERP' AND quantity = 2.5 AND position_delta = 2.5";
+    assert_eq!(
+        wait_for_count(pool, moved, 1, Duration::from_secs(15)).await,
+        1
+    );
+    let rows = "SELECT count(*) FROM greek_snapshots WHERE broker = 'binance'
+        AND contract_key = 'ETHUSDT PERP' AND position_delta = 2.5";
+    assert!(count(pool, rows).await >= 1);
+    assert!(
+        app.binance_stats
+            .account_updates
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    // Prices are cached under this test's prefix.
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}price:ETHUSDT");
+    let mut mark: Option<String> = None;
+    for _ in 0..100 {
+        mark = redis::cmd("HGET")
+            .arg(&key)
+            .arg("mark")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if mark.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(mark.is_some_and(|m| m.parse::<f64>().unwrap() > 0.0));
+    app.shutdown().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        redis::cmd("DEL")
+            .arg(&keys)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+}
