@@ -74,6 +74,26 @@ enum SimCommand {
         #[arg(long)]
         tls: bool,
     },
+    /// Binance USDⓈ-M futures: REST under /fapi (signed with --api-key/--secret),
+    /// WebSockets at /ws, /stream, /public|market|private/{ws,stream}; faults by
+    /// `POST /sim/fault/{drop|silent|resume|depth_gap|expire_listen_key|rate_limit|
+    /// maintenance|maintenance_off|malformed}`.
+    Binance {
+        #[arg(long, default_value = "127.0.0.1:5200")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value_t = 17)]
+        seed: u64,
+        #[arg(long, default_value = "sim-api-key")]
+        api_key: String,
+        #[arg(long, default_value = "sim-secret")]
+        secret: String,
+        /// Milliseconds between book moves.
+        #[arg(long, default_value_t = 100)]
+        tick_ms: u64,
+        /// Serve HTTPS/WSS with a fresh self-signed certificate.
+        #[arg(long)]
+        tls: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -238,6 +258,39 @@ async fn run_sim(cmd: SimCommand) -> anyhow::Result<()> {
                 api = %sim.api_url(),
                 streamer = %sim.streamer_url(),
                 "Tastytrade simulator ready (GS_TASTYTRADE_API_URL, GS_TASTYTRADE_STREAMER_URL)"
+            );
+            shutdown_signal().await;
+            sim.stop();
+        }
+        SimCommand::Binance {
+            listen,
+            seed,
+            api_key,
+            secret,
+            tick_ms,
+            tls,
+        } => {
+            use streaming::binance::sim::{BinanceSim, BinanceSimConfig};
+            anyhow::ensure!(tick_ms > 0, "--tick-ms must be positive");
+            let cfg = BinanceSimConfig {
+                seed,
+                api_key,
+                secret,
+                tick_interval: Duration::from_millis(tick_ms),
+                tls,
+                ..BinanceSimConfig::default()
+            };
+            let sim = BinanceSim::bind(cfg, listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!(
+                "{}",
+                serde_json::json!({ "rest_url": sim.rest_url(), "ws_url": sim.ws_url() })
+            );
+            tracing::info!(
+                rest = %sim.rest_url(),
+                ws = %sim.ws_url(),
+                "Binance simulator ready (GS_BINANCE_REST_URL, GS_BINANCE_WS_URL)"
             );
             shutdown_signal().await;
             sim.stop();

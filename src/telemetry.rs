@@ -36,6 +36,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
     database::writer::register_metrics();
     streaming::ibkr::client::register_metrics();
     streaming::tastytrade::client::register_metrics();
+    streaming::binance::client::register_metrics();
     for ch in ["events", "snapshots"] {
         metrics::gauge!(CHANNEL_DEPTH, "channel" => ch).set(0.0);
     }
@@ -123,5 +124,38 @@ fn describe() {
     describe_counter!(
         streaming::tastytrade::client::TOKEN_REFRESHES,
         "Tastytrade tokens fetched (token: access, quote)"
+    );
+    describe_gauge!(
+        streaming::binance::rest::USED_WEIGHT,
+        "Binance request weight used this minute, from X-MBX-USED-WEIGHT-1M"
+    );
+    describe_gauge!(
+        streaming::binance::rest::TIME_OFFSET,
+        Unit::Milliseconds,
+        "Binance server time minus our clock, measured every minute"
+    );
+    describe_counter!(
+        streaming::binance::rest::RATE_LIMITED,
+        "Binance 429 (rate limited) and 418 (IP banned) answers; requests stop until the pause ends"
+    );
+    describe_counter!(
+        streaming::binance::client::BOOK_RESYNCS,
+        "local order books dropped on a depth gap (pu chain broken) and rebuilt from a snapshot"
+    );
+    describe_counter!(
+        streaming::binance::client::USER_EVENTS,
+        "Binance user data stream events (event: account_update, order_trade_update, listen_key_expired, other)"
+    );
+    describe_counter!(
+        streaming::binance::client::LISTEN_KEYS,
+        "Binance listen keys created (at start, after expiry or an unknown-key answer)"
+    );
+    describe_counter!(
+        streaming::binance::price_cache::CACHE_WRITES,
+        "symbols written to the Redis price cache"
+    );
+    describe_counter!(
+        streaming::binance::price_cache::CACHE_ERRORS,
+        "Redis price cache failures (Redis down or refusing); retried with backoff"
     );
 }
