@@ -15,6 +15,7 @@ cargo nextest run --workspace --no-fail-fast
 cargo build --quiet --bin greekstream
 bash scripts/compat/ibind.sh
 bash scripts/compat/tastytrade.sh
+bash scripts/compat/binance.sh
 # Sweep any test database left by a killed run (tests drop their own on success or panic).
 psql "${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}" -tAc \
   "SELECT 'DROP DATABASE IF EXISTS ' || quote_ident(datname) || ' WITH (FORCE);' FROM pg_database WHERE datname LIKE 'gs_test_%'" \
