@@ -9,13 +9,13 @@
 //! per unit of the underlying, theta per calendar day, vega per 1 volatility point —
 //! our conventions, so they pass through. Binance sends no rho.
 
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::NaiveDate;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use streaming::binance::{BnKind, BnPosition, BnQuote};
 use streaming::BrokerEvent;
 
-use super::{clamp_future, Normalized, Normalizer};
+use super::{event_time, Normalized, Normalizer};
 use crate::model::{
     AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
     UnifiedPosition,
@@ -52,12 +52,6 @@ pub fn contract(p: &BnPosition) -> Result<Contract, ModelError> {
             )
         }
     }
-}
-
-fn time_ms(ms: i64) -> Option<chrono::DateTime<Utc>> {
-    (ms > 0)
-        .then(|| Utc.timestamp_millis_opt(ms).single())
-        .flatten()
 }
 
 fn f(d: Decimal) -> Option<f64> {
@@ -115,10 +109,9 @@ pub(super) fn normalize(
                 mark.map_or(0, |m| m.event_time),
             )
         };
-    let event_time = time_ms(venue_ms).unwrap_or(event.received_at);
     Ok(Normalized {
         snapshot: GreekSnapshot {
-            event_time: clamp_future(event_time, event.received_at),
+            event_time: event_time(venue_ms, event.received_at),
             received_at: event.received_at,
             total: unit.scaled(p.amount, contract.multiplier),
             position: UnifiedPosition {
@@ -142,6 +135,7 @@ pub(super) fn normalize(
 mod tests {
     use std::sync::Arc;
 
+    use chrono::{TimeZone, Utc};
     use streaming::binance::{MarkPrice, OptionMark};
     use streaming::{Broker, BrokerPayload};
 

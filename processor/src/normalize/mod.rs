@@ -63,6 +63,16 @@ impl Normalizer {
     }
 }
 
+/// The row's event time: the venue's epoch-ms timestamp when it sent one, else our
+/// receive time; never far in the future (see [`clamp_future`]).
+fn event_time(venue_ms: i64, received_at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    let venue = (venue_ms > 0)
+        .then(|| Utc.timestamp_millis_opt(venue_ms).single())
+        .flatten();
+    clamp_future(venue.unwrap_or(received_at), received_at)
+}
+
 /// A venue clock far ahead of ours would put rows in a future partition; past a
 /// minute of skew we trust our receive time instead.
 fn clamp_future(event_time: DateTime<Utc>, received_at: DateTime<Utc>) -> DateTime<Utc> {

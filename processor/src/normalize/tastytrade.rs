@@ -8,13 +8,12 @@
 //! simulator emits these units and the tests pin them. Stocks and futures carry
 //! delta 1 per unit (labelled `model`).
 
-use chrono::{TimeZone, Utc};
 use streaming::tastytrade::dxlink::QuoteEvent;
 use streaming::tastytrade::symbols::parse_occ;
 use streaming::tastytrade::{TtPosition, TtQuote};
 use streaming::BrokerEvent;
 
-use super::{clamp_future, Normalized, Normalizer};
+use super::{event_time, Normalized, Normalizer};
 use crate::model::{
     finite, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
     UnifiedPosition,
@@ -54,12 +53,6 @@ fn mid(q: &QuoteEvent, dropped: &mut u32) -> Option<f64> {
         (Some(b), Some(a)) if b > 0.0 && a >= b => Some((a + b) / 2.0),
         _ => None,
     }
-}
-
-fn time_ms(ms: i64) -> Option<chrono::DateTime<Utc>> {
-    (ms > 0)
-        .then(|| Utc.timestamp_millis_opt(ms).single())
-        .flatten()
 }
 
 pub(super) fn normalize(
@@ -111,10 +104,9 @@ pub(super) fn normalize(
                 venue_ms,
             )
         };
-    let event_time = time_ms(venue_ms).unwrap_or(event.received_at);
     Ok(Normalized {
         snapshot: GreekSnapshot {
-            event_time: clamp_future(event_time, event.received_at),
+            event_time: event_time(venue_ms, event.received_at),
             received_at: event.received_at,
             total: unit.scaled(p.quantity, contract.multiplier),
             position: UnifiedPosition {
@@ -138,7 +130,7 @@ pub(super) fn normalize(
 mod tests {
     use std::sync::Arc;
 
-    use chrono::NaiveDate;
+    use chrono::{NaiveDate, TimeZone, Utc};
     use rust_decimal::Decimal;
     use streaming::tastytrade::GreeksEvent;
     use streaming::{Broker, BrokerPayload};
