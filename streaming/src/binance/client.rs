@@ -30,7 +30,7 @@ use super::price_cache::{self, PriceCacheConfig, Prices};
 use super::rest::{Keys, Rest, RestError, RestStats};
 use super::wire::{self, MarkPrice, MarketMessage, OptionMark, SymbolInfo, UserEvent};
 use super::{BnKind, BnPosition, BnQuote};
-use crate::broker_metrics::{AUTHENTICATED, POSITIONS, REST_ERRORS};
+use crate::broker_metrics::{self, POSITIONS, REST_ERRORS};
 use crate::event::{Broker, BrokerEvent, BrokerPayload};
 use crate::secret::Secret;
 use crate::ws::{
@@ -295,17 +295,11 @@ impl Shared {
     }
 
     fn malformed(&self, what: &str, text: &str, err: &dyn std::fmt::Display) {
-        let n = self.stats.malformed.fetch_add(1, Relaxed) + 1;
-        ws::count_malformed(BROKER);
-        if n <= 10 || n % 1000 == 0 {
-            let head: String = text.chars().take(120).collect();
-            tracing::warn!(error = %err, frame = %head, malformed = n, "Binance {what} skipped");
-        }
+        broker_metrics::report_malformed(BROKER, &self.stats.malformed, what, text, err);
     }
 
     fn set_authenticated(&self, ok: bool) {
-        self.stats.authenticated.store(ok, Relaxed);
-        metrics::gauge!(AUTHENTICATED, "broker" => BROKER.as_str()).set(if ok { 1.0 } else { 0.0 });
+        broker_metrics::set_authenticated(BROKER, &self.stats.authenticated, ok);
     }
 
     fn rest_failed(&self, what: &str, err: &RestError) {

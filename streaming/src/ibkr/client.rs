@@ -26,6 +26,7 @@ use crate::ws::{
     WsStats,
 };
 
+use crate::broker_metrics;
 pub use crate::broker_metrics::{AUTHENTICATED, POSITIONS, REST_ERRORS};
 pub const SUBSCRIPTIONS_SENT: &str = "greekstream_ibkr_subscriptions_sent_total";
 
@@ -301,8 +302,7 @@ pub async fn run_ibkr(
 }
 
 fn set_authenticated(stats: &IbkrStats, ok: bool) {
-    stats.authenticated.store(ok, Relaxed);
-    metrics::gauge!(AUTHENTICATED, "broker" => "ibkr").set(if ok { 1.0 } else { 0.0 });
+    broker_metrics::set_authenticated(Broker::Ibkr, &stats.authenticated, ok);
 }
 
 async fn keep_session(
@@ -417,12 +417,8 @@ impl Handler {
     }
 
     fn malformed(&self, text: &str, err: &dyn std::fmt::Display) {
-        let n = self.shared.stats.malformed_frames.fetch_add(1, Relaxed) + 1;
-        ws::count_malformed(Broker::Ibkr);
-        if n <= 10 || n % 1000 == 0 {
-            let head: String = text.chars().take(120).collect();
-            tracing::warn!(error = %err, frame = %head, malformed = n, "IBKR frame skipped");
-        }
+        let count = &self.shared.stats.malformed_frames;
+        broker_metrics::report_malformed(Broker::Ibkr, count, "IBKR frame", text, err);
     }
 
     async fn market_data(&mut self, md: wire::MdUpdate) -> Flow {

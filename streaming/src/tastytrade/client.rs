@@ -33,7 +33,7 @@ use crate::ws::{
     WsStats,
 };
 
-use crate::broker_metrics::{AUTHENTICATED, POSITIONS, REST_ERRORS};
+use crate::broker_metrics::{self, POSITIONS, REST_ERRORS};
 pub const SUBSCRIPTIONS_SENT: &str = "greekstream_tastytrade_subscriptions_sent_total";
 pub const POSITION_UPDATES: &str = "greekstream_tastytrade_position_updates_total";
 pub const TOKEN_REFRESHES: &str = "greekstream_tastytrade_token_refreshes_total";
@@ -260,17 +260,11 @@ impl Shared {
     }
 
     fn malformed(&self, what: &str, text: &str, err: &dyn std::fmt::Display) {
-        let n = self.stats.malformed.fetch_add(1, Relaxed) + 1;
-        ws::count_malformed(BROKER);
-        if n <= 10 || n % 1000 == 0 {
-            let head: String = text.chars().take(120).collect();
-            tracing::warn!(error = %err, frame = %head, malformed = n, "Tastytrade {what} skipped");
-        }
+        broker_metrics::report_malformed(BROKER, &self.stats.malformed, what, text, err);
     }
 
     fn set_authenticated(&self, ok: bool) {
-        self.stats.authenticated.store(ok, Relaxed);
-        metrics::gauge!(AUTHENTICATED, "broker" => BROKER.as_str()).set(if ok { 1.0 } else { 0.0 });
+        broker_metrics::set_authenticated(BROKER, &self.stats.authenticated, ok);
     }
 }
 
