@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use backoff::backoff::Backoff;
 use database::partitions::{ensure_partitions, run_maintenance};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::pipeline::{Pipeline, PipelineReport};
 use crate::supervisor::supervise;
+use processor::position_stream::PositionHub;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -55,6 +56,8 @@ pub struct App {
     /// The in-process Binance simulator, when no API keys are configured.
     pub binance_sim: Option<BinanceSim>,
     pub binance_stats: Arc<BinanceStats>,
+    /// The unified position book and stream (what the read API serves).
+    pub hub: PositionHub,
     cancel: CancellationToken,
     sources: Vec<JoinHandle<()>>,
     servers: Vec<JoinHandle<()>>,
@@ -115,6 +118,8 @@ impl App {
                 addr: cfg.control_addr,
                 source,
             })?;
+        let hub = PositionHub::new(cfg.position_stream_capacity);
+        let api_hub = hub.clone();
         let mut servers = vec![
             tokio::spawn(async move {
                 let app = Router::new().route(
@@ -126,10 +131,7 @@ impl App {
                 }
             }),
             tokio::spawn(async move {
-                let app = Router::new().route(
-                    "/health",
-                    get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-                );
+                let app = crate::api::router(api_hub);
                 if let Err(err) = axum::serve(control_listener, app).await {
                     tracing::error!(error = %err, "control listener stopped");
                 }
@@ -156,7 +158,21 @@ impl App {
             cancel.clone(),
         )));
 
-        let pipeline = Pipeline::start(pool.clone(), cfg.channel_capacity, cfg.writer.clone());
+        if cfg.position_events {
+            servers.push(tokio::spawn(crate::events::run_publisher(
+                cfg.redis_url.expose().to_owned(),
+                cfg.binance.redis_prefix.clone(),
+                hub.clone(),
+                cancel.clone(),
+            )));
+        }
+        let pipeline = Pipeline::start(
+            pool.clone(),
+            cfg.channel_capacity,
+            cfg.writer.clone(),
+            hub.clone(),
+            cfg.model_rate,
+        );
         let mut sources = Vec::new();
         if cfg.synthetic.enabled {
             let s = cfg.synthetic.clone();
@@ -260,6 +276,7 @@ impl App {
             tastytrade_stats,
             binance_sim,
             binance_stats,
+            hub,
             cancel,
             sources,
             servers,
@@ -363,6 +380,7 @@ async fn start_binance(
             tracing::info!(rest = %b.rest_url, ws = %b.ws_url, "streaming from Binance");
             let mut c = BinanceConfig::new(b.rest_url.expose(), b.ws_url.expose(), keys.clone());
             c.accept_invalid_certs = b.accept_invalid_certs;
+            c.options_rest_url = Some(b.options_rest_url.expose().to_owned());
             (c, None)
         }
         None => {
@@ -379,10 +397,15 @@ async fn start_binance(
                 .await
                 .map_err(|source| AppError::Listen { addr, source })?;
             tracing::info!(url = %sim.rest_url(), "no Binance keys (GS_BINANCE_API_KEY, GS_BINANCE_API_SECRET); streaming from the in-process simulator");
-            let c = BinanceConfig::new(sim.rest_url(), sim.ws_url(), keys);
+            let mut c = BinanceConfig::new(sim.rest_url(), sim.ws_url(), keys);
+            // The simulator serves the options API on the same host.
+            c.options_rest_url = Some(sim.rest_url());
             (c, Some(sim))
         }
     };
+    if !b.options {
+        client.options_rest_url = None;
+    }
     client.account = b.account.clone();
     client.symbols = b.symbols.clone();
     client.positions_refresh = b.positions_refresh;

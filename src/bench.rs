@@ -116,7 +116,13 @@ pub async fn ingest(
         ..SyntheticConfig::default()
     };
     let (cpu0, pg0, wall0) = (self_cpu_seconds(), postgres_cpu_seconds(), Instant::now());
-    let pipeline = Pipeline::start(pool.clone(), cfg.channel_capacity, cfg.writer.clone());
+    let pipeline = Pipeline::start(
+        pool.clone(),
+        cfg.channel_capacity,
+        cfg.writer.clone(),
+        processor::position_stream::PositionHub::new(cfg.position_stream_capacity),
+        cfg.model_rate,
+    );
     let sent = run_synthetic(synthetic, pipeline.sender(), CancellationToken::new()).await;
     let report = pipeline.finish().await;
     let (cpu, pg_cpu, wall) = (

@@ -103,6 +103,9 @@ pub struct BinanceSettings {
     pub keys: Option<streaming::binance::rest::Keys>,
     pub rest_url: SecretUrl,
     pub ws_url: SecretUrl,
+    /// Read option positions (eapi) as well as futures.
+    pub options: bool,
+    pub options_rest_url: SecretUrl,
     /// The account label rows carry (the API has no account number).
     pub account: String,
     /// Symbols streamed (and cached in Redis) besides those held.
@@ -118,6 +121,12 @@ pub struct BinanceSettings {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Updates a position-stream subscriber may fall behind before it resyncs.
+    pub position_stream_capacity: usize,
+    /// Publish position updates to Redis `<prefix>events:position_update`.
+    pub position_events: bool,
+    /// The risk-free rate the local model uses when it fills in missing Greeks.
+    pub model_rate: f64,
     pub database_url: SecretUrl,
     pub redis_url: SecretUrl,
     pub metrics_addr: SocketAddr,
@@ -219,6 +228,16 @@ impl Config {
         let partitions = PartitionConfig {
             months_back: env.parse("GS_PARTITION_MONTHS_BACK", 1)?,
             months_ahead: env.parse("GS_PARTITION_MONTHS_AHEAD", 3)?,
+            retention_months: match env.parse("GS_RETENTION_MONTHS", 0)? {
+                0 => None,
+                n if n < 0 => {
+                    return Err(ConfigError {
+                        var: "GS_RETENTION_MONTHS",
+                        message: "must be 0 (keep everything) or a number of months".into(),
+                    })
+                }
+                n => Some(n),
+            },
             ..PartitionConfig::default()
         };
         if partitions.months_back < 0 || partitions.months_ahead < 0 {
@@ -227,7 +246,17 @@ impl Config {
                 message: "months must not be negative".into(),
             });
         }
+        let model_rate: f64 = env.parse("GS_MODEL_RATE", 0.04)?;
+        if !model_rate.is_finite() || model_rate.abs() > 1.0 {
+            return Err(ConfigError {
+                var: "GS_MODEL_RATE",
+                message: "must be a rate as a fraction, e.g. 0.04".into(),
+            });
+        }
         Ok(Self {
+            position_stream_capacity: env.positive("GS_POSITION_STREAM_CAPACITY", 4096)?,
+            position_events: env.parse("GS_POSITION_EVENTS", true)?,
+            model_rate,
             database_url: env.url(
                 "DATABASE_URL",
                 DEFAULT_DATABASE_URL,
@@ -284,6 +313,12 @@ impl Config {
                     "GS_BINANCE_WS_URL",
                     "wss://fstream.binance.com",
                     &["wss", "ws"],
+                )?,
+                options: env.parse("GS_BINANCE_OPTIONS", true)?,
+                options_rest_url: env.url(
+                    "GS_BINANCE_OPTIONS_REST_URL",
+                    "https://eapi.binance.com",
+                    &["https", "http"],
                 )?,
                 account: env
                     .raw("GS_BINANCE_ACCOUNT")

@@ -30,6 +30,9 @@ enum Command {
     /// Run a venue simulator on its own, for a client (ours or a third party's).
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Price an option and its Greeks with the local model (or solve its implied
+    /// volatility with --premium); prints one JSON object.
+    Price(greekstream::price::PriceArgs),
 }
 
 #[derive(Subcommand)]
@@ -136,8 +139,20 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    if let Some(Command::Sim(sim)) = cli.command {
-        return run_sim(sim).await;
+    match cli.command {
+        Some(Command::Sim(sim)) => return run_sim(sim).await,
+        Some(Command::Price(args)) => {
+            // Machine-readable either way: a JSON result, or a JSON error and exit 2.
+            match greekstream::price::run(&args) {
+                Ok(out) => println!("{out}"),
+                Err(e) => {
+                    eprintln!("{}", serde_json::json!({ "error": e.to_string() }));
+                    std::process::exit(2);
+                }
+            }
+            return Ok(());
+        }
+        _ => {}
     }
     let cfg = Config::from_env().context("invalid configuration")?;
     match cli.command.unwrap_or(Command::Run) {
@@ -188,7 +203,9 @@ async fn main() -> anyhow::Result<()> {
             };
             println!("{out}");
         }
-        Command::Sim(_) => unreachable!("handled before the configuration is read"),
+        Command::Sim(_) | Command::Price(_) => {
+            unreachable!("handled before the configuration is read")
+        }
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use database::{run_writer, WriterConfig, WriterReport};
 use processor::pipeline::{run_processor, ProcessorReport};
+use processor::position_stream::PositionHub;
 use sqlx::PgPool;
 use streaming::BrokerEvent;
 use tokio::sync::mpsc;
@@ -27,11 +28,17 @@ pub struct PipelineReport {
 }
 
 impl Pipeline {
-    pub fn start(pool: PgPool, channel_capacity: usize, writer: WriterConfig) -> Self {
+    pub fn start(
+        pool: PgPool,
+        channel_capacity: usize,
+        writer: WriterConfig,
+        hub: PositionHub,
+        model_rate: f64,
+    ) -> Self {
         let (events, events_rx) = mpsc::channel(channel_capacity);
         let (snapshots, snapshots_rx) = mpsc::channel(channel_capacity);
         let sampler = tokio::spawn(sample_depths(events.downgrade(), snapshots.downgrade()));
-        let processor = tokio::spawn(run_processor(events_rx, snapshots));
+        let processor = tokio::spawn(run_processor(events_rx, snapshots, hub, model_rate));
         let writer = tokio::spawn(run_writer(pool, writer, snapshots_rx));
         Self {
             events,

@@ -59,6 +59,26 @@ fn describe() {
     describe_histogram!(BATCH_ROWS, Unit::Count, "rows per batch");
     describe_counter!(EVENTS_RECEIVED, "broker events reaching the processor");
     describe_counter!(
+        processor::pipeline::MODEL_GREEKS,
+        "option snapshots whose missing Greeks the local model filled in (greeks_source = model)"
+    );
+    describe_counter!(
+        processor::position_stream::UPDATES,
+        "changes applied to the unified position book, each with its seq"
+    );
+    describe_counter!(
+        processor::position_stream::RESYNCS,
+        "position-stream subscribers that fell behind and were resynchronized from a snapshot"
+    );
+    describe_counter!(
+        crate::events::PUBLISHED,
+        "position updates published to Redis <prefix>events:position_update"
+    );
+    describe_counter!(
+        crate::events::PUBLISH_ERRORS,
+        "failed attempts to publish position updates to Redis"
+    );
+    describe_counter!(
         EVENTS_REJECTED,
         "events or rows refused (reason: missing_field, invalid_*, database)"
     );
@@ -127,7 +147,7 @@ fn describe() {
     );
     describe_gauge!(
         streaming::binance::rest::USED_WEIGHT,
-        "Binance request weight used this minute, from X-MBX-USED-WEIGHT-1M"
+        "Binance request weight used this minute, from X-MBX-USED-WEIGHT-1M (api: fapi, eapi)"
     );
     describe_gauge!(
         streaming::binance::rest::TIME_OFFSET,

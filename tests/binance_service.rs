@@ -49,8 +49,8 @@ async fn binance_positions_land_as_linear_delta_and_account_updates_move_them() 
     let priced = "SELECT count(*) FROM positions_current WHERE broker = 'binance'
         AND mark_price > 0 AND underlying_price > 0";
     assert_eq!(
-        wait_for_count(pool, priced, 3, Duration::from_secs(30)).await,
-        3,
+        wait_for_count(pool, priced, 5, Duration::from_secs(30)).await,
+        5,
         "every position has a current row with its mark"
     );
     let linear = "SELECT count(*) FROM positions_current WHERE broker = 'binance'
@@ -58,11 +58,20 @@ async fn binance_positions_land_as_linear_delta_and_account_updates_move_them() 
         AND delta = 1 AND gamma = 0 AND position_delta = quantity * multiplier
         AND multiplier = 1 AND greeks_source = 'model' AND account_id = 'binance'";
     assert_eq!(count(pool, linear).await, 3);
+    // Options carry the venue's Greeks (Binance sends no rho) and an IV.
+    let options = "SELECT count(*) FROM positions_current WHERE broker = 'binance'
+        AND greeks_source = 'venue' AND rho IS NULL AND implied_vol > 0 AND (
+             (contract_key = 'BTCUSDT 20261225 C 60000' AND delta > 0 AND delta < 1
+                AND position_delta = 2 * delta AND gamma > 0 AND theta < 0 AND vega > 0)
+          OR (contract_key = 'ETHUSDT 20261225 P 3000' AND delta < 0 AND delta > -1
+                AND position_delta = -10 * delta AND position_gamma < 0))";
+    assert_eq!(count(pool, options).await, 2);
     for (symbol, amount) in sim.positions() {
-        let key = if symbol.contains('_') {
-            "BTCUSDT 20261225 FUT".to_owned()
-        } else {
-            format!("{symbol} PERP")
+        let key = match symbol.as_str() {
+            "BTC-261225-60000-C" => "BTCUSDT 20261225 C 60000".to_owned(),
+            "ETH-261225-3000-P" => "ETHUSDT 20261225 P 3000".to_owned(),
+            s if s.contains('_') => "BTCUSDT 20261225 FUT".to_owned(),
+            s => format!("{s} PERP"),
         };
         let q: Decimal = sqlx::query_scalar(
             "SELECT quantity FROM positions_current WHERE broker = 'binance' AND contract_key = $1",

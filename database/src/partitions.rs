@@ -15,6 +15,9 @@ pub struct PartitionConfig {
     pub interval: Duration,
     /// Ledger rows older than this are pruned.
     pub ledger_retention: Duration,
+    /// Monthly partitions of `greek_snapshots` older than this many months are
+    /// dropped; `None` keeps everything.
+    pub retention_months: Option<i32>,
 }
 
 impl Default for PartitionConfig {
@@ -24,6 +27,7 @@ impl Default for PartitionConfig {
             months_ahead: 3,
             interval: Duration::from_secs(3600),
             ledger_retention: Duration::from_secs(7 * 24 * 3600),
+            retention_months: None,
         }
     }
 }
@@ -43,6 +47,19 @@ pub async fn ensure_month(pool: &PgPool, any_day: chrono::NaiveDate) -> Result<b
     sqlx::query_scalar("SELECT greekstream_ensure_partition($1)")
         .bind(any_day)
         .fetch_one(pool)
+        .await
+}
+
+/// Drops the monthly partitions that ended more than `keep_months` months before
+/// the current month (and deletes rows that old from the default partition).
+/// Returns the dropped partitions' names.
+pub async fn drop_old_partitions(
+    pool: &PgPool,
+    keep_months: i32,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT greekstream_drop_old_partitions($1)")
+        .bind(keep_months)
+        .fetch_all(pool)
         .await
 }
 
@@ -72,6 +89,15 @@ pub async fn run_maintenance(pool: PgPool, cfg: PartitionConfig, cancel: Cancell
             Err(err) => {
                 metrics::counter!(crate::writer::DB_ERRORS, "kind" => "maintenance").increment(1);
                 tracing::warn!(error = %err, "partition maintenance failed; will retry");
+            }
+        }
+        if let Some(keep) = cfg.retention_months {
+            match drop_old_partitions(&pool, keep).await {
+                Ok(dropped) if dropped.is_empty() => {}
+                Ok(dropped) => {
+                    tracing::info!(?dropped, keep_months = keep, "old partitions dropped")
+                }
+                Err(err) => tracing::warn!(error = %err, "retention failed; will retry"),
             }
         }
         if let Err(err) = prune_ledger(&pool, cfg.ledger_retention).await {

@@ -3,8 +3,12 @@
 //! [`normalize`]; nothing else in the service interprets a venue payload.
 
 pub mod model;
+pub mod model_greeks;
 pub mod normalize;
 pub mod pipeline;
+pub mod portfolio;
+pub mod position_stream;
+pub mod pricing;
 
 pub use model::{
     AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,

@@ -6,11 +6,14 @@ use streaming::{Broker, BrokerEvent};
 use tokio::sync::mpsc;
 
 use crate::model::GreekSnapshot;
+use crate::model_greeks::fill_missing_greeks;
 use crate::normalize::Normalizer;
+use crate::position_stream::PositionHub;
 
 pub const EVENTS_RECEIVED: &str = "greekstream_events_received_total";
 pub const EVENTS_REJECTED: &str = "greekstream_events_rejected_total";
 pub const VALUES_NON_FINITE: &str = "greekstream_values_non_finite_total";
+pub const MODEL_GREEKS: &str = "greekstream_model_greeks_total";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProcessorReport {
@@ -22,6 +25,7 @@ pub struct ProcessorReport {
 struct BrokerCounters {
     received: Counter,
     non_finite: Counter,
+    model_greeks: Counter,
 }
 
 fn counters() -> Vec<BrokerCounters> {
@@ -30,6 +34,7 @@ fn counters() -> Vec<BrokerCounters> {
         .map(|b| BrokerCounters {
             received: metrics::counter!(EVENTS_RECEIVED, "broker" => b.as_str()),
             non_finite: metrics::counter!(VALUES_NON_FINITE, "broker" => b.as_str()),
+            model_greeks: metrics::counter!(MODEL_GREEKS, "broker" => b.as_str()),
         })
         .collect()
 }
@@ -40,6 +45,7 @@ pub fn register_metrics() {
     for b in Broker::ALL {
         metrics::counter!(EVENTS_RECEIVED, "broker" => b.as_str()).increment(0);
         metrics::counter!(VALUES_NON_FINITE, "broker" => b.as_str()).increment(0);
+        metrics::counter!(MODEL_GREEKS, "broker" => b.as_str()).increment(0);
         metrics::counter!(EVENTS_REJECTED, "broker" => b.as_str(), "reason" => "missing_field")
             .increment(0);
     }
@@ -50,6 +56,8 @@ pub fn register_metrics() {
 pub async fn run_processor(
     mut rx: mpsc::Receiver<BrokerEvent>,
     tx: mpsc::Sender<GreekSnapshot>,
+    hub: PositionHub,
+    model_rate: f64,
 ) -> ProcessorReport {
     let counters = counters();
     let mut normalizer = Normalizer::new();
@@ -60,10 +68,14 @@ pub async fn run_processor(
         c.received.increment(1);
         report.received += 1;
         match normalizer.normalize(event) {
-            Ok(out) => {
+            Ok(mut out) => {
+                if fill_missing_greeks(&mut out.snapshot, model_rate) {
+                    c.model_greeks.increment(1);
+                }
                 if out.non_finite > 0 {
                     c.non_finite.increment(u64::from(out.non_finite));
                 }
+                hub.apply(&out.snapshot);
                 if tx.send(out.snapshot).await.is_err() {
                     tracing::error!("snapshot channel closed; processor stops");
                     break;
@@ -102,7 +114,7 @@ mod tests {
             ..SyntheticConfig::default()
         };
         let src = tokio::spawn(run_synthetic(cfg, etx, CancellationToken::new()));
-        let proc = tokio::spawn(run_processor(erx, stx));
+        let proc = tokio::spawn(run_processor(erx, stx, PositionHub::new(16), 0.0));
         let mut out = 0u64;
         while let Some(s) = srx.recv().await {
             assert!(!s.contract().key.is_empty());

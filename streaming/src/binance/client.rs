@@ -68,6 +68,9 @@ pub struct BinanceConfig {
     pub request_timeout: Duration,
     pub accept_invalid_certs: bool,
     pub price_cache: Option<PriceCacheConfig>,
+    /// The options API host (`https://eapi.binance.com`); `None` reads no option
+    /// positions.
+    pub options_rest_url: Option<String>,
     pub public: WsConfig,
     pub market: WsConfig,
     pub user: WsConfig,
@@ -103,6 +106,7 @@ impl BinanceConfig {
             request_timeout: Duration::from_secs(10),
             accept_invalid_certs: false,
             price_cache: None,
+            options_rest_url: None,
             public,
             market,
             user,
@@ -274,6 +278,8 @@ struct Shared {
     state: Mutex<State>,
     stats: Arc<BinanceStats>,
     tx: mpsc::Sender<BrokerEvent>,
+    /// The options API (`eapi`) client, when option positions are read.
+    options: Option<Rest>,
     refresh_positions: Notify,
     /// Set when the listen key is known bad: the user socket reconnects with a new one.
     listen_key_invalid: AtomicBool,
@@ -335,7 +341,9 @@ pub fn register_metrics() {
     for s in ["429", "418"] {
         metrics::counter!(super::rest::RATE_LIMITED, "status" => s).increment(0);
     }
-    metrics::gauge!(super::rest::USED_WEIGHT).set(0.0);
+    for api in ["fapi", "eapi"] {
+        metrics::gauge!(super::rest::USED_WEIGHT, "api" => api).set(0.0);
+    }
     metrics::gauge!(super::rest::TIME_OFFSET).set(0.0);
     metrics::gauge!(POSITIONS, "broker" => BROKER.as_str()).set(0.0);
     price_cache::register_metrics();
@@ -355,12 +363,13 @@ pub async fn run_binance(
     let shared = Arc::new(Shared {
         account: Arc::from(cfg.account.as_str()),
         cfg: cfg.clone(),
-        rest,
         state: Mutex::new(State::default()),
         stats: stats.clone(),
         tx,
+        options: cfg.options_rest_url.as_deref().map(|url| rest.sibling(url)),
         refresh_positions: Notify::new(),
         listen_key_invalid: AtomicBool::new(false),
+        rest,
     });
     let mut tasks = vec![
         tokio::spawn(keep_time(shared.clone(), cancel.clone())),
@@ -464,20 +473,26 @@ async fn poll_positions(shared: Arc<Shared>, cancel: CancellationToken) {
 }
 
 /// Reads every position and brings the book in line with it, emitting a row for
-/// each one that changed (closed ones with quantity 0).
+/// each one that changed (closed ones with quantity 0). Futures come from
+/// positionRisk; options, when an options host is configured, from
+/// `/eapi/v1/position`. A failed options read keeps the option positions as they
+/// were rather than closing them.
 async fn reconcile(shared: &Shared) -> Result<(), RestError> {
     let (rows, bad) = shared.rest.position_risk().await?;
     shared.set_authenticated(true);
     for b in &bad {
         shared.malformed("positionRisk row", "", b);
     }
+    let options = match &shared.options {
+        Some(rest) => read_options(shared, rest).await,
+        None => None,
+    };
     shared.stats.reconciles.fetch_add(1, Relaxed);
     let changed: Vec<BnQuote> = {
         let mut st = shared.state.lock().expect("state lock");
         let mut seen = BTreeSet::new();
-        let mut changed = Vec::new();
+        let mut held = Vec::new();
         for r in rows {
-            seen.insert((r.symbol.clone(), r.position_side.clone()));
             if r.mark_price > Decimal::ZERO && !st.marks.contains_key(&r.symbol) {
                 st.marks.insert(
                     r.symbol.clone(),
@@ -491,29 +506,38 @@ async fn reconcile(shared: &Shared) -> Result<(), RestError> {
                     }),
                 );
             }
-            let p = st.position(
-                &shared.account,
-                &r.symbol,
-                &r.position_side,
-                r.amount,
-                r.entry_price,
-            );
+            held.push((r.symbol, r.position_side, r.amount, r.entry_price));
+        }
+        let options_known = options.is_some();
+        if let Some((positions, marks)) = options {
+            for m in marks {
+                st.option_marks
+                    .entry(m.symbol.clone())
+                    .or_insert_with(|| Arc::new(m));
+            }
+            for o in positions {
+                held.push((o.symbol, "BOTH".to_owned(), o.quantity, o.entry_price));
+            }
+        }
+        let mut changed = Vec::new();
+        for (symbol, side, amount, entry) in held {
+            seen.insert((symbol.clone(), side.clone()));
+            let p = st.position(&shared.account, &symbol, &side, amount, entry);
             if let Some(p) = st.upsert(p) {
                 changed.push(st.quote(p));
             }
         }
-        let gone: Vec<PositionKey> = st
+        let gone: Vec<Arc<BnPosition>> = st
             .positions
-            .keys()
-            .filter(|k| !seen.contains(*k))
-            .cloned()
+            .iter()
+            .filter(|(k, p)| !seen.contains(*k) && (options_known || p.kind != BnKind::Option))
+            .map(|(_, p)| p.clone())
             .collect();
-        for (symbol, side) in gone {
-            let old = st.positions[&(symbol.clone(), side.clone())].clone();
+        for old in gone {
             let p = st.position(
                 &shared.account,
-                &symbol,
-                &side,
+                &old.symbol,
+                &old.position_side,
                 Decimal::ZERO,
                 old.entry_price,
             );
@@ -528,6 +552,34 @@ async fn reconcile(shared: &Shared) -> Result<(), RestError> {
         shared.emit(q).await;
     }
     Ok(())
+}
+
+/// Option positions and, when there are any, their marks and Greeks (so the first
+/// row of a new option has Greeks, not a missing leg until the stream speaks).
+/// `None` when the read failed: the caller must not take that as "no options".
+async fn read_options(
+    shared: &Shared,
+    rest: &Rest,
+) -> Option<(Vec<wire::OptionPosition>, Vec<OptionMark>)> {
+    let (positions, bad) = match rest.option_positions().await {
+        Ok(v) => v,
+        Err(e) => {
+            shared.rest_failed("option positions", &e);
+            return None;
+        }
+    };
+    for b in &bad {
+        shared.malformed("option position row", "", b);
+    }
+    let marks = if positions.is_empty() {
+        Vec::new()
+    } else {
+        rest.option_marks().await.unwrap_or_else(|e| {
+            shared.rest_failed("option marks", &e);
+            Vec::new()
+        })
+    };
+    Some((positions, marks))
 }
 
 async fn keep_listen_key(shared: Arc<Shared>, cancel: CancellationToken) {

@@ -18,7 +18,9 @@ use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 
 use super::sign::sign;
-use super::wire::{self, DepthSnapshot, PositionRisk, SymbolInfo, WireError};
+use super::wire::{
+    self, DepthSnapshot, OptionMark, OptionPosition, PositionRisk, SymbolInfo, WireError,
+};
 use crate::secret::Secret;
 
 pub const USED_WEIGHT: &str = "greekstream_binance_used_weight_1m";
@@ -124,6 +126,15 @@ fn pause_for(status: u16, retry_after: Option<&str>, msg: &str) -> Duration {
     Duration::from_millis(60_000 - (now_ms().rem_euclid(60_000)) as u64 + 100)
 }
 
+/// The API a path belongs to, as a bounded metric label.
+fn api_of(path: &str) -> &'static str {
+    match path.trim_start_matches('/').split('/').next() {
+        Some("eapi") => "eapi",
+        Some("fapi") => "fapi",
+        _ => "other",
+    }
+}
+
 impl Rest {
     pub fn new(base: &str, keys: Keys, timeout: Duration) -> Result<Self, RestError> {
         let http = reqwest::Client::builder()
@@ -138,6 +149,18 @@ impl Rest {
             paused_until: Arc::new(Mutex::new(None)),
             stats: Arc::new(RestStats::default()),
         })
+    }
+
+    /// A client of another Binance API host (the options API, `eapi`) with the same
+    /// keys and clock offset and its own rate-limit pause: its limits are separate.
+    pub fn sibling(&self, base: &str) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: base.trim_end_matches('/').into(),
+            keys: self.keys.clone(),
+            paused_until: Arc::new(Mutex::new(None)),
+            stats: self.stats.clone(),
+        }
     }
 
     /// The remaining pause, if requests are stopped.
@@ -206,7 +229,7 @@ impl Rest {
         };
         if let Some(w) = header("x-mbx-used-weight-1m").and_then(|w| w.parse::<u64>().ok()) {
             self.stats.used_weight.store(w, Relaxed);
-            metrics::gauge!(USED_WEIGHT).set(w as f64);
+            metrics::gauge!(USED_WEIGHT, "api" => api_of(path)).set(w as f64);
         }
         let retry_after = header("retry-after");
         let body = resp
@@ -310,6 +333,20 @@ impl Rest {
             .signed(Method::GET, "/fapi/v3/positionRisk", &[])
             .await?;
         Ok(wire::parse_position_risk(&body)?)
+    }
+
+    /// Held option positions (`/eapi/v1/position`, on the options host).
+    pub async fn option_positions(
+        &self,
+    ) -> Result<(Vec<OptionPosition>, Vec<WireError>), RestError> {
+        let body = self.signed(Method::GET, "/eapi/v1/position", &[]).await?;
+        Ok(wire::parse_option_positions(&body)?)
+    }
+
+    /// Option marks with IV and Greeks (`/eapi/v1/mark`, on the options host).
+    pub async fn option_marks(&self) -> Result<Vec<OptionMark>, RestError> {
+        let body = self.public("/eapi/v1/mark", &[]).await?;
+        Ok(wire::parse_option_marks(&body, now_ms())?)
     }
 
     pub async fn create_listen_key(&self) -> Result<Secret, RestError> {

@@ -510,6 +510,88 @@ pub fn parse_position_risk(body: &str) -> Result<(Vec<PositionRisk>, Vec<WireErr
     Ok((good, bad))
 }
 
+/// One row of `GET /eapi/v1/position` (options).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptionPosition {
+    pub symbol: String,
+    /// Signed: a SHORT row is negative even if the venue sent it unsigned.
+    pub quantity: Decimal,
+    pub entry_price: Decimal,
+    pub mark_price: Decimal,
+}
+
+#[derive(Deserialize)]
+struct RawOptionPosition {
+    symbol: String,
+    #[serde(default)]
+    side: String,
+    #[serde(deserialize_with = "string_decimal")]
+    quantity: Decimal,
+    #[serde(rename = "entryPrice", deserialize_with = "string_decimal")]
+    entry_price: Decimal,
+    #[serde(rename = "markPrice", deserialize_with = "string_decimal")]
+    mark_price: Decimal,
+}
+
+/// Parses `/eapi/v1/position`; rows that do not parse come back as errors.
+pub fn parse_option_positions(
+    body: &str,
+) -> Result<(Vec<OptionPosition>, Vec<WireError>), WireError> {
+    let rows: Vec<&RawValue> = serde_json::from_str(body)?;
+    let mut good = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for row in rows {
+        match serde_json::from_str::<RawOptionPosition>(row.get()) {
+            Ok(r) => good.push(OptionPosition {
+                quantity: if r.side.eq_ignore_ascii_case("SHORT") {
+                    -r.quantity.abs()
+                } else {
+                    r.quantity
+                },
+                symbol: r.symbol,
+                entry_price: r.entry_price,
+                mark_price: r.mark_price,
+            }),
+            Err(e) => bad.push(WireError::Json(e.to_string())),
+        }
+    }
+    Ok((good, bad))
+}
+
+#[derive(Deserialize)]
+struct RawRestOptionMark<'a> {
+    symbol: &'a str,
+    #[serde(rename = "markPrice")]
+    mark: &'a str,
+    #[serde(rename = "markIV")]
+    mark_iv: Option<&'a str>,
+    delta: Option<&'a str>,
+    gamma: Option<&'a str>,
+    theta: Option<&'a str>,
+    vega: Option<&'a str>,
+}
+
+/// Parses `GET /eapi/v1/mark`: the same values as the `@optionMarkPrice` stream,
+/// without index price or event time (`received_ms` stands in for it).
+pub fn parse_option_marks(body: &str, received_ms: i64) -> Result<Vec<OptionMark>, WireError> {
+    let rows: Vec<RawRestOptionMark<'_>> = serde_json::from_str(body)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(OptionMark {
+                symbol: r.symbol.to_owned(),
+                event_time: received_ms,
+                mark: dec(r.mark)?,
+                index: None,
+                mark_iv: float(r.mark_iv),
+                delta: float(r.delta),
+                gamma: float(r.gamma),
+                theta: float(r.theta),
+                vega: float(r.vega),
+            })
+        })
+        .collect()
+}
+
 /// What we use of one `exchangeInfo` symbol.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SymbolInfo {
@@ -586,6 +668,39 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn option_positions_are_signed_and_bad_rows_kept_apart() {
+        let body = r#"[
+          {"entryPrice":"1000","symbol":"BTC-200730-9000-C","side":"SHORT","quantity":"2","reducibleQty":"0",
+           "markValue":"-1100","ror":"-0.1","unrealizedPNL":"-100","markPrice":"550","strikePrice":"9000",
+           "positionCost":"2000","expiryDate":1596095999000,"priceScale":2,"quantityScale":2,
+           "optionSide":"CALL","quoteAsset":"USDT"},
+          {"entryPrice":"10","symbol":"ETH-200730-300-P","side":"LONG","quantity":"1.5","markPrice":"12"},
+          {"symbol":"BAD","quantity":"x","entryPrice":"1","markPrice":"1"}
+        ]"#;
+        let (good, bad) = parse_option_positions(body).unwrap();
+        assert_eq!(good.len(), 2);
+        assert_eq!(good[0].quantity, Decimal::from(-2));
+        assert_eq!(good[1].quantity, "1.5".parse::<Decimal>().unwrap());
+        assert_eq!(good[1].mark_price, Decimal::from(12));
+        assert_eq!(bad.len(), 1);
+    }
+
+    #[test]
+    fn rest_option_marks_parse_like_the_stream() {
+        // The documented /eapi/v1/mark example.
+        let body = r#"[{"symbol":"BTC-200730-9000-C","markPrice":"1343.2883","bidIV":"1.40000077",
+          "askIV":"1.50000153","markIV":"1.45000000","delta":"0.55937056","theta":"3739.82509871",
+          "gamma":"0.00010969","vega":"978.58874732","highPriceLimit":"1618.241",
+          "lowPriceLimit":"1068.3356","riskFreeInterest":"0.1"}]"#;
+        let v = parse_option_marks(body, 7).unwrap();
+        assert_eq!(v[0].symbol, "BTC-200730-9000-C");
+        assert_eq!(v[0].event_time, 7);
+        assert_eq!(v[0].delta, Some(0.55937056));
+        assert_eq!(v[0].mark_iv, Some(1.45));
+        assert!(parse_option_marks(r#"[{"symbol":"X","markPrice":"bad"}]"#, 0).is_err());
     }
 
     #[test]

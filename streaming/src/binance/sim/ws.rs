@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::Uri;
-use axum::response::Response;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
@@ -30,6 +30,9 @@ pub(super) fn router(state: Arc<SimState>) -> Router {
 }
 
 async fn upgrade(State(state): State<Arc<SimState>>, uri: Uri, ws: WebSocketUpgrade) -> Response {
+    if state.maintenance.load(Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable.").into_response();
+    }
     let path = uri.path().to_owned();
     let query = uri.query().unwrap_or("").to_owned();
     ws.on_upgrade(move |socket| connection(state, socket, path, query))

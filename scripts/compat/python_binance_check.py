@@ -1,0 +1,70 @@
+"""The third-party client python-binance 1.0.37 (PyPI), unchanged, against the
+greekstream Binance simulator: markets, book, positions, account, a limit order
+placed, queried, listed and cancelled, a batch of orders placed and cancelled, a
+conditional order on the Algo Order API, and option positions and marks (eapi).
+Usage: python_binance_check.py REST_URL KEY SECRET
+"""
+import sys
+
+from binance.client import Client
+from binance.exceptions import BinanceAPIException
+
+rest_url, key, secret = sys.argv[1:4]
+# The client's documented overrides (protocol doc §11); ping=False skips spot /ping.
+Client.FUTURES_URL = f"{rest_url}/fapi"
+Client.API_URL = f"{rest_url}/api"
+Client.OPTIONS_URL = f"{rest_url}/eapi"
+c = Client(key, secret, ping=False)
+
+info = c.futures_exchange_info()
+symbols = {s["symbol"] for s in info["symbols"]}
+assert {"BTCUSDT", "ETHUSDT"} <= symbols, symbols
+book = c.futures_order_book(symbol="BTCUSDT", limit=10)
+assert len(book["bids"]) == 10 and float(book["bids"][0][0]) < float(book["asks"][0][0]), book
+positions = {p["symbol"]: float(p["positionAmt"]) for p in c.futures_position_information()}
+assert positions.get("BTCUSDT") and positions.get("ETHUSDT"), positions
+account = c.futures_account()
+assert float(account["totalWalletBalance"]) > 0, account
+
+price = round(float(book["bids"][0][0]) * 0.9, 1)
+placed = c.futures_create_order(symbol="BTCUSDT", side="BUY", type="LIMIT", quantity=0.01,
+                                timeInForce="GTC", price=price, newClientOrderId="pb-1")
+assert placed["status"] == "NEW", placed
+oid = placed["orderId"]
+assert c.futures_get_order(symbol="BTCUSDT", orderId=oid)["clientOrderId"] == "pb-1"
+assert any(o["orderId"] == oid for o in c.futures_get_open_orders(symbol="BTCUSDT"))
+assert c.futures_cancel_order(symbol="BTCUSDT", orderId=oid)["status"] == "CANCELED"
+try:
+    c.futures_cancel_order(symbol="BTCUSDT", orderId=oid)
+    raise AssertionError("a second cancel succeeded")
+except BinanceAPIException as e:
+    assert e.code == -2011, (e.status_code, e.code, e.message)
+
+batch = c.futures_place_batch_order(batchOrders=[
+    {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+     "quantity": "0.01", "price": str(price)},
+    {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+     "quantity": "0.01", "price": str(round(price - 1, 1))},
+])
+assert [b.get("status") for b in batch] == ["NEW", "NEW"], batch
+ids = [b["orderId"] for b in batch]
+cancelled = c.futures_cancel_orders(symbol="BTCUSDT", orderidlist=ids)
+assert [x.get("status") for x in cancelled] == ["CANCELED", "CANCELED"], cancelled
+
+algo = c.futures_create_algo_order(symbol="BTCUSDT", side="SELL", type="STOP_MARKET",
+                                   quantity="0.01", triggerPrice=str(round(price * 0.5, 1)))
+assert algo["algoStatus"] == "NEW", algo
+opened = c.futures_get_open_algo_orders(symbol="BTCUSDT")
+assert any(a["algoId"] == algo["algoId"] for a in opened), opened
+c.futures_cancel_algo_order(symbol="BTCUSDT", algoId=algo["algoId"])
+assert not c.futures_get_open_algo_orders(symbol="BTCUSDT")
+
+options = c.options_positions()
+assert options and all("-" in o["symbol"] for o in options), options
+marks = {m["symbol"]: m for m in c.options_mark_price()}
+for o in options:
+    assert 0 < abs(float(marks[o["symbol"]]["delta"])) <= 1, marks[o["symbol"]]
+
+print(f"python-binance OK: {len(symbols)} symbols, order {oid} placed/queried/cancelled, "
+      f"batch {ids} placed/cancelled, algo {algo['algoId']} placed/cancelled, "
+      f"{len(options)} option positions with marks")

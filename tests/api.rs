@@ -1,0 +1,346 @@
+//! The read API: positions and portfolio Greeks against a book of known positions
+//! (numbers worked out by hand here), bad parameters, the SSE stream; then the whole
+//! service with its three simulators: every broker's positions served, and every
+//! update published to Redis with its `seq`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use database::testing::TestDb;
+use greekstream::app::App;
+use greekstream::config::Config;
+use processor::position_stream::PositionHub;
+use processor::UnifiedPosition;
+use processor::{AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, OptionRight};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use streaming::Broker;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+fn snap(
+    broker: Broker,
+    account: &str,
+    c: &Contract,
+    qty: i64,
+    unit: Greeks,
+    und: Option<f64>,
+) -> GreekSnapshot {
+    let q = Decimal::from(qty);
+    GreekSnapshot {
+        event_time: Utc::now(),
+        received_at: Utc::now(),
+        position: UnifiedPosition {
+            broker,
+            account_id: account.into(),
+            contract: Arc::new(c.clone()),
+            quantity: q,
+        },
+        mark_price: Some(1.0),
+        underlying_price: und,
+        implied_vol: None,
+        unit,
+        total: unit.scaled(q, c.multiplier),
+        greeks_source: (!unit.is_empty()).then_some(GreeksSource::Venue),
+        source_seq: None,
+    }
+}
+
+fn option(u: &str, right: OptionRight, mult: i64) -> Contract {
+    let expiry = NaiveDate::from_ymd_opt(2026, 12, 18).unwrap();
+    Contract::option(
+        u,
+        AssetClass::Option,
+        expiry,
+        right,
+        Decimal::from(100),
+        Decimal::from(mult),
+    )
+    .unwrap()
+}
+
+fn g(d: f64, gamma: f64, rho: Option<f64>) -> Greeks {
+    Greeks {
+        delta: Some(d),
+        gamma: Some(gamma),
+        theta: Some(-0.5),
+        vega: Some(0.1),
+        rho,
+    }
+}
+
+async fn serve(hub: PositionHub) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, greekstream::api::router(hub)).await });
+    format!("http://{addr}")
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+fn close(a: &Value, b: f64) -> bool {
+    (a.as_f64().unwrap() - b).abs() < 1e-9
+}
+
+#[tokio::test]
+async fn positions_and_portfolio_greeks_match_the_book() {
+    let hub = PositionHub::new(64);
+    let spy_c = option("SPY", OptionRight::Call, 100);
+    let spy_p = option("SPY", OptionRight::Put, 100);
+    let eth_c = option("ETHUSDT", OptionRight::Call, 1);
+    let perp = Contract::perpetual("ETHUSDT", Decimal::ONE).unwrap();
+    hub.apply(&snap(
+        Broker::Ibkr,
+        "U1",
+        &spy_c,
+        2,
+        g(0.5, 0.02, Some(0.1)),
+        Some(600.0),
+    ));
+    hub.apply(&snap(
+        Broker::Tastytrade,
+        "5WT1",
+        &spy_p,
+        -3,
+        g(-0.4, 0.03, Some(-0.1)),
+        Some(600.0),
+    ));
+    hub.apply(&snap(
+        Broker::Binance,
+        "bn",
+        &perp,
+        -4,
+        Greeks::LINEAR,
+        Some(3000.0),
+    ));
+    hub.apply(&snap(
+        Broker::Binance,
+        "bn",
+        &eth_c,
+        10,
+        g(0.3, 0.001, None),
+        Some(3000.0),
+    ));
+    hub.apply(&snap(
+        Broker::Binance,
+        "bn",
+        &option("ETHUSDT", OptionRight::Put, 1),
+        1,
+        Greeks::default(),
+        None,
+    ));
+    let base = serve(hub.clone()).await;
+
+    let (status, all) = get(&format!("{base}/v1/positions")).await;
+    assert_eq!(status, 200);
+    assert_eq!(all["seq"], 5);
+    assert_eq!(all["positions"].as_array().unwrap().len(), 5);
+    let (_, bn) = get(&format!(
+        "{base}/v1/positions?broker=binance&underlying=ethusdt"
+    ))
+    .await;
+    let rows = bn["positions"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let perp_row = rows
+        .iter()
+        .find(|r| r["contract_key"] == "ETHUSDT PERP")
+        .unwrap();
+    assert_eq!(perp_row["quantity"], "-4");
+    assert!(close(
+        &perp_row["position_greeks"]["dollar_delta"],
+        -12_000.0
+    ));
+
+    // Total: delta 2·100·0.5 + (−3)·100·(−0.4) − 4 + 10·0.3 = 100 + 120 − 4 + 3 = 219.
+    let (_, total) = get(&format!("{base}/v1/portfolio")).await;
+    let t = &total["groups"][0];
+    assert_eq!(t["group"]["kind"], "total");
+    assert!(close(&t["delta"], 219.0));
+    assert_eq!(t["positions"], 5);
+    assert_eq!(t["without_greeks"], 1);
+    // rho missing: the ETH call (none sent) and the put with no Greeks.
+    assert_eq!(t["missing"]["rho"], 2);
+    let (_, by_broker) = get(&format!("{base}/v1/portfolio?by=broker")).await;
+    let brokers: Vec<&str> = by_broker["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"]["broker"].as_str().unwrap())
+        .collect();
+    assert_eq!(brokers, ["ibkr", "tastytrade", "binance"]);
+    let (_, spy) = get(&format!("{base}/v1/portfolio?by=underlying&underlying=SPY")).await;
+    let s = &spy["groups"][0];
+    assert_eq!(s["group"]["underlying"], "SPY");
+    assert!(close(&s["delta"], 220.0));
+    assert!(close(&s["dollar_delta"], 220.0 * 600.0));
+    // Filtered by account: the same numbers as the account's own group.
+    let (_, acct) = get(&format!(
+        "{base}/v1/portfolio?by=account&broker=tastytrade&account=5WT1"
+    ))
+    .await;
+    assert!(close(&acct["groups"][0]["delta"], 120.0));
+    assert!(close(&acct["groups"][0]["gamma"], -9.0));
+
+    let (status, err) = get(&format!("{base}/v1/portfolio?by=sector")).await;
+    assert_eq!((status, err["code"].as_str()), (400, Some("invalid_group")));
+    let (status, err) = get(&format!("{base}/v1/positions?broker=kraken")).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (400, Some("invalid_broker"))
+    );
+
+    // The stream: a snapshot of the (filtered) book, then updates with higher seqs.
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut sock = TcpStream::connect(&addr).await.unwrap();
+    sock.write_all(
+        format!("GET /v1/positions/stream?broker=ibkr HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut lines = BufReader::new(sock).lines();
+    let mut next_data = async || loop {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(d) = line.strip_prefix("data: ") {
+            return serde_json::from_str::<Value>(d).unwrap();
+        }
+    };
+    let first = next_data().await;
+    assert_eq!(first["seq"], 5);
+    assert_eq!(first["positions"].as_array().unwrap().len(), 1);
+    // A Tastytrade change is filtered out; the IBKR one comes through.
+    hub.apply(&snap(
+        Broker::Tastytrade,
+        "5WT1",
+        &spy_p,
+        -1,
+        g(-0.4, 0.03, None),
+        None,
+    ));
+    hub.apply(&snap(
+        Broker::Ibkr,
+        "U1",
+        &spy_c,
+        0,
+        Greeks::default(),
+        None,
+    ));
+    let update = next_data().await;
+    assert_eq!(update["seq"], 7);
+    assert_eq!(update["position"]["quantity"], "0");
+    assert_eq!(update["position"]["contract_key"], "SPY 20261218 C 100");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_serves_every_broker_and_publishes_updates_to_redis() {
+    let db = TestDb::new().await;
+    let prefix = format!(
+        "gs-api-{}-{}:",
+        std::process::id(),
+        Utc::now().timestamp_micros()
+    );
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .subscribe(greekstream::events::channel(&prefix))
+        .await
+        .unwrap();
+    let url = db.url();
+    let p = prefix.clone();
+    let cfg = Config::from_lookup(&move |k| match k {
+        "DATABASE_URL" => Some(url.clone()),
+        "METRICS_ADDR" | "CONTROL_ADDR" => Some("127.0.0.1:0".into()),
+        "GS_SYNTHETIC" => Some("false".into()),
+        "GS_REDIS_PREFIX" => Some(p.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let app = App::start(
+        cfg,
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", app.control_addr);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let brokers = loop {
+        let (_, body) = get(&format!("{base}/v1/portfolio?by=broker")).await;
+        let names: Vec<String> = body["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["group"]["broker"].as_str().unwrap().to_owned())
+            .collect();
+        if names.len() == 3 || tokio::time::Instant::now() > deadline {
+            break names;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(brokers, ["ibkr", "tastytrade", "binance"]);
+    // The positions the API lists are the book's.
+    let (_, listed) = get(&format!("{base}/v1/positions")).await;
+    let keys = |v: &Value| -> Vec<(String, String, String)> {
+        let mut k: Vec<_> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["broker"].as_str().unwrap().to_owned(),
+                    p["account_id"].as_str().unwrap().to_owned(),
+                    p["contract_key"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        k.sort();
+        k
+    };
+    let book: Vec<(String, String, String)> = app.hub.read(|b| {
+        let mut k: Vec<_> = b
+            .positions()
+            .map(|p| {
+                (
+                    p.broker.as_str().to_owned(),
+                    p.account_id.to_string(),
+                    p.contract.key.to_string(),
+                )
+            })
+            .collect();
+        k.sort();
+        k
+    });
+    assert_eq!(keys(&listed["positions"]), book);
+    // Updates reach Redis in seq order.
+    let mut stream = pubsub.on_message();
+    let mut last = 0;
+    for _ in 0..5 {
+        let msg = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::StreamExt::next(&mut stream),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let v: Value = serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+        let seq = v["seq"].as_u64().unwrap();
+        assert!(seq >= last, "seq {seq} after {last}");
+        assert!(v["position"]["contract_key"].is_string());
+        last = seq;
+    }
+    assert!(last > 0);
+    drop(stream);
+    app.shutdown().await;
+}
