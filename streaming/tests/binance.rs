@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use streaming::binance::price_cache::PriceCacheConfig;
 use streaming::binance::rest::{Keys, Rest, RestError};
 use streaming::binance::sim::{BinanceSim, BinanceSimConfig, Fault};
-use streaming::binance::{run_binance, BinanceConfig, BinanceStats, BnQuote};
+use streaming::binance::{run_binance, BinanceConfig, BinanceStats, BnKind, BnQuote};
 use streaming::secret::Secret;
 use streaming::{BrokerEvent, BrokerPayload};
 use tokio::sync::mpsc;
@@ -42,6 +42,7 @@ fn fast_sim() -> BinanceSimConfig {
 
 fn client_config(sim: &BinanceSim) -> BinanceConfig {
     let mut c = BinanceConfig::new(sim.rest_url(), sim.ws_url(), keys(sim.config()));
+    c.options_rest_url = Some(sim.rest_url());
     c.account = "test".into();
     c.positions_refresh = Duration::from_secs(3600);
     c.market_data_timeout = Duration::from_millis(1500);
@@ -118,6 +119,14 @@ impl Run {
     /// Stops the venue's books, waits until every local book has caught up with the
     /// simulator's last update id, and compares them level by level.
     async fn assert_books_equal(&self, symbols: &[&str]) {
+        // A book still buffering needs one more diff to ask for its snapshot: let it
+        // go live before the market stops moving.
+        for s in symbols {
+            wait_for(&format!("{s} book live"), Duration::from_secs(20), || {
+                self.stats.book(s).is_some_and(|b| b.is_live())
+            })
+            .await;
+        }
         self.sim.pause_market(true);
         for s in symbols {
             let (bids, asks, last) = self.sim.book(s).unwrap();
@@ -239,8 +248,9 @@ async fn drops_and_silence_rebuild_the_book() {
 #[tokio::test]
 async fn positions_become_events_and_account_updates_move_them() {
     let run = start(fast_sim(), |_| {}).await;
-    wait_for("three positions", Duration::from_secs(5), || {
-        run.latest.lock().unwrap().len() == 3
+    // Three futures positions and two options.
+    wait_for("five positions", Duration::from_secs(5), || {
+        run.latest.lock().unwrap().len() == 5
     })
     .await;
     for (symbol, amount) in run.sim.positions() {
@@ -275,14 +285,73 @@ async fn positions_become_events_and_account_updates_move_them() {
         run.amount("SOLUSDT") == Some(Decimal::ZERO)
     })
     .await;
-    assert_eq!(run.stats.positions.load(Relaxed), 3);
+    assert_eq!(run.stats.positions.load(Relaxed), 5);
+}
+
+#[tokio::test]
+async fn option_positions_carry_venue_greeks_and_follow_the_options_api() {
+    let run = start(fast_sim(), |c| {
+        c.positions_refresh = Duration::from_millis(300);
+    })
+    .await;
+    let call = "BTC-261225-60000-C";
+    let put = "ETH-261225-3000-P";
+    wait_for("both option positions", Duration::from_secs(5), || {
+        let l = run.latest.lock().unwrap();
+        l.contains_key(call) && l.contains_key(put)
+    })
+    .await;
+    let first = run.latest.lock().unwrap()[call].clone();
+    assert_eq!(first.position.kind, BnKind::Option);
+    assert_eq!(first.position.underlying, "BTCUSDT");
+    assert_eq!(first.position.amount, run.sim.positions()[call]);
+    assert_eq!(
+        run.latest.lock().unwrap()[put].position.amount,
+        run.sim.positions()[put]
+    );
+    // The first row already has Greeks (from /eapi/v1/mark), not a missing leg.
+    let m = first
+        .option
+        .clone()
+        .expect("option mark with the first row");
+    let delta = m.delta.unwrap();
+    assert!(delta > 0.0 && delta < 1.0, "call delta {delta}");
+    assert!(m.gamma.unwrap() > 0.0 && m.vega.unwrap() > 0.0 && m.theta.unwrap() < 0.0);
+    // Then the `btcusdt@optionMarkPrice` stream moves it, with the index price.
+    wait_for("a streamed option mark", Duration::from_secs(5), || {
+        run.latest.lock().unwrap()[call]
+            .option
+            .as_ref()
+            .is_some_and(|o| o.index.is_some())
+    })
+    .await;
+    let streamed = run.latest.lock().unwrap()[call].option.clone().unwrap();
+    let spot = run.sim.mark("BTCUSDT").unwrap();
+    let index = streamed.index.unwrap();
+    assert!(
+        (index - spot).abs() / spot < Decimal::new(1, 2),
+        "index {index} vs spot {spot}"
+    );
+    // The options API is the source of truth for option positions: a change, then a
+    // close, is found on the next read.
+    run.sim.set_position(call, d("3"));
+    wait_for("the option position grows", Duration::from_secs(5), || {
+        run.amount(call) == Some(d("3"))
+    })
+    .await;
+    run.sim.set_position(put, Decimal::ZERO);
+    wait_for("the put is closed", Duration::from_secs(5), || {
+        run.amount(put) == Some(Decimal::ZERO)
+    })
+    .await;
+    assert_eq!(run.stats.positions.load(Relaxed), 4);
 }
 
 #[tokio::test]
 async fn an_expired_listen_key_is_replaced_and_positions_reconciled() {
     let run = start(fast_sim(), |_| {}).await;
     wait_for("positions", Duration::from_secs(5), || {
-        run.latest.lock().unwrap().len() == 3
+        run.latest.lock().unwrap().len() == 5
     })
     .await;
     let first_key = run.sim.listen_key().unwrap();
@@ -434,21 +503,63 @@ async fn prices_reach_redis_and_start_up_clears_only_price_keys() {
 }
 
 #[tokio::test]
+async fn maintenance_loses_nothing_and_everything_resumes_after_it() {
+    let run = start(fast_sim(), |c| {
+        c.positions_refresh = Duration::from_millis(300);
+    })
+    .await;
+    wait_for("positions and a live book", Duration::from_secs(10), || {
+        run.latest.lock().unwrap().len() == 5
+            && run.stats.book("BTCUSDT").is_some_and(|b| b.is_live())
+    })
+    .await;
+    let errors = run.stats.rest.errors.load(Relaxed);
+    let before = run.sim.positions();
+    run.sim.inject(Fault::Maintenance);
+    run.sim.set_position_quietly("BTCUSDT", d("0.9"));
+    wait_for("503s on the position reads", Duration::from_secs(5), || {
+        run.stats.rest.errors.load(Relaxed) >= errors + 2
+    })
+    .await;
+    // A failed read is not an empty book: nothing was closed or changed.
+    for (symbol, amount) in &before {
+        assert_eq!(run.amount(symbol), Some(*amount), "{symbol}");
+    }
+    let connects = run.stats.public.connects();
+    run.sim.inject(Fault::MaintenanceOff);
+    wait_for(
+        "the change made during maintenance",
+        Duration::from_secs(10),
+        || run.amount("BTCUSDT") == Some(d("0.9")),
+    )
+    .await;
+    wait_for("sockets back", Duration::from_secs(10), || {
+        run.stats.public.connects() > connects
+    })
+    .await;
+    run.assert_books_equal(&["BTCUSDT", "ETHUSDT"]).await;
+}
+
+#[tokio::test]
 async fn redis_down_is_survived() {
     // Nothing listens on port 1: the cache retries, the stream goes on.
     let run = start(fast_sim(), |c| {
         c.price_cache = Some(PriceCacheConfig::new("redis://127.0.0.1:1"));
     })
     .await;
-    wait_for("events and cache errors", Duration::from_secs(5), || {
-        run.stats.events_sent.load(Relaxed) > 3 && run.stats.prices.stats.errors.load(Relaxed) >= 1
+    wait_for("marks and cache errors", Duration::from_secs(5), || {
+        run.stats
+            .prices
+            .get("BTCUSDT")
+            .is_some_and(|e| e.mark.is_some())
+            && run.stats.prices.stats.errors.load(Relaxed) >= 1
     })
     .await;
-    assert!(run
-        .stats
-        .prices
-        .get("BTCUSDT")
-        .is_some_and(|e| e.mark.is_some()));
+    let sent = run.stats.events_sent.load(Relaxed);
+    wait_for("events still flowing", Duration::from_secs(5), || {
+        run.stats.events_sent.load(Relaxed) > sent
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -719,5 +830,134 @@ async fn a_limit_order_is_placed_queried_and_cancelled() {
     .await
     .unwrap();
     assert_eq!(sim.positions()["BTCUSDT"], before - d("0.1"));
+    sim.stop();
+}
+
+async fn call(rest: &Rest, method: Method, path: &str, p: &[(&str, &str)]) -> serde_json::Value {
+    let p: Vec<(&str, String)> = p.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    serde_json::from_str(&rest.signed(method, path, &p).await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn batch_orders_answer_per_slot_and_conditional_orders_live_on_the_algo_api() {
+    let sim = BinanceSim::bind(fast_sim(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let rest = Rest::new(&sim.rest_url(), keys(sim.config()), Duration::from_secs(2)).unwrap();
+    // ccxt's spelling: compact JSON, booleans and numbers unquoted.
+    let batch = r#"[{"symbol":"BTCUSDT","side":"BUY","type":"LIMIT","timeInForce":"GTC","quantity":"0.010","price":"30000.0","newClientOrderId":"b-1"},{"symbol":"BTCUSDT","side":"BUY","type":"LIMIT","timeInForce":"GTC","quantity":0.01,"price":"30000.05"},{"symbol":"BTCUSDT","side":"SELL","type":"STOP_MARKET","quantity":"0.01","stopPrice":"1000","reduceOnly":true},{"symbol":"BTCUSDT","side":"BUY","type":"LIMIT","timeInForce":"GTC","quantity":"0.010","price":"30001.0","newClientOrderId":"b-2"}]"#;
+    let placed = call(
+        &rest,
+        Method::POST,
+        "/fapi/v1/batchOrders",
+        &[("batchOrders", batch)],
+    )
+    .await;
+    let slots = placed.as_array().unwrap();
+    assert_eq!(slots.len(), 4);
+    assert_eq!(slots[0]["status"], "NEW");
+    assert_eq!(slots[1]["code"], -4014, "off-tick price");
+    assert_eq!(slots[2]["code"], -4120, "conditional type");
+    assert_eq!(slots[3]["clientOrderId"], "b-2");
+    let too_many = format!("[{}]", [r#"{"symbol":"BTCUSDT"}"#; 6].join(","));
+    let err = rest
+        .signed(
+            Method::POST,
+            "/fapi/v1/batchOrders",
+            &[("batchOrders", too_many)],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(-4082));
+    let first = slots[0]["orderId"].as_u64().unwrap().to_string();
+    let list = format!("[{first},424242]");
+    let cancelled = call(
+        &rest,
+        Method::DELETE,
+        "/fapi/v1/batchOrders",
+        &[("symbol", "BTCUSDT"), ("orderIdList", &list)],
+    )
+    .await;
+    assert_eq!(cancelled[0]["status"], "CANCELED");
+    assert_eq!(cancelled[1]["code"], -2011);
+    let by_cid = call(
+        &rest,
+        Method::DELETE,
+        "/fapi/v1/batchOrders",
+        &[
+            ("symbol", "BTCUSDT"),
+            ("origclientorderidlist", r#"["b-2"]"#),
+        ],
+    )
+    .await;
+    assert_eq!(by_cid[0]["clientOrderId"], "b-2");
+    assert_eq!(by_cid[0]["status"], "CANCELED");
+
+    // A stop far below the market rests as an algo order until cancelled.
+    let algo = call(
+        &rest,
+        Method::POST,
+        "/fapi/v1/algoOrder",
+        &[
+            ("algoType", "CONDITIONAL"),
+            ("symbol", "BTCUSDT"),
+            ("side", "SELL"),
+            ("type", "STOP_MARKET"),
+            ("quantity", "0.01"),
+            ("triggerPrice", "1000"),
+            ("clientAlgoId", "stop-1"),
+        ],
+    )
+    .await;
+    assert_eq!(algo["algoStatus"], "NEW");
+    assert_eq!(algo["orderType"], "STOP_MARKET");
+    let id = algo["algoId"].as_u64().unwrap().to_string();
+    let open = call(&rest, Method::GET, "/fapi/v1/openAlgoOrders", &[]).await;
+    assert_eq!(open.as_array().unwrap().len(), 1);
+    let got = call(
+        &rest,
+        Method::GET,
+        "/fapi/v1/algoOrder",
+        &[("clientAlgoId", "stop-1")],
+    )
+    .await;
+    assert_eq!(got["algoId"].as_u64().unwrap().to_string(), id);
+    let gone = call(
+        &rest,
+        Method::DELETE,
+        "/fapi/v1/algoOrder",
+        &[("algoId", &id)],
+    )
+    .await;
+    assert_eq!(gone["clientAlgoId"], "stop-1");
+    let again = rest
+        .signed(
+            Method::DELETE,
+            "/fapi/v1/algoOrder",
+            &[("algoId", id.clone())],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Some(-2011));
+    let got = call(&rest, Method::GET, "/fapi/v1/algoOrder", &[("algoId", &id)]).await;
+    assert_eq!(got["algoStatus"], "CANCELED");
+    let open = call(&rest, Method::GET, "/fapi/v1/openAlgoOrders", &[]).await;
+    assert!(open.as_array().unwrap().is_empty());
+    // The plain endpoint refuses conditional types.
+    let err = rest
+        .signed(
+            Method::POST,
+            "/fapi/v1/order",
+            &[
+                ("symbol", "BTCUSDT".into()),
+                ("side", "SELL".into()),
+                ("type", "TAKE_PROFIT_MARKET".into()),
+                ("quantity", "0.01".into()),
+                ("stopPrice", "90000".into()),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(-4120));
     sim.stop();
 }

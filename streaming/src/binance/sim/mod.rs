@@ -14,7 +14,9 @@
 //! Fault switches (in process, or `POST /sim/fault/{name}`): drop sockets, go silent,
 //! a depth gap, expire the listen key, rate-limit, maintenance (503).
 
+mod algo;
 pub mod market;
+pub mod options;
 mod rest;
 mod ws;
 
@@ -25,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::NaiveDate;
+use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 use rust_decimal::Decimal;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -91,7 +94,8 @@ pub enum Fault {
     ExpireListenKey,
     /// The weight budget of the current window is used up: the next requests get 429.
     RateLimit,
-    /// REST answers 503 until `MaintenanceOff`.
+    /// REST answers 503, sockets drop and reconnects are refused until
+    /// `MaintenanceOff`.
     Maintenance,
     MaintenanceOff,
     /// Sockets carrying market data receive this many malformed frames.
@@ -178,6 +182,8 @@ struct Account {
     positions: BTreeMap<String, (Decimal, Decimal)>,
     orders: BTreeMap<u64, Order>,
     next_order_id: u64,
+    algos: BTreeMap<u64, algo::AlgoOrder>,
+    next_algo_id: u64,
     listen_key: Option<(String, tokio::time::Instant)>,
     wallet: Decimal,
 }
@@ -188,10 +194,16 @@ struct Limiter {
     used: u64,
     strikes: u32,
     banned_until_ms: i64,
+    /// Until then every request is over the limit (an injected `RateLimit`): a full
+    /// window from the injection, not the rest of the current one, so a test's next
+    /// requests cannot slip into a fresh window.
+    saturated_until_ms: i64,
 }
 
 struct SimState {
     cfg: BinanceSimConfig,
+    /// Listed options (eapi); their positions live in `Account::positions` too.
+    options: Vec<options::OptionSpec>,
     market: Mutex<Market>,
     account: Mutex<Account>,
     limiter: Mutex<Limiter>,
@@ -246,11 +258,26 @@ impl SimState {
         }
     }
 
-    /// Marks of every symbol: the book's mid.
+    /// Marks of every symbol: the book's mid; an option's model value on it.
     fn mark(&self, symbol: &str) -> Option<Decimal> {
+        if let Some(o) = self.option(symbol) {
+            let spot = self.spot(&o.underlying)?;
+            return Decimal::from_f64(o.value(spot, now_ms()).price).map(|d| d.round_dp(3));
+        }
         let m = self.market.lock().expect("market lock");
         let i = m.specs.iter().position(|s| s.symbol == symbol)?;
         Some(m.specs[i].price_of(m.books[i].mid))
+    }
+
+    fn option(&self, symbol: &str) -> Option<&options::OptionSpec> {
+        self.options.iter().find(|o| o.symbol == symbol)
+    }
+
+    /// The perpetual's mid as a float, the options' underlying price.
+    fn spot(&self, perpetual: &str) -> Option<f64> {
+        let m = self.market.lock().expect("market lock");
+        let i = m.specs.iter().position(|s| s.symbol == perpetual)?;
+        m.specs[i].price_of(m.books[i].mid).to_f64()
     }
 }
 
@@ -321,8 +348,29 @@ fn tick(state: &SimState) {
     }
 }
 
+/// `<underlying>@optionMarkPrice`: one array per underlying with every option on it.
+fn publish_option_marks(state: &SimState, t: i64) {
+    let mut by_underlying: BTreeMap<&str, Vec<serde_json::Value>> = BTreeMap::new();
+    for o in &state.options {
+        if let Some(spot) = state.spot(&o.underlying) {
+            by_underlying
+                .entry(&o.underlying)
+                .or_default()
+                .push(options::stream_row(o, spot, t));
+        }
+    }
+    for (underlying, rows) in by_underlying {
+        state.publish_market(
+            format!("{}@optionMarkPrice", underlying.to_ascii_lowercase()),
+            serde_json::Value::Array(rows).to_string(),
+        );
+    }
+}
+
 fn publish_marks(state: &SimState) {
     let t = now_ms();
+    publish_option_marks(state, t);
+    algo::on_marks(state);
     let marks: Vec<(String, Decimal)> = {
         let m = state.market.lock().expect("market lock");
         m.specs
@@ -363,6 +411,7 @@ impl BinanceSim {
             .collect();
         let mut account = Account {
             next_order_id: 8_000_000,
+            next_algo_id: 3_000_000,
             wallet: Decimal::from(100_000),
             ..Account::default()
         };
@@ -376,6 +425,12 @@ impl BinanceSim {
         account
             .positions
             .insert("BTCUSDT_261225".into(), (d("-0.2"), d("61500")));
+        account
+            .positions
+            .insert("BTC-261225-60000-C".into(), (d("2"), d("5200")));
+        account
+            .positions
+            .insert("ETH-261225-3000-P".into(), (d("-10"), d("240")));
         let (frames, _) = broadcast::channel(1 << 16);
         let state = Arc::new(SimState {
             market: Mutex::new(Market {
@@ -392,6 +447,7 @@ impl BinanceSim {
             maintenance: AtomicBool::new(false),
             stats: SimStats::default(),
             next_key: AtomicU64::new(1),
+            options: options::listed(),
             cfg,
         });
         let ticker = {
@@ -531,6 +587,11 @@ fn set_position(state: &SimState, symbol: &str, amount: Decimal, entry: Decimal,
         let mut a = state.account.lock().expect("account lock");
         a.positions.insert(symbol.to_owned(), (amount, entry));
     }
+    if state.option(symbol).is_some() {
+        // Options report on their own (eapi) user stream, which is not simulated: a
+        // client finds the change on its next `/eapi/v1/position` read.
+        return;
+    }
     let t = now_ms();
     let wallet = state.account.lock().expect("account lock").wallet;
     state.publish_user(format!(
@@ -568,10 +629,15 @@ fn apply_fault(state: &SimState, fault: Fault) {
         Fault::ExpireListenKey => expire_listen_key(state),
         Fault::RateLimit => {
             let mut l = state.limiter.lock().expect("limiter lock");
-            rest::roll_window(&mut l, &state.cfg);
-            l.used = state.cfg.weight_limit;
+            let now = now_ms();
+            l.saturated_until_ms = now + state.cfg.weight_window.as_millis() as i64;
+            rest::roll_window(&mut l, &state.cfg, now);
         }
-        Fault::Maintenance => state.maintenance.store(true, Relaxed),
+        Fault::Maintenance => {
+            // REST answers 503, sockets close and upgrades are refused until it ends.
+            state.maintenance.store(true, Relaxed);
+            let _ = state.frames.send(Frame::Drop);
+        }
         Fault::MaintenanceOff => state.maintenance.store(false, Relaxed),
         Fault::Malformed(n) => {
             let _ = state.frames.send(Frame::Malformed(n));
@@ -596,6 +662,8 @@ fn canonical_stream(name: &str) -> String {
         "markPrice"
     } else if kind == "bookticker" {
         "bookTicker"
+    } else if kind == "optionmarkprice" {
+        "optionMarkPrice"
     } else {
         kind
     };
@@ -615,6 +683,10 @@ mod tests {
             "btcusdt@markPrice"
         );
         assert_eq!(canonical_stream("btcusdt@bookTicker"), "btcusdt@bookTicker");
+        assert_eq!(
+            canonical_stream("BTCUSDT@optionMarkPrice"),
+            "btcusdt@optionMarkPrice"
+        );
         assert_eq!(canonical_stream("btcusdt@depth5"), "btcusdt@depth5");
         assert_eq!(Fault::parse("depth_gap", None), Some(Fault::DepthGap));
         assert_eq!(Fault::parse("nope", None), None);

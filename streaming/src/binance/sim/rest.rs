@@ -15,10 +15,13 @@ use axum::Router;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use super::{apply_fault, now_ms, set_position, BinanceSimConfig, Fault, Limiter, Order, SimState};
+use super::{
+    algo, apply_fault, now_ms, options, set_position, BinanceSimConfig, Fault, Limiter, Order,
+    SimState,
+};
 use crate::binance::sign::{split_signature, verify};
 
-type Params = HashMap<String, String>;
+pub(super) type Params = HashMap<String, String>;
 
 pub(super) fn router(state: Arc<SimState>) -> Router {
     Router::new()
@@ -47,7 +50,7 @@ async fn fault(
 }
 
 /// A Binance error response.
-fn error(status: StatusCode, code: i64, msg: &str) -> Response {
+pub(super) fn error(status: StatusCode, code: i64, msg: &str) -> Response {
     (
         status,
         [("content-type", "application/json")],
@@ -56,7 +59,7 @@ fn error(status: StatusCode, code: i64, msg: &str) -> Response {
         .into_response()
 }
 
-fn ok(body: Value) -> Response {
+pub(super) fn ok(body: Value) -> Response {
     (
         StatusCode::OK,
         [("content-type", "application/json")],
@@ -65,12 +68,18 @@ fn ok(body: Value) -> Response {
         .into_response()
 }
 
-pub(super) fn roll_window(l: &mut Limiter, cfg: &BinanceSimConfig) {
-    let window = (now_ms() as u64) / cfg.weight_window.as_millis().max(1) as u64;
+pub(super) fn roll_window(l: &mut Limiter, cfg: &BinanceSimConfig, now: i64) {
+    let window = now as u64 / cfg.weight_window.as_millis().max(1) as u64;
     if window != l.window {
         l.window = window;
         l.used = 0;
-        l.strikes = 0;
+        // An injected rate limit outlives a window boundary, so its strikes count on.
+        if now >= l.saturated_until_ms {
+            l.strikes = 0;
+        }
+    }
+    if now < l.saturated_until_ms {
+        l.used = l.used.max(cfg.weight_limit);
     }
 }
 
@@ -89,7 +98,7 @@ fn admit(state: &SimState, weight: u64) -> Admit {
             until_ms: l.banned_until_ms,
         };
     }
-    roll_window(&mut l, cfg);
+    roll_window(&mut l, cfg, now);
     if l.used + weight > cfg.weight_limit {
         l.strikes += 1;
         if l.strikes > cfg.ban_after {
@@ -98,8 +107,9 @@ fn admit(state: &SimState, weight: u64) -> Admit {
                 until_ms: l.banned_until_ms,
             };
         }
-        let window_ms = cfg.weight_window.as_millis() as u64;
-        let left = window_ms - (now as u64 % window_ms);
+        let window_ms = cfg.weight_window.as_millis().max(1) as u64;
+        let left =
+            (window_ms - (now as u64 % window_ms)).max((l.saturated_until_ms - now).max(0) as u64);
         return Admit::TooMany {
             retry_after_s: left.div_ceil(1000),
         };
@@ -120,8 +130,10 @@ fn weight(method: &Method, path: &str, params: &Params) -> u64 {
             }
         }
         ("POST", "/fapi/v1/order") => 0,
+        ("POST", "/fapi/v1/batchOrders") => 5,
         (_, p) if p.ends_with("/positionRisk") || p.ends_with("/account") => 5,
         ("GET", "/fapi/v1/userTrades") => 5,
+        ("GET", "/eapi/v1/mark" | "/eapi/v1/position") => 5,
         ("GET", "/fapi/v1/openOrders") if !params.contains_key("symbol") => 40,
         _ => 1,
     }
@@ -273,6 +285,9 @@ fn route(
         ("GET", "/fapi/v1/time" | "/api/v3/time") => ok(json!({"serverTime": now_ms()})),
         ("GET", "/fapi/v1/ping" | "/api/v3/ping") => ok(json!({})),
         ("GET", "/fapi/v1/exchangeInfo") => ok(exchange_info(state)),
+        ("GET", "/eapi/v1/time") => ok(json!({"serverTime": now_ms()})),
+        ("GET", "/eapi/v1/exchangeInfo") => ok(options::exchange_info(&state.options, now_ms())),
+        ("GET", "/eapi/v1/mark") => option_marks(state, p),
         ("GET", "/fapi/v1/depth") => depth(state, p),
         ("POST" | "PUT" | "DELETE", "/fapi/v1/listenKey") => match auth(false) {
             Ok(()) => listen_key(state, method),
@@ -291,6 +306,7 @@ fn signed_route(state: &SimState, method: &Method, path: &str, p: &Params) -> Re
     match (method.as_str(), path) {
         ("GET", "/fapi/v2/positionRisk") => ok(positions(state, true)),
         ("GET", "/fapi/v3/positionRisk") => ok(positions(state, false)),
+        ("GET", "/eapi/v1/position") => ok(option_positions(state, p)),
         ("GET", "/fapi/v2/account" | "/fapi/v3/account") => ok(account(state)),
         ("GET", "/fapi/v2/balance" | "/fapi/v3/balance") => ok(balance(state)),
         ("GET", "/fapi/v1/leverageBracket") => ok(brackets(state, p.get("symbol"))),
@@ -303,7 +319,7 @@ fn signed_route(state: &SimState, method: &Method, path: &str, p: &Params) -> Re
             }
         }
         ("GET", "/fapi/v1/userTrades") => ok(json!([])),
-        ("POST", "/fapi/v1/order") => place(state, p),
+        ("POST", "/fapi/v1/order") => place(state, p).map_or_else(Reject::response, ok),
         ("GET", "/fapi/v1/order") => match find(state, p) {
             Some(o) => ok(order_json(&o, true)),
             None => error(StatusCode::BAD_REQUEST, -2013, "Order does not exist."),
@@ -313,6 +329,11 @@ fn signed_route(state: &SimState, method: &Method, path: &str, p: &Params) -> Re
             None => error(StatusCode::BAD_REQUEST, -2013, "Order does not exist."),
         },
         ("DELETE", "/fapi/v1/order") => cancel(state, p),
+        ("POST", "/fapi/v1/batchOrders") => place_batch(state, p),
+        ("DELETE", "/fapi/v1/batchOrders") => cancel_batch(state, p),
+        ("POST" | "GET" | "DELETE", "/fapi/v1/algoOrder")
+        | ("GET", "/fapi/v1/openAlgoOrders" | "/fapi/v1/allAlgoOrders")
+        | ("DELETE", "/fapi/v1/algoOpenOrders") => algo::route(state, method, path, p),
         ("GET", "/fapi/v1/openOrders") => {
             let a = state.account.lock().expect("account lock");
             let rows: Vec<Value> = a
@@ -344,7 +365,34 @@ fn signed_route(state: &SimState, method: &Method, path: &str, p: &Params) -> Re
     }
 }
 
-fn missing(name: &str) -> Response {
+/// A refused request: its HTTP status and Binance's code and message. Alone it is
+/// an error response; inside a batch, one element of the answer array.
+#[derive(Debug)]
+pub(super) struct Reject(StatusCode, i64, String);
+
+impl Reject {
+    pub(super) fn response(self) -> Response {
+        error(self.0, self.1, &self.2)
+    }
+
+    pub(super) fn json(&self) -> Value {
+        json!({"code": self.1, "msg": self.2})
+    }
+}
+
+pub(super) fn reject(status: StatusCode, code: i64, msg: &str) -> Reject {
+    Reject(status, code, msg.to_owned())
+}
+
+fn missing_field(name: &str) -> Reject {
+    reject(
+        StatusCode::BAD_REQUEST,
+        -1102,
+        &format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
+    )
+}
+
+pub(super) fn missing(name: &str) -> Response {
     error(
         StatusCode::BAD_REQUEST,
         -1102,
@@ -516,6 +564,43 @@ fn positions(state: &SimState, v2: bool) -> Value {
     Value::Array(rows)
 }
 
+/// `GET /eapi/v1/mark`: every option, or the one named by `symbol`.
+fn option_marks(state: &SimState, p: &Params) -> Response {
+    let t = now_ms();
+    let rows: Vec<Value> = state
+        .options
+        .iter()
+        .filter(|o| p.get("symbol").is_none_or(|s| *s == o.symbol))
+        .filter_map(|o| Some(options::mark_row(o, state.spot(&o.underlying)?, t)))
+        .collect();
+    if rows.is_empty() && p.contains_key("symbol") {
+        return error(StatusCode::BAD_REQUEST, -1121, "Invalid symbol.");
+    }
+    ok(Value::Array(rows))
+}
+
+/// `GET /eapi/v1/position`: held options only.
+fn option_positions(state: &SimState, p: &Params) -> Value {
+    let held = state
+        .account
+        .lock()
+        .expect("account lock")
+        .positions
+        .clone();
+    let t = now_ms();
+    let rows = state
+        .options
+        .iter()
+        .filter(|o| p.get("symbol").is_none_or(|s| *s == o.symbol))
+        .filter_map(|o| {
+            let (qty, entry) = held.get(&o.symbol).copied()?;
+            let spot = state.spot(&o.underlying)?;
+            (!qty.is_zero()).then(|| options::position_row(o, qty, entry, spot, t))
+        })
+        .collect();
+    Value::Array(rows)
+}
+
 fn account(state: &SimState) -> Value {
     let wallet = state
         .account
@@ -622,6 +707,107 @@ fn finish(state: &SimState, id: u64, status: &'static str) -> Option<Order> {
     Some(o)
 }
 
+/// A parameter by any of its spellings (clients differ in case: `orderIdList`,
+/// `orderidlist`).
+fn param<'a>(p: &'a Params, names: &[&str]) -> Option<&'a str> {
+    names.iter().find_map(|n| p.get(*n)).map(String::as_str)
+}
+
+/// A batch element's value as the string a form parameter would carry: ccxt sends
+/// `"reduceOnly": true` and numbers unquoted.
+fn as_param(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `-4082` for an empty batch or one over the endpoint's limit.
+fn bad_batch_size(len: usize, max: usize) -> Option<Response> {
+    (len == 0 || len > max).then(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            -4082,
+            "Invalid number of batch place orders.",
+        )
+    })
+}
+
+/// `POST /fapi/v1/batchOrders`: up to 5 orders, each answered in its own slot with
+/// the order or `{code, msg}`, in request order, inside an HTTP 200.
+fn place_batch(state: &SimState, p: &Params) -> Response {
+    let Some(raw) = param(p, &["batchOrders"]) else {
+        return missing("batchOrders");
+    };
+    let Ok(items) = serde_json::from_str::<Vec<serde_json::Map<String, Value>>>(raw) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            -1130,
+            "Data sent for parameter 'batchOrders' is not valid.",
+        );
+    };
+    if let Some(r) = bad_batch_size(items.len(), 5) {
+        return r;
+    }
+    let rows = items
+        .iter()
+        .map(|item| {
+            let params: Params = item.iter().map(|(k, v)| (k.clone(), as_param(v))).collect();
+            place(state, &params).unwrap_or_else(|r| r.json())
+        })
+        .collect();
+    ok(Value::Array(rows))
+}
+
+/// `DELETE /fapi/v1/batchOrders`: up to 10 orders of one symbol by id or client id.
+fn cancel_batch(state: &SimState, p: &Params) -> Response {
+    let Some(symbol) = p.get("symbol") else {
+        return missing("symbol");
+    };
+    let ids = param(p, &["orderIdList", "orderidlist"]);
+    let cids = param(p, &["origClientOrderIdList", "origclientorderidlist"]);
+    let keys: Vec<(&str, String)> = match (ids, cids) {
+        (Some(raw), _) => match serde_json::from_str::<Vec<u64>>(raw) {
+            Ok(v) => v.into_iter().map(|i| ("orderId", i.to_string())).collect(),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    -1130,
+                    "Data sent for parameter 'orderIdList' is not valid.",
+                )
+            }
+        },
+        (None, Some(raw)) => match serde_json::from_str::<Vec<String>>(raw) {
+            Ok(v) => v.into_iter().map(|c| ("origClientOrderId", c)).collect(),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    -1130,
+                    "Data sent for parameter 'origClientOrderIdList' is not valid.",
+                )
+            }
+        },
+        (None, None) => return missing("orderIdList"),
+    };
+    if let Some(r) = bad_batch_size(keys.len(), 10) {
+        return r;
+    }
+    let rows = keys
+        .into_iter()
+        .map(|(k, v)| {
+            let one: Params = [(k.to_owned(), v)].into_iter().collect();
+            find(state, &one)
+                .filter(|o| o.symbol == *symbol)
+                .and_then(|o| finish(state, o.id, "CANCELED"))
+                .map_or_else(
+                    || reject(StatusCode::BAD_REQUEST, -2011, "Unknown order sent.").json(),
+                    |o| order_json(&o, false),
+                )
+        })
+        .collect();
+    ok(Value::Array(rows))
+}
+
 fn cancel(state: &SimState, p: &Params) -> Response {
     match find(state, p).and_then(|o| finish(state, o.id, "CANCELED")) {
         Some(o) => ok(order_json(&o, false)),
@@ -631,10 +817,10 @@ fn cancel(state: &SimState, p: &Params) -> Response {
 
 /// LIMIT and MARKET orders. A marketable order fills at once at the touch (the book
 /// is not consumed); a resting one stays NEW until cancelled.
-fn place(state: &SimState, p: &Params) -> Response {
+pub(super) fn place(state: &SimState, p: &Params) -> Result<Value, Reject> {
     let get = |k: &str| p.get(k).map(String::as_str);
     let (Some(symbol), Some(side), Some(kind)) = (get("symbol"), get("side"), get("type")) else {
-        return missing("symbol, side, type");
+        return Err(missing_field("symbol, side, type"));
     };
     let spec = {
         let m = state.market.lock().expect("market lock");
@@ -644,63 +830,63 @@ fn place(state: &SimState, p: &Params) -> Response {
             .map(|i| (m.specs[i].clone(), m.books[i].best()))
     };
     let Some((spec, best)) = spec else {
-        return error(StatusCode::BAD_REQUEST, -1121, "Invalid symbol.");
+        return Err(reject(StatusCode::BAD_REQUEST, -1121, "Invalid symbol."));
     };
     if !matches!(side, "BUY" | "SELL") {
-        return error(StatusCode::BAD_REQUEST, -1117, "Invalid side.");
+        return Err(reject(StatusCode::BAD_REQUEST, -1117, "Invalid side."));
     }
     if !matches!(kind, "LIMIT" | "MARKET") {
         return if kind.starts_with("STOP")
             || kind.starts_with("TAKE_PROFIT")
             || kind == "TRAILING_STOP_MARKET"
         {
-            error(StatusCode::BAD_REQUEST, -4120, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead.")
+            Err(reject(StatusCode::BAD_REQUEST, -4120, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."))
         } else {
-            error(StatusCode::BAD_REQUEST, -1116, "Invalid orderType.")
+            Err(reject(StatusCode::BAD_REQUEST, -1116, "Invalid orderType."))
         };
     }
     let Some(qty) = get("quantity").and_then(|q| q.parse::<Decimal>().ok()) else {
-        return missing("quantity");
+        return Err(missing_field("quantity"));
     };
     if qty <= Decimal::ZERO {
-        return error(
+        return Err(reject(
             StatusCode::BAD_REQUEST,
             -4003,
             "Quantity less than or equal to zero.",
-        );
+        ));
     }
     if !(qty / spec.step).fract().is_zero() {
-        return error(
+        return Err(reject(
             StatusCode::BAD_REQUEST,
             -1111,
             "Precision is over the maximum defined for this asset.",
-        );
+        ));
     }
     let tif = get("timeInForce").unwrap_or(if kind == "LIMIT" { "" } else { "GTC" });
     let price = if kind == "LIMIT" {
         let Some(price) = get("price").and_then(|q| q.parse::<Decimal>().ok()) else {
-            return missing("price");
+            return Err(missing_field("price"));
         };
         if tif.is_empty() {
-            return missing("timeInForce");
+            return Err(missing_field("timeInForce"));
         }
         if spec.ticks(price).is_none() {
-            return error(
+            return Err(reject(
                 StatusCode::BAD_REQUEST,
                 -4014,
                 "Price not increased by tick size.",
-            );
+            ));
         }
         price
     } else {
         Decimal::ZERO
     };
     let Some(((bid, _), (ask, _))) = best else {
-        return error(
+        return Err(reject(
             StatusCode::SERVICE_UNAVAILABLE,
             -1001,
             "Internal error; unable to process your request. Please try again.",
-        );
+        ));
     };
     let touch = if side == "BUY" {
         spec.price_of(ask)
@@ -710,17 +896,17 @@ fn place(state: &SimState, p: &Params) -> Response {
     let marketable =
         kind == "MARKET" || (side == "BUY" && price >= touch) || (side == "SELL" && price <= touch);
     if kind == "LIMIT" && tif == "GTX" && marketable {
-        return error(StatusCode::BAD_REQUEST, -5022, "Due to the order could not be executed as maker, the Post Only order will be rejected.");
+        return Err(reject(StatusCode::BAD_REQUEST, -5022, "Due to the order could not be executed as maker, the Post Only order will be rejected."));
     }
     let client_id = get("newClientOrderId").map(str::to_owned);
     let mut a = state.account.lock().expect("account lock");
     if let Some(cid) = &client_id {
         if a.orders.values().any(|o| is_open(o) && o.client_id == *cid) {
-            return error(
+            return Err(reject(
                 StatusCode::BAD_REQUEST,
                 -4116,
                 "ClientOrderId is duplicated.",
-            );
+            ));
         }
     }
     a.next_order_id += 1;
@@ -773,5 +959,5 @@ fn place(state: &SimState, p: &Params) -> Response {
         order_event(state, &order, "TRADE", qty, touch);
         set_position(state, symbol, amount, entry, "ORDER");
     }
-    ok(order_json(&order, false))
+    Ok(order_json(&order, false))
 }
