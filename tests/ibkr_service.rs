@@ -9,12 +9,16 @@ use std::time::Duration;
 use database::testing::TestDb;
 use greekstream::app::App;
 use greekstream::config::Config;
-use streaming::ibkr::sim::Fault;
+use streaming::ibkr::sim::{Fault, IbkrSim, IbkrSimConfig};
 
 use common::{count, wait_for_count};
 
-fn config(db: &TestDb, extra: &'static [(&'static str, &'static str)]) -> Config {
+fn config(db: &TestDb, extra: &[(&str, &str)]) -> Config {
     let url = db.url();
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     Config::from_lookup(&move |k| match k {
         "DATABASE_URL" => Some(url.clone()),
         "METRICS_ADDR" | "CONTROL_ADDR" => Some("127.0.0.1:0".into()),
@@ -22,8 +26,8 @@ fn config(db: &TestDb, extra: &'static [(&'static str, &'static str)]) -> Config
         "GS_TASTYTRADE" | "GS_BINANCE" => Some("false".into()),
         _ => extra
             .iter()
-            .find(|(name, _)| *name == k)
-            .map(|(_, v)| (*v).to_owned()),
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone()),
     })
     .unwrap()
 }
@@ -154,4 +158,94 @@ async fn an_unreachable_gateway_does_not_stop_the_other_sources() {
     tokio::time::timeout(Duration::from_secs(10), app.shutdown())
         .await
         .expect("shutdown while the gateway is unreachable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_without_venue_greeks_get_model_greeks_labelled_as_such() {
+    let db = TestDb::new().await;
+    // QQQ options come with prices only; SPY and AAPL options keep the venue's Greeks.
+    let sim = IbkrSim::bind(
+        IbkrSimConfig {
+            no_option_analytics: vec!["QQQ".into()],
+            tick_interval: Duration::from_millis(100),
+            ..IbkrSimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let url = sim.url();
+    let app = App::start(
+        config(
+            &db,
+            &[("GS_SYNTHETIC", "false"), ("GS_IBKR_GATEWAY_URL", &url)],
+        ),
+        recorder(),
+    )
+    .await
+    .unwrap();
+    let pool = app.pool.clone();
+    // 6 QQQ options × 2 accounts, each with its model Greeks.
+    let modelled = "SELECT count(*) FROM positions_current WHERE broker = 'ibkr'
+        AND underlying = 'QQQ' AND contract_key ~ ' [CP] ' AND greeks_source = 'model'";
+    assert_eq!(
+        wait_for_count(&pool, modelled, 12, Duration::from_secs(30)).await,
+        12
+    );
+    // key, iv, delta, gamma, theta, vega, rho, position delta's error
+    type Row = (String, f64, f64, f64, f64, f64, f64, f64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT contract_key, implied_vol, delta, gamma, theta, vega, rho,
+                position_delta - quantity * multiplier * delta
+         FROM positions_current WHERE broker = 'ibkr' AND underlying = 'QQQ'
+           AND contract_key ~ ' [CP] '",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 12);
+    for (key, iv, delta, gamma, theta, vega, rho, scaling) in rows {
+        // "QQQ 20261221 C 510"
+        let parts: Vec<&str> = key.split(' ').collect();
+        let expiry = chrono::NaiveDate::parse_from_str(parts[1], "%Y%m%d").unwrap();
+        let right = parts[2].chars().next().unwrap();
+        let strike: f64 = parts[3].parse().unwrap();
+        let truth = sim.option_vol("QQQ", expiry, right, strike).unwrap();
+        // The IV is solved from a mark rounded to the cent and an underlying price
+        // that may be one tick older than the option's: close, not exact.
+        assert!((iv - truth).abs() < 0.01, "{key}: iv {iv} vs {truth}");
+        let call = right == 'C';
+        assert!(
+            if call {
+                (0.0..=1.0).contains(&delta)
+            } else {
+                (-1.0..=0.0).contains(&delta)
+            },
+            "{key}: delta {delta}"
+        );
+        assert!(
+            gamma > 0.0 && vega > 0.0,
+            "{key}: gamma {gamma} vega {vega}"
+        );
+        assert!(!call || theta < 0.0, "{key}: theta {theta}");
+        assert!(if call { rho > 0.0 } else { rho < 0.0 }, "{key}: rho {rho}");
+        assert!(
+            scaling.abs() < 1e-6,
+            "{key}: position delta off by {scaling}"
+        );
+    }
+    // The venue's Greeks are never overwritten by the model.
+    let venue_only = "SELECT count(*) FROM greek_snapshots WHERE broker = 'ibkr'
+        AND contract_key ~ ' [CP] ' AND underlying <> 'QQQ' AND greeks_source IS DISTINCT FROM 'venue'";
+    assert_eq!(count(&pool, venue_only).await, 0);
+    let report = app.shutdown().await;
+    // Every model-labelled option row is one the processor counted as filled in.
+    let labelled = count(
+        &pool,
+        "SELECT count(*) FROM greek_snapshots WHERE contract_key ~ ' [CP] ' AND greeks_source = 'model'",
+    )
+    .await as u64;
+    assert_eq!(labelled, report.processor.model_greeks, "{report:?}");
+    assert!(labelled >= 12);
+    sim.stop();
 }

@@ -20,6 +20,8 @@ pub struct ProcessorReport {
     pub received: u64,
     pub forwarded: u64,
     pub rejected: u64,
+    /// Snapshots whose Greeks the local model filled in.
+    pub model_greeks: u64,
 }
 
 struct BrokerCounters {
@@ -71,6 +73,7 @@ pub async fn run_processor(
             Ok(mut out) => {
                 if fill_missing_greeks(&mut out.snapshot, model_rate) {
                     c.model_greeks.increment(1);
+                    report.model_greeks += 1;
                 }
                 if out.non_finite > 0 {
                     c.non_finite.increment(u64::from(out.non_finite));

@@ -54,6 +54,10 @@ pub struct IbkrSimConfig {
     /// Reply to `tic` (the reply's shape is a third-party observation; a client must
     /// also work with a gateway that never replies).
     pub answer_tic: bool,
+    /// Underlyings whose options get prices but no Greeks and no implied volatility,
+    /// as for an account without the exchange's option analytics: the service must
+    /// fill those in from its own model.
+    pub no_option_analytics: Vec<String>,
 }
 
 impl Default for IbkrSimConfig {
@@ -70,6 +74,7 @@ impl Default for IbkrSimConfig {
             today: Utc::now().date_naive(),
             tls: false,
             answer_tic: true,
+            no_option_analytics: Vec::new(),
         }
     }
 }
@@ -142,6 +147,8 @@ struct Venue {
     by_conid: HashMap<i64, usize>,
     holdings: RwLock<Vec<Holding>>,
     market: RwLock<RandomWalk>,
+    /// Per underlying: whether its options carry Greeks and IV.
+    analytics: Vec<bool>,
 }
 
 impl Venue {
@@ -207,6 +214,10 @@ impl Venue {
             instruments,
             by_conid,
             holdings: RwLock::new(holdings),
+            analytics: UNDERLYINGS
+                .iter()
+                .map(|(u, _, _)| !cfg.no_option_analytics.iter().any(|x| x == u))
+                .collect(),
             market: RwLock::new(RandomWalk::new(
                 rng,
                 UNDERLYINGS.iter().map(|u| u.2).collect(),
@@ -236,11 +247,11 @@ impl Venue {
                 set(MdField::Mark, format!("{spot:.2}"));
             }
             Kind::Option {
+                underlying,
                 expiry,
                 right,
                 strike,
                 vol,
-                ..
             } => {
                 let years = ((*expiry - today).num_days().max(0) as f64 + 0.5) / 365.0;
                 let g = bsm(spot, *strike, years, RATE, *vol, *right == 'C');
@@ -251,12 +262,15 @@ impl Venue {
                     format!("{:.2}", (g.price - half_spread).max(0.0)),
                 );
                 set(MdField::Ask, format!("{:.2}", g.price + half_spread));
+                set(MdField::Mark, format!("{:.2}", g.price));
+                if !self.analytics[*underlying] {
+                    return out;
+                }
                 set(MdField::Delta, format!("{:.4}", g.delta));
                 set(MdField::Gamma, format!("{:.4}", g.gamma));
                 set(MdField::Theta, format!("{:.4}", g.theta_day));
                 set(MdField::Vega, format!("{:.4}", g.vega_point));
                 set(MdField::ImpliedVol, format!("{:.1}%", vol * 100.0));
-                set(MdField::Mark, format!("{:.2}", g.price));
             }
         }
         out
@@ -446,6 +460,33 @@ impl IbkrSim {
     /// Position rows the REST API serves (every account).
     pub fn position_count(&self) -> usize {
         self.state.venue.holdings().len()
+    }
+
+    /// The volatility the simulator prices an option at: the truth a model's implied
+    /// volatility is checked against.
+    pub fn option_vol(
+        &self,
+        symbol: &str,
+        expiry: NaiveDate,
+        right: char,
+        strike: f64,
+    ) -> Option<f64> {
+        self.state
+            .venue
+            .instruments
+            .iter()
+            .find_map(|i| match &i.kind {
+                Kind::Option {
+                    expiry: e,
+                    right: r,
+                    strike: k,
+                    vol,
+                    ..
+                } if i.symbol == symbol && *e == expiry && *r == right && *k == strike => {
+                    Some(*vol)
+                }
+                _ => None,
+            })
     }
 
     /// The sum of every holding's signed quantity.
