@@ -21,6 +21,8 @@ use streaming::Broker;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use common::schema::Schema;
+
 fn snap(
     broker: Broker,
     account: &str,
@@ -137,15 +139,18 @@ async fn positions_and_portfolio_greeks_match_the_book() {
         None,
     ));
     let base = serve(hub.clone()).await;
+    let schema = Schema::load();
 
     let (status, all) = get(&format!("{base}/v1/positions")).await;
     assert_eq!(status, 200);
+    schema.assert("PositionsResponse", &all);
     assert_eq!(all["seq"], 5);
     assert_eq!(all["positions"].as_array().unwrap().len(), 5);
     let (_, bn) = get(&format!(
         "{base}/v1/positions?broker=binance&underlying=ethusdt"
     ))
     .await;
+    schema.assert("PositionsResponse", &bn);
     let rows = bn["positions"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     let perp_row = rows
@@ -160,6 +165,7 @@ async fn positions_and_portfolio_greeks_match_the_book() {
 
     // Total: delta 2·100·0.5 + (−3)·100·(−0.4) − 4 + 10·0.3 = 100 + 120 − 4 + 3 = 219.
     let (_, total) = get(&format!("{base}/v1/portfolio")).await;
+    schema.assert("PortfolioResponse", &total);
     let t = &total["groups"][0];
     assert_eq!(t["group"]["kind"], "total");
     assert!(close(&t["delta"], 219.0));
@@ -168,6 +174,7 @@ async fn positions_and_portfolio_greeks_match_the_book() {
     // rho missing: the ETH call (none sent) and the put with no Greeks.
     assert_eq!(t["missing"]["rho"], 2);
     let (_, by_broker) = get(&format!("{base}/v1/portfolio?by=broker")).await;
+    schema.assert("PortfolioResponse", &by_broker);
     let brokers: Vec<&str> = by_broker["groups"]
         .as_array()
         .unwrap()
@@ -176,6 +183,7 @@ async fn positions_and_portfolio_greeks_match_the_book() {
         .collect();
     assert_eq!(brokers, ["ibkr", "tastytrade", "binance"]);
     let (_, spy) = get(&format!("{base}/v1/portfolio?by=underlying&underlying=SPY")).await;
+    schema.assert("PortfolioResponse", &spy);
     let s = &spy["groups"][0];
     assert_eq!(s["group"]["underlying"], "SPY");
     assert!(close(&s["delta"], 220.0));
@@ -185,16 +193,19 @@ async fn positions_and_portfolio_greeks_match_the_book() {
         "{base}/v1/portfolio?by=account&broker=tastytrade&account=5WT1"
     ))
     .await;
+    schema.assert("PortfolioResponse", &acct);
     assert!(close(&acct["groups"][0]["delta"], 120.0));
     assert!(close(&acct["groups"][0]["gamma"], -9.0));
 
     let (status, err) = get(&format!("{base}/v1/portfolio?by=sector")).await;
     assert_eq!((status, err["code"].as_str()), (400, Some("invalid_group")));
+    schema.assert("Error", &err);
     let (status, err) = get(&format!("{base}/v1/positions?broker=kraken")).await;
     assert_eq!(
         (status, err["code"].as_str()),
         (400, Some("invalid_broker"))
     );
+    schema.assert("Error", &err);
 
     // The stream: a snapshot of the (filtered) book, then updates with higher seqs.
     let addr = base.trim_start_matches("http://").to_owned();
@@ -217,6 +228,7 @@ async fn positions_and_portfolio_greeks_match_the_book() {
         }
     };
     let first = next_data().await;
+    schema.assert("SnapshotEvent", &first);
     assert_eq!(first["seq"], 5);
     assert_eq!(first["positions"].as_array().unwrap().len(), 1);
     // A Tastytrade change is filtered out; the IBKR one comes through.
@@ -237,6 +249,7 @@ async fn positions_and_portfolio_greeks_match_the_book() {
         None,
     ));
     let update = next_data().await;
+    schema.assert("UpdateEvent", &update);
     assert_eq!(update["seq"], 7);
     assert_eq!(update["position"]["quantity"], "0");
     assert_eq!(update["position"]["contract_key"], "SPY 20261218 C 100");
@@ -275,9 +288,11 @@ async fn the_service_serves_every_broker_and_publishes_updates_to_redis() {
     .await
     .unwrap();
     let base = format!("http://{}", app.control_addr);
+    let schema = Schema::load();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     let brokers = loop {
         let (_, body) = get(&format!("{base}/v1/portfolio?by=broker")).await;
+        schema.assert("PortfolioResponse", &body);
         let names: Vec<String> = body["groups"]
             .as_array()
             .unwrap()
@@ -292,6 +307,8 @@ async fn the_service_serves_every_broker_and_publishes_updates_to_redis() {
     assert_eq!(brokers, ["ibkr", "tastytrade", "binance"]);
     // The positions the API lists are the book's.
     let (_, listed) = get(&format!("{base}/v1/positions")).await;
+    // Real positions of every broker and asset class, in the documented shape.
+    schema.assert("PositionsResponse", &listed);
     let keys = |v: &Value| -> Vec<(String, String, String)> {
         let mut k: Vec<_> = v
             .as_array()
@@ -335,6 +352,7 @@ async fn the_service_serves_every_broker_and_publishes_updates_to_redis() {
         .unwrap()
         .unwrap();
         let v: Value = serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+        schema.assert("PositionEvent", &v);
         let seq = v["seq"].as_u64().unwrap();
         assert!(seq >= last, "seq {seq} after {last}");
         assert!(v["position"]["contract_key"].is_string());
@@ -343,4 +361,23 @@ async fn the_service_serves_every_broker_and_publishes_updates_to_redis() {
     assert!(last > 0);
     drop(stream);
     app.shutdown().await;
+}
+
+#[test]
+fn the_schema_checker_finds_what_is_wrong() {
+    let s = Schema::load();
+    let ok = serde_json::json!({"code": "invalid_broker", "message": "no"});
+    assert!(s.check("Error", &ok).is_empty());
+    // A bad enum value, a missing field and an undocumented one.
+    let errors = s.check("Error", &serde_json::json!({"code": "nope", "extra": 1}));
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    let greeks =
+        serde_json::json!({"delta": 1.0, "gamma": null, "theta": "x", "vega": 0, "rho": null});
+    assert_eq!(s.check("Greeks", &greeks).len(), 1);
+    // dollar_delta is documented beside the allOf'd Greeks, and required there.
+    let mut pos = serde_json::json!({"delta": 1.0, "gamma": null, "theta": null, "vega": null, "rho": null, "dollar_delta": 5.0});
+    let position_greeks = &s.root_def("Position")["properties"]["position_greeks"];
+    assert!(s.check_with(position_greeks, &pos).is_empty());
+    pos.as_object_mut().unwrap().remove("dollar_delta");
+    assert_eq!(s.check_with(position_greeks, &pos).len(), 1);
 }

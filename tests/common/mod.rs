@@ -1,6 +1,8 @@
 //! Shared by the integration tests: realistic snapshots from the synthetic source.
 #![allow(dead_code)]
 
+pub mod schema;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
