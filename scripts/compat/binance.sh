@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Checks that two third-party Python clients, binance-futures-connector 4.2.0 and
-# python-binance 1.0.37 (PyPI), work unchanged against our Binance simulator. Needs a built `greekstream` binary.
+# Checks that three third-party Python clients, binance-futures-connector 4.2.0,
+# python-binance 1.0.37 and ccxt 4.5.90 (PyPI), work unchanged against our Binance
+# simulator. Needs a built `greekstream` binary.
 # If the client cannot be installed (no route to PyPI) the check is skipped, loudly.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${GREEKSTREAM_BIN:-target/debug/greekstream}
 VENV=target/compat-binance
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import binance.um_futures, binance.client' 2>/dev/null; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import binance.um_futures, binance.client, ccxt' 2>/dev/null; then
   python3 -m venv "$VENV"
-  if ! "$VENV/bin/pip" install -q 'binance-futures-connector==4.2.0' 'python-binance==1.0.37'; then
+  if ! "$VENV/bin/pip" install -q 'binance-futures-connector==4.2.0' 'python-binance==1.0.37' 'ccxt==4.5.90'; then
     echo "WARNING: could not install the Binance clients from PyPI; third-party client check SKIPPED" >&2
     exit 0
   fi
@@ -27,3 +28,4 @@ done
 [ -n "$rest" ] || { echo "simulator did not start" >&2; exit 1; }
 timeout 120 "$VENV/bin/python" scripts/compat/binance_check.py "$rest" "$ws" compat-key compat-secret
 timeout 120 "$VENV/bin/python" scripts/compat/python_binance_check.py "$rest" compat-key compat-secret
+timeout 120 "$VENV/bin/python" scripts/compat/ccxt_check.py "$rest" compat-key compat-secret
