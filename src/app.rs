@@ -171,7 +171,7 @@ impl App {
             cfg.channel_capacity,
             cfg.writer.clone(),
             hub.clone(),
-            cfg.model_rate,
+            cfg.model,
         );
         let mut sources = Vec::new();
         if cfg.synthetic.enabled {

@@ -121,7 +121,7 @@ pub async fn ingest(
         cfg.channel_capacity,
         cfg.writer.clone(),
         processor::position_stream::PositionHub::new(cfg.position_stream_capacity),
-        cfg.model_rate,
+        cfg.model,
     );
     let sent = run_synthetic(synthetic, pipeline.sender(), CancellationToken::new()).await;
     let report = pipeline.finish().await;

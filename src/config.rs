@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use database::partitions::PartitionConfig;
 use database::{FlushPolicy, WriterConfig};
+use processor::model_greeks::ModelSettings;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{var}: {message}")]
@@ -125,8 +126,8 @@ pub struct Config {
     pub position_stream_capacity: usize,
     /// Publish position updates to Redis `<prefix>events:position_update`.
     pub position_events: bool,
-    /// The risk-free rate the local model uses when it fills in missing Greeks.
-    pub model_rate: f64,
+    /// The local model's rate, and its cross-check of venue Greeks.
+    pub model: ModelSettings,
     pub database_url: SecretUrl,
     pub redis_url: SecretUrl,
     pub metrics_addr: SocketAddr,
@@ -253,10 +254,20 @@ impl Config {
                 message: "must be a rate as a fraction, e.g. 0.04".into(),
             });
         }
+        let cross_check_delta: f64 = env.parse("GS_MODEL_CROSS_CHECK_DELTA", 0.1)?;
+        if !(0.0..=2.0).contains(&cross_check_delta) {
+            return Err(ConfigError {
+                var: "GS_MODEL_CROSS_CHECK_DELTA",
+                message: "must be a delta difference from 0 (off) to 2".into(),
+            });
+        }
         Ok(Self {
             position_stream_capacity: env.positive("GS_POSITION_STREAM_CAPACITY", 4096)?,
             position_events: env.parse("GS_POSITION_EVENTS", true)?,
-            model_rate,
+            model: ModelSettings {
+                rate: model_rate,
+                cross_check_delta,
+            },
             database_url: env.url(
                 "DATABASE_URL",
                 DEFAULT_DATABASE_URL,

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use database::{run_writer, WriterConfig, WriterReport};
+use processor::model_greeks::ModelSettings;
 use processor::pipeline::{run_processor, ProcessorReport};
 use processor::position_stream::PositionHub;
 use sqlx::PgPool;
@@ -33,12 +34,12 @@ impl Pipeline {
         channel_capacity: usize,
         writer: WriterConfig,
         hub: PositionHub,
-        model_rate: f64,
+        model: ModelSettings,
     ) -> Self {
         let (events, events_rx) = mpsc::channel(channel_capacity);
         let (snapshots, snapshots_rx) = mpsc::channel(channel_capacity);
         let sampler = tokio::spawn(sample_depths(events.downgrade(), snapshots.downgrade()));
-        let processor = tokio::spawn(run_processor(events_rx, snapshots, hub, model_rate));
+        let processor = tokio::spawn(run_processor(events_rx, snapshots, hub, model));
         let writer = tokio::spawn(run_writer(pool, writer, snapshots_rx));
         Self {
             events,

@@ -14,6 +14,9 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub const BATCH_BUCKETS: &[f64] = &[
     1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 20000.0,
 ];
+/// |venue delta − model delta|: conventions (American exercise, day counts, dividends)
+/// explain the first buckets, a mis-scaled or mis-signed feed the last.
+pub const DEVIATION_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0];
 
 pub fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -30,6 +33,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
         .set_buckets_for_metric(Matcher::Full(INGEST_LATENCY.into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(FLUSH_DURATION.into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(BATCH_ROWS.into()), BATCH_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(processor::pipeline::MODEL_DELTA_DEVIATION.into()),
+            DEVIATION_BUCKETS,
+        )?
         .install_recorder()?;
     describe();
     processor::pipeline::register_metrics();
@@ -61,6 +68,18 @@ fn describe() {
     describe_counter!(
         processor::pipeline::MODEL_GREEKS,
         "option snapshots whose missing Greeks the local model filled in (greeks_source = model)"
+    );
+    describe_counter!(
+        processor::pipeline::MODEL_CROSS_CHECKS,
+        "option snapshots with venue Greeks whose delta was compared with the local model's"
+    );
+    describe_counter!(
+        processor::pipeline::MODEL_DISAGREEMENTS,
+        "cross-checks where the venue's delta and the model's differ by more than GS_MODEL_CROSS_CHECK_DELTA"
+    );
+    describe_histogram!(
+        processor::pipeline::MODEL_DELTA_DEVIATION,
+        "absolute difference between the venue's delta and the local model's at the venue's IV"
     );
     describe_counter!(
         processor::position_stream::UPDATES,

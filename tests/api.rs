@@ -360,7 +360,10 @@ async fn the_service_serves_every_broker_and_publishes_updates_to_redis() {
     }
     assert!(last > 0);
     drop(stream);
-    app.shutdown().await;
+    let report = app.shutdown().await;
+    // Every venue's option Greeks agree with the local model at the venue's own IV.
+    assert!(report.processor.cross_checked > 0, "{report:?}");
+    assert_eq!(report.processor.disagreements, 0, "{report:?}");
 }
 
 #[test]

@@ -247,5 +247,9 @@ async fn options_without_venue_greeks_get_model_greeks_labelled_as_such() {
     .await as u64;
     assert_eq!(labelled, report.processor.model_greeks, "{report:?}");
     assert!(labelled >= 12);
+    // The SPY and AAPL options' venue Greeks were cross-checked, and agree with the
+    // model (the simulator prices with BSM too).
+    assert!(report.processor.cross_checked > 0, "{report:?}");
+    assert_eq!(report.processor.disagreements, 0, "{report:?}");
     sim.stop();
 }

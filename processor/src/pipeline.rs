@@ -1,19 +1,26 @@
 //! The processor task: broker events in, Greek snapshots out. A bad event is
 //! counted (by broker and reason) and logged, and the stream goes on.
 
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use streaming::{Broker, BrokerEvent};
 use tokio::sync::mpsc;
 
 use crate::model::GreekSnapshot;
-use crate::model_greeks::fill_missing_greeks;
+use crate::model_greeks::{cross_check, fill_missing_greeks, ModelSettings};
 use crate::normalize::Normalizer;
 use crate::position_stream::PositionHub;
+
+/// After the first ten, at most one disagreement warning this often: a feed that is
+/// wrong throughout must not flood the log.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub const EVENTS_RECEIVED: &str = "greekstream_events_received_total";
 pub const EVENTS_REJECTED: &str = "greekstream_events_rejected_total";
 pub const VALUES_NON_FINITE: &str = "greekstream_values_non_finite_total";
 pub const MODEL_GREEKS: &str = "greekstream_model_greeks_total";
+pub const MODEL_CROSS_CHECKS: &str = "greekstream_model_cross_checks_total";
+pub const MODEL_DISAGREEMENTS: &str = "greekstream_model_disagreements_total";
+pub const MODEL_DELTA_DEVIATION: &str = "greekstream_model_delta_deviation";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProcessorReport {
@@ -22,12 +29,19 @@ pub struct ProcessorReport {
     pub rejected: u64,
     /// Snapshots whose Greeks the local model filled in.
     pub model_greeks: u64,
+    /// Venue Greeks compared with the model, and how many of those disagreed by more
+    /// than the configured delta.
+    pub cross_checked: u64,
+    pub disagreements: u64,
 }
 
 struct BrokerCounters {
     received: Counter,
     non_finite: Counter,
     model_greeks: Counter,
+    cross_checks: Counter,
+    disagreements: Counter,
+    deviation: Histogram,
 }
 
 fn counters() -> Vec<BrokerCounters> {
@@ -37,6 +51,9 @@ fn counters() -> Vec<BrokerCounters> {
             received: metrics::counter!(EVENTS_RECEIVED, "broker" => b.as_str()),
             non_finite: metrics::counter!(VALUES_NON_FINITE, "broker" => b.as_str()),
             model_greeks: metrics::counter!(MODEL_GREEKS, "broker" => b.as_str()),
+            cross_checks: metrics::counter!(MODEL_CROSS_CHECKS, "broker" => b.as_str()),
+            disagreements: metrics::counter!(MODEL_DISAGREEMENTS, "broker" => b.as_str()),
+            deviation: metrics::histogram!(MODEL_DELTA_DEVIATION, "broker" => b.as_str()),
         })
         .collect()
 }
@@ -48,6 +65,8 @@ pub fn register_metrics() {
         metrics::counter!(EVENTS_RECEIVED, "broker" => b.as_str()).increment(0);
         metrics::counter!(VALUES_NON_FINITE, "broker" => b.as_str()).increment(0);
         metrics::counter!(MODEL_GREEKS, "broker" => b.as_str()).increment(0);
+        metrics::counter!(MODEL_CROSS_CHECKS, "broker" => b.as_str()).increment(0);
+        metrics::counter!(MODEL_DISAGREEMENTS, "broker" => b.as_str()).increment(0);
         metrics::counter!(EVENTS_REJECTED, "broker" => b.as_str(), "reason" => "missing_field")
             .increment(0);
     }
@@ -59,11 +78,12 @@ pub async fn run_processor(
     mut rx: mpsc::Receiver<BrokerEvent>,
     tx: mpsc::Sender<GreekSnapshot>,
     hub: PositionHub,
-    model_rate: f64,
+    model: ModelSettings,
 ) -> ProcessorReport {
     let counters = counters();
     let mut normalizer = Normalizer::new();
     let mut report = ProcessorReport::default();
+    let mut last_warning: Option<std::time::Instant> = None;
     while let Some(event) = rx.recv().await {
         let broker = event.broker;
         let c = &counters[broker as usize];
@@ -71,9 +91,35 @@ pub async fn run_processor(
         report.received += 1;
         match normalizer.normalize(event) {
             Ok(mut out) => {
-                if fill_missing_greeks(&mut out.snapshot, model_rate) {
+                if fill_missing_greeks(&mut out.snapshot, model.rate) {
                     c.model_greeks.increment(1);
                     report.model_greeks += 1;
+                } else if model.cross_check_delta > 0.0 && broker != Broker::Synthetic {
+                    // The synthetic source's Greeks are an approximation by design:
+                    // checking them would measure the load generator.
+                    if let Some(check) = cross_check(&out.snapshot, model.rate) {
+                        report.cross_checked += 1;
+                        c.cross_checks.increment(1);
+                        c.deviation.record(check.deviation());
+                        if check.deviation() > model.cross_check_delta {
+                            report.disagreements += 1;
+                            c.disagreements.increment(1);
+                            let now = std::time::Instant::now();
+                            if report.disagreements <= 10
+                                || last_warning.is_none_or(|at| now - at >= WARN_EVERY)
+                            {
+                                last_warning = Some(now);
+                                tracing::warn!(
+                                    %broker,
+                                    contract = %out.snapshot.position.contract.key,
+                                    venue_delta = check.venue_delta,
+                                    model_delta = check.model_delta,
+                                    disagreements = report.disagreements,
+                                    "venue delta disagrees with the model"
+                                );
+                            }
+                        }
+                    }
                 }
                 if out.non_finite > 0 {
                     c.non_finite.increment(u64::from(out.non_finite));
@@ -117,7 +163,12 @@ mod tests {
             ..SyntheticConfig::default()
         };
         let src = tokio::spawn(run_synthetic(cfg, etx, CancellationToken::new()));
-        let proc = tokio::spawn(run_processor(erx, stx, PositionHub::new(16), 0.0));
+        let proc = tokio::spawn(run_processor(
+            erx,
+            stx,
+            PositionHub::new(16),
+            ModelSettings::default(),
+        ));
         let mut out = 0u64;
         while let Some(s) = srx.recv().await {
             assert!(!s.contract().key.is_empty());
