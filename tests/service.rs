@@ -85,13 +85,6 @@ async fn the_service_streams_synthetic_data_and_exports_what_the_dashboard_needs
         0
     );
 
-    let (status, exposition) = http_get(app.metrics_addr, "/metrics").await;
-    assert_eq!(status, 200);
-    let exported: BTreeSet<&str> = exposition
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .collect();
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -106,14 +99,31 @@ async fn the_service_streams_synthetic_data_and_exports_what_the_dashboard_needs
         wanted.len() >= 10,
         "the dashboard queries our metrics: {wanted:?}"
     );
-    let missing: Vec<_> = wanted
-        .iter()
-        .filter(|m| !exported.contains(m.as_str()))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "dashboard metrics not exported: {missing:?}\nexported: {exported:?}"
-    );
+    // A histogram shows once it has a sample (the model's deviation, after the first
+    // venue option quote), so look again for a while before calling one missing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let exposition = loop {
+        let (status, exposition) = http_get(app.metrics_addr, "/metrics").await;
+        assert_eq!(status, 200);
+        let exported: BTreeSet<String> = exposition
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_owned)
+            .collect();
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|m| !exported.contains(m.as_str()))
+            .collect();
+        if missing.is_empty() {
+            break exposition;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dashboard metrics not exported: {missing:?}\nexported: {exported:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     // The latency histogram has the synthetic broker's series.
     assert!(exposition.contains("greekstream_ingest_latency_seconds_bucket{broker=\"synthetic\""));
 
