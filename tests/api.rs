@@ -13,8 +13,7 @@ use database::testing::TestDb;
 use greekstream::app::App;
 use greekstream::config::Config;
 use processor::position_stream::PositionHub;
-use processor::UnifiedPosition;
-use processor::{AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, OptionRight};
+use processor::{AssetClass, Contract, GreekSnapshot, Greeks, OptionRight};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use streaming::Broker;
@@ -31,23 +30,11 @@ fn snap(
     unit: Greeks,
     und: Option<f64>,
 ) -> GreekSnapshot {
-    let q = Decimal::from(qty);
+    let (q, c) = (Decimal::from(qty), Arc::new(c.clone()));
     GreekSnapshot {
-        event_time: Utc::now(),
-        received_at: Utc::now(),
-        position: UnifiedPosition {
-            broker,
-            account_id: account.into(),
-            contract: Arc::new(c.clone()),
-            quantity: q,
-        },
         mark_price: Some(1.0),
         underlying_price: und,
-        implied_vol: None,
-        unit,
-        total: unit.scaled(q, c.multiplier),
-        greeks_source: (!unit.is_empty()).then_some(GreeksSource::Venue),
-        source_seq: None,
+        ..GreekSnapshot::with_greeks(broker, account, c, q, unit, Utc::now())
     }
 }
 

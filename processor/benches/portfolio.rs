@@ -9,9 +9,7 @@ use std::sync::Arc;
 use chrono::{NaiveDate, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
 use processor::portfolio::{aggregate, Book, Group, GroupBy};
-use processor::{
-    AssetClass, Broker, Contract, GreekSnapshot, Greeks, GreeksSource, OptionRight, UnifiedPosition,
-};
+use processor::{AssetClass, Broker, Contract, GreekSnapshot, Greeks, OptionRight};
 use rust_decimal::Decimal;
 
 const POSITIONS: usize = 10_000;
@@ -38,23 +36,13 @@ fn snapshot(i: usize, qty: i64, delta: f64) -> GreekSnapshot {
         vega: Some(0.2),
         rho: (i % 10 != 0).then_some(0.05),
     };
-    let q = Decimal::from(qty);
+    let account = format!("A{}", i % 20);
+    let (q, c) = (Decimal::from(qty), Arc::new(contract));
     GreekSnapshot {
-        event_time: Utc::now(),
-        received_at: Utc::now(),
-        position: UnifiedPosition {
-            broker,
-            account_id: format!("A{}", i % 20).into(),
-            contract: Arc::new(contract),
-            quantity: q,
-        },
         mark_price: Some(1.0),
         underlying_price: Some(100.0),
         implied_vol: Some(0.2),
-        unit,
-        total: unit.scaled(q, Decimal::from(100)),
-        greeks_source: Some(GreeksSource::Venue),
-        source_seq: None,
+        ..GreekSnapshot::with_greeks(broker, &account, c, q, unit, Utc::now())
     }
 }
 

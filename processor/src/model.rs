@@ -318,6 +318,37 @@ pub struct GreekSnapshot {
 }
 
 impl GreekSnapshot {
+    /// `quantity` of `contract` held in `account` at `broker`, at `at`, with per-unit
+    /// Greeks `unit` as a venue sent them (position Greeks derived, no prices): the
+    /// starting point of tests, benchmarks and examples, which set the rest.
+    pub fn with_greeks(
+        broker: Broker,
+        account: &str,
+        contract: Arc<Contract>,
+        quantity: Decimal,
+        unit: Greeks,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let total = unit.scaled(quantity, contract.multiplier);
+        Self {
+            event_time: at,
+            received_at: at,
+            position: UnifiedPosition {
+                broker,
+                account_id: account.into(),
+                contract,
+                quantity,
+            },
+            mark_price: None,
+            underlying_price: None,
+            implied_vol: None,
+            unit,
+            total,
+            greeks_source: (!unit.is_empty()).then_some(GreeksSource::Venue),
+            source_seq: None,
+        }
+    }
+
     pub fn broker(&self) -> Broker {
         self.position.broker
     }

@@ -322,7 +322,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::model::{AssetClass, OptionRight, UnifiedPosition};
+    use crate::model::{AssetClass, OptionRight};
 
     fn snap(
         broker: Broker,
@@ -332,24 +332,11 @@ mod tests {
         unit: Greeks,
         underlying: Option<f64>,
     ) -> GreekSnapshot {
-        let q = Decimal::from(qty);
-        let total = unit.scaled(q, contract.multiplier);
+        let at = Utc::now();
+        let c = Arc::new(contract);
         GreekSnapshot {
-            event_time: Utc::now(),
-            received_at: Utc::now(),
-            position: UnifiedPosition {
-                broker,
-                account_id: account.into(),
-                contract: Arc::new(contract),
-                quantity: q,
-            },
-            mark_price: None,
             underlying_price: underlying,
-            implied_vol: None,
-            unit,
-            total,
-            greeks_source: (!unit.is_empty()).then_some(GreeksSource::Venue),
-            source_seq: None,
+            ..GreekSnapshot::with_greeks(broker, account, c, Decimal::from(qty), unit, at)
         }
     }
 

@@ -132,26 +132,21 @@ mod tests {
     use streaming::Broker;
 
     use super::*;
-    use crate::model::{Contract, Greeks, UnifiedPosition};
+    use crate::model::{Contract, Greeks};
 
     fn snap(symbol: &str, qty: i64) -> GreekSnapshot {
         let contract = Arc::new(Contract::perpetual(symbol, Decimal::ONE).unwrap());
+        let q = Decimal::from(qty);
         GreekSnapshot {
-            event_time: Utc::now(),
-            received_at: Utc::now(),
-            position: UnifiedPosition {
-                broker: Broker::Binance,
-                account_id: "a".into(),
-                contract,
-                quantity: Decimal::from(qty),
-            },
-            mark_price: None,
-            underlying_price: None,
-            implied_vol: None,
-            unit: Greeks::LINEAR,
-            total: Greeks::LINEAR.scaled(Decimal::from(qty), Decimal::ONE),
             greeks_source: None,
-            source_seq: None,
+            ..GreekSnapshot::with_greeks(
+                Broker::Binance,
+                "a",
+                contract,
+                q,
+                Greeks::LINEAR,
+                Utc::now(),
+            )
         }
     }
 
