@@ -2,7 +2,7 @@
 //! body, because SIGNED requests must be verified over the exact bytes sent (a
 //! router that decodes first would change `%5B` into `[` and break the check).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -542,18 +542,23 @@ fn position_row(
     row
 }
 
+/// Symbol → (amount, entry price), copied out of the lock.
+fn held_positions(state: &SimState) -> BTreeMap<String, (Decimal, Decimal)> {
+    state
+        .account
+        .lock()
+        .expect("account lock")
+        .positions
+        .clone()
+}
+
 /// v2: every symbol; v3: only held ones.
 fn positions(state: &SimState, v2: bool) -> Value {
     let symbols: Vec<String> = {
         let m = state.market.lock().expect("market lock");
         m.specs.iter().map(|s| s.symbol.clone()).collect()
     };
-    let held = state
-        .account
-        .lock()
-        .expect("account lock")
-        .positions
-        .clone();
+    let held = held_positions(state);
     let rows = symbols
         .iter()
         .filter_map(|s| {
@@ -581,12 +586,7 @@ fn option_marks(state: &SimState, p: &Params) -> Response {
 
 /// `GET /eapi/v1/position`: held options only.
 fn option_positions(state: &SimState, p: &Params) -> Value {
-    let held = state
-        .account
-        .lock()
-        .expect("account lock")
-        .positions
-        .clone();
+    let held = held_positions(state);
     let t = now_ms();
     let rows = state
         .options
