@@ -289,6 +289,52 @@ async fn positions_become_events_and_account_updates_move_them() {
 }
 
 #[tokio::test]
+async fn the_margin_account_totals_are_read_with_the_positions() {
+    let run = start(fast_sim(), |c| {
+        c.positions_refresh = Duration::from_millis(300);
+    })
+    .await;
+    let account = || run.stats.account.lock().unwrap().clone();
+    wait_for("the account totals", Duration::from_secs(5), || {
+        account().is_some()
+    })
+    .await;
+    let a = account().unwrap();
+    assert_eq!(a.total_wallet_balance, Decimal::from(100_000));
+    assert_eq!(
+        a.total_margin_balance,
+        a.total_wallet_balance + a.total_unrealized_profit
+    );
+    assert_eq!(
+        a.available_balance,
+        a.total_margin_balance - a.total_initial_margin
+    );
+    // Maintenance is 0.4% of the futures' notional at the marks (which move a little
+    // between the venue's read and ours).
+    let notional: Decimal = run
+        .sim
+        .positions()
+        .iter()
+        .filter(|(s, _)| !s.contains('-'))
+        .map(|(s, amount)| (run.sim.mark(s).unwrap() * amount).abs())
+        .sum();
+    let expected = notional * d("0.004");
+    assert!(
+        (a.total_maint_margin - expected).abs() < expected * d("0.01"),
+        "maint {} vs {expected}",
+        a.total_maint_margin
+    );
+    // Closing the ETH short shrinks the margin the next read reports.
+    run.sim.set_position("ETHUSDT", Decimal::ZERO);
+    wait_for(
+        "a smaller maintenance margin",
+        Duration::from_secs(5),
+        || account().is_some_and(|b| b.total_maint_margin < a.total_maint_margin * d("0.9")),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn option_positions_carry_venue_greeks_and_follow_the_options_api() {
     let run = start(fast_sim(), |c| {
         c.positions_refresh = Duration::from_millis(300);

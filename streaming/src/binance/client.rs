@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeZone, Utc};
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -28,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use super::book::{LocalBook, Sync};
 use super::price_cache::{self, PriceCacheConfig, Prices};
 use super::rest::{Keys, Rest, RestError, RestStats};
-use super::wire::{self, MarkPrice, MarketMessage, OptionMark, SymbolInfo, UserEvent};
+use super::wire::{
+    self, AccountSummary, MarkPrice, MarketMessage, OptionMark, SymbolInfo, UserEvent,
+};
 use super::{BnKind, BnPosition, BnQuote};
 use crate::broker_metrics::{self, POSITIONS, REST_ERRORS};
 use crate::event::{Broker, BrokerEvent, BrokerPayload};
@@ -41,6 +44,10 @@ use crate::ws::{
 pub const BOOK_RESYNCS: &str = "greekstream_binance_book_resyncs_total";
 pub const USER_EVENTS: &str = "greekstream_binance_user_events_total";
 pub const LISTEN_KEYS: &str = "greekstream_binance_listen_keys_created_total";
+/// The margin account's totals, in the margin asset, by `account` and `total`
+/// (`wallet_balance`, `unrealized_profit`, `margin_balance`, `initial_margin`,
+/// `maint_margin`, `available_balance`).
+pub const ACCOUNT_TOTALS: &str = "greekstream_binance_account";
 const BROKER: Broker = Broker::Binance;
 
 #[derive(Debug, Clone)]
@@ -134,6 +141,8 @@ pub struct BinanceStats {
     pub listen_keys_created: AtomicU64,
     pub listen_key_expiries: AtomicU64,
     pub reconciles: AtomicU64,
+    /// The margin account's totals at the last reconcile.
+    pub account: Mutex<Option<AccountSummary>>,
     pub positions: AtomicU64,
     pub authenticated: AtomicBool,
     pub rest: Arc<RestStats>,
@@ -316,6 +325,22 @@ impl Shared {
         tracing::warn!(error = %err, "Binance {what} failed");
     }
 
+    fn publish_account(&self, a: AccountSummary) {
+        for (total, value) in [
+            ("wallet_balance", a.total_wallet_balance),
+            ("unrealized_profit", a.total_unrealized_profit),
+            ("margin_balance", a.total_margin_balance),
+            ("initial_margin", a.total_initial_margin),
+            ("maint_margin", a.total_maint_margin),
+            ("available_balance", a.available_balance),
+        ] {
+            let value = value.to_f64().unwrap_or(f64::NAN);
+            metrics::gauge!(ACCOUNT_TOTALS, "account" => self.account.to_string(), "total" => total)
+                .set(value);
+        }
+        *self.stats.account.lock().expect("account lock") = Some(a);
+    }
+
     fn publish_positions_gauge(&self, n: usize) {
         self.stats.positions.store(n as u64, Relaxed);
         metrics::gauge!(POSITIONS, "broker" => BROKER.as_str()).set(n as f64);
@@ -482,6 +507,11 @@ async fn reconcile(shared: &Shared) -> Result<(), RestError> {
     shared.set_authenticated(true);
     for b in &bad {
         shared.malformed("positionRisk row", "", b);
+    }
+    // The totals are for operators and risk; a failed read does not hold up positions.
+    match shared.rest.account().await {
+        Ok(a) => shared.publish_account(a),
+        Err(e) => shared.rest_failed("account", &e),
     }
     let options = match &shared.options {
         Some(rest) => read_options(shared, rest).await,

@@ -19,7 +19,8 @@ use tokio::time::Instant;
 
 use super::sign::sign;
 use super::wire::{
-    self, DepthSnapshot, OptionMark, OptionPosition, PositionRisk, SymbolInfo, WireError,
+    self, AccountSummary, DepthSnapshot, OptionMark, OptionPosition, PositionRisk, SymbolInfo,
+    WireError,
 };
 use crate::secret::Secret;
 
@@ -333,6 +334,12 @@ impl Rest {
             .signed(Method::GET, "/fapi/v3/positionRisk", &[])
             .await?;
         Ok(wire::parse_position_risk(&body)?)
+    }
+
+    /// The margin account's totals (`/fapi/v3/account`).
+    pub async fn account(&self) -> Result<AccountSummary, RestError> {
+        let body = self.signed(Method::GET, "/fapi/v3/account", &[]).await?;
+        Ok(wire::parse_account(&body)?)
     }
 
     /// Held option positions (`/eapi/v1/position`, on the options host).

@@ -479,6 +479,32 @@ pub fn parse_depth_snapshot(body: &str) -> Result<DepthSnapshot, WireError> {
     })
 }
 
+/// The margin account's totals from `GET /fapi/v3/account`, in the margin asset
+/// (USDT in single-asset mode). The per-asset and per-position arrays are not kept:
+/// positions come from positionRisk.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountSummary {
+    #[serde(deserialize_with = "string_decimal")]
+    pub total_wallet_balance: Decimal,
+    #[serde(deserialize_with = "string_decimal")]
+    pub total_unrealized_profit: Decimal,
+    /// Wallet balance plus unrealized profit.
+    #[serde(deserialize_with = "string_decimal")]
+    pub total_margin_balance: Decimal,
+    #[serde(deserialize_with = "string_decimal")]
+    pub total_initial_margin: Decimal,
+    /// When the margin balance falls to this, the account is liquidated.
+    #[serde(deserialize_with = "string_decimal")]
+    pub total_maint_margin: Decimal,
+    #[serde(deserialize_with = "string_decimal")]
+    pub available_balance: Decimal,
+}
+
+pub fn parse_account(body: &str) -> Result<AccountSummary, WireError> {
+    Ok(serde_json::from_str(body)?)
+}
+
 /// One row of `GET /fapi/v2|v3/positionRisk`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct PositionRisk {
@@ -686,6 +712,23 @@ mod tests {
         assert_eq!(good[1].quantity, "1.5".parse::<Decimal>().unwrap());
         assert_eq!(good[1].mark_price, Decimal::from(12));
         assert_eq!(bad.len(), 1);
+    }
+
+    #[test]
+    fn account_totals_parse_from_the_documented_v3_shape() {
+        let body = r#"{"totalInitialMargin":"0.00000000","totalMaintMargin":"0.00000000",
+          "totalWalletBalance":"103.12345678","totalUnrealizedProfit":"0.00000000",
+          "totalMarginBalance":"103.12345678","totalPositionInitialMargin":"0.00000000",
+          "totalOpenOrderInitialMargin":"0.00000000","totalCrossWalletBalance":"103.12345678",
+          "totalCrossUnPnl":"0.00000000","availableBalance":"103.12345678",
+          "maxWithdrawAmount":"103.12345678","assets":[{"asset":"USDT","walletBalance":"23.72469206"}],
+          "positions":[{"symbol":"BTCUSDT","positionSide":"BOTH","positionAmt":"1.000"}]}"#;
+        let a = parse_account(body).unwrap();
+        assert_eq!(a.total_wallet_balance, d("103.12345678"));
+        assert_eq!(a.available_balance, d("103.12345678"));
+        assert_eq!(a.total_maint_margin, Decimal::ZERO);
+        assert!(parse_account(r#"{"totalWalletBalance":"1"}"#).is_err());
+        assert!(parse_account(&body.replace("\"103.12345678\"", "\"x\"")).is_err());
     }
 
     #[test]

@@ -532,8 +532,11 @@ fn position_row(
     let extra = if v2 {
         json!({"leverage": "20", "maxNotionalValue": "25000000", "marginType": "cross", "isAutoAddMargin": "false"})
     } else {
-        let im = (notional.abs() / Decimal::from(20)).round_dp(8).to_string();
-        json!({"marginAsset": "USDT", "initialMargin": im, "maintMargin": "0", "positionInitialMargin": im,
+        let im = (notional.abs() * rate(INITIAL_RATE))
+            .round_dp(8)
+            .to_string();
+        let mm = (notional.abs() * rate(MAINT_RATE)).round_dp(8).to_string();
+        json!({"marginAsset": "USDT", "initialMargin": im, "maintMargin": mm, "positionInitialMargin": im,
                "openOrderInitialMargin": "0", "adl": 0, "bidNotional": "0", "askNotional": "0"})
     };
     if let (Some(r), Some(e)) = (row.as_object_mut(), extra.as_object()) {
@@ -601,36 +604,66 @@ fn option_positions(state: &SimState, p: &Params) -> Value {
     Value::Array(rows)
 }
 
+/// Leverage 20 everywhere (initial margin 5% of notional) and the first bracket's
+/// maintenance rate of 0.4%.
+const INITIAL_RATE: &str = "0.05";
+const MAINT_RATE: &str = "0.004";
+
+fn rate(r: &str) -> Decimal {
+    r.parse().expect("literal rate")
+}
+
+/// The cross-margin totals over the held futures: (wallet, unrealized profit,
+/// initial margin, maintenance margin).
+fn margin_totals(state: &SimState) -> (Decimal, Decimal, Decimal, Decimal) {
+    let wallet = state.account.lock().expect("account lock").wallet;
+    let symbols: Vec<String> = {
+        let m = state.market.lock().expect("market lock");
+        m.specs.iter().map(|s| s.symbol.clone()).collect()
+    };
+    let held = held_positions(state);
+    let (mut upnl, mut notional) = (Decimal::ZERO, Decimal::ZERO);
+    for s in &symbols {
+        if let Some((amount, entry)) = held.get(s).copied() {
+            let mark = state.mark(s).unwrap_or(entry);
+            upnl += ((mark - entry) * amount).round_dp(8);
+            notional += (mark * amount).round_dp(8).abs();
+        }
+    }
+    let initial = (notional * rate(INITIAL_RATE)).round_dp(8);
+    let maint = (notional * rate(MAINT_RATE)).round_dp(8);
+    (wallet, upnl, initial, maint)
+}
+
 fn account(state: &SimState) -> Value {
-    let wallet = state
-        .account
-        .lock()
-        .expect("account lock")
-        .wallet
-        .to_string();
+    let (wallet, upnl, initial, maint) = margin_totals(state);
+    let margin = wallet + upnl;
+    let available = (margin - initial).max(Decimal::ZERO);
     json!({
         "feeTier": 0, "canTrade": true, "canDeposit": true, "canWithdraw": true, "multiAssetsMargin": false,
-        "totalInitialMargin": "0", "totalMaintMargin": "0", "totalWalletBalance": wallet,
-        "totalUnrealizedProfit": "0", "totalMarginBalance": wallet, "totalPositionInitialMargin": "0",
-        "totalOpenOrderInitialMargin": "0", "totalCrossWalletBalance": wallet, "totalCrossUnPnl": "0",
-        "availableBalance": wallet, "maxWithdrawAmount": wallet,
+        "totalInitialMargin": initial.to_string(), "totalMaintMargin": maint.to_string(),
+        "totalWalletBalance": wallet.to_string(), "totalUnrealizedProfit": upnl.to_string(),
+        "totalMarginBalance": margin.to_string(), "totalPositionInitialMargin": initial.to_string(),
+        "totalOpenOrderInitialMargin": "0", "totalCrossWalletBalance": wallet.to_string(),
+        "totalCrossUnPnl": upnl.to_string(), "availableBalance": available.to_string(),
+        "maxWithdrawAmount": available.to_string(),
         "assets": balance(state),
         "positions": positions(state, false),
     })
 }
 
 fn balance(state: &SimState) -> Value {
-    let wallet = state
-        .account
-        .lock()
-        .expect("account lock")
-        .wallet
-        .to_string();
+    let (wallet, upnl, initial, maint) = margin_totals(state);
+    let margin = wallet + upnl;
+    let available = (margin - initial).max(Decimal::ZERO);
     json!([{
-        "asset": "USDT", "walletBalance": wallet, "unrealizedProfit": "0", "marginBalance": wallet,
-        "maintMargin": "0", "initialMargin": "0", "positionInitialMargin": "0", "openOrderInitialMargin": "0",
-        "crossWalletBalance": wallet, "crossUnPnl": "0", "availableBalance": wallet, "maxWithdrawAmount": wallet,
-        "marginAvailable": true, "updateTime": now_ms(), "balance": wallet
+        "asset": "USDT", "walletBalance": wallet.to_string(), "unrealizedProfit": upnl.to_string(),
+        "marginBalance": margin.to_string(), "maintMargin": maint.to_string(),
+        "initialMargin": initial.to_string(), "positionInitialMargin": initial.to_string(),
+        "openOrderInitialMargin": "0", "crossWalletBalance": wallet.to_string(),
+        "crossUnPnl": upnl.to_string(), "availableBalance": available.to_string(),
+        "maxWithdrawAmount": available.to_string(), "marginAvailable": true,
+        "updateTime": now_ms(), "balance": wallet.to_string()
     }])
 }
 
