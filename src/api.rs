@@ -27,7 +27,6 @@ use streaming::Broker;
 
 pub fn router(hub: PositionHub) -> Router {
     Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/positions", get(positions))
         .route("/v1/portfolio", get(portfolio))
         .route("/v1/positions/stream", get(stream_positions))

@@ -26,8 +26,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::pipeline::{Pipeline, PipelineReport};
+use crate::health::HealthMonitor;
+use crate::pipeline::{Pipeline, PipelineAlive, PipelineReport};
 use crate::supervisor::supervise;
+use processor::pipeline::SourceActivity;
 use processor::position_stream::PositionHub;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +89,12 @@ pub async fn connect_and_migrate(
     };
     loop {
         match database::migrate(&pool).await {
-            Ok(()) => return Ok(pool),
+            Ok(()) => {
+                cfg.writer.health.committed();
+                return Ok(pool);
+            }
             Err(err) => {
+                cfg.writer.health.failed();
                 let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
                 tracing::warn!(url = %cfg.database_url, error = %err, retry_in_ms = wait.as_millis() as u64,
                     "database not ready");
@@ -120,6 +126,16 @@ impl App {
             })?;
         let hub = PositionHub::new(cfg.position_stream_capacity);
         let api_hub = hub.clone();
+        let activity = Arc::new(SourceActivity::default());
+        let alive = Arc::new(PipelineAlive::default());
+        let monitor = HealthMonitor::new(
+            cfg.writer.health.clone(),
+            cfg.health_writer_window,
+            activity.clone(),
+            alive.clone(),
+            configured_sources(&cfg),
+        );
+        let api_monitor = monitor.clone();
         let mut servers = vec![
             tokio::spawn(async move {
                 let app = Router::new().route(
@@ -131,17 +147,30 @@ impl App {
                 }
             }),
             tokio::spawn(async move {
-                let app = crate::api::router(api_hub);
+                let app = crate::api::router(api_hub).merge(crate::health::router(api_monitor));
                 if let Err(err) = axum::serve(control_listener, app).await {
                     tracing::error!(error = %err, "control listener stopped");
                 }
             }),
         ];
+        servers.push(tokio::spawn(monitor.run_gauges()));
         tracing::info!(%metrics_addr, %control_addr, "listening");
 
         let writer_conns = cfg.writer.policy.max_in_flight as u32;
-        let pool =
-            connect_and_migrate(&cfg, "greekstream-writer", writer_conns + 1, &cancel).await?;
+        connect_and_migrate(&cfg, "greekstream-migrate", 1, &cancel)
+            .await?
+            .close()
+            .await;
+        // The writer's own sessions carry server-side limits, so a half-open
+        // connection or a lock held elsewhere cannot stall ingest (migrations above
+        // may legitimately take longer).
+        let pool = database::lazy_pool(
+            cfg.db_limits.apply(database::connect_options(
+                cfg.database_url.expose(),
+                "greekstream-writer",
+            )?),
+            writer_conns + 1,
+        );
         let maint_pool = database::lazy_pool(
             database::connect_options(cfg.database_url.expose(), "greekstream-maintenance")?,
             1,
@@ -172,6 +201,8 @@ impl App {
             cfg.writer.clone(),
             hub.clone(),
             cfg.model,
+            activity,
+            alive,
         );
         let mut sources = Vec::new();
         if cfg.synthetic.enabled {
@@ -426,4 +457,27 @@ async fn start_binance(
         }
     }));
     Ok((task, sim))
+}
+
+/// The sources this configuration runs, with their silence windows.
+fn configured_sources(cfg: &Config) -> Vec<(streaming::Broker, Duration)> {
+    use streaming::Broker;
+    [
+        (Broker::Ibkr, cfg.ibkr.enabled, cfg.ibkr.silence),
+        (
+            Broker::Tastytrade,
+            cfg.tastytrade.enabled,
+            cfg.tastytrade.silence,
+        ),
+        (Broker::Binance, cfg.binance.enabled, cfg.binance.silence),
+        (
+            Broker::Synthetic,
+            cfg.synthetic.enabled,
+            cfg.synthetic.silence,
+        ),
+    ]
+    .into_iter()
+    .filter(|&(_, enabled, _)| enabled)
+    .map(|(b, _, window)| (b, window))
+    .collect()
 }

@@ -47,7 +47,10 @@ async fn scratch_database(cfg: &Config) -> Result<(PgPool, PgConnectOptions), Be
         .await?;
     admin.close().await?;
     let opts = base.database(&name);
-    let pool = database::lazy_pool(opts.clone(), cfg.writer.policy.max_in_flight as u32 + 1);
+    let pool = database::lazy_pool(
+        cfg.db_limits.apply(opts.clone()),
+        cfg.writer.policy.max_in_flight as u32 + 1,
+    );
     database::migrate(&pool).await?;
     ensure_partitions(&pool, &cfg.partitions).await?;
     sqlx::query("CHECKPOINT").execute(&pool).await?;
@@ -122,6 +125,8 @@ pub async fn ingest(
         cfg.writer.clone(),
         processor::position_stream::PositionHub::new(cfg.position_stream_capacity),
         cfg.model,
+        Default::default(),
+        Default::default(),
     );
     let sent = run_synthetic(synthetic, pipeline.sender(), CancellationToken::new()).await;
     let report = pipeline.finish().await;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use database::partitions::PartitionConfig;
-use database::{FlushPolicy, WriterConfig};
+use database::{FlushPolicy, SessionLimits, WriterConfig};
 use processor::model_greeks::ModelSettings;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -64,6 +64,8 @@ impl fmt::Display for SecretUrl {
 #[derive(Debug, Clone)]
 pub struct SyntheticSettings {
     pub enabled: bool,
+    /// `/health` reports the source once it has sent nothing for this long.
+    pub silence: Duration,
     /// Events per second.
     pub rate: f64,
     pub seed: u64,
@@ -75,6 +77,8 @@ pub struct SyntheticSettings {
 #[derive(Debug, Clone)]
 pub struct IbkrSettings {
     pub enabled: bool,
+    /// `/health` reports the source once it has sent nothing for this long.
+    pub silence: Duration,
     /// `https://localhost:5000` for a local gateway. The URL can carry nothing
     /// secret today, but it is kept redacted like every other URL.
     pub gateway_url: Option<SecretUrl>,
@@ -88,6 +92,8 @@ pub struct IbkrSettings {
 #[derive(Debug, Clone)]
 pub struct TastytradeSettings {
     pub enabled: bool,
+    /// `/health` reports the source once it has sent nothing for this long.
+    pub silence: Duration,
     pub credentials: Option<streaming::tastytrade::rest::Credentials>,
     pub api_url: SecretUrl,
     pub streamer_url: SecretUrl,
@@ -101,6 +107,8 @@ pub struct TastytradeSettings {
 #[derive(Debug, Clone)]
 pub struct BinanceSettings {
     pub enabled: bool,
+    /// `/health` reports the source once it has sent nothing for this long.
+    pub silence: Duration,
     pub keys: Option<streaming::binance::rest::Keys>,
     pub rest_url: SecretUrl,
     pub ws_url: SecretUrl,
@@ -134,6 +142,10 @@ pub struct Config {
     pub control_addr: SocketAddr,
     pub channel_capacity: usize,
     pub writer: WriterConfig,
+    /// Server-side limits on the writer's sessions.
+    pub db_limits: SessionLimits,
+    /// `/health` reports the writer once every attempt has failed for this long.
+    pub health_writer_window: Duration,
     pub partitions: PartitionConfig,
     pub synthetic: SyntheticSettings,
     pub ibkr: IbkrSettings,
@@ -224,7 +236,14 @@ impl Config {
             max_buffer: env.positive("GS_WRITER_MAX_BUFFER", 100_000)?,
             positions_interval: env.millis("GS_POSITIONS_INTERVAL_MS", 1000)?,
             shutdown_grace: env.millis("GS_SHUTDOWN_GRACE_MS", 30_000)?,
+            flush_timeout: env.millis("GS_WRITER_FLUSH_TIMEOUT_MS", 15_000)?,
             ..WriterConfig::default()
+        };
+        let db_limits = SessionLimits {
+            statement: env.millis("GS_DB_STATEMENT_TIMEOUT_MS", 15_000)?,
+            lock: env.millis("GS_DB_LOCK_TIMEOUT_MS", 5_000)?,
+            idle_in_transaction: env.millis("GS_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 15_000)?,
+            ..SessionLimits::default()
         };
         let partitions = PartitionConfig {
             months_back: env.parse("GS_PARTITION_MONTHS_BACK", 1)?,
@@ -239,6 +258,7 @@ impl Config {
                 }
                 n => Some(n),
             },
+            lock_timeout: env.millis("GS_PARTITION_LOCK_TIMEOUT_MS", 200)?,
             ..PartitionConfig::default()
         };
         if partitions.months_back < 0 || partitions.months_ahead < 0 {
@@ -278,15 +298,19 @@ impl Config {
             control_addr: env.parse("CONTROL_ADDR", "127.0.0.1:8888".parse().expect("literal"))?,
             channel_capacity: env.positive("GS_CHANNEL_CAPACITY", 10_000)?,
             writer,
+            db_limits,
+            health_writer_window: env.millis("GS_HEALTH_WRITER_WINDOW_MS", 10_000)?,
             partitions,
             synthetic: SyntheticSettings {
                 enabled: env.parse("GS_SYNTHETIC", true)?,
+                silence: env.millis("GS_SYNTHETIC_SILENCE_MS", 60_000)?,
                 rate: env.positive("GS_SYNTHETIC_RATE", 50.0)?,
                 seed: env.parse("GS_SYNTHETIC_SEED", 1)?,
                 accounts: env.positive("GS_SYNTHETIC_ACCOUNTS", 4)?,
             },
             ibkr: IbkrSettings {
                 enabled: env.parse("GS_IBKR", true)?,
+                silence: env.millis("GS_IBKR_SILENCE_MS", 60_000)?,
                 gateway_url: match env.raw("GS_IBKR_GATEWAY_URL") {
                     None => None,
                     Some(_) => Some(env.url("GS_IBKR_GATEWAY_URL", "", &["https", "http"])?),
@@ -297,6 +321,7 @@ impl Config {
             },
             tastytrade: TastytradeSettings {
                 enabled: env.parse("GS_TASTYTRADE", true)?,
+                silence: env.millis("GS_TASTYTRADE_SILENCE_MS", 60_000)?,
                 credentials: tastytrade_credentials(&env)?,
                 api_url: env.url(
                     "GS_TASTYTRADE_API_URL",
@@ -314,6 +339,7 @@ impl Config {
             },
             binance: BinanceSettings {
                 enabled: env.parse("GS_BINANCE", true)?,
+                silence: env.millis("GS_BINANCE_SILENCE_MS", 60_000)?,
                 keys: binance_keys(&env)?,
                 rest_url: env.url(
                     "GS_BINANCE_REST_URL",

@@ -6,6 +6,7 @@ pub mod app;
 pub mod bench;
 pub mod config;
 pub mod events;
+pub mod health;
 pub mod pipeline;
 pub mod price;
 pub mod supervisor;

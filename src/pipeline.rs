@@ -2,11 +2,13 @@
 //! channel (every source gone) drains the pipeline in order: the processor finishes,
 //! then the writer writes what is left.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use database::{run_writer, WriterConfig, WriterReport};
 use processor::model_greeks::ModelSettings;
-use processor::pipeline::{run_processor, ProcessorReport};
+use processor::pipeline::{run_processor, ProcessorReport, SourceActivity};
 use processor::position_stream::PositionHub;
 use sqlx::PgPool;
 use streaming::BrokerEvent;
@@ -15,7 +17,36 @@ use tokio::task::JoinHandle;
 
 use crate::telemetry::CHANNEL_DEPTH;
 
+/// Whether the processor and the writer tasks are still running (false once one
+/// has ended, by returning or by a panic), for `/health`.
+#[derive(Debug)]
+pub struct PipelineAlive {
+    pub processor: AtomicBool,
+    pub writer: AtomicBool,
+}
+
+impl Default for PipelineAlive {
+    /// Not started yet counts as running: start-up has its own checks.
+    fn default() -> Self {
+        Self {
+            processor: AtomicBool::new(true),
+            writer: AtomicBool::new(true),
+        }
+    }
+}
+
+/// Sets its flag to false when the task holding it ends, however it ends.
+struct AliveGuard(Arc<PipelineAlive>, fn(&PipelineAlive) -> &AtomicBool);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        (self.1)(&self.0).store(false, Ordering::Relaxed);
+    }
+}
+
 pub struct Pipeline {
+    pub alive: Arc<PipelineAlive>,
+    pub activity: Arc<SourceActivity>,
     events: mpsc::Sender<BrokerEvent>,
     processor: JoinHandle<ProcessorReport>,
     writer: JoinHandle<WriterReport>,
@@ -35,13 +66,28 @@ impl Pipeline {
         writer: WriterConfig,
         hub: PositionHub,
         model: ModelSettings,
+        activity: Arc<SourceActivity>,
+        alive: Arc<PipelineAlive>,
     ) -> Self {
         let (events, events_rx) = mpsc::channel(channel_capacity);
         let (snapshots, snapshots_rx) = mpsc::channel(channel_capacity);
         let sampler = tokio::spawn(sample_depths(events.downgrade(), snapshots.downgrade()));
-        let processor = tokio::spawn(run_processor(events_rx, snapshots, hub, model));
-        let writer = tokio::spawn(run_writer(pool, writer, snapshots_rx));
+        let guard = AliveGuard(alive.clone(), |a| &a.processor);
+        let processor = tokio::spawn({
+            let activity = activity.clone();
+            async move {
+                let _guard = guard;
+                run_processor(events_rx, snapshots, hub, model, activity).await
+            }
+        });
+        let guard = AliveGuard(alive.clone(), |a| &a.writer);
+        let writer = tokio::spawn(async move {
+            let _guard = guard;
+            run_writer(pool, writer, snapshots_rx).await
+        });
         Self {
+            alive,
+            activity,
             events,
             processor,
             writer,

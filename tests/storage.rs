@@ -3,14 +3,16 @@
 mod common;
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
-use database::partitions::{ensure_month, ensure_partitions, PartitionConfig};
+use database::partitions::{ensure_month, ensure_partitions, maintain_once, PartitionConfig};
 use database::testing::TestDb;
 use database::{run_writer, WriterConfig};
 use rust_decimal::Decimal;
 use std::str::FromStr;
 use tokio::sync::mpsc;
 
-use common::{count, snapshots};
+use common::{count, snapshots, wait_for_count};
+
+const ROWS: &str = "SELECT count(*) FROM greek_snapshots";
 
 #[tokio::test]
 async fn migrations_build_the_schema_on_an_empty_database() {
@@ -257,4 +259,61 @@ async fn values_round_trip_exactly_through_binary_copy() {
         )
         .await
     );
+}
+
+#[tokio::test]
+async fn partition_maintenance_under_an_open_reader_never_stalls_ingest() {
+    use sqlx::{ConnectOptions, Connection};
+    let db = TestDb::new().await;
+    let now_only = PartitionConfig {
+        months_back: 0,
+        months_ahead: 0,
+        lock_timeout: std::time::Duration::from_millis(300),
+        ..PartitionConfig::default()
+    };
+    ensure_partitions(&db.pool, &now_only).await.unwrap();
+    let (tx, rx) = mpsc::channel(64);
+    let writer = tokio::spawn(run_writer(db.pool.clone(), WriterConfig::default(), rx));
+    let mut rows = snapshots(40, Utc::now()).into_iter();
+    for r in rows.by_ref().take(20) {
+        tx.send(r).await.unwrap();
+    }
+    let wait = std::time::Duration::from_secs(10);
+    assert_eq!(wait_for_count(&db.pool, ROWS, 20, wait).await, 20);
+
+    // An analyst's transaction has read the table and stays open.
+    let mut analyst = db.options.connect().await.unwrap();
+    let mut reading = analyst.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM greek_snapshots")
+        .execute(&mut *reading)
+        .await
+        .unwrap();
+    // Maintenance now wants the next months, which needs locks the reader blocks.
+    let ahead = PartitionConfig {
+        months_ahead: 2,
+        ..now_only
+    };
+    let pool = db.pool.clone();
+    let maintenance = tokio::spawn(async move { maintain_once(&pool, &ahead).await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    for r in rows {
+        tx.send(r).await.unwrap();
+    }
+    assert_eq!(
+        wait_for_count(&db.pool, ROWS, 40, wait).await,
+        40,
+        "rows keep landing while maintenance waits behind the reader"
+    );
+    assert!(
+        !maintenance.await.unwrap(),
+        "maintenance gave up on its locks, to retry later"
+    );
+    let next_month = "SELECT count(*) FROM pg_class WHERE relname = to_char(now() AT TIME ZONE 'UTC' + interval '1 month', '\"greek_snapshots_\"YYYY_MM')";
+    assert_eq!(count(&db.pool, next_month).await, 0);
+
+    reading.commit().await.unwrap();
+    assert!(maintain_once(&db.pool, &ahead).await, "the retry succeeds");
+    assert_eq!(count(&db.pool, next_month).await, 1);
+    drop(tx);
+    assert_eq!(writer.await.unwrap().persisted, 40);
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use chrono::{Datelike, Duration, NaiveDate, TimeZone, Utc};
-use database::partitions::{drop_old_partitions, ensure_month};
+use database::partitions::{drop_old_partitions, ensure_month, PartitionConfig};
 use database::testing::TestDb;
 use sqlx::PgPool;
 
@@ -271,12 +271,16 @@ async fn retention_drops_only_the_old_months() {
     .await
     .unwrap();
     assert!(
-        drop_old_partitions(p, 0).await.is_err(),
+        drop_old_partitions(p, &PartitionConfig::default(), 0)
+            .await
+            .is_err(),
         "0 months would drop everything"
     );
     // Keep 3 months back: the month 6 back goes, 3 back stays (it ends after the cutoff
     // only if it is within the kept range).
-    let dropped = drop_old_partitions(p, 3).await.unwrap();
+    let dropped = drop_old_partitions(p, &PartitionConfig::default(), 3)
+        .await
+        .unwrap();
     assert_eq!(dropped, vec![name(month(6))]);
     for back in [3, 2, 0] {
         let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
@@ -287,5 +291,8 @@ async fn retention_drops_only_the_old_months() {
         assert!(exists, "{}", name(month(back)));
     }
     assert_eq!(count(p, "SELECT count(*) FROM greek_snapshots").await, 3);
-    assert!(drop_old_partitions(p, 3).await.unwrap().is_empty());
+    assert!(drop_old_partitions(p, &PartitionConfig::default(), 3)
+        .await
+        .unwrap()
+        .is_empty());
 }

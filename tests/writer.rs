@@ -1,6 +1,7 @@
 //! The batch writer against a real PostgreSQL: both flush triggers, and no loss and
-//! no duplicates through killed connections, an unreachable server and an
-//! ambiguous COMMIT.
+//! no duplicates through killed connections, an unreachable server, a half-open
+//! connection and an ambiguous COMMIT; refused rows kept without taking other keys'
+//! refreshes with them.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use database::testing::{TcpProxy, TestDb};
-use database::{lazy_pool, run_writer, FlushPolicy, WriterConfig};
+use database::{lazy_pool, run_writer, FlushPolicy, SessionLimits, WriterConfig};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -338,4 +339,157 @@ async fn positions_are_refreshed_when_the_stream_goes_quiet() {
     );
     drop(tx);
     writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_row_is_kept_and_takes_no_other_keys_refresh_with_it() {
+    let db = TestDb::new().await;
+    let mut rows = snapshots(100, Utc::now());
+    // PostgreSQL text cannot hold NUL: this row, and its position's refresh, fail
+    // with SQLSTATE 22021. Everything else must be written.
+    rows[37].position.account_id = "SIM\u{0}BAD".into();
+    let (tx, rx) = mpsc::channel(200);
+    for r in rows {
+        tx.send(r).await.unwrap();
+    }
+    drop(tx);
+    // One batch carrying every row, every new contract and every position refresh.
+    let policy = FlushPolicy {
+        eager: false,
+        batch_size: 100,
+        ..FlushPolicy::default()
+    };
+    let cfg = WriterConfig {
+        positions_interval: Duration::ZERO,
+        ..quick_retries(policy)
+    };
+    let report = run_writer(db.pool.clone(), cfg, rx).await;
+    assert_eq!((report.persisted, report.rejected), (99, 1));
+    let good_positions = count(
+        &db.pool,
+        "SELECT count(*) FROM (SELECT DISTINCT broker, account_id, contract_key FROM greek_snapshots) s",
+    )
+    .await;
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM positions_current").await,
+        good_positions,
+        "every good key's position is refreshed"
+    );
+    assert_eq!(
+        count(
+            &db.pool,
+            "SELECT count(*) FROM (SELECT DISTINCT contract_key FROM greek_snapshots) s
+              WHERE contract_key NOT IN (SELECT contract_key FROM contracts)"
+        )
+        .await,
+        0,
+        "every contract is in contracts"
+    );
+    type Letter = (String, Option<String>, Option<String>, String, String);
+    let letters: Vec<Letter> = sqlx::query_as(
+        "SELECT kind, broker, sqlstate, row_json->>'account_id', coalesce(row_json->>'source_seq', '')
+           FROM rejected_snapshots ORDER BY kind DESC",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        letters,
+        vec![
+            (
+                "snapshot".to_owned(),
+                Some("synthetic".to_owned()),
+                Some("22021".to_owned()),
+                r"SIM\u0000BAD".to_owned(),
+                "37".to_owned()
+            ),
+            (
+                "position".to_owned(),
+                Some("synthetic".to_owned()),
+                Some("22021".to_owned()),
+                r"SIM\u0000BAD".to_owned(),
+                "37".to_owned()
+            ),
+        ]
+    );
+}
+
+/// user + system CPU seconds this process has used (Linux).
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the comm.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_connection_is_abandoned_and_nothing_is_lost_or_doubled() {
+    let db = TestDb::new().await;
+    let proxy = TcpProxy::start(db.server_addr()).await;
+    let limits = SessionLimits {
+        statement: Duration::from_secs(2),
+        lock: Duration::from_secs(1),
+        idle_in_transaction: Duration::from_secs(2),
+        ..SessionLimits::default()
+    };
+    let pool = lazy_pool(limits.apply(db.options_via(proxy.addr)), 2);
+    let cfg = WriterConfig {
+        flush_timeout: Duration::from_secs(1),
+        // Positions fall due while every connection hangs: the writer must wait
+        // for a connection, not spin on the timer.
+        positions_interval: Duration::from_millis(50),
+        ..quick_retries(FlushPolicy::default())
+    };
+    let (tx, rx) = mpsc::channel(1000);
+    let writer = tokio::spawn(run_writer(pool, cfg, rx));
+    let mut rows = snapshots(600, Utc::now()).into_iter();
+    for r in rows.by_ref().take(100) {
+        tx.send(r).await.unwrap();
+    }
+    assert_eq!(
+        wait_for_count(&db.pool, ROWS, 100, Duration::from_secs(10)).await,
+        100
+    );
+
+    // The network fails in the middle of a batch's transaction: its COPY never
+    // arrives and no answer ever comes back.
+    proxy.blackhole_when_client_sends(b"COPY ");
+    for r in rows.by_ref().take(300) {
+        tx.send(r).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(
+        !proxy.blackhole_trigger_pending(),
+        "a COPY met the blackhole"
+    );
+    let cpu_before = process_cpu_seconds();
+    let waited = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu = process_cpu_seconds() - cpu_before;
+    let wall = waited.elapsed().as_secs_f64();
+    assert!(
+        cpu < 0.3 * wall,
+        "the writer idles while the database is unreachable: {cpu:.2} s CPU in {wall:.2} s"
+    );
+    assert!(
+        count(&db.pool, ROWS).await < 400,
+        "the blackhole held rows back"
+    );
+
+    proxy.restore();
+    for r in rows {
+        tx.send(r).await.unwrap();
+    }
+    assert_eq!(
+        wait_for_count(&db.pool, ROWS, 600, Duration::from_secs(60)).await,
+        600,
+        "everything lands once the network is back"
+    );
+    drop(tx);
+    let report = writer.await.unwrap();
+    assert!(report.retries > 0, "{report:?}");
+    assert_eq!(report.persisted, 600);
+    assert_eq!(count(&db.pool, DISTINCT).await, 600, "no duplicates");
 }

@@ -10,5 +10,5 @@ pub mod testing;
 mod upsert;
 pub mod writer;
 
-pub use pool::{connect_options, lazy_pool, migrate, DbError, MIGRATOR};
+pub use pool::{connect_options, lazy_pool, migrate, DbError, SessionLimits, MIGRATOR};
 pub use writer::{run_writer, FlushPolicy, WriterConfig, WriterReport};

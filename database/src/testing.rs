@@ -131,13 +131,49 @@ impl Drop for TestDb {
 }
 
 /// A loopback TCP proxy that can be cut (every connection closed, new ones refused)
-/// and restored: a database server that becomes unreachable for a while. It can also
-/// make the next COMMIT ambiguous: the COMMIT reaches the server and commits, but
-/// the connection dies before the client sees the reply.
+/// and restored: a database server that becomes unreachable for a while. It can
+/// blackhole instead: every open connection goes half-open for good (both sockets
+/// stay open, nothing is forwarded either way, as when a NAT or firewall forgets a
+/// flow), and connections made meanwhile hang the same way, until `restore`. It can
+/// also make the next COMMIT ambiguous: the COMMIT reaches the server and commits,
+/// but the connection dies before the client sees the reply.
 pub struct TcpProxy {
     pub addr: SocketAddr,
     up: watch::Sender<bool>,
     swallow_commit: Arc<AtomicBool>,
+    blackhole: Arc<Blackhole>,
+}
+
+/// `epoch` counts blackholes: a connection that saw an epoch other than its own
+/// never forwards again.
+#[derive(Default)]
+struct Blackhole {
+    active: AtomicBool,
+    epoch: AtomicU32,
+    /// Blackhole as soon as a client sends a message containing these bytes.
+    trigger: std::sync::Mutex<Option<&'static [u8]>>,
+}
+
+impl Blackhole {
+    fn start(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.active.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether `chunk` sets off an armed trigger (which then blackholes).
+    fn triggered_by(&self, chunk: &[u8]) -> bool {
+        let mut trigger = self.trigger.lock().expect("trigger lock");
+        let hit = trigger.is_some_and(|t| chunk.windows(t.len()).any(|w| w == t));
+        if hit {
+            *trigger = None;
+            self.start();
+        }
+        hit
+    }
+
+    fn frozen(&self, since: u32) -> bool {
+        self.active.load(Ordering::SeqCst) || self.epoch.load(Ordering::SeqCst) != since
+    }
 }
 
 impl TcpProxy {
@@ -147,6 +183,8 @@ impl TcpProxy {
         let (up, up_rx) = watch::channel(true);
         let swallow_commit = Arc::new(AtomicBool::new(false));
         let swallow = swallow_commit.clone();
+        let blackhole = Arc::new(Blackhole::default());
+        let hole = blackhole.clone();
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 if !*up_rx.borrow() {
@@ -154,13 +192,20 @@ impl TcpProxy {
                     continue;
                 }
                 let mut rx = up_rx.clone();
-                let swallow = swallow.clone();
+                let (swallow, hole) = (swallow.clone(), hole.clone());
                 tokio::spawn(async move {
+                    let epoch = hole.epoch.load(Ordering::SeqCst);
+                    if hole.active.load(Ordering::SeqCst) {
+                        // Accepted, then never answered: the socket stays open.
+                        let _held = inbound;
+                        rx.wait_for(|up| !*up).await.ok();
+                        return;
+                    }
                     let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
                     };
                     tokio::select! {
-                        _ = pump(inbound, outbound, swallow) => {}
+                        _ = pump(inbound, outbound, swallow, &hole, epoch) => {}
                         _ = rx.wait_for(|up| !*up) => {}
                     }
                 });
@@ -170,7 +215,30 @@ impl TcpProxy {
             addr,
             up,
             swallow_commit,
+            blackhole,
         }
+    }
+
+    /// Every open connection goes half-open for good; new ones hang until
+    /// [`restore`](Self::restore).
+    pub fn blackhole(&self) {
+        self.blackhole.start();
+    }
+
+    /// [`blackhole`](Self::blackhole) the moment a client sends a message containing
+    /// `bytes` (that message is not forwarded): e.g. `b"COPY "` catches a writer in
+    /// the middle of its transaction.
+    pub fn blackhole_when_client_sends(&self, bytes: &'static [u8]) {
+        *self.blackhole.trigger.lock().expect("trigger lock") = Some(bytes);
+    }
+
+    /// Whether an armed trigger is still waiting for its bytes.
+    pub fn blackhole_trigger_pending(&self) -> bool {
+        self.blackhole
+            .trigger
+            .lock()
+            .expect("trigger lock")
+            .is_some()
     }
 
     /// Closes every proxied connection and refuses new ones until [`restore`](Self::restore).
@@ -178,7 +246,9 @@ impl TcpProxy {
         self.up.send_replace(false);
     }
 
+    /// New connections go through again (half-open ones stay as they are).
     pub fn restore(&self) {
+        self.blackhole.active.store(false, Ordering::SeqCst);
         self.up.send_replace(true);
     }
 
@@ -193,7 +263,13 @@ impl TcpProxy {
     }
 }
 
-async fn pump(inbound: TcpStream, outbound: TcpStream, swallow: Arc<AtomicBool>) {
+async fn pump(
+    inbound: TcpStream,
+    outbound: TcpStream,
+    swallow: Arc<AtomicBool>,
+    hole: &Blackhole,
+    epoch: u32,
+) {
     let (mut cr, mut cw) = inbound.into_split();
     let (mut sr, mut sw) = outbound.into_split();
     let swallowing = AtomicBool::new(false);
@@ -204,6 +280,9 @@ async fn pump(inbound: TcpStream, outbound: TcpStream, swallow: Arc<AtomicBool>)
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if hole.triggered_by(&buf[..n]) || hole.frozen(epoch) {
+                std::future::pending::<()>().await;
+            }
             let chunk = &buf[..n];
             let is_commit = chunk.windows(7).any(|w| w == b"COMMIT\0");
             if is_commit && swallow.swap(false, Ordering::SeqCst) {
@@ -224,11 +303,16 @@ async fn pump(inbound: TcpStream, outbound: TcpStream, swallow: Arc<AtomicBool>)
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match sr.read(&mut buf).await {
+                // A server that gives up behind the blackhole is not seen to go either.
+                Ok(0) | Err(_) if hole.frozen(epoch) => std::future::pending().await,
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
             if swallowing.load(Ordering::SeqCst) {
                 return;
+            }
+            if hole.frozen(epoch) {
+                std::future::pending::<()>().await;
             }
             if cw.write_all(&buf[..n]).await.is_err() {
                 return;

@@ -1,6 +1,9 @@
 //! The processor task: broker events in, Greek snapshots out. A bad event is
 //! counted (by broker and reason) and logged, and the stream goes on.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
 use metrics::{Counter, Histogram};
 use streaming::{Broker, BrokerEvent};
 use tokio::sync::mpsc;
@@ -21,6 +24,26 @@ pub const MODEL_GREEKS: &str = "greekstream_model_greeks_total";
 pub const MODEL_CROSS_CHECKS: &str = "greekstream_model_cross_checks_total";
 pub const MODEL_DISAGREEMENTS: &str = "greekstream_model_disagreements_total";
 pub const MODEL_DELTA_DEVIATION: &str = "greekstream_model_delta_deviation";
+
+/// When each broker's last event reached the processor (Unix milliseconds, 0 for
+/// never): what `/health` judges a source's silence by.
+#[derive(Debug, Default)]
+pub struct SourceActivity {
+    last_event_ms: [AtomicI64; Broker::ALL.len()],
+}
+
+impl SourceActivity {
+    pub fn record(&self, broker: Broker, at: chrono::DateTime<chrono::Utc>) {
+        self.last_event_ms[broker as usize].store(at.timestamp_millis(), Ordering::Relaxed);
+    }
+
+    pub fn last_event(&self, broker: Broker) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self.last_event_ms[broker as usize].load(Ordering::Relaxed) {
+            0 => None,
+            ms => chrono::DateTime::from_timestamp_millis(ms),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProcessorReport {
@@ -79,6 +102,7 @@ pub async fn run_processor(
     tx: mpsc::Sender<GreekSnapshot>,
     hub: PositionHub,
     model: ModelSettings,
+    activity: Arc<SourceActivity>,
 ) -> ProcessorReport {
     let counters = counters();
     let mut normalizer = Normalizer::new();
@@ -88,6 +112,7 @@ pub async fn run_processor(
         let broker = event.broker;
         let c = &counters[broker as usize];
         c.received.increment(1);
+        activity.record(broker, event.received_at);
         report.received += 1;
         match normalizer.normalize(event) {
             Ok(mut out) => {
@@ -163,11 +188,13 @@ mod tests {
             ..SyntheticConfig::default()
         };
         let src = tokio::spawn(run_synthetic(cfg, etx, CancellationToken::new()));
+        let activity = Arc::new(SourceActivity::default());
         let proc = tokio::spawn(run_processor(
             erx,
             stx,
             PositionHub::new(16),
             ModelSettings::default(),
+            activity.clone(),
         ));
         let mut out = 0u64;
         while let Some(s) = srx.recv().await {
@@ -181,5 +208,7 @@ mod tests {
         assert_eq!(report.received, report.forwarded + report.rejected);
         // about 10% are missing their symbol
         assert!(report.rejected > 100 && report.rejected < 320, "{report:?}");
+        assert!(activity.last_event(Broker::Synthetic).is_some());
+        assert!(activity.last_event(Broker::Ibkr).is_none());
     }
 }

@@ -8,9 +8,15 @@
 //! - Never a silent drop: while PostgreSQL is down, batches retry with backoff and
 //!   the buffer keeps filling up to `max_buffer` rows; then we stop reading the input
 //!   channel, which pushes back on the processor and the sources. A row PostgreSQL
-//!   rejects for its content (class 22/23 errors) is isolated by bisecting its
-//!   batch, then counted and logged; the rest of the batch is written.
+//!   refuses is isolated by bisecting its batch and kept in `rejected_snapshots`;
+//!   the rest of the batch, and every other key's contract and position refresh, is
+//!   written (see [`flush`]).
+//! - Never a hang: each attempt has a deadline (`flush_timeout`) after which its
+//!   connection is closed as half-open, and the writer's sessions carry server-side
+//!   limits ([`crate::pool::SessionLimits`]) so the server ends what we abandoned.
 
+pub mod dead_letter;
+mod flush;
 pub mod policy;
 
 use std::collections::{HashMap, HashSet};
@@ -18,18 +24,18 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backoff::backoff::Backoff;
 use chrono::{DateTime, Utc};
 use metrics::{Counter, Gauge, Histogram};
-use processor::{Contract, GreekSnapshot};
+use processor::GreekSnapshot;
 use sqlx::PgPool;
 use streaming::Broker;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::copy::{copy_statement, CopyBuffer};
+use crate::copy::copy_statement;
 use crate::latency::LatencyWindow;
+use flush::{flush, Extras, Outcome};
 pub use policy::{Decision, FlushPolicy};
 
 pub const INGEST_LATENCY: &str = "greekstream_ingest_latency_seconds";
@@ -41,6 +47,46 @@ pub const DB_RETRIES: &str = "greekstream_db_retries_total";
 pub const BUFFER_DEPTH: &str = "greekstream_writer_buffer_rows";
 pub const INFLIGHT_ROWS: &str = "greekstream_writer_inflight_rows";
 pub const ROWS_REJECTED: &str = processor::pipeline::EVENTS_REJECTED;
+pub const DEAD_LETTERS: &str = "greekstream_writer_dead_letters_total";
+pub const DEAD_LETTER_FAILURES: &str = "greekstream_writer_dead_letter_failures_total";
+
+/// Whether the writer can commit, for `/health`: when the current run of failed
+/// attempts began (Unix milliseconds, 0 while attempts succeed).
+#[derive(Debug, Default)]
+pub struct WriterHealth {
+    failing_since_ms: AtomicI64,
+    last_commit_ms: AtomicI64,
+}
+
+impl WriterHealth {
+    /// Since when every attempt has failed, if the last one did.
+    pub fn failing_since(&self) -> Option<DateTime<Utc>> {
+        match self.failing_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => DateTime::from_timestamp_millis(ms),
+        }
+    }
+
+    pub fn last_commit(&self) -> Option<DateTime<Utc>> {
+        match self.last_commit_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => DateTime::from_timestamp_millis(ms),
+        }
+    }
+
+    pub fn failed(&self) {
+        let now = Utc::now().timestamp_millis();
+        let _ =
+            self.failing_since_ms
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    pub fn committed(&self) {
+        self.failing_since_ms.store(0, Ordering::Relaxed);
+        self.last_commit_ms
+            .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -53,6 +99,14 @@ pub struct WriterConfig {
     pub retry_max: Duration,
     /// After the input ends, how long to keep trying to write what is left.
     pub shutdown_grace: Duration,
+    /// One attempt (connection acquired) that takes longer is abandoned and its
+    /// connection closed: the connection is presumed half-open.
+    pub flush_timeout: Duration,
+    /// Server errors other than refusals a batch may meet before it is bisected
+    /// (see [`flush`]).
+    pub max_attempts: u32,
+    /// Shared with `/health`.
+    pub health: Arc<WriterHealth>,
     /// How often the rolling latency line is logged.
     pub log_interval: Duration,
 }
@@ -66,6 +120,9 @@ impl Default for WriterConfig {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
+            flush_timeout: flush::DEFAULT_FLUSH_TIMEOUT,
+            max_attempts: 5,
+            health: Arc::default(),
             log_interval: Duration::from_secs(5),
         }
     }
@@ -76,7 +133,7 @@ pub struct WriterReport {
     pub persisted: u64,
     pub batches: u64,
     pub retries: u64,
-    /// Rows PostgreSQL refused for their content.
+    /// Rows PostgreSQL refused (kept in `rejected_snapshots`).
     pub rejected: u64,
     /// Rows still unwritten when the shutdown grace ran out.
     pub abandoned: u64,
@@ -86,6 +143,9 @@ struct Metrics {
     latency: Vec<Histogram>,
     persisted: Vec<Counter>,
     rejected: Vec<Counter>,
+    /// By [`dead_letter::Kind`].
+    dead_letters: Vec<Counter>,
+    dead_letter_failures: Counter,
     batch_rows: Histogram,
     flush_seconds: Histogram,
     transient_errors: Counter,
@@ -112,6 +172,15 @@ impl Metrics {
             rejected: per_broker(
                 &|b| metrics::counter!(ROWS_REJECTED, "broker" => b, "reason" => "database"),
             ),
+            dead_letters: [
+                dead_letter::Kind::Snapshot,
+                dead_letter::Kind::Contract,
+                dead_letter::Kind::Position,
+            ]
+            .iter()
+            .map(|k| metrics::counter!(DEAD_LETTERS, "kind" => k.as_str()))
+            .collect(),
+            dead_letter_failures: metrics::counter!(DEAD_LETTER_FAILURES),
             batch_rows: metrics::histogram!(BATCH_ROWS),
             flush_seconds: metrics::histogram!(FLUSH_DURATION),
             transient_errors: metrics::counter!(DB_ERRORS, "kind" => "transient"),
@@ -126,9 +195,10 @@ impl Metrics {
 /// Registers the writer's metrics at zero so they are exported before the first row.
 pub fn register_metrics() {
     let m = Metrics::new();
-    for c in m.persisted.iter().chain(&m.rejected) {
+    for c in m.persisted.iter().chain(&m.rejected).chain(&m.dead_letters) {
         c.increment(0);
     }
+    m.dead_letter_failures.increment(0);
     m.transient_errors.increment(0);
     m.permanent_errors.increment(0);
     m.retries.increment(0);
@@ -145,22 +215,6 @@ struct Shared {
     cfg: WriterConfig,
     metrics: Metrics,
     window: Mutex<LatencyWindow>,
-}
-
-/// Contracts and positions that ride along with a batch.
-#[derive(Default)]
-struct Extras {
-    contracts: Vec<Arc<Contract>>,
-    positions: Vec<GreekSnapshot>,
-}
-
-struct Outcome {
-    rows: usize,
-    persisted: u64,
-    rejected: u64,
-    retries: u64,
-    /// Contract keys now known to be in the database.
-    contracts: Vec<Arc<str>>,
 }
 
 type PositionKey = (Broker, Arc<str>, Arc<str>);
@@ -260,16 +314,19 @@ pub async fn run_writer(
         // follow them (a quiet stream, or shutdown).
         if !dirty_positions.is_empty() {
             let due = last_positions + cfg.positions_interval;
-            if (Instant::now() >= due || !open) && tasks.len() < policy.max_in_flight.max(1) {
+            let is_due = Instant::now() >= due || !open;
+            if is_due && tasks.len() < policy.max_in_flight.max(1) {
                 let extras = Extras {
                     contracts: Vec::new(),
                     positions: dirty_positions.drain().map(|(_, v)| v).collect(),
                 };
                 last_positions = Instant::now();
                 tasks.spawn(flush(shared.clone(), Vec::new(), extras));
-            } else {
+            } else if !is_due {
                 deadline = Some(deadline.map_or(due, |d: Instant| d.min(due)));
             }
+            // Due with every connection busy: a finishing batch wakes us, not a timer
+            // that has already fired (that would spin for as long as the database is down).
         }
         shared.metrics.buffer_depth.set(buffer.len() as f64);
         shared.metrics.inflight_rows.set(inflight_rows as f64);
@@ -341,127 +398,6 @@ fn writer_id() -> i64 {
     (rng.next_u64() >> 1) as i64
 }
 
-/// One unit of work: rows that commit together under one ledger entry.
-struct Unit {
-    rows: Vec<GreekSnapshot>,
-    extras: Option<Extras>,
-}
-
-enum Attempt {
-    Committed,
-    /// The ledger says an earlier attempt of this batch committed.
-    AlreadyCommitted,
-}
-
-/// SQLSTATE classes 22 (data exception) and 23 (integrity violation): the content is
-/// at fault and a retry would fail the same way.
-fn is_permanent(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
-        _ => false,
-    }
-}
-
-async fn flush(shared: Arc<Shared>, rows: Vec<GreekSnapshot>, extras: Extras) -> Outcome {
-    let m = &shared.metrics;
-    let started = Instant::now();
-    let mut out = Outcome {
-        rows: rows.len(),
-        persisted: 0,
-        rejected: 0,
-        retries: 0,
-        contracts: Vec::new(),
-    };
-    let mut units = vec![Unit {
-        rows,
-        extras: Some(extras),
-    }];
-    while let Some(unit) = units.pop() {
-        let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
-        let mut buf = CopyBuffer::with_capacity(unit.rows.len());
-        for r in &unit.rows {
-            buf.push(r);
-        }
-        let bytes = buf.finish();
-        let mut backoff = backoff::ExponentialBackoff {
-            initial_interval: shared.cfg.retry_initial,
-            max_interval: shared.cfg.retry_max,
-            max_elapsed_time: None,
-            ..backoff::ExponentialBackoff::default()
-        };
-        loop {
-            match attempt(&shared, seq, &bytes, &unit).await {
-                Ok(result) => {
-                    let committed_at = Utc::now();
-                    if matches!(result, Attempt::AlreadyCommitted) {
-                        tracing::info!(
-                            seq,
-                            "batch found committed by an earlier attempt; not written again"
-                        );
-                    }
-                    record_committed(&shared, &unit.rows, committed_at);
-                    out.persisted += unit.rows.len() as u64;
-                    if let Some(extras) = &unit.extras {
-                        out.contracts
-                            .extend(extras.contracts.iter().map(|c| c.key.clone()));
-                    }
-                    break;
-                }
-                Err(err) if is_permanent(&err) => {
-                    m.permanent_errors.increment(1);
-                    split_or_reject(&shared, unit, &err, &mut units, &mut out);
-                    break;
-                }
-                Err(err) => {
-                    m.transient_errors.increment(1);
-                    m.retries.increment(1);
-                    out.retries += 1;
-                    let wait = backoff.next_backoff().unwrap_or(shared.cfg.retry_max);
-                    tracing::warn!(error = %err, seq, rows = unit.rows.len(), retry_in_ms = wait.as_millis() as u64,
-                        "batch write failed; will retry");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-    }
-    if out.rows > 0 {
-        m.flush_seconds.record(started.elapsed().as_secs_f64());
-        m.batch_rows.record(out.rows as f64);
-    }
-    out
-}
-
-fn split_or_reject(
-    shared: &Shared,
-    mut unit: Unit,
-    err: &sqlx::Error,
-    units: &mut Vec<Unit>,
-    out: &mut Outcome,
-) {
-    if unit.rows.len() > 1 {
-        let second = unit.rows.split_off(unit.rows.len() / 2);
-        units.push(Unit {
-            rows: second,
-            extras: None,
-        });
-        units.push(unit);
-    } else if unit.extras.is_some() {
-        // The contracts or positions may be at fault rather than the row: try the row alone.
-        tracing::warn!(error = %err, "contract/position refresh rejected; dropped for this batch");
-        units.push(Unit {
-            rows: unit.rows,
-            extras: None,
-        });
-    } else if let Some(row) = unit.rows.first() {
-        tracing::error!(error = %err, broker = %row.broker(), contract = %row.contract().key,
-            account = %row.position.account_id, "row rejected by PostgreSQL");
-        shared.metrics.rejected[row.broker() as usize].increment(1);
-        out.rejected += 1;
-    }
-}
-
 fn record_committed(shared: &Shared, rows: &[GreekSnapshot], committed_at: DateTime<Utc>) {
     let m = &shared.metrics;
     let mut window = shared.window.lock().expect("latency window lock");
@@ -479,44 +415,4 @@ fn record_committed(shared: &Shared, rows: &[GreekSnapshot], committed_at: DateT
             m.persisted[i].increment(n);
         }
     }
-}
-
-async fn attempt(
-    shared: &Shared,
-    seq: i64,
-    bytes: &[u8],
-    unit: &Unit,
-) -> Result<Attempt, sqlx::Error> {
-    let mut tx = shared.pool.begin().await?;
-    let fresh = sqlx::query(
-        "INSERT INTO ingest_batches (writer_id, batch_seq, row_count) VALUES ($1, $2, $3)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(shared.writer_id)
-    .bind(seq)
-    .bind(unit.rows.len() as i32)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if fresh == 0 {
-        tx.rollback().await?;
-        return Ok(Attempt::AlreadyCommitted);
-    }
-    if let Some(extras) = &unit.extras {
-        if !extras.contracts.is_empty() {
-            crate::upsert::contracts(&mut tx, &extras.contracts).await?;
-        }
-    }
-    if !unit.rows.is_empty() {
-        let mut copy = tx.copy_in_raw(&shared.copy_sql).await?;
-        copy.send(bytes).await?;
-        copy.finish().await?;
-    }
-    if let Some(extras) = &unit.extras {
-        if !extras.positions.is_empty() {
-            crate::upsert::positions(&mut tx, &extras.positions).await?;
-        }
-    }
-    tx.commit().await?;
-    Ok(Attempt::Committed)
 }
