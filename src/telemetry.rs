@@ -41,6 +41,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
     describe();
     processor::pipeline::register_metrics();
     database::writer::register_metrics();
+    metrics::counter!(database::partitions::LOCK_TIMEOUTS).increment(0);
     streaming::ibkr::client::register_metrics();
     streaming::tastytrade::client::register_metrics();
     streaming::binance::client::register_metrics();
@@ -114,6 +115,26 @@ fn describe() {
         "database errors (kind: transient, permanent, maintenance)"
     );
     describe_counter!(database::writer::DB_RETRIES, "batch write retries");
+    describe_counter!(
+        database::writer::DEAD_LETTERS,
+        "rows PostgreSQL refused, kept in rejected_snapshots (kind: snapshot, contract, position)"
+    );
+    describe_counter!(
+        database::writer::DEAD_LETTER_FAILURES,
+        "dead letters rejected_snapshots itself refused (lost; see the log)"
+    );
+    describe_counter!(
+        database::partitions::LOCK_TIMEOUTS,
+        "partition maintenance steps that gave up their locks after GS_PARTITION_LOCK_TIMEOUT_MS (retried later)"
+    );
+    describe_gauge!(
+        crate::health::HEALTHY,
+        "1 when GET /health answers 200, 0 when it answers 503"
+    );
+    describe_gauge!(
+        crate::health::HEALTH_CHECK,
+        "1 when the check passes, 0 when it fails (check: writer, processor, or a source's broker)"
+    );
     describe_gauge!(
         database::writer::BUFFER_DEPTH,
         "rows buffered in the writer, not yet in a batch"

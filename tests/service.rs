@@ -10,24 +10,8 @@ use std::time::Duration;
 use database::testing::TestDb;
 use greekstream::app::App;
 use greekstream::config::Config;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{count, wait_for_count};
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
+use common::{count, http_get, wait_for_count};
 
 /// Metric names a dashboard's PromQL refers to.
 fn dashboard_metrics(json: &serde_json::Value, out: &mut BTreeSet<String>) {

@@ -493,3 +493,56 @@ async fn a_half_open_connection_is_abandoned_and_nothing_is_lost_or_doubled() {
     assert_eq!(report.persisted, 600);
     assert_eq!(count(&db.pool, DISTINCT).await, 600, "no duplicates");
 }
+
+#[tokio::test]
+async fn a_row_that_keeps_failing_for_another_reason_is_isolated_after_bounded_attempts() {
+    let db = TestDb::new().await;
+    // A server-side error outside the "bad data" classes (P0001, raised by a
+    // trigger) for one row: retrying can never help, so it must not block the rest.
+    sqlx::raw_sql(
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.account_id = 'POISON' THEN RAISE EXCEPTION 'poisoned row'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER poison BEFORE INSERT ON greek_snapshots
+             FOR EACH ROW EXECUTE FUNCTION poison();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut rows = snapshots(60, Utc::now());
+    rows[12].position.account_id = "POISON".into();
+    let (tx, rx) = mpsc::channel(100);
+    for r in rows {
+        tx.send(r).await.unwrap();
+    }
+    drop(tx);
+    let policy = FlushPolicy {
+        eager: false,
+        batch_size: 60,
+        ..FlushPolicy::default()
+    };
+    let cfg = WriterConfig {
+        max_attempts: 3,
+        ..quick_retries(policy)
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_writer(db.pool.clone(), cfg, rx),
+    )
+    .await
+    .expect("the writer finishes: the poisoned row does not block it");
+    assert_eq!((report.persisted, report.rejected), (59, 1), "{report:?}");
+    assert_eq!(count(&db.pool, DISTINCT).await, 59);
+    let kept: (String, String, String) = sqlx::query_as(
+        "SELECT sqlstate, message, row_json->>'account_id' FROM rejected_snapshots WHERE kind = 'snapshot'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        kept,
+        ("P0001".into(), "poisoned row".into(), "POISON".into())
+    );
+}

@@ -11,6 +11,7 @@ use processor::GreekSnapshot;
 use sqlx::PgPool;
 use streaming::synthetic::{Generator, SyntheticConfig};
 use streaming::{Broker, BrokerEvent, BrokerPayload};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `n` normalized snapshots, all stamped `at`, with distinct `source_seq` 0..n.
 pub fn snapshots(n: usize, at: DateTime<Utc>) -> Vec<GreekSnapshot> {
@@ -46,4 +47,20 @@ pub async fn wait_for_count(pool: &PgPool, sql: &str, want: i64, limit: Duration
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One plain HTTP/1.1 GET: the status and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
