@@ -253,3 +253,78 @@ async fn options_without_venue_greeks_get_model_greeks_labelled_as_such() {
     assert_eq!(report.processor.disagreements, 0, "{report:?}");
     sim.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_seen_only_by_the_rest_read_closes_the_position_in_every_current_view() {
+    let db = TestDb::new().await;
+    let app = App::start(
+        config(
+            &db,
+            &[
+                ("GS_SYNTHETIC", "false"),
+                ("GS_POSITIONS_INTERVAL_MS", "100"),
+            ],
+        ),
+        recorder(),
+    )
+    .await
+    .unwrap();
+    let sim = app.ibkr_sim.as_ref().unwrap();
+    let held = sim.position_count() as i64;
+    let open = "SELECT count(*) FROM positions_current WHERE broker = 'ibkr' AND quantity <> 0";
+    assert_eq!(
+        wait_for_count(&app.pool, open, held, Duration::from_secs(30)).await,
+        held
+    );
+    let in_hub = || app.hub.read(|b| b.len()) as i64;
+    assert_eq!(in_hub(), held);
+
+    // Closed at the venue, as an operator or a trade would: only the next REST read
+    // of the positions can see it (market data just stops mentioning it).
+    let (account, conid, _) = sim
+        .holdings()
+        .into_iter()
+        .find(|(_, _, q)| *q != 0)
+        .unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/sim/position/{account}", sim.url()))
+        .json(&serde_json::json!({"conid": conid, "quantity": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        wait_for_count(&app.pool, open, held - 1, Duration::from_secs(20)).await,
+        held - 1,
+        "positions_current shows the close"
+    );
+    assert_eq!(
+        in_hub(),
+        held - 1,
+        "the book (and so /v1/positions, /v1/portfolio) drops it"
+    );
+    let total: i64 = sqlx::query_scalar(
+        "SELECT sum(quantity)::bigint FROM positions_current WHERE broker = 'ibkr'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(total, sim.total_quantity());
+    assert_eq!(
+        count(
+            &app.pool,
+            "SELECT positions FROM portfolio_greeks WHERE group_kind = 'total'"
+        )
+        .await,
+        held - 1
+    );
+    // A bad control request is refused with a clear error, and changes nothing.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/sim/position/{account}", sim.url()))
+        .json(&serde_json::json!({"conid": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    app.shutdown().await;
+}

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use rust_decimal::Decimal;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -223,7 +224,18 @@ struct Book {
 }
 
 impl Book {
-    fn replace(&mut self, positions: Vec<IbkrPosition>) {
+    /// Replaces the book with a fresh REST read. Returns the positions whose
+    /// quantity the read changed, closes included (at quantity 0): streamed market
+    /// data only speaks for positions still held, so these must be emitted here or
+    /// a close would never reach the current views.
+    fn replace(&mut self, positions: Vec<IbkrPosition>) -> Vec<Arc<IbkrPosition>> {
+        let held = |b: &HashMap<i64, Vec<Arc<IbkrPosition>>>| {
+            b.values()
+                .flatten()
+                .map(|p| ((p.account.clone(), p.conid), p.clone()))
+                .collect::<HashMap<_, _>>()
+        };
+        let before = held(&self.by_conid);
         let mut by_conid: HashMap<i64, Vec<Arc<IbkrPosition>>> = HashMap::new();
         let mut wanted = BTreeSet::new();
         for p in positions {
@@ -242,12 +254,52 @@ impl Book {
         }
         self.by_conid = by_conid;
         self.wanted = wanted;
+        let after = held(&self.by_conid);
+        let mut changed = Vec::new();
+        for (key, old) in &before {
+            match after.get(key) {
+                Some(new) if new.position != old.position => changed.push(new.clone()),
+                Some(_) => {}
+                None => changed.push(Arc::new(IbkrPosition {
+                    position: Decimal::ZERO,
+                    ..IbkrPosition::clone(old)
+                })),
+            }
+        }
+        changed
     }
 }
 
 struct Shared {
     book: Mutex<Book>,
+    /// Merged market data per conid, kept across reconnects.
+    quotes: Mutex<HashMap<i64, Arc<MdFields>>>,
     stats: Arc<IbkrStats>,
+}
+
+impl Shared {
+    /// The event for `position` with the latest market data of it and its underlying.
+    fn event(
+        &self,
+        position: Arc<IbkrPosition>,
+        received_at: chrono::DateTime<Utc>,
+        updated_ms: Option<i64>,
+    ) -> BrokerEvent {
+        let quotes = self.quotes.lock().expect("quotes lock");
+        let fields = quotes.get(&position.conid).cloned().unwrap_or_default();
+        let underlying = position.und_conid.and_then(|u| quotes.get(&u).cloned());
+        BrokerEvent {
+            broker: Broker::Ibkr,
+            account: position.account.clone(),
+            received_at,
+            payload: BrokerPayload::Ibkr(IbkrQuote {
+                position,
+                fields,
+                underlying,
+                updated_ms,
+            }),
+        }
+    }
 }
 
 /// Registers the IBKR source's metrics (and its WebSocket's) at zero.
@@ -271,6 +323,7 @@ pub async fn run_ibkr(
     register_metrics();
     let shared = Arc::new(Shared {
         book: Mutex::new(Book::default()),
+        quotes: Mutex::new(HashMap::new()),
         stats: stats.clone(),
     });
     let keeper = tokio::spawn(keep_session(
@@ -283,6 +336,7 @@ pub async fn run_ibkr(
         rest.clone(),
         cfg.positions_refresh,
         shared.clone(),
+        tx.clone(),
         cancel.clone(),
     ));
     let mut handler = Handler {
@@ -291,7 +345,6 @@ pub async fn run_ibkr(
         shared: shared.clone(),
         tx,
         subs: HashMap::new(),
-        quotes: HashMap::new(),
         book_version: u64::MAX,
         wanted: BTreeSet::new(),
     };
@@ -335,6 +388,7 @@ async fn poll_positions(
     rest: Rest,
     every: Duration,
     shared: Arc<Shared>,
+    tx: mpsc::Sender<BrokerEvent>,
     cancel: CancellationToken,
 ) {
     let mut interval = tokio::time::interval(every);
@@ -350,15 +404,29 @@ async fn poll_positions(
                 let n = positions.len();
                 shared.stats.positions.store(n as u64, Relaxed);
                 metrics::gauge!(POSITIONS, "broker" => "ibkr").set(n as f64);
-                let mut book = shared.book.lock().expect("book lock");
-                let before = book.version;
-                book.replace(positions);
-                if book.version != before {
-                    tracing::info!(
-                        positions = n,
-                        conids = book.wanted.len(),
-                        "IBKR positions changed"
-                    );
+                let changed = {
+                    let mut book = shared.book.lock().expect("book lock");
+                    let before = book.version;
+                    let changed = book.replace(positions);
+                    if book.version != before {
+                        tracing::info!(
+                            positions = n,
+                            conids = book.wanted.len(),
+                            "IBKR positions changed"
+                        );
+                    }
+                    changed
+                };
+                let received_at = Utc::now();
+                for position in changed {
+                    if tx
+                        .send(shared.event(position, received_at, None))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    shared.stats.events_sent.fetch_add(1, Relaxed);
                 }
             }
             Err(err) => {
@@ -387,8 +455,6 @@ struct Handler {
     tx: mpsc::Sender<BrokerEvent>,
     /// Subscriptions on the current socket.
     subs: HashMap<i64, Sub>,
-    /// Merged market data per conid, kept across reconnects.
-    quotes: HashMap<i64, Arc<MdFields>>,
     book_version: u64,
     wanted: BTreeSet<i64>,
 }
@@ -428,9 +494,11 @@ impl Handler {
         if md.fields.is_empty() {
             return Flow::Continue;
         }
-        let merged = self.quotes.entry(md.conid).or_default();
-        Arc::make_mut(merged).merge(&md.fields);
-        let fields = merged.clone();
+        {
+            let mut quotes = self.shared.quotes.lock().expect("quotes lock");
+            let merged = quotes.entry(md.conid).or_default();
+            Arc::make_mut(merged).merge(&md.fields);
+        }
         let holders = self
             .shared
             .book
@@ -442,20 +510,7 @@ impl Handler {
             .unwrap_or_default();
         let received_at = Utc::now();
         for position in holders {
-            let underlying = position
-                .und_conid
-                .and_then(|u| self.quotes.get(&u).cloned());
-            let event = BrokerEvent {
-                broker: Broker::Ibkr,
-                account: position.account.clone(),
-                received_at,
-                payload: BrokerPayload::Ibkr(IbkrQuote {
-                    position,
-                    fields: fields.clone(),
-                    underlying,
-                    updated_ms: md.updated_ms,
-                }),
-            };
+            let event = self.shared.event(position, received_at, md.updated_ms);
             if self.tx.send(event).await.is_err() {
                 return Flow::Continue;
             }

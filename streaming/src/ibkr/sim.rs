@@ -4,7 +4,8 @@
 //! subscription expiry, and a seeded, deterministic price and Greeks process for an
 //! option portfolio. Fault switches (in process, or `POST /sim/fault/{name}`) drop
 //! sockets, silence them, expire the session, drop authentication, or send
-//! malformed frames.
+//! malformed frames. `POST /sim/position/{account}` opens, changes or closes a
+//! holding.
 //!
 //! Plain HTTP/WS by default (clients that accept a gateway URL, ours and ibind, use
 //! `http://`/`ws://`); with `tls` it serves HTTPS/WSS with a fresh self-signed
@@ -489,6 +490,21 @@ impl IbkrSim {
             })
     }
 
+    /// Every holding the REST API serves: (account, conid, signed quantity).
+    pub fn holdings(&self) -> Vec<(String, i64, i64)> {
+        let v = &self.state.venue;
+        v.holdings()
+            .iter()
+            .map(|h| {
+                (
+                    self.state.cfg.accounts[h.account].clone(),
+                    v.instruments[h.instrument].conid,
+                    h.quantity,
+                )
+            })
+            .collect()
+    }
+
     /// The sum of every holding's signed quantity.
     pub fn total_quantity(&self) -> i64 {
         self.state.venue.holdings().iter().map(|h| h.quantity).sum()
@@ -498,26 +514,7 @@ impl IbkrSim {
     /// the gateway keeps closed positions listed for a while). Returns false for an
     /// unknown account or conid.
     pub fn set_position(&self, account: &str, conid: i64, quantity: i64) -> bool {
-        let v = &self.state.venue;
-        let Some(acct) = self.state.cfg.accounts.iter().position(|a| a == account) else {
-            return false;
-        };
-        let Some(&instrument) = v.by_conid.get(&conid) else {
-            return false;
-        };
-        let mut holdings = v.holdings.write().expect("holdings lock");
-        match holdings
-            .iter_mut()
-            .find(|h| h.account == acct && h.instrument == instrument)
-        {
-            Some(h) => h.quantity = quantity,
-            None => holdings.push(Holding {
-                account: acct,
-                instrument,
-                quantity,
-            }),
-        }
-        true
+        set_position(&self.state, account, conid, quantity)
     }
 
     pub fn stop(self) {
@@ -525,6 +522,30 @@ impl IbkrSim {
             t.abort();
         }
     }
+}
+
+/// See [`IbkrSim::set_position`].
+fn set_position(state: &SimState, account: &str, conid: i64, quantity: i64) -> bool {
+    let v = &state.venue;
+    let Some(acct) = state.cfg.accounts.iter().position(|a| a == account) else {
+        return false;
+    };
+    let Some(&instrument) = v.by_conid.get(&conid) else {
+        return false;
+    };
+    let mut holdings = v.holdings.write().expect("holdings lock");
+    match holdings
+        .iter_mut()
+        .find(|h| h.account == acct && h.instrument == instrument)
+    {
+        Some(h) => h.quantity = quantity,
+        None => holdings.push(Holding {
+            account: acct,
+            instrument,
+            quantity,
+        }),
+    }
+    true
 }
 
 fn apply_fault(state: &SimState, fault: Fault) {
@@ -569,6 +590,7 @@ fn router(state: Arc<SimState>) -> Router {
         .route("/v1/api/logout", post(logout))
         .route("/v1/api/ws", get(ws_upgrade))
         .route("/sim/fault/{name}", post(fault))
+        .route("/sim/position/{account}", post(position_change))
         .with_state(state)
 }
 
@@ -687,6 +709,34 @@ async fn fault(State(s): St, Path(name): Path<String>, Query(q): Query<FaultQuer
             Json(json!({"error": "unknown fault", "faults": ["drop", "silent", "expire_session", "auth_loss", "malformed"]})),
         )
             .into_response(),
+    }
+}
+
+/// `POST /sim/position/{account}` `{"conid": 265598, "quantity": 0}`: opens,
+/// changes or (at 0) closes a holding, as a trade or an expiry would; the REST reads
+/// show it from then on.
+async fn position_change(
+    State(s): St,
+    Path(account): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    let conid = body.get("conid").and_then(Value::as_i64);
+    let quantity = body.get("quantity").and_then(Value::as_i64);
+    let (Some(conid), Some(quantity)) = (conid, quantity) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "body must be {\"conid\": <integer>, \"quantity\": <integer>}"})),
+        )
+            .into_response();
+    };
+    if set_position(&s, &account, conid, quantity) {
+        Json(json!({"account": account, "conid": conid, "quantity": quantity})).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "unknown account or conid"})),
+        )
+            .into_response()
     }
 }
 

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use rust_decimal::Decimal;
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::account_stream::{self, StreamerMessage};
@@ -148,6 +150,8 @@ struct Book {
     wanted: BTreeSet<Sub>,
     accounts: Vec<String>,
     version: u64,
+    /// When the account streamer last changed each position.
+    streamed: HashMap<PositionKey, Instant>,
 }
 
 impl Book {
@@ -170,31 +174,67 @@ impl Book {
         self.version += 1;
     }
 
-    /// Every position of `account` as REST reports it now.
-    fn replace_account(&mut self, account: &str, positions: Vec<TtPosition>) {
+    /// Every position of `account` as a REST read that began at `read_started`
+    /// reports it. A position the account streamer changed after that instant keeps
+    /// the streamed state: the read may predate the change and must not revert it.
+    /// Returns the positions whose quantity changed, closes included (at quantity 0),
+    /// so their rows can say so (no market data will come for a closed one).
+    fn replace_account(
+        &mut self,
+        account: &str,
+        positions: Vec<TtPosition>,
+        read_started: Instant,
+    ) -> Vec<Arc<TtPosition>> {
         let before: HashMap<PositionKey, Arc<TtPosition>> = self
             .positions
             .iter()
             .filter(|((a, _), _)| &**a == account)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let after: HashMap<PositionKey, Arc<TtPosition>> = positions
+        let mut after: HashMap<PositionKey, Arc<TtPosition>> = positions
             .into_iter()
             .filter(|p| !p.quantity.is_zero())
             .map(|p| ((p.account.clone(), p.symbol.clone()), Arc::new(p)))
             .collect();
-        if before == after {
-            return;
+        self.streamed.retain(|_, at| at.elapsed() < STREAMED_MEMORY);
+        for (key, at) in &self.streamed {
+            if &*key.0 == account && *at >= read_started {
+                match before.get(key) {
+                    Some(p) => after.insert(key.clone(), p.clone()),
+                    None => after.remove(key),
+                };
+            }
         }
+        if before == after {
+            return Vec::new();
+        }
+        let mut changed: Vec<Arc<TtPosition>> = after
+            .iter()
+            .filter(|(k, p)| before.get(*k).is_some_and(|b| b.quantity != p.quantity))
+            .map(|(_, p)| p.clone())
+            .collect();
+        changed.extend(
+            before
+                .iter()
+                .filter(|(k, _)| !after.contains_key(*k))
+                .map(|(_, p)| {
+                    Arc::new(TtPosition {
+                        quantity: Decimal::ZERO,
+                        ..TtPosition::clone(p)
+                    })
+                }),
+        );
         self.positions.retain(|(a, _), _| &**a != account);
         self.positions.extend(after);
         self.reindex();
+        changed
     }
 
     /// One position as the account streamer pushed it. Returns it (closed ones too,
     /// so their last row can say so).
     fn upsert(&mut self, p: TtPosition) -> Arc<TtPosition> {
         let key = (p.account.clone(), p.symbol.clone());
+        self.streamed.insert(key.clone(), Instant::now());
         let p = Arc::new(p);
         if p.quantity.is_zero() {
             self.positions.remove(&key);
@@ -205,6 +245,10 @@ impl Book {
         p
     }
 }
+
+/// How long a streamed change is remembered to protect it from older REST reads:
+/// far longer than any one read takes.
+const STREAMED_MEMORY: Duration = Duration::from_secs(600);
 
 /// The latest market data per DXLink symbol, shared by both sockets.
 #[derive(Default)]
@@ -461,6 +505,7 @@ async fn poll_positions(
 }
 
 async fn read_positions(rest: &Rest, shared: &Shared) -> Result<(), RestError> {
+    let started = Instant::now();
     let accounts = rest.accounts().await?;
     shared.set_authenticated(true);
     let mut fetched = Vec::with_capacity(accounts.len());
@@ -471,23 +516,36 @@ async fn read_positions(rest: &Rest, shared: &Shared) -> Result<(), RestError> {
         }
         fetched.push((account.clone(), good));
     }
-    let mut book = shared.book.lock().expect("book lock");
-    let before = book.version;
-    for (account, positions) in fetched {
-        book.replace_account(&account, positions);
-    }
-    book.positions
-        .retain(|(a, _), _| accounts.iter().any(|x| **a == **x));
-    book.accounts = accounts;
-    let n = book.positions.len();
-    shared.stats.positions.store(n as u64, Relaxed);
-    metrics::gauge!(POSITIONS, "broker" => BROKER.as_str()).set(n as f64);
-    if book.version != before {
-        tracing::info!(
-            positions = n,
-            subscriptions = book.wanted.len(),
-            "Tastytrade positions changed"
-        );
+    let changed = {
+        let mut book = shared.book.lock().expect("book lock");
+        let before = book.version;
+        let mut changed = Vec::new();
+        for (account, positions) in fetched {
+            changed.extend(book.replace_account(&account, positions, started));
+        }
+        book.positions
+            .retain(|(a, _), _| accounts.iter().any(|x| **a == **x));
+        book.accounts = accounts;
+        let n = book.positions.len();
+        shared.stats.positions.store(n as u64, Relaxed);
+        metrics::gauge!(POSITIONS, "broker" => BROKER.as_str()).set(n as f64);
+        if book.version != before {
+            tracing::info!(
+                positions = n,
+                subscriptions = book.wanted.len(),
+                "Tastytrade positions changed"
+            );
+        }
+        changed
+    };
+    let quotes: Vec<TtQuote> = {
+        let market = shared.market.lock().expect("market lock");
+        changed.into_iter().map(|p| market.quote_for(p)).collect()
+    };
+    for quote in quotes {
+        if !shared.emit(quote).await {
+            break;
+        }
     }
     Ok(())
 }
@@ -903,6 +961,7 @@ mod tests {
                 pos("A", "AAPL", "Equity", "AAPL", 100),
                 pos("A", "QQQ   260619P00400000", "Equity Option", "QQQ", 0),
             ],
+            Instant::now(),
         );
         let wanted: Vec<String> = b
             .wanted
@@ -925,13 +984,94 @@ mod tests {
                 pos("A", "SPY   260619C00500000", "Equity Option", "SPY", -2),
                 pos("A", "AAPL", "Equity", "AAPL", 100),
             ],
+            Instant::now(),
         );
         assert_eq!(b.version, v, "same book, same version");
         let closed = b.upsert(pos("A", "AAPL", "Equity", "AAPL", 0));
         assert!(closed.quantity.is_zero());
         assert!(!b.wanted.contains(&(EventType::Quote, "AAPL".into())));
         assert_eq!(b.positions.len(), 1);
-        b.replace_account("B", vec![pos("B", "AAPL", "Equity", "AAPL", 5)]);
+        b.replace_account(
+            "B",
+            vec![pos("B", "AAPL", "Equity", "AAPL", 5)],
+            Instant::now(),
+        );
         assert_eq!(b.positions.len(), 2, "accounts are replaced independently");
+    }
+
+    #[test]
+    fn a_rest_read_reports_closes_and_quantity_changes_at_their_new_quantity() {
+        let mut b = Book::default();
+        let spy = "SPY   260619C00500000";
+        b.replace_account(
+            "A",
+            vec![
+                pos("A", spy, "Equity Option", "SPY", -2),
+                pos("A", "AAPL", "Equity", "AAPL", 100),
+            ],
+            Instant::now(),
+        );
+        let changed = b.replace_account(
+            "A",
+            vec![pos("A", "AAPL", "Equity", "AAPL", 50)],
+            Instant::now(),
+        );
+        let mut seen: Vec<(String, Decimal)> = changed
+            .iter()
+            .map(|p| (p.symbol.clone(), p.quantity))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                ("AAPL".to_owned(), Decimal::from(50)),
+                (spy.to_owned(), Decimal::ZERO)
+            ]
+        );
+        assert!(b
+            .replace_account(
+                "A",
+                vec![pos("A", "AAPL", "Equity", "AAPL", 50)],
+                Instant::now()
+            )
+            .is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rest_read_older_than_a_streamed_change_never_reverts_it() {
+        let mut b = Book::default();
+        b.replace_account(
+            "A",
+            vec![pos("A", "AAPL", "Equity", "AAPL", 100)],
+            Instant::now(),
+        );
+        // The read starts, the streamer reports a fill, then the read returns what
+        // the venue held when it started.
+        let read_started = Instant::now();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        b.upsert(pos("A", "AAPL", "Equity", "AAPL", 150));
+        b.upsert(pos("A", "MSFT", "Equity", "MSFT", 10));
+        let changed = b.replace_account(
+            "A",
+            vec![pos("A", "AAPL", "Equity", "AAPL", 100)],
+            read_started,
+        );
+        assert!(changed.is_empty(), "{changed:?}");
+        let qty = |b: &Book, s: &str| {
+            b.positions
+                .get(&(Arc::from("A"), s.to_owned()))
+                .map(|p| p.quantity)
+        };
+        assert_eq!(qty(&b, "AAPL"), Some(Decimal::from(150)));
+        assert_eq!(qty(&b, "MSFT"), Some(Decimal::from(10)));
+        // A read that starts after the change is the truth again.
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let changed = b.replace_account(
+            "A",
+            vec![pos("A", "AAPL", "Equity", "AAPL", 150)],
+            Instant::now(),
+        );
+        assert_eq!(changed.len(), 1, "MSFT closed");
+        assert_eq!(qty(&b, "MSFT"), None);
     }
 }
