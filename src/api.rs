@@ -110,6 +110,7 @@ pub fn position_json(p: &Position) -> Value {
         "broker": p.broker.as_str(),
         "account_id": &*p.account_id,
         "contract_key": &*c.key,
+        "position_side": p.side.as_str(),
         "underlying": c.underlying,
         "asset_class": c.asset_class.as_str(),
         "expiry": c.expiry.map(|d| d.format("%Y-%m-%d").to_string()),
@@ -158,10 +159,11 @@ async fn positions(
     let (seq, rows) = hub.read(|b| {
         let mut rows: Vec<&Position> = b.positions().filter(|p| filter.matches(p)).collect();
         rows.sort_by(|a, b| {
-            (a.broker, &a.account_id, &a.contract.key).cmp(&(
+            (a.broker, &a.account_id, &a.contract.key, a.side).cmp(&(
                 b.broker,
                 &b.account_id,
                 &b.contract.key,
+                b.side,
             ))
         });
         (

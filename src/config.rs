@@ -281,7 +281,7 @@ impl Config {
                 message: "must be a delta difference from 0 (off) to 2".into(),
             });
         }
-        Ok(Self {
+        Self {
             position_stream_capacity: env.positive("GS_POSITION_STREAM_CAPACITY", 4096)?,
             position_events: env.parse("GS_POSITION_EVENTS", true)?,
             model: ModelSettings {
@@ -302,14 +302,14 @@ impl Config {
             health_writer_window: env.millis("GS_HEALTH_WRITER_WINDOW_MS", 10_000)?,
             partitions,
             synthetic: SyntheticSettings {
-                enabled: env.parse("GS_SYNTHETIC", true)?,
+                enabled: false,
                 silence: env.millis("GS_SYNTHETIC_SILENCE_MS", 60_000)?,
                 rate: env.positive("GS_SYNTHETIC_RATE", 50.0)?,
                 seed: env.parse("GS_SYNTHETIC_SEED", 1)?,
                 accounts: env.positive("GS_SYNTHETIC_ACCOUNTS", 4)?,
             },
             ibkr: IbkrSettings {
-                enabled: env.parse("GS_IBKR", true)?,
+                enabled: false,
                 silence: env.millis("GS_IBKR_SILENCE_MS", 60_000)?,
                 gateway_url: match env.raw("GS_IBKR_GATEWAY_URL") {
                     None => None,
@@ -320,7 +320,7 @@ impl Config {
                 positions_refresh: env.millis("GS_IBKR_POSITIONS_REFRESH_MS", 60_000)?,
             },
             tastytrade: TastytradeSettings {
-                enabled: env.parse("GS_TASTYTRADE", true)?,
+                enabled: false,
                 silence: env.millis("GS_TASTYTRADE_SILENCE_MS", 60_000)?,
                 credentials: tastytrade_credentials(&env)?,
                 api_url: env.url(
@@ -338,7 +338,7 @@ impl Config {
                 positions_refresh: env.millis("GS_TASTYTRADE_POSITIONS_REFRESH_MS", 60_000)?,
             },
             binance: BinanceSettings {
-                enabled: env.parse("GS_BINANCE", true)?,
+                enabled: false,
                 silence: env.millis("GS_BINANCE_SILENCE_MS", 60_000)?,
                 keys: binance_keys(&env)?,
                 rest_url: env.url(
@@ -368,7 +368,106 @@ impl Config {
                 price_ttl: env.millis("GS_PRICE_TTL_MS", 60_000)?,
                 redis_prefix: env.raw("GS_REDIS_PREFIX").unwrap_or_else(|| "pms:".into()),
             },
-        })
+        }
+        .with_sources(&env)
+    }
+
+    /// Which sources run. A venue configured (IBKR gateway URL, Tastytrade OAuth
+    /// values, Binance keys) means real data only: a source left unconfigured stays
+    /// off, and so does the synthetic portfolio, unless asked for explicitly
+    /// (`GS_<SOURCE>=sim`, `GS_SYNTHETIC=true`). With nothing configured every source
+    /// runs on its simulator, the zero-config demo.
+    fn with_sources(mut self, env: &Env<'_>) -> Result<Self, ConfigError> {
+        let configured = [
+            self.ibkr.gateway_url.is_some(),
+            self.tastytrade.credentials.is_some(),
+            self.binance.keys.is_some(),
+        ];
+        let any_venue = configured.contains(&true);
+        self.ibkr.enabled = SourceMode::parse(env, "GS_IBKR")?.resolve(
+            "GS_IBKR",
+            "GS_IBKR_GATEWAY_URL",
+            configured[0],
+            any_venue,
+        )?;
+        self.tastytrade.enabled = SourceMode::parse(env, "GS_TASTYTRADE")?.resolve(
+            "GS_TASTYTRADE",
+            "GS_TASTYTRADE_CLIENT_SECRET and GS_TASTYTRADE_REFRESH_TOKEN",
+            configured[1],
+            any_venue,
+        )?;
+        self.binance.enabled = SourceMode::parse(env, "GS_BINANCE")?.resolve(
+            "GS_BINANCE",
+            "GS_BINANCE_API_KEY and GS_BINANCE_API_SECRET",
+            configured[2],
+            any_venue,
+        )?;
+        self.synthetic.enabled = match SourceMode::parse(env, "GS_SYNTHETIC")? {
+            SourceMode::Auto => !any_venue,
+            SourceMode::On => true,
+            SourceMode::Off => false,
+            SourceMode::Simulator => {
+                return Err(ConfigError {
+                    var: "GS_SYNTHETIC",
+                    message: "expected auto, true or false".into(),
+                })
+            }
+        };
+        Ok(self)
+    }
+}
+
+/// What `GS_<SOURCE>` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceMode {
+    /// Unset or `auto`: the venue if configured; the simulator if no venue is.
+    Auto,
+    /// `true`: the venue, which must be configured.
+    On,
+    /// `sim`: the in-process simulator.
+    Simulator,
+    /// `false`: not at all.
+    Off,
+}
+
+impl SourceMode {
+    fn parse(env: &Env<'_>, var: &'static str) -> Result<Self, ConfigError> {
+        match env.raw(var).map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("auto") => Ok(Self::Auto),
+            Some("true" | "on" | "1") => Ok(Self::On),
+            Some("sim" | "simulator") => Ok(Self::Simulator),
+            Some("false" | "off" | "0") => Ok(Self::Off),
+            Some(other) => Err(ConfigError {
+                var,
+                message: format!("expected auto, true, sim or false, got {other:?}"),
+            }),
+        }
+    }
+
+    /// Whether the source runs.
+    fn resolve(
+        self,
+        var: &'static str,
+        needs: &str,
+        configured: bool,
+        any_venue: bool,
+    ) -> Result<bool, ConfigError> {
+        match (self, configured) {
+            (Self::Off, _) => Ok(false),
+            (Self::Auto | Self::On, true) => Ok(true),
+            (Self::Auto, false) => Ok(!any_venue),
+            (Self::On, false) => Err(ConfigError {
+                var,
+                message: format!(
+                    "true, but the venue is not configured ({needs}); {var}=sim runs the simulator"
+                ),
+            }),
+            (Self::Simulator, false) => Ok(true),
+            (Self::Simulator, true) => Err(ConfigError {
+                var,
+                message: format!("sim, but {needs} configure the real venue too; unset one"),
+            }),
+        }
     }
 }
 
@@ -464,6 +563,57 @@ mod tests {
         assert_eq!(c.writer.policy.batch_size, 50);
         assert_eq!(c.writer.policy.max_wait, Duration::from_secs(1));
         assert!(c.ibkr.enabled && c.ibkr.gateway_url.is_none() && !c.ibkr.accept_invalid_certs);
+    }
+
+    #[test]
+    fn with_no_venue_configured_every_source_runs_simulated() {
+        let c = cfg(&[]).unwrap();
+        assert!(c.ibkr.enabled && c.tastytrade.enabled && c.binance.enabled && c.synthetic.enabled);
+        assert!(
+            c.ibkr.gateway_url.is_none()
+                && c.tastytrade.credentials.is_none()
+                && c.binance.keys.is_none()
+        );
+    }
+
+    #[test]
+    fn a_configured_venue_brings_no_simulated_data_unless_asked() {
+        let c = cfg(&[("GS_IBKR_GATEWAY_URL", "https://localhost:5000")]).unwrap();
+        assert!(c.ibkr.enabled && c.ibkr.gateway_url.is_some());
+        assert!(!c.tastytrade.enabled && !c.binance.enabled && !c.synthetic.enabled);
+        let c = cfg(&[
+            ("GS_IBKR_GATEWAY_URL", "https://localhost:5000"),
+            ("GS_TASTYTRADE", "sim"),
+            ("GS_SYNTHETIC", "true"),
+        ])
+        .unwrap();
+        assert!(c.tastytrade.enabled && c.tastytrade.credentials.is_none());
+        assert!(c.synthetic.enabled && !c.binance.enabled);
+        let c = cfg(&[("GS_BINANCE_API_KEY", "k"), ("GS_BINANCE_API_SECRET", "s")]).unwrap();
+        assert!(
+            c.binance.enabled && !c.ibkr.enabled && !c.tastytrade.enabled && !c.synthetic.enabled
+        );
+    }
+
+    #[test]
+    fn contradictory_or_unknown_source_modes_are_refused_by_name() {
+        assert_eq!(cfg(&[("GS_IBKR", "true")]).unwrap_err().var, "GS_IBKR");
+        let err = cfg(&[
+            ("GS_IBKR", "sim"),
+            ("GS_IBKR_GATEWAY_URL", "https://localhost:5000"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "GS_IBKR");
+        assert_eq!(
+            cfg(&[("GS_BINANCE", "maybe")]).unwrap_err().var,
+            "GS_BINANCE"
+        );
+        assert_eq!(
+            cfg(&[("GS_SYNTHETIC", "sim")]).unwrap_err().var,
+            "GS_SYNTHETIC"
+        );
+        let c = cfg(&[("GS_IBKR", "false")]).unwrap();
+        assert!(!c.ibkr.enabled && c.tastytrade.enabled);
     }
 
     #[test]

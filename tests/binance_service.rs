@@ -132,3 +132,76 @@ async fn binance_positions_land_as_linear_delta_and_account_updates_move_them() 
             .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedge_mode_legs_are_two_positions_and_rows_carry_the_time_they_were_observed() {
+    let db = TestDb::new().await;
+    let prefix = format!(
+        "gs-svc-hedge-{}-{}:",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    );
+    let app = App::start(config(&db, &prefix), recorder()).await.unwrap();
+    let sim = app.binance_sim.as_ref().unwrap();
+    let pool = &app.pool;
+    let priced =
+        "SELECT count(*) FROM positions_current WHERE broker = 'binance' AND mark_price > 0";
+    assert_eq!(
+        wait_for_count(pool, priced, 5, Duration::from_secs(30)).await,
+        5
+    );
+    // The simulator's positions were opened a month ago (their updateTime): rows are
+    // stamped when their mark was observed, so none lands in an old partition.
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM greek_snapshots WHERE broker = 'binance'
+              AND event_time < now() - interval '1 hour'"
+        )
+        .await,
+        0
+    );
+
+    // Hedge mode: BTCUSDT is held long and short at once.
+    sim.set_position("BTCUSDT", Decimal::ZERO);
+    sim.set_dual_side(true);
+    assert!(sim.set_leg("BTCUSDT", "LONG", "0.3".parse().unwrap()));
+    assert!(sim.set_leg("BTCUSDT", "SHORT", "-0.1".parse().unwrap()));
+    let legs = "SELECT count(*) FROM positions_current WHERE broker = 'binance'
+        AND contract_key = 'BTCUSDT PERP'
+        AND ((position_side = 'long' AND quantity = 0.3) OR (position_side = 'short' AND quantity = -0.1))";
+    assert_eq!(
+        wait_for_count(pool, legs, 2, Duration::from_secs(20)).await,
+        2,
+        "both legs, neither overwriting the other"
+    );
+    let hub_legs = app.hub.read(|b| {
+        b.positions()
+            .filter(|p| &*p.contract.key == "BTCUSDT PERP")
+            .map(|p| (p.side.as_str(), p.quantity.to_string()))
+            .collect::<std::collections::BTreeSet<_>>()
+    });
+    assert_eq!(
+        hub_legs,
+        [("long", "0.3".to_owned()), ("short", "-0.1".to_owned())]
+            .into_iter()
+            .collect()
+    );
+    // Net delta counts both legs.
+    let net: f64 = sqlx::query_scalar(
+        "SELECT sum(position_delta) FROM positions_current WHERE broker = 'binance' AND contract_key = 'BTCUSDT PERP'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!((net - 0.2).abs() < 1e-9, "{net}");
+    // Closing one leg leaves the other.
+    sim.set_leg("BTCUSDT", "SHORT", Decimal::ZERO);
+    let open_legs = "SELECT count(*) FROM positions_current WHERE broker = 'binance'
+        AND contract_key = 'BTCUSDT PERP' AND quantity <> 0";
+    assert_eq!(
+        wait_for_count(pool, open_legs, 1, Duration::from_secs(20)).await,
+        1
+    );
+    app.shutdown().await;
+}

@@ -135,6 +135,8 @@ async fn an_unreachable_gateway_does_not_stop_the_other_sources() {
         &db,
         &[
             ("GS_IBKR_GATEWAY_URL", "http://127.0.0.1:9"),
+            // A real venue is configured: the synthetic source runs only when asked.
+            ("GS_SYNTHETIC", "true"),
             ("GS_SYNTHETIC_RATE", "200"),
         ],
     );

@@ -7,7 +7,7 @@ use processor::GreekSnapshot;
 use rust_decimal::Decimal;
 
 /// Column order of [`encode_row`]; the COPY statement must name exactly these.
-pub const COLUMNS: [&str; 23] = [
+pub const COLUMNS: [&str; 24] = [
     "event_time",
     "received_at",
     "broker",
@@ -31,6 +31,7 @@ pub const COLUMNS: [&str; 23] = [
     "position_rho",
     "greeks_source",
     "source_seq",
+    "position_side",
 ];
 
 pub fn copy_statement() -> String {
@@ -178,6 +179,7 @@ pub fn encode_row(buf: &mut Vec<u8>, s: &GreekSnapshot) {
         None => put_null(buf),
     }
     put_i64(buf, s.source_seq);
+    put_text(buf, s.position.side.as_str());
 }
 
 #[cfg(test)]

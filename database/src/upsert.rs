@@ -45,12 +45,12 @@ pub async fn positions(
         "INSERT INTO positions_current (broker, account_id, contract_key, underlying, quantity, multiplier,
              mark_price, underlying_price, implied_vol, delta, gamma, theta, vega, rho,
              position_delta, position_gamma, position_theta, position_vega, position_rho,
-             greeks_source, event_time)
+             greeks_source, event_time, position_side)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::numeric[],
              $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[],
              $13::float8[], $14::float8[], $15::float8[], $16::float8[], $17::float8[], $18::float8[],
-             $19::float8[], $20::text[], $21::timestamptz[])
-         ON CONFLICT (broker, account_id, contract_key) DO UPDATE SET
+             $19::float8[], $20::text[], $21::timestamptz[], $22::text[])
+         ON CONFLICT (broker, account_id, contract_key, position_side) DO UPDATE SET
              underlying = EXCLUDED.underlying, quantity = EXCLUDED.quantity,
              multiplier = EXCLUDED.multiplier, mark_price = EXCLUDED.mark_price,
              underlying_price = EXCLUDED.underlying_price, implied_vol = EXCLUDED.implied_vol,
@@ -87,6 +87,7 @@ pub async fn positions(
             .collect::<Vec<_>>(),
     )
     .bind(rows.iter().map(|r| r.event_time).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.position.side.as_str()).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

@@ -12,6 +12,6 @@ pub mod pricing;
 
 pub use model::{
     AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
-    UnifiedPosition,
+    PositionSide, UnifiedPosition,
 };
 pub use streaming::Broker;

@@ -31,6 +31,8 @@ pub enum ModelError {
     InvalidExpiry(String),
     #[error("unsupported asset class {0:?}")]
     UnsupportedAssetClass(String),
+    #[error("invalid position side {0:?}: expected BOTH, LONG or SHORT")]
+    InvalidPositionSide(String),
 }
 
 impl ModelError {
@@ -44,6 +46,7 @@ impl ModelError {
             ModelError::InvalidRight(_) => "invalid_right",
             ModelError::InvalidExpiry(_) => "invalid_expiry",
             ModelError::UnsupportedAssetClass(_) => "unsupported_asset_class",
+            ModelError::InvalidPositionSide(_) => "invalid_position_side",
         }
     }
 }
@@ -211,6 +214,37 @@ impl fmt::Display for Contract {
     }
 }
 
+/// Which leg of a contract a position is. Venues hold one net position per
+/// contract, except Binance in hedge mode, where one symbol has a LONG and a SHORT
+/// leg side by side: two positions, never one overwriting the other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PositionSide {
+    #[default]
+    Net,
+    Long,
+    Short,
+}
+
+impl PositionSide {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PositionSide::Net => "net",
+            PositionSide::Long => "long",
+            PositionSide::Short => "short",
+        }
+    }
+
+    /// Binance's `positionSide` / `ps`: `BOTH` (one-way mode), `LONG`, `SHORT`.
+    pub fn from_binance(side: &str) -> Result<Self, ModelError> {
+        match side {
+            "BOTH" | "" => Ok(PositionSide::Net),
+            "LONG" => Ok(PositionSide::Long),
+            "SHORT" => Ok(PositionSide::Short),
+            other => Err(ModelError::InvalidPositionSide(other.to_owned())),
+        }
+    }
+}
+
 /// Where a row's Greeks came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GreeksSource {
@@ -293,6 +327,8 @@ pub struct UnifiedPosition {
     pub broker: Broker,
     pub account_id: Arc<str>,
     pub contract: Arc<Contract>,
+    /// The leg (hedge mode); `Net` everywhere else.
+    pub side: PositionSide,
     /// Signed: negative is short.
     pub quantity: Decimal,
 }
@@ -337,6 +373,7 @@ impl GreekSnapshot {
                 broker,
                 account_id: account.into(),
                 contract,
+                side: PositionSide::Net,
                 quantity,
             },
             mark_price: None,

@@ -150,6 +150,7 @@ mod tests {
                 broker: Broker::Tastytrade,
                 account_id: "A".into(),
                 contract: Arc::new(contract),
+                side: crate::model::PositionSide::Net,
                 quantity: Decimal::from(-2),
             },
             mark_price: mark,

@@ -17,7 +17,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use streaming::Broker;
 
-use crate::model::{Contract, GreekSnapshot, Greeks, GreeksSource};
+use crate::model::{Contract, GreekSnapshot, Greeks, GreeksSource, PositionSide};
 
 const REBUILD_EVERY: u64 = 100_000;
 
@@ -30,6 +30,7 @@ pub struct Position {
     pub broker: Broker,
     pub account_id: Arc<str>,
     pub contract: Arc<Contract>,
+    pub side: PositionSide,
     /// Signed; 0 in an update means the position was closed.
     pub quantity: Decimal,
     pub mark_price: Option<f64>,
@@ -51,6 +52,7 @@ impl Position {
             broker: s.position.broker,
             account_id: s.position.account_id.clone(),
             contract: s.position.contract.clone(),
+            side: s.position.side,
             quantity: s.position.quantity,
             mark_price: s.mark_price,
             underlying_price: s.underlying_price,
@@ -86,13 +88,14 @@ impl Position {
     }
 }
 
-pub type PositionKey = (Broker, Arc<str>, Arc<str>);
+pub type PositionKey = (Broker, Arc<str>, Arc<str>, PositionSide);
 
 fn key_of(s: &GreekSnapshot) -> PositionKey {
     (
         s.position.broker,
         s.position.account_id.clone(),
         s.position.contract.key.clone(),
+        s.position.side,
     )
 }
 

@@ -88,6 +88,7 @@ pub fn snapshot_json(s: &GreekSnapshot) -> Value {
         "position_rho": s.total.rho,
         "greeks_source": s.greeks_source.map(|g| g.as_str()),
         "source_seq": s.source_seq,
+        "position_side": s.position.side.as_str(),
     })
 }
 

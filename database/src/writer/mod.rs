@@ -217,7 +217,7 @@ struct Shared {
     window: Mutex<LatencyWindow>,
 }
 
-type PositionKey = (Broker, Arc<str>, Arc<str>);
+type PositionKey = (Broker, Arc<str>, Arc<str>, processor::PositionSide);
 
 /// Runs until `rx` is closed and everything is written (or the shutdown grace runs out).
 pub async fn run_writer(
@@ -263,6 +263,7 @@ pub async fn run_writer(
             s.broker(),
             s.position.account_id.clone(),
             s.contract().key.clone(),
+            s.position.side,
         );
         dirty.insert(key, s.clone());
         buffer.push(s);

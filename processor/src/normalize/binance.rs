@@ -18,7 +18,7 @@ use streaming::BrokerEvent;
 use super::{event_time, Normalized, Normalizer};
 use crate::model::{
     AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
-    UnifiedPosition,
+    PositionSide, UnifiedPosition,
 };
 
 /// `BTC-261225-100000-C` → (expiry, strike, right).
@@ -118,6 +118,7 @@ pub(super) fn normalize(
                 broker: event.broker,
                 account_id: p.account.clone(),
                 contract,
+                side: PositionSide::from_binance(&p.position_side)?,
                 quantity: p.amount,
             },
             mark_price,

@@ -14,7 +14,7 @@ use streaming::BrokerEvent;
 use super::{clamp_future, Normalized, Normalizer};
 use crate::model::{
     AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
-    UnifiedPosition,
+    PositionSide, UnifiedPosition,
 };
 
 /// A venue value read as a number.
@@ -179,6 +179,7 @@ pub(super) fn normalize(
                 broker: event.broker,
                 account_id: p.account.clone(),
                 contract,
+                side: PositionSide::Net,
                 quantity: p.position,
             },
             mark_price,

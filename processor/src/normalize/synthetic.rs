@@ -9,7 +9,7 @@ use streaming::BrokerEvent;
 use super::{Normalized, Normalizer};
 use crate::model::{
     finite, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
-    UnifiedPosition,
+    PositionSide, UnifiedPosition,
 };
 
 pub(super) fn normalize(
@@ -63,6 +63,7 @@ pub(super) fn normalize(
                 broker: event.broker,
                 account_id: event.account.clone(),
                 contract,
+                side: PositionSide::Net,
                 quantity: tick.position,
             },
             mark_price: prices[0],

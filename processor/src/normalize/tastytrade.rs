@@ -16,7 +16,7 @@ use streaming::BrokerEvent;
 use super::{event_time, Normalized, Normalizer};
 use crate::model::{
     finite, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
-    UnifiedPosition,
+    PositionSide, UnifiedPosition,
 };
 
 /// The unified contract of a position row.
@@ -113,6 +113,7 @@ pub(super) fn normalize(
                 broker: event.broker,
                 account_id: p.account.clone(),
                 contract,
+                side: PositionSide::Net,
                 quantity: p.quantity,
             },
             mark_price,

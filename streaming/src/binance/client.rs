@@ -193,6 +193,10 @@ pub fn underlying_of(symbol: &str, info: Option<&SymbolInfo>) -> String {
 
 type PositionKey = (String, String);
 
+/// How long a streamed change is protected from older REST reads: far longer than
+/// any one read takes.
+const STREAMED_MEMORY: Duration = Duration::from_secs(600);
+
 #[derive(Default)]
 struct State {
     positions: HashMap<PositionKey, Arc<BnPosition>>,
@@ -201,6 +205,9 @@ struct State {
     option_marks: HashMap<String, Arc<OptionMark>>,
     /// Bumped whenever the set of symbols to stream may have changed.
     version: u64,
+    /// When the user stream last changed each position: a REST read that began
+    /// before must not revert it.
+    streamed: HashMap<PositionKey, Instant>,
 }
 
 impl State {
@@ -503,6 +510,7 @@ async fn poll_positions(shared: Arc<Shared>, cancel: CancellationToken) {
 /// `/eapi/v1/position`. A failed options read keeps the option positions as they
 /// were rather than closing them.
 async fn reconcile(shared: &Shared) -> Result<(), RestError> {
+    let started = Instant::now();
     let (rows, bad) = shared.rest.position_risk().await?;
     shared.set_authenticated(true);
     for b in &bad {
@@ -528,7 +536,9 @@ async fn reconcile(shared: &Shared) -> Result<(), RestError> {
                     r.symbol.clone(),
                     Arc::new(MarkPrice {
                         symbol: r.symbol.clone(),
-                        event_time: r.update_time,
+                        // Observed now: the row's updateTime is when the position
+                        // last changed, which can be weeks ago.
+                        event_time: Utc::now().timestamp_millis(),
                         mark: r.mark_price,
                         index: None,
                         funding_rate: None,
@@ -550,8 +560,20 @@ async fn reconcile(shared: &Shared) -> Result<(), RestError> {
             }
         }
         let mut changed = Vec::new();
+        st.streamed.retain(|_, at| at.elapsed() < STREAMED_MEMORY);
+        // What the user stream changed after this read began is newer than the read.
+        let fresher: BTreeSet<PositionKey> = st
+            .streamed
+            .iter()
+            .filter(|(_, at)| **at >= started)
+            .map(|(k, _)| k.clone())
+            .collect();
         for (symbol, side, amount, entry) in held {
-            seen.insert((symbol.clone(), side.clone()));
+            let key = (symbol.clone(), side.clone());
+            seen.insert(key.clone());
+            if fresher.contains(&key) {
+                continue;
+            }
             let p = st.position(&shared.account, &symbol, &side, amount, entry);
             if let Some(p) = st.upsert(p) {
                 changed.push(st.quote(p));
@@ -560,7 +582,11 @@ async fn reconcile(shared: &Shared) -> Result<(), RestError> {
         let gone: Vec<Arc<BnPosition>> = st
             .positions
             .iter()
-            .filter(|(k, p)| !seen.contains(*k) && (options_known || p.kind != BnKind::Option))
+            .filter(|(k, p)| {
+                !seen.contains(*k)
+                    && !fresher.contains(*k)
+                    && (options_known || p.kind != BnKind::Option)
+            })
             .map(|(_, p)| p.clone())
             .collect();
         for old in gone {
@@ -899,6 +925,8 @@ impl UserHandler {
                     p.amount,
                     p.entry_price,
                 );
+                let key = (p.symbol.clone(), p.position_side.clone());
+                st.streamed.insert(key, Instant::now());
                 if let Some(p) = st.upsert(p) {
                     quotes.push(st.quote(p));
                 }

@@ -65,21 +65,24 @@ pub fn parse_position(row: &Value) -> Result<TtPosition, &'static str> {
         "Zero" => Decimal::ZERO,
         _ => return Err("unknown quantity-direction"),
     };
+    let instrument_type = text(obj, "instrument-type").ok_or("no instrument-type")?;
+    // An option's or a future's multiplier is never guessed: taking 1 for a missing
+    // 100 would make every Greek of the position 100 times too small.
+    let multiplier = match obj.get("multiplier").and_then(decimal) {
+        Some(m) if m > Decimal::ZERO => m,
+        Some(_) => return Err("multiplier not positive"),
+        None if instrument_type == "Equity" => Decimal::ONE,
+        None => return Err("no multiplier (required for options and futures)"),
+    };
     Ok(TtPosition {
         account: Arc::from(text(obj, "account-number").ok_or("no account-number")?),
         symbol: text(obj, "symbol").ok_or("no symbol")?.to_owned(),
-        instrument_type: text(obj, "instrument-type")
-            .ok_or("no instrument-type")?
-            .to_owned(),
+        instrument_type: instrument_type.to_owned(),
         underlying_symbol: text(obj, "underlying-symbol")
             .ok_or("no underlying-symbol")?
             .to_owned(),
         quantity: quantity.normalize(),
-        multiplier: obj
-            .get("multiplier")
-            .and_then(decimal)
-            .unwrap_or(Decimal::ONE)
-            .normalize(),
+        multiplier: multiplier.normalize(),
         streamer_symbol: text(obj, "streamer-symbol").map(str::to_owned),
         expires_at: text(obj, "expires-at").and_then(|t| {
             chrono::DateTime::parse_from_rfc3339(t)
@@ -427,6 +430,26 @@ mod tests {
         );
         assert_eq!(parse_positions(&Value::Null), Err(PositionError::NoItems));
         assert_eq!(good[0].expires_at, NaiveDate::from_ymd_opt(2026, 6, 19));
+    }
+
+    #[test]
+    fn an_option_without_a_multiplier_is_refused_never_taken_as_one() {
+        let row = |kind: &str, multiplier: Option<&str>| {
+            let mut v = json!({"account-number": "5WT1", "symbol": "X", "instrument-type": kind,
+                "underlying-symbol": "SPY", "quantity": "2", "quantity-direction": "Long"});
+            if let Some(m) = multiplier {
+                v["multiplier"] = json!(m);
+            }
+            parse_position(&v)
+        };
+        assert!(row("Equity Option", None).is_err());
+        assert!(row("Future", None).is_err());
+        assert!(row("Equity Option", Some("0")).is_err());
+        assert_eq!(
+            row("Equity Option", Some("100")).unwrap().multiplier,
+            Decimal::ONE_HUNDRED
+        );
+        assert_eq!(row("Equity", None).unwrap().multiplier, Decimal::ONE);
     }
 
     #[test]

@@ -164,6 +164,8 @@ struct Order {
     client_id: String,
     symbol: String,
     side: String,
+    /// `BOTH`, or in hedge mode the leg it trades: `LONG` or `SHORT`.
+    position_side: &'static str,
     kind: String,
     tif: String,
     qty: Decimal,
@@ -176,10 +178,33 @@ struct Order {
     update_time: i64,
 }
 
+/// One held position leg.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Held {
+    /// Signed: a SHORT leg (or a short one-way position) is negative.
+    amount: Decimal,
+    entry: Decimal,
+    /// When the position last changed (`updateTime`), not when it was read.
+    update_time: i64,
+}
+
+/// `BOTH` in one-way mode; `LONG` and `SHORT` in hedge (dual-side) mode.
+type PositionKey = (String, &'static str);
+
+fn side_name(side: &str) -> Option<&'static str> {
+    match side {
+        "BOTH" => Some("BOTH"),
+        "LONG" => Some("LONG"),
+        "SHORT" => Some("SHORT"),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Default)]
 struct Account {
-    /// Signed amount and entry price per symbol (one-way mode).
-    positions: BTreeMap<String, (Decimal, Decimal)>,
+    positions: BTreeMap<PositionKey, Held>,
+    /// Hedge mode (`dualSidePosition`): LONG and SHORT legs per symbol.
+    dual_side: bool,
     orders: BTreeMap<u64, Order>,
     next_order_id: u64,
     algos: BTreeMap<u64, algo::AlgoOrder>,
@@ -416,21 +441,25 @@ impl BinanceSim {
             ..Account::default()
         };
         let d = |s: &str| s.parse::<Decimal>().expect("literal");
-        account
-            .positions
-            .insert("BTCUSDT".into(), (d("0.5"), d("59000")));
-        account
-            .positions
-            .insert("ETHUSDT".into(), (d("-4"), d("3100")));
-        account
-            .positions
-            .insert("BTCUSDT_261225".into(), (d("-0.2"), d("61500")));
-        account
-            .positions
-            .insert("BTC-261225-60000-C".into(), (d("2"), d("5200")));
-        account
-            .positions
-            .insert("ETH-261225-3000-P".into(), (d("-10"), d("240")));
+        // Opened a month ago: `updateTime` is when a position last changed, and a
+        // client must not take it for the time of its read.
+        let opened = now_ms() - 30 * 24 * 3600 * 1000;
+        for (symbol, amount, entry) in [
+            ("BTCUSDT", "0.5", "59000"),
+            ("ETHUSDT", "-4", "3100"),
+            ("BTCUSDT_261225", "-0.2", "61500"),
+            ("BTC-261225-60000-C", "2", "5200"),
+            ("ETH-261225-3000-P", "-10", "240"),
+        ] {
+            account.positions.insert(
+                (symbol.into(), "BOTH"),
+                Held {
+                    amount: d(amount),
+                    entry: d(entry),
+                    update_time: opened,
+                },
+            );
+        }
         let (frames, _) = broadcast::channel(1 << 16);
         let state = Arc::new(SimState {
             market: Mutex::new(Market {
@@ -545,28 +574,42 @@ impl BinanceSim {
         self.state.mark(symbol)
     }
 
-    /// Signed amount per symbol for every open position.
+    /// Signed amount per symbol for every open position (hedge legs summed).
     pub fn positions(&self) -> BTreeMap<String, Decimal> {
         let a = self.state.account.lock().expect("account lock");
-        a.positions
-            .iter()
-            .filter(|(_, (q, _))| !q.is_zero())
-            .map(|(s, (q, _))| (s.clone(), *q))
-            .collect()
+        let mut out: BTreeMap<String, Decimal> = BTreeMap::new();
+        for ((symbol, _), h) in a.positions.iter().filter(|(_, h)| !h.amount.is_zero()) {
+            *out.entry(symbol.clone()).or_default() += h.amount;
+        }
+        out
     }
 
-    /// Sets a position and pushes the ACCOUNT_UPDATE, as a fill elsewhere would.
+    /// Sets a one-way position and pushes the ACCOUNT_UPDATE, as a fill elsewhere would.
     pub fn set_position(&self, symbol: &str, amount: Decimal) {
+        self.set_leg(symbol, "BOTH", amount);
+    }
+
+    /// Sets one leg (`BOTH`, `LONG` or `SHORT`) and pushes the ACCOUNT_UPDATE.
+    /// Returns false for an unknown side.
+    pub fn set_leg(&self, symbol: &str, side: &str, amount: Decimal) -> bool {
+        let Some(side) = side_name(side) else {
+            return false;
+        };
         let entry = self.state.mark(symbol).unwrap_or(Decimal::ONE);
-        set_position(&self.state, symbol, amount, entry, "ORDER");
+        set_position(&self.state, symbol, side, amount, entry, "ORDER");
+        true
     }
 
     /// Changes a position without telling the user stream (as if the event was
     /// lost while the client was away): only a REST read will find it.
     pub fn set_position_quietly(&self, symbol: &str, amount: Decimal) {
         let entry = self.state.mark(symbol).unwrap_or(Decimal::ONE);
-        let mut a = self.state.account.lock().expect("account lock");
-        a.positions.insert(symbol.to_owned(), (amount, entry));
+        store_position(&self.state, symbol, "BOTH", amount, entry);
+    }
+
+    /// Hedge mode on or off, as `POST /fapi/v1/positionSide/dual` would.
+    pub fn set_dual_side(&self, on: bool) {
+        self.state.account.lock().expect("account lock").dual_side = on;
     }
 
     /// The active listen key, if any.
@@ -582,11 +625,34 @@ impl BinanceSim {
     }
 }
 
-fn set_position(state: &SimState, symbol: &str, amount: Decimal, entry: Decimal, reason: &str) {
-    {
-        let mut a = state.account.lock().expect("account lock");
-        a.positions.insert(symbol.to_owned(), (amount, entry));
-    }
+/// Sets one leg, stamped with the time of the change.
+fn store_position(
+    state: &SimState,
+    symbol: &str,
+    side: &'static str,
+    amount: Decimal,
+    entry: Decimal,
+) {
+    let mut a = state.account.lock().expect("account lock");
+    a.positions.insert(
+        (symbol.to_owned(), side),
+        Held {
+            amount,
+            entry,
+            update_time: now_ms(),
+        },
+    );
+}
+
+fn set_position(
+    state: &SimState,
+    symbol: &str,
+    side: &'static str,
+    amount: Decimal,
+    entry: Decimal,
+    reason: &str,
+) {
+    store_position(state, symbol, side, amount, entry);
     if state.option(symbol).is_some() {
         // Options report on their own (eapi) user stream, which is not simulated: a
         // client finds the change on its next `/eapi/v1/position` read.
@@ -595,7 +661,7 @@ fn set_position(state: &SimState, symbol: &str, amount: Decimal, entry: Decimal,
     let t = now_ms();
     let wallet = state.account.lock().expect("account lock").wallet;
     state.publish_user(format!(
-        r#"{{"e":"ACCOUNT_UPDATE","E":{t},"T":{t},"a":{{"m":"{reason}","B":[{{"a":"USDT","wb":"{wallet}","cw":"{wallet}","bc":"0"}}],"P":[{{"s":"{symbol}","pa":"{}","ep":"{}","bep":"{}","cr":"0","up":"0","mt":"cross","iw":"0","ps":"BOTH"}}]}}}}"#,
+        r#"{{"e":"ACCOUNT_UPDATE","E":{t},"T":{t},"a":{{"m":"{reason}","B":[{{"a":"USDT","wb":"{wallet}","cw":"{wallet}","bc":"0"}}],"P":[{{"s":"{symbol}","pa":"{}","ep":"{}","bep":"{}","cr":"0","up":"0","mt":"cross","iw":"0","ps":"{side}"}}]}}}}"#,
         amount.normalize(),
         entry.normalize(),
         entry.normalize()

@@ -16,8 +16,8 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use super::{
-    algo, apply_fault, now_ms, options, set_position, BinanceSimConfig, Fault, Limiter, Order,
-    SimState,
+    algo, apply_fault, now_ms, options, set_position, side_name, BinanceSimConfig, Fault, Held,
+    Limiter, Order, PositionKey, SimState,
 };
 use crate::binance::sign::{split_signature, verify};
 
@@ -319,6 +319,11 @@ fn signed_route(state: &SimState, method: &Method, path: &str, p: &Params) -> Re
             }
         }
         ("GET", "/fapi/v1/userTrades") => ok(json!([])),
+        ("GET", "/fapi/v1/positionSide/dual") => {
+            let dual = state.account.lock().expect("account lock").dual_side;
+            ok(json!({"dualSidePosition": dual}))
+        }
+        ("POST", "/fapi/v1/positionSide/dual") => dual_side(state, p),
         ("POST", "/fapi/v1/order") => place(state, p).map_or_else(Reject::response, ok),
         ("GET", "/fapi/v1/order") => match find(state, p) {
             Some(o) => ok(order_json(&o, true)),
@@ -512,22 +517,21 @@ fn listen_key(state: &SimState, method: &Method) -> Response {
     }
 }
 
-fn position_row(
-    state: &SimState,
-    symbol: &str,
-    amount: Decimal,
-    entry: Decimal,
-    v2: bool,
-) -> Value {
+fn position_row(state: &SimState, symbol: &str, side: &str, held: Held, v2: bool) -> Value {
+    let Held {
+        amount,
+        entry,
+        update_time,
+    } = held;
     let mark = state.mark(symbol).unwrap_or(entry);
     let pnl = ((mark - entry) * amount).round_dp(8);
     let notional = (mark * amount).round_dp(8);
     let mut row = json!({
-        "symbol": symbol, "positionSide": "BOTH", "positionAmt": amount.normalize().to_string(),
+        "symbol": symbol, "positionSide": side, "positionAmt": amount.normalize().to_string(),
         "entryPrice": entry.normalize().to_string(), "breakEvenPrice": entry.normalize().to_string(),
         "markPrice": mark.to_string(), "unRealizedProfit": pnl.to_string(),
         "liquidationPrice": "0", "isolatedMargin": "0", "notional": notional.to_string(),
-        "isolatedWallet": "0", "updateTime": now_ms(),
+        "isolatedWallet": "0", "updateTime": update_time,
     });
     let extra = if v2 {
         json!({"leverage": "20", "maxNotionalValue": "25000000", "marginType": "cross", "isAutoAddMargin": "false"})
@@ -545,31 +549,61 @@ fn position_row(
     row
 }
 
-/// Symbol → (amount, entry price), copied out of the lock.
-fn held_positions(state: &SimState) -> BTreeMap<String, (Decimal, Decimal)> {
-    state
-        .account
-        .lock()
-        .expect("account lock")
-        .positions
-        .clone()
+/// (symbol, side) → leg, copied out of the lock, and whether hedge mode is on.
+fn held_positions(state: &SimState) -> (BTreeMap<PositionKey, Held>, bool) {
+    let a = state.account.lock().expect("account lock");
+    (a.positions.clone(), a.dual_side)
 }
 
-/// v2: every symbol; v3: only held ones.
+/// v2: every symbol (both legs in hedge mode); v3: only held legs.
 fn positions(state: &SimState, v2: bool) -> Value {
     let symbols: Vec<String> = {
         let m = state.market.lock().expect("market lock");
         m.specs.iter().map(|s| s.symbol.clone()).collect()
     };
-    let held = held_positions(state);
+    let (held, dual) = held_positions(state);
+    let sides: &[&'static str] = if dual { &["LONG", "SHORT"] } else { &["BOTH"] };
     let rows = symbols
         .iter()
-        .filter_map(|s| {
-            let (amount, entry) = held.get(s).copied().unwrap_or_default();
-            (v2 || !amount.is_zero()).then(|| position_row(state, s, amount, entry, v2))
+        .flat_map(|s| sides.iter().map(move |side| (s, *side)))
+        .filter_map(|(s, side)| {
+            let leg = held.get(&(s.clone(), side)).copied().unwrap_or_default();
+            (v2 || !leg.amount.is_zero()).then(|| position_row(state, s, side, leg, v2))
         })
         .collect();
     Value::Array(rows)
+}
+
+/// `POST /fapi/v1/positionSide/dual`: hedge mode on or off, refused while anything
+/// is held or open (as the venue does).
+fn dual_side(state: &SimState, p: &Params) -> Response {
+    let want = match p.get("dualSidePosition").map(String::as_str) {
+        Some("true") => true,
+        Some("false") => false,
+        _ => return error(
+            StatusCode::BAD_REQUEST,
+            -1102,
+            "Mandatory parameter 'dualSidePosition' was not sent, was empty/null, or malformed.",
+        ),
+    };
+    let mut a = state.account.lock().expect("account lock");
+    if a.dual_side == want {
+        return error(
+            StatusCode::BAD_REQUEST,
+            -4059,
+            "No need to change position side.",
+        );
+    }
+    let busy = a.positions.values().any(|h| !h.amount.is_zero()) || a.orders.values().any(is_open);
+    if busy {
+        return error(
+            StatusCode::BAD_REQUEST,
+            -4068,
+            "Position side cannot be changed if there exists position.",
+        );
+    }
+    a.dual_side = want;
+    ok(json!({"code": 200, "msg": "success"}))
 }
 
 /// `GET /eapi/v1/mark`: every option, or the one named by `symbol`.
@@ -589,14 +623,16 @@ fn option_marks(state: &SimState, p: &Params) -> Response {
 
 /// `GET /eapi/v1/position`: held options only.
 fn option_positions(state: &SimState, p: &Params) -> Value {
-    let held = held_positions(state);
+    let (held, _) = held_positions(state);
     let t = now_ms();
     let rows = state
         .options
         .iter()
         .filter(|o| p.get("symbol").is_none_or(|s| *s == o.symbol))
         .filter_map(|o| {
-            let (qty, entry) = held.get(&o.symbol).copied()?;
+            let Held {
+                amount: qty, entry, ..
+            } = held.get(&(o.symbol.clone(), "BOTH")).copied()?;
             let spot = state.spot(&o.underlying)?;
             (!qty.is_zero()).then(|| options::position_row(o, qty, entry, spot, t))
         })
@@ -621,13 +657,13 @@ fn margin_totals(state: &SimState) -> (Decimal, Decimal, Decimal, Decimal) {
         let m = state.market.lock().expect("market lock");
         m.specs.iter().map(|s| s.symbol.clone()).collect()
     };
-    let held = held_positions(state);
+    let (held, _) = held_positions(state);
     let (mut upnl, mut notional) = (Decimal::ZERO, Decimal::ZERO);
-    for s in &symbols {
-        if let Some((amount, entry)) = held.get(s).copied() {
-            let mark = state.mark(s).unwrap_or(entry);
-            upnl += ((mark - entry) * amount).round_dp(8);
-            notional += (mark * amount).round_dp(8).abs();
+    for ((s, _), leg) in &held {
+        if symbols.contains(s) {
+            let mark = state.mark(s).unwrap_or(leg.entry);
+            upnl += ((mark - leg.entry) * leg.amount).round_dp(8);
+            notional += (mark * leg.amount).round_dp(8).abs();
         }
     }
     let initial = (notional * rate(INITIAL_RATE)).round_dp(8);
@@ -695,7 +731,7 @@ fn order_json(o: &Order, with_time: bool) -> Value {
         "cumQty": o.executed.normalize().to_string(),
         "cumQuote": (o.executed * o.avg_price).normalize().to_string(),
         "timeInForce": o.tif, "type": o.kind, "origType": o.kind, "reduceOnly": o.reduce_only,
-        "closePosition": false, "side": o.side, "positionSide": "BOTH", "stopPrice": "0",
+        "closePosition": false, "side": o.side, "positionSide": o.position_side, "stopPrice": "0",
         "workingType": "CONTRACT_PRICE", "priceProtect": false, "priceMatch": "NONE",
         "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0, "updateTime": o.update_time,
     });
@@ -721,10 +757,11 @@ fn find(state: &SimState, p: &Params) -> Option<Order> {
 fn order_event(state: &SimState, o: &Order, exec: &str, last_qty: Decimal, last_price: Decimal) {
     let t = now_ms();
     state.publish_user(format!(
-        r#"{{"e":"ORDER_TRADE_UPDATE","E":{t},"T":{t},"o":{{"s":"{}","c":"{}","S":"{}","o":"{}","f":"{}","q":"{}","p":"{}","ap":"{}","sp":"0","x":"{exec}","X":"{}","i":{},"l":"{}","z":"{}","L":"{}","N":"USDT","n":"0","T":{t},"t":{},"b":"0","a":"0","m":false,"R":{},"wt":"CONTRACT_PRICE","ot":"{}","ps":"BOTH","cp":false,"rp":"0","pP":false,"si":0,"ss":0,"V":"EXPIRE_MAKER","pm":"NONE","gtd":0,"er":"0"}}}}"#,
+        r#"{{"e":"ORDER_TRADE_UPDATE","E":{t},"T":{t},"o":{{"s":"{}","c":"{}","S":"{}","o":"{}","f":"{}","q":"{}","p":"{}","ap":"{}","sp":"0","x":"{exec}","X":"{}","i":{},"l":"{}","z":"{}","L":"{}","N":"USDT","n":"0","T":{t},"t":{},"b":"0","a":"0","m":false,"R":{},"wt":"CONTRACT_PRICE","ot":"{}","ps":"{}","cp":false,"rp":"0","pP":false,"si":0,"ss":0,"V":"EXPIRE_MAKER","pm":"NONE","gtd":0,"er":"0"}}}}"#,
         o.symbol, o.client_id, o.side, o.kind, o.tif, o.qty.normalize(), o.price.normalize(),
         o.avg_price.normalize(), o.status, o.id, last_qty.normalize(), o.executed.normalize(),
-        last_price.normalize(), if exec == "TRADE" { o.id } else { 0 }, o.reduce_only, o.kind
+        last_price.normalize(), if exec == "TRADE" { o.id } else { 0 }, o.reduce_only, o.kind,
+        o.position_side
     ));
 }
 
@@ -933,6 +970,18 @@ pub(super) fn place(state: &SimState, p: &Params) -> Result<Value, Reject> {
     }
     let client_id = get("newClientOrderId").map(str::to_owned);
     let mut a = state.account.lock().expect("account lock");
+    // One-way mode takes BOTH (or nothing); hedge mode needs the leg.
+    let position_side = match (get("positionSide").map(side_name), a.dual_side) {
+        (None | Some(Some("BOTH")), false) => "BOTH",
+        (Some(Some(leg @ ("LONG" | "SHORT"))), true) => leg,
+        _ => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                -4061,
+                "Order's position side does not match user's setting.",
+            ))
+        }
+    };
     if let Some(cid) = &client_id {
         if a.orders.values().any(|o| is_open(o) && o.client_id == *cid) {
             return Err(reject(
@@ -950,6 +999,7 @@ pub(super) fn place(state: &SimState, p: &Params) -> Result<Value, Reject> {
         client_id: client_id.unwrap_or_else(|| format!("sim{id}")),
         symbol: symbol.to_owned(),
         side: side.to_owned(),
+        position_side,
         kind: kind.to_owned(),
         tif: tif.to_owned(),
         qty,
@@ -967,7 +1017,11 @@ pub(super) fn place(state: &SimState, p: &Params) -> Result<Value, Reject> {
         order.executed = qty;
         order.avg_price = touch;
         let signed = if side == "BUY" { qty } else { -qty };
-        let (amount, entry) = a.positions.get(symbol).copied().unwrap_or_default();
+        let Held { amount, entry, .. } = a
+            .positions
+            .get(&(symbol.to_owned(), position_side))
+            .copied()
+            .unwrap_or_default();
         let new_amount = amount + signed;
         let entry = if new_amount.is_zero() {
             Decimal::ZERO
@@ -990,7 +1044,7 @@ pub(super) fn place(state: &SimState, p: &Params) -> Result<Value, Reject> {
     order_event(state, &order, "NEW", Decimal::ZERO, Decimal::ZERO);
     if let Some((amount, entry)) = fill {
         order_event(state, &order, "TRADE", qty, touch);
-        set_position(state, symbol, amount, entry, "ORDER");
+        set_position(state, symbol, position_side, amount, entry, "ORDER");
     }
     Ok(order_json(&order, false))
 }
