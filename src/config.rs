@@ -25,27 +25,9 @@ impl SecretUrl {
         &self.0
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with any password (user info or query parameter) replaced by `***`.
     pub fn redacted(&self) -> String {
-        let s = &self.0;
-        let Some(scheme_end) = s.find("://").map(|i| i + 3) else {
-            return s.clone();
-        };
-        let rest = &s[scheme_end..];
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        match rest[..authority_end].rfind('@') {
-            Some(at) => {
-                let userinfo = &rest[..at];
-                let user = userinfo.split(':').next().unwrap_or("");
-                let masked = if userinfo.contains(':') {
-                    format!("{user}:***")
-                } else {
-                    user.to_owned()
-                };
-                format!("{}{masked}{}", &s[..scheme_end], &rest[at..])
-            }
-            None => s.clone(),
-        }
+        streaming::secret::redact_url(&self.0)
     }
 }
 
@@ -705,5 +687,19 @@ mod tests {
             SecretUrl("redis://:pw@h".into()).redacted(),
             "redis://:***@h"
         );
+        // A password in the query, and one holding '/', '?' or '@', never shows.
+        for url in [
+            "postgres://h:5432/db?user=u&password=hunter2",
+            "postgres://u:hun/ter2@h:5432/db",
+            "postgres://u:hun?ter2@h:5432/db",
+            "postgres://u:hun@ter2@h:5432/db",
+        ] {
+            let c = cfg(&[("DATABASE_URL", url)]).unwrap();
+            let shown = format!("{c:?} {}", c.database_url);
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("ter2"),
+                "{shown}"
+            );
+        }
     }
 }

@@ -33,6 +33,11 @@ pub enum ModelError {
     UnsupportedAssetClass(String),
     #[error("invalid position side {0:?}: expected BOTH, LONG or SHORT")]
     InvalidPositionSide(String),
+    #[error("position size out of range: {quantity} x multiplier {multiplier} overflows")]
+    SizeOverflow {
+        quantity: Decimal,
+        multiplier: Decimal,
+    },
 }
 
 impl ModelError {
@@ -47,6 +52,7 @@ impl ModelError {
             ModelError::InvalidExpiry(_) => "invalid_expiry",
             ModelError::UnsupportedAssetClass(_) => "unsupported_asset_class",
             ModelError::InvalidPositionSide(_) => "invalid_position_side",
+            ModelError::SizeOverflow { .. } => "size_overflow",
         }
     }
 }
@@ -309,7 +315,9 @@ impl Greeks {
 
     /// Position-level Greeks: quantity × multiplier × per-unit Greek.
     pub fn scaled(&self, quantity: Decimal, multiplier: Decimal) -> Self {
-        let factor = (quantity * multiplier).to_f64();
+        // Checked: venue input must never be able to panic us (the normalizer refuses
+        // a size that overflows, see `ModelError::SizeOverflow`).
+        let factor = quantity.checked_mul(multiplier).and_then(|f| f.to_f64());
         let scale = |g: Option<f64>| Some(g? * factor?).and_then(finite);
         Self {
             delta: scale(self.delta),

@@ -95,6 +95,90 @@ pub fn register_metrics() {
     }
 }
 
+pub const PANICS: &str = "greekstream_panics_total";
+
+/// Runs `f`, turning a panic into `None`, logged and counted in
+/// `greekstream_panics_total{task}` (the panic hook has printed its message).
+pub fn contain_panic<T>(task: &'static str, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            metrics::counter!(PANICS, "task" => task).increment(1);
+            tracing::error!(task, panic = %what, "a panic was contained; the work item is dropped and the task goes on");
+            None
+        }
+    }
+}
+
+/// One event: normalized, Greeks filled or cross-checked, applied to the book.
+/// `None` when it was rejected (counted here).
+fn process(
+    normalizer: &mut Normalizer,
+    c: &BrokerCounters,
+    report: &mut ProcessorReport,
+    last_warning: &mut Option<std::time::Instant>,
+    hub: &PositionHub,
+    model: ModelSettings,
+    event: BrokerEvent,
+) -> Option<GreekSnapshot> {
+    let broker = event.broker;
+    match normalizer.normalize(event) {
+        Ok(mut out) => {
+            if fill_missing_greeks(&mut out.snapshot, model.rate) {
+                c.model_greeks.increment(1);
+                report.model_greeks += 1;
+            } else if model.cross_check_delta > 0.0 && broker != Broker::Synthetic {
+                // The synthetic source's Greeks are an approximation by design:
+                // checking them would measure the load generator.
+                if let Some(check) = cross_check(&out.snapshot, model.rate) {
+                    report.cross_checked += 1;
+                    c.cross_checks.increment(1);
+                    c.deviation.record(check.deviation());
+                    if check.deviation() > model.cross_check_delta {
+                        report.disagreements += 1;
+                        c.disagreements.increment(1);
+                        let now = std::time::Instant::now();
+                        if report.disagreements <= 10
+                            || last_warning.is_none_or(|at| now - at >= WARN_EVERY)
+                        {
+                            *last_warning = Some(now);
+                            tracing::warn!(
+                                %broker,
+                                contract = %out.snapshot.position.contract.key,
+                                venue_delta = check.venue_delta,
+                                model_delta = check.model_delta,
+                                disagreements = report.disagreements,
+                                "venue delta disagrees with the model"
+                            );
+                        }
+                    }
+                }
+            }
+            if out.non_finite > 0 {
+                c.non_finite.increment(u64::from(out.non_finite));
+            }
+            hub.apply(&out.snapshot);
+            Some(out.snapshot)
+        }
+        Err(err) => {
+            report.rejected += 1;
+            metrics::counter!(EVENTS_REJECTED, "broker" => broker.as_str(), "reason" => err.reason())
+                .increment(1);
+            // The first few, then one in a thousand: a flood of bad frames must not
+            // turn into a flood of log lines.
+            if report.rejected <= 10 || report.rejected % 1000 == 0 {
+                tracing::warn!(%broker, error = %err, rejected = report.rejected, "event rejected");
+            }
+            None
+        }
+    }
+}
+
 /// Runs until `rx` is closed and drained; then drops `tx`, which lets the writer
 /// finish in turn.
 pub async fn run_processor(
@@ -114,59 +198,34 @@ pub async fn run_processor(
         c.received.increment(1);
         activity.record(broker, event.received_at);
         report.received += 1;
-        match normalizer.normalize(event) {
-            Ok(mut out) => {
-                if fill_missing_greeks(&mut out.snapshot, model.rate) {
-                    c.model_greeks.increment(1);
-                    report.model_greeks += 1;
-                } else if model.cross_check_delta > 0.0 && broker != Broker::Synthetic {
-                    // The synthetic source's Greeks are an approximation by design:
-                    // checking them would measure the load generator.
-                    if let Some(check) = cross_check(&out.snapshot, model.rate) {
-                        report.cross_checked += 1;
-                        c.cross_checks.increment(1);
-                        c.deviation.record(check.deviation());
-                        if check.deviation() > model.cross_check_delta {
-                            report.disagreements += 1;
-                            c.disagreements.increment(1);
-                            let now = std::time::Instant::now();
-                            if report.disagreements <= 10
-                                || last_warning.is_none_or(|at| now - at >= WARN_EVERY)
-                            {
-                                last_warning = Some(now);
-                                tracing::warn!(
-                                    %broker,
-                                    contract = %out.snapshot.position.contract.key,
-                                    venue_delta = check.venue_delta,
-                                    model_delta = check.model_delta,
-                                    disagreements = report.disagreements,
-                                    "venue delta disagrees with the model"
-                                );
-                            }
-                        }
-                    }
-                }
-                if out.non_finite > 0 {
-                    c.non_finite.increment(u64::from(out.non_finite));
-                }
-                hub.apply(&out.snapshot);
-                if tx.send(out.snapshot).await.is_err() {
-                    tracing::error!("snapshot channel closed; processor stops");
-                    break;
-                }
-                report.forwarded += 1;
-            }
-            Err(err) => {
+        // Venue input must not be able to stop the processor: a panic in handling
+        // one event (a bug) costs that event, counted and logged, and nothing else.
+        let step = contain_panic("processor", || {
+            process(
+                &mut normalizer,
+                c,
+                &mut report,
+                &mut last_warning,
+                &hub,
+                model,
+                event,
+            )
+        });
+        let snapshot = match step {
+            Some(Some(snapshot)) => snapshot,
+            Some(None) => continue,
+            None => {
                 report.rejected += 1;
-                metrics::counter!(EVENTS_REJECTED, "broker" => broker.as_str(), "reason" => err.reason())
+                metrics::counter!(EVENTS_REJECTED, "broker" => broker.as_str(), "reason" => "panic")
                     .increment(1);
-                // The first few, then one in a thousand: a flood of bad frames must not
-                // turn into a flood of log lines.
-                if report.rejected <= 10 || report.rejected % 1000 == 0 {
-                    tracing::warn!(%broker, error = %err, rejected = report.rejected, "event rejected");
-                }
+                continue;
             }
+        };
+        if tx.send(snapshot).await.is_err() {
+            tracing::error!("snapshot channel closed; processor stops");
+            break;
         }
+        report.forwarded += 1;
     }
     report
 }
@@ -174,6 +233,28 @@ pub async fn run_processor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_contained_panic_is_none_and_the_caller_goes_on() {
+        assert_eq!(contain_panic("test", || 7), Some(7));
+        let mut after = 0;
+        for i in 0..3 {
+            if contain_panic("test", || {
+                if i == 1 {
+                    panic!("bad input {i}");
+                }
+                i
+            })
+            .is_some()
+            {
+                after += 1;
+            }
+        }
+        assert_eq!(
+            after, 2,
+            "the items before and after the panic were handled"
+        );
+    }
     use streaming::synthetic::{run_synthetic, SyntheticConfig};
     use tokio_util::sync::CancellationToken;
 

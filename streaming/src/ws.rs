@@ -186,11 +186,24 @@ impl TlsPolicy {
 }
 
 /// Where and how to open the next connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectRequest {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub tls: TlsPolicy,
+}
+
+/// Header values (session cookies) never print, nor credentials in the URL
+/// (a listen key).
+impl std::fmt::Debug for ConnectRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, _)| (*k, "***")).collect();
+        f.debug_struct("ConnectRequest")
+            .field("url", &crate::secret::redact_url(&self.url))
+            .field("headers", &headers)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -590,5 +603,28 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connect_request_debug_shows_no_session_cookie_or_listen_key() {
+        let req = ConnectRequest {
+            url: "wss://fstream.binance.com/private/ws?listenKey=pqia91ma19a5s61cv".into(),
+            headers: vec![(
+                "cookie",
+                "api={\"session\":\"bb665d0f55b6289d70bc\"}".into(),
+            )],
+            tls: TlsPolicy::Verify,
+        };
+        let shown = format!("{req:?}");
+        assert!(
+            !shown.contains("pqia91") && !shown.contains("bb665d0f"),
+            "{shown}"
+        );
+        assert!(shown.contains("cookie"), "{shown}");
     }
 }

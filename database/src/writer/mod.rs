@@ -241,6 +241,9 @@ pub async fn run_writer(
         Vec::with_capacity(policy.max_batch_rows.min(cfg.max_buffer));
     let mut oldest: Option<Instant> = None;
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
+    // Per task: its rows and the contract keys it carries, to account for a task
+    // that fails.
+    let mut in_tasks: HashMap<tokio::task::Id, (usize, Vec<Arc<str>>)> = HashMap::new();
     let mut inflight_rows = 0usize;
     let mut known_contracts: HashSet<Arc<str>> = HashSet::new();
     let mut pending_contracts: HashSet<Arc<str>> = HashSet::new();
@@ -302,7 +305,12 @@ pub async fn run_writer(
                         last_positions = Instant::now();
                     }
                     inflight_rows += rows.len();
-                    tasks.spawn(flush(shared.clone(), rows, extras));
+                    let work = (
+                        rows.len(),
+                        extras.contracts.iter().map(|c| c.key.clone()).collect(),
+                    );
+                    let id = tasks.spawn(flush(shared.clone(), rows, extras)).id();
+                    in_tasks.insert(id, work);
                 }
                 Decision::WaitUntil(t) => {
                     deadline = Some(t);
@@ -322,7 +330,8 @@ pub async fn run_writer(
                     positions: dirty_positions.drain().map(|(_, v)| v).collect(),
                 };
                 last_positions = Instant::now();
-                tasks.spawn(flush(shared.clone(), Vec::new(), extras));
+                let id = tasks.spawn(flush(shared.clone(), Vec::new(), extras)).id();
+                in_tasks.insert(id, (0, Vec::new()));
             } else if !is_due {
                 deadline = Some(deadline.map_or(due, |d: Instant| d.min(due)));
             }
@@ -344,8 +353,26 @@ pub async fn run_writer(
                     grace_deadline = Some(Instant::now() + cfg.shutdown_grace);
                 }
             },
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                let out = done.expect("flush tasks do not panic");
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let out = match done {
+                    Ok((id, out)) => {
+                        in_tasks.remove(&id);
+                        out
+                    }
+                    Err(err) => {
+                        // A bug, not the database: the writer goes on, and says what
+                        // the batch cost.
+                        let (rows, contracts) = in_tasks.remove(&err.id()).unwrap_or_default();
+                        metrics::counter!(processor::pipeline::PANICS, "task" => "writer").increment(1);
+                        tracing::error!(error = %err, rows, "a batch's task failed; its rows are lost (counted as abandoned)");
+                        inflight_rows -= rows;
+                        report.abandoned += rows as u64;
+                        for key in contracts {
+                            pending_contracts.remove(&key);
+                        }
+                        continue;
+                    }
+                };
                 inflight_rows -= out.rows;
                 report.batches += 1;
                 report.persisted += out.persisted;

@@ -258,6 +258,16 @@ mod tests {
     }
 
     #[test]
+    fn a_size_that_overflows_is_a_rejected_event_not_a_panic() {
+        let mut row = option_row();
+        row.position = Decimal::MAX;
+        let err = Normalizer::new()
+            .normalize(event(row, sample(), None))
+            .unwrap_err();
+        assert_eq!(err.reason(), "size_overflow");
+    }
+
+    #[test]
     fn odd_values() {
         assert_eq!(parse_number(Some("C123.4")), Parsed::Value(123.4));
         assert_eq!(parse_number(Some("H99")), Parsed::Value(99.0));

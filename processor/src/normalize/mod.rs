@@ -36,12 +36,25 @@ impl Normalizer {
     }
 
     pub fn normalize(&mut self, event: BrokerEvent) -> Result<Normalized, ModelError> {
-        match event.payload {
+        let out = match event.payload {
             BrokerPayload::Synthetic(ref tick) => synthetic::normalize(self, &event, tick),
             BrokerPayload::Ibkr(ref quote) => ibkr::normalize(self, &event, quote),
             BrokerPayload::Tastytrade(ref quote) => tastytrade::normalize(self, &event, quote),
             BrokerPayload::Binance(ref quote) => binance::normalize(self, &event, quote),
+        }?;
+        // Every consumer multiplies these (position Greeks, notional): a size that
+        // overflows is refused here, once, rather than panicking somewhere later.
+        let (quantity, multiplier) = (
+            out.snapshot.position.quantity,
+            out.snapshot.position.contract.multiplier,
+        );
+        if quantity.checked_mul(multiplier).is_none() {
+            return Err(ModelError::SizeOverflow {
+                quantity,
+                multiplier,
+            });
         }
+        Ok(out)
     }
 
     /// Returns the cached contract for `cache_key`, building it on first sight.
