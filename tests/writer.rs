@@ -92,6 +92,19 @@ async fn the_oldest_record_waits_at_most_one_second() {
         sent.elapsed() >= Duration::from_secs(1),
         "not before the second is up"
     );
+    // ... and not much after it: each row's wait, as the database recorded it, is
+    // the timer's second plus one flush (the bound leaves room for a loaded machine;
+    // the policy's exact bound is tested with paused time in policy.rs).
+    let waited: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(persisted_at - received_at))::float8 FROM greek_snapshots",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        (1.0..2.0).contains(&waited),
+        "the oldest row waited {waited:.3} s"
+    );
     assert_eq!(
         count(
             &db.pool,

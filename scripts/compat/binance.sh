@@ -2,18 +2,15 @@
 # Checks that three third-party Python clients, binance-futures-connector 4.2.0,
 # python-binance 1.0.37 and ccxt 4.5.90 (PyPI), work unchanged against our Binance
 # simulator. Needs a built `greekstream` binary.
-# If the client cannot be installed (no route to PyPI) the check is skipped, loudly.
+# If the package registry is unreachable (probed) the check is skipped, loudly;
+# any other install failure fails it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${GREEKSTREAM_BIN:-target/debug/greekstream}
 VENV=target/compat-binance
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import binance.um_futures, binance.client, ccxt' 2>/dev/null; then
-  python3 -m venv "$VENV"
-  if ! "$VENV/bin/pip" install -q 'binance-futures-connector==4.2.0' 'python-binance==1.0.37' 'ccxt==4.5.90'; then
-    echo "WARNING: could not install the Binance clients from PyPI; third-party client check SKIPPED" >&2
-    exit 0
-  fi
-fi
+# shellcheck source=scripts/compat/venv.sh
+source scripts/compat/venv.sh
+compat_venv "$VENV" 'import binance.um_futures, binance.client, ccxt' 'binance-futures-connector==4.2.0' 'python-binance==1.0.37' 'ccxt==4.5.90'
 out=$(mktemp)
 "$BIN" sim binance --listen 127.0.0.1:0 --api-key compat-key --secret compat-secret >"$out" 2>/dev/null &
 sim=$!

@@ -1,18 +1,15 @@
 #!/usr/bin/env bash
 # Checks that a popular third-party Client Portal client, ibind (PyPI), works
 # unchanged against our IBKR gateway simulator. Needs a built `greekstream` binary.
-# If ibind cannot be installed (no route to PyPI) the check is skipped, loudly.
+# If the package registry is unreachable (probed) the check is skipped, loudly;
+# any other install failure fails it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${GREEKSTREAM_BIN:-target/debug/greekstream}
 VENV=target/compat-venv
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import ibind' 2>/dev/null; then
-  python3 -m venv "$VENV"
-  if ! "$VENV/bin/pip" install -q 'ibind==0.2.2'; then
-    echo "WARNING: could not install ibind from PyPI; third-party client check SKIPPED" >&2
-    exit 0
-  fi
-fi
+# shellcheck source=scripts/compat/venv.sh
+source scripts/compat/venv.sh
+compat_venv "$VENV" 'import ibind' 'ibind==0.2.2'
 out=$(mktemp)
 "$BIN" sim ibkr --listen 127.0.0.1:0 --heartbeat 1 >"$out" 2>/dev/null &
 sim=$!

@@ -1,19 +1,16 @@
 #!/usr/bin/env bash
 # Checks that the popular third-party Python SDK `tastytrade` (PyPI, 13.2.3) works
 # unchanged against our Tastytrade simulator. Needs a built `greekstream` binary.
-# If the SDK cannot be installed (no route to PyPI) the check is skipped, loudly.
+# If the package registry is unreachable (probed) the check is skipped, loudly;
+# any other install failure fails it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${GREEKSTREAM_BIN:-target/debug/greekstream}
 # Its own virtualenv: the SDK's dependencies must not meet ibind's.
 VENV=target/compat-tastytrade
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import tastytrade' 2>/dev/null; then
-  python3 -m venv "$VENV"
-  if ! "$VENV/bin/pip" install -q 'tastytrade==13.2.3'; then
-    echo "WARNING: could not install tastytrade from PyPI; third-party client check SKIPPED" >&2
-    exit 0
-  fi
-fi
+# shellcheck source=scripts/compat/venv.sh
+source scripts/compat/venv.sh
+compat_venv "$VENV" 'import tastytrade' 'tastytrade==13.2.3'
 out=$(mktemp)
 "$BIN" sim tastytrade --listen 127.0.0.1:0 >"$out" 2>/dev/null &
 sim=$!

@@ -113,6 +113,27 @@ mod tests {
         assert_eq!(p.decide(75, Some(now), 1, false, now), Decision::Flush(75));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_oldest_record_never_waits_past_max_wait() {
+        let p = strict();
+        let t0 = Instant::now();
+        let Decision::WaitUntil(deadline) = p.decide(3, Some(t0), 0, false, Instant::now()) else {
+            panic!("3 records wait for the timer");
+        };
+        assert_eq!(deadline, t0 + p.max_wait, "the deadline is the upper bound");
+        tokio::time::sleep_until(deadline).await;
+        assert_eq!(
+            p.decide(3, Some(t0), 0, false, Instant::now()),
+            Decision::Flush(3)
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            p.decide(3, Some(t0), 0, false, Instant::now()),
+            Decision::Flush(3),
+            "overdue stays due"
+        );
+    }
+
     #[test]
     fn one_second_triggers_a_batch() {
         let t0 = Instant::now();
