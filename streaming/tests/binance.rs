@@ -385,7 +385,21 @@ async fn option_positions_carry_venue_greeks_and_follow_the_options_api() {
         run.amount(call) == Some(d("3"))
     })
     .await;
-    run.sim.set_position(put, Decimal::ZERO);
+    // Closed from outside the process, as an operator or a black-box test would.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/sim/position", run.sim.rest_url()))
+        .json(&serde_json::json!({"symbol": put, "amount": "0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/sim/position", run.sim.rest_url()))
+        .json(&serde_json::json!({"symbol": "NOPE", "amount": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
     wait_for("the put is closed", Duration::from_secs(5), || {
         run.amount(put) == Some(Decimal::ZERO)
     })

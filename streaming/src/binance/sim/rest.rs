@@ -26,6 +26,7 @@ pub(super) type Params = HashMap<String, String>;
 pub(super) fn router(state: Arc<SimState>) -> Router {
     Router::new()
         .route("/sim/fault/{name}", post(fault))
+        .route("/sim/position", post(position_change))
         .fallback(handle)
         .with_state(state)
 }
@@ -47,6 +48,48 @@ async fn fault(
         }
         None => (StatusCode::NOT_FOUND, format!("unknown fault {name:?}")).into_response(),
     }
+}
+
+/// `POST /sim/position` `{"symbol": "BTCUSDT", "amount": "0.5", "side": "BOTH",
+/// "quiet": false}`: opens, changes or (amount 0) closes a futures leg or an option
+/// position, as a fill or an expiry would. `side` is `BOTH` (default), `LONG` or
+/// `SHORT`; `quiet` skips the ACCOUNT_UPDATE (as if it was lost), so only a REST
+/// read finds the change. Options never stream one (their user stream is not
+/// simulated): the next `/eapi/v1/position` read shows it.
+async fn position_change(
+    State(state): State<Arc<SimState>>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let symbol = body.get("symbol").and_then(Value::as_str);
+    let amount = match body.get("amount") {
+        Some(Value::String(s)) => s.parse::<Decimal>().ok(),
+        Some(Value::Number(n)) => n.to_string().parse::<Decimal>().ok(),
+        _ => None,
+    };
+    let side = side_name(body.get("side").and_then(Value::as_str).unwrap_or("BOTH"));
+    let quiet = body.get("quiet").and_then(Value::as_bool).unwrap_or(false);
+    let (Some(symbol), Some(amount), Some(side)) = (symbol, amount, side) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "body must be {\"symbol\": s, \"amount\": decimal, \"side\": BOTH|LONG|SHORT, \"quiet\": bool}"})),
+        )
+            .into_response();
+    };
+    if state.mark(symbol).is_none() && state.option(symbol).is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "unknown symbol"})),
+        )
+            .into_response();
+    }
+    let entry = state.mark(symbol).unwrap_or(Decimal::ONE);
+    if quiet {
+        super::store_position(&state, symbol, side, amount, entry);
+    } else {
+        set_position(&state, symbol, side, amount, entry, "ORDER");
+    }
+    axum::Json(json!({"symbol": symbol, "side": side, "amount": amount.normalize().to_string()}))
+        .into_response()
 }
 
 /// A Binance error response.
