@@ -53,6 +53,7 @@ fn client_config(sim: &BinanceSim) -> BinanceConfig {
         ws.tick_interval = Duration::from_millis(50);
         ws.backoff_initial = Duration::from_millis(50);
         ws.backoff_max = Duration::from_millis(500);
+        ws.stable_after = Duration::from_millis(250);
     }
     c
 }

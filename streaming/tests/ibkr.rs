@@ -38,6 +38,7 @@ fn client_config(url: &str) -> IbkrConfig {
     c.ws.tick_interval = Duration::from_millis(100);
     c.ws.backoff_initial = Duration::from_millis(50);
     c.ws.backoff_max = Duration::from_millis(500);
+    c.ws.stable_after = Duration::from_millis(250);
     c.ws.unauthenticated_poll = Duration::from_millis(200);
     c
 }
@@ -459,4 +460,42 @@ async fn position_changes_follow_the_periodic_refresh() {
     .await;
     assert!(!run.sim.set_position("DU0000000", conid, 1));
     run.stop().await;
+}
+
+#[tokio::test]
+async fn a_socket_waiting_on_a_full_pipeline_is_not_taken_for_silent() {
+    let sim = IbkrSim::bind(sim_config(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut cfg = client_config(&sim.url());
+    cfg.ws.silence_timeout = Duration::from_millis(600);
+    let silence = cfg.ws.silence_timeout;
+    let stats = Arc::new(IbkrStats::default());
+    // Room for one event: the client blocks handing frames on while we do not read.
+    let (tx, mut rx) = mpsc::channel::<BrokerEvent>(1);
+    let cancel = CancellationToken::new();
+    let client = tokio::spawn(run_ibkr(cfg, tx, stats.clone(), cancel.clone()));
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    // Long stalls downstream, each well past the silence timeout, while the gateway
+    // keeps sending: backpressure, not silence.
+    for _ in 0..8 {
+        tokio::time::sleep(silence * 2).await;
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            if tokio::time::timeout(Duration::from_millis(50), rx.recv())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+    assert_eq!(stats.ws.connects(), 1, "the socket was never replaced");
+    cancel.cancel();
+    drop(rx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), client).await;
+    sim.stop();
 }

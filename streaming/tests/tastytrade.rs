@@ -48,6 +48,7 @@ fn client_config(sim: &TastytradeSim) -> TastytradeConfig {
         ws.tick_interval = Duration::from_millis(100);
         ws.backoff_initial = Duration::from_millis(50);
         ws.backoff_max = Duration::from_millis(500);
+        ws.stable_after = Duration::from_millis(250);
         ws.unauthenticated_poll = Duration::from_millis(200);
     }
     c
