@@ -11,6 +11,7 @@ pub mod rng;
 pub mod secret;
 pub mod simkit;
 pub mod synthetic;
+pub mod tasks;
 pub mod tastytrade;
 pub mod ws;
 

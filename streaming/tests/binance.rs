@@ -1022,3 +1022,44 @@ async fn batch_orders_answer_per_slot_and_conditional_orders_live_on_the_algo_ap
     assert_eq!(err.code(), Some(-4120));
     sim.stop();
 }
+
+#[tokio::test]
+async fn a_rate_limit_pause_holds_book_snapshots_back_instead_of_one_try_per_diff() {
+    let run = start(
+        BinanceSimConfig {
+            weight_window: Duration::from_secs(2),
+            ..fast_sim()
+        },
+        |_| {},
+    )
+    .await;
+    let symbols = ["BTCUSDT", "ETHUSDT"];
+    wait_for("books live", Duration::from_secs(10), || {
+        symbols
+            .iter()
+            .all(|s| run.stats.book(s).is_some_and(|b| b.is_live()))
+    })
+    .await;
+    // The venue rate-limits us, and a gap makes every book want a snapshot at once.
+    run.sim.inject(Fault::RateLimit);
+    run.sim.inject(Fault::DepthGap);
+    wait_for("the pause", Duration::from_secs(5), || {
+        run.stats.rest.rate_limited.load(Relaxed) >= 1
+    })
+    .await;
+    let held = run.stats.rest.held_back.load(Relaxed);
+    // Diffs keep coming every 20 ms per symbol during the pause.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let during = run.stats.rest.held_back.load(Relaxed) - held;
+    assert!(during <= 2, "{during} requests tried during the pause");
+    wait_for(
+        "books live after the pause",
+        Duration::from_secs(10),
+        || {
+            symbols
+                .iter()
+                .all(|s| run.stats.book(s).is_some_and(|b| b.is_live()))
+        },
+    )
+    .await;
+}

@@ -499,3 +499,37 @@ async fn a_socket_waiting_on_a_full_pipeline_is_not_taken_for_silent() {
     let _ = tokio::time::timeout(Duration::from_secs(5), client).await;
     sim.stop();
 }
+
+#[tokio::test]
+async fn an_aborted_run_leaves_no_keeper_or_poller_behind() {
+    let sim = IbkrSim::bind(sim_config(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let cfg = client_config(&sim.url());
+    let tickle_every = cfg.tickle_interval;
+    let (tx, mut rx) = mpsc::channel::<BrokerEvent>(1024);
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    // As the supervisor does on shutdown or restart: the run's future is dropped.
+    let run = tokio::spawn(run_ibkr(
+        cfg,
+        tx,
+        Arc::new(IbkrStats::default()),
+        CancellationToken::new(),
+    ));
+    let until = Instant::now() + Duration::from_secs(10);
+    while sim.stats().tickles.load(Relaxed) < 3 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.abort();
+    let _ = run.await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tickles = sim.stats().tickles.load(Relaxed);
+    tokio::time::sleep(tickle_every * 3).await;
+    assert_eq!(
+        sim.stats().tickles.load(Relaxed),
+        tickles,
+        "the session keeper of an aborted run is gone"
+    );
+    drain.abort();
+    sim.stop();
+}

@@ -36,6 +36,7 @@ use super::{BnKind, BnPosition, BnQuote};
 use crate::broker_metrics::{self, POSITIONS, REST_ERRORS};
 use crate::event::{Broker, BrokerEvent, BrokerPayload};
 use crate::secret::Secret;
+use crate::tasks::TaskGroup;
 use crate::ws::{
     self, ConnectRequest, Disconnect, Flow, Outbox, PrepareError, TlsPolicy, WsConfig, WsHandler,
     WsStats,
@@ -325,6 +326,13 @@ impl Shared {
     }
 
     fn rest_failed(&self, what: &str, err: &RestError) {
+        if let RestError::Paused { .. } = err {
+            // Held back by a rate-limit pause: the pause was warned about once when
+            // it began (and is counted in `held_back`); one line per held request
+            // would flood the log.
+            tracing::debug!(error = %err, "Binance {what} held back");
+            return;
+        }
         metrics::counter!(REST_ERRORS, "broker" => BROKER.as_str()).increment(1);
         if err.is_auth() {
             self.set_authenticated(false);
@@ -403,18 +411,18 @@ pub async fn run_binance(
         listen_key_invalid: AtomicBool::new(false),
         rest,
     });
-    let mut tasks = vec![
-        tokio::spawn(keep_time(shared.clone(), cancel.clone())),
-        tokio::spawn(keep_exchange_info(shared.clone(), cancel.clone())),
-        tokio::spawn(poll_positions(shared.clone(), cancel.clone())),
-        tokio::spawn(keep_listen_key(shared.clone(), cancel.clone())),
-    ];
+    // Stopped with this run, however it ends (see `TaskGroup`).
+    let mut tasks = TaskGroup::default();
+    tasks.spawn(keep_time(shared.clone(), cancel.clone()));
+    tasks.spawn(keep_exchange_info(shared.clone(), cancel.clone()));
+    tasks.spawn(poll_positions(shared.clone(), cancel.clone()));
+    tasks.spawn(keep_listen_key(shared.clone(), cancel.clone()));
     if let Some(pc) = cfg.price_cache.clone() {
-        tasks.push(tokio::spawn(price_cache::run_price_cache(
+        tasks.spawn(price_cache::run_price_cache(
             pc,
             stats.prices.clone(),
             cancel.clone(),
-        )));
+        ));
     }
     let mut public = MarketHandler::new(shared.clone(), Route::Public);
     let mut market = MarketHandler::new(shared.clone(), Route::Market);
@@ -432,9 +440,7 @@ pub async fn run_binance(
         // This service owns the key: close it so the venue stops the stream.
         let _ = shared.rest.delete_listen_key().await;
     }
-    for t in tasks {
-        t.abort();
-    }
+    drop(tasks);
     Ok(())
 }
 
@@ -451,7 +457,7 @@ async fn keep_time(shared: Arc<Shared>, cancel: CancellationToken) {
             Ok(_) => shared.cfg.time_sync_every,
             Err(e) => {
                 shared.rest_failed("time sync", &e);
-                Duration::from_secs(2).min(shared.cfg.time_sync_every)
+                e_wait(&e).min(shared.cfg.time_sync_every)
             }
         };
         if !sleep_or_cancel(wait, &cancel).await {
@@ -639,12 +645,17 @@ async fn read_options(
 }
 
 async fn keep_listen_key(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut wait = shared.cfg.listen_key_keepalive;
     loop {
-        if !sleep_or_cancel(shared.cfg.listen_key_keepalive, &cancel).await {
+        if !sleep_or_cancel(wait, &cancel).await {
             return;
         }
+        wait = shared.cfg.listen_key_keepalive;
         match shared.rest.keepalive_listen_key().await {
             Ok(()) => {}
+            // Held back by a rate-limit pause: keep the key alive as soon as the
+            // pause ends, not a whole keepalive period later.
+            Err(RestError::Paused { retry_in, .. }) => wait = retry_in,
             Err(e) => {
                 shared.rest_failed("listen key keepalive", &e);
                 if e.code() == Some(-1125) || e.is_auth() {
@@ -733,6 +744,15 @@ impl MarketHandler {
                         self.shared.stats.resyncs.fetch_add(1, Relaxed);
                         metrics::counter!(BOOK_RESYNCS).increment(1);
                         tracing::info!(%symbol, "Binance depth gap: resyncing the book from a snapshot");
+                    }
+                    if self.shared.rest.paused_for().is_some() {
+                        // Rate limited: diffs keep buffering and the snapshot waits
+                        // for the pause to end, rather than one held request per diff.
+                        let mut books = self.shared.stats.books.lock().expect("books lock");
+                        if let Some(b) = books.get_mut(&symbol) {
+                            b.snapshot_failed();
+                        }
+                        return;
                     }
                     let snap = self
                         .shared

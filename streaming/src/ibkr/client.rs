@@ -29,6 +29,7 @@ use crate::ws::{
 
 use crate::broker_metrics;
 pub use crate::broker_metrics::{AUTHENTICATED, POSITIONS, REST_ERRORS};
+use crate::tasks::TaskGroup;
 pub const SUBSCRIPTIONS_SENT: &str = "greekstream_ibkr_subscriptions_sent_total";
 
 #[derive(Debug, Clone)]
@@ -326,13 +327,15 @@ pub async fn run_ibkr(
         quotes: Mutex::new(HashMap::new()),
         stats: stats.clone(),
     });
-    let keeper = tokio::spawn(keep_session(
+    // Stopped with this run, however it ends (see `TaskGroup`).
+    let mut tasks = TaskGroup::default();
+    tasks.spawn(keep_session(
         rest.clone(),
         cfg.tickle_interval,
         stats.clone(),
         cancel.clone(),
     ));
-    let poller = tokio::spawn(poll_positions(
+    tasks.spawn(poll_positions(
         rest.clone(),
         cfg.positions_refresh,
         shared.clone(),
@@ -349,8 +352,7 @@ pub async fn run_ibkr(
         wanted: BTreeSet::new(),
     };
     ws::run_ws(&cfg.ws, &mut handler, &stats.ws, &cancel).await;
-    keeper.abort();
-    poller.abort();
+    drop(tasks);
     Ok(())
 }
 

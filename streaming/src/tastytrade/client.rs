@@ -36,6 +36,7 @@ use crate::ws::{
 };
 
 use crate::broker_metrics::{self, POSITIONS, REST_ERRORS};
+use crate::tasks::TaskGroup;
 pub const SUBSCRIPTIONS_SENT: &str = "greekstream_tastytrade_subscriptions_sent_total";
 pub const POSITION_UPDATES: &str = "greekstream_tastytrade_position_updates_total";
 pub const TOKEN_REFRESHES: &str = "greekstream_tastytrade_token_refreshes_total";
@@ -349,25 +350,25 @@ pub async fn run_tastytrade(
         tx,
         refresh_positions: Notify::new(),
     });
-    let tasks = [
-        tokio::spawn(keep_access_token(
-            rest.clone(),
-            shared.clone(),
-            cancel.clone(),
-        )),
-        tokio::spawn(keep_quote_token(
-            rest.clone(),
-            cfg.quote_token_ttl.mul_f64(cfg.quote_token_renew_at),
-            shared.clone(),
-            cancel.clone(),
-        )),
-        tokio::spawn(poll_positions(
-            rest.clone(),
-            cfg.positions_refresh,
-            shared.clone(),
-            cancel.clone(),
-        )),
-    ];
+    // Stopped with this run, however it ends (see `TaskGroup`).
+    let mut tasks = TaskGroup::default();
+    tasks.spawn(keep_access_token(
+        rest.clone(),
+        shared.clone(),
+        cancel.clone(),
+    ));
+    tasks.spawn(keep_quote_token(
+        rest.clone(),
+        cfg.quote_token_ttl.mul_f64(cfg.quote_token_renew_at),
+        shared.clone(),
+        cancel.clone(),
+    ));
+    tasks.spawn(poll_positions(
+        rest.clone(),
+        cfg.positions_refresh,
+        shared.clone(),
+        cancel.clone(),
+    ));
     let mut account = AccountHandler {
         rest: rest.clone(),
         cfg: cfg.clone(),
@@ -402,9 +403,7 @@ pub async fn run_tastytrade(
         account_task,
         ws::run_ws(&cfg.feed, &mut feed, &stats.feed, &cancel)
     );
-    for t in tasks {
-        t.abort();
-    }
+    drop(tasks);
     Ok(())
 }
 
