@@ -217,6 +217,9 @@ struct Shared {
     window: Mutex<LatencyWindow>,
 }
 
+/// Contract keys remembered as already in `contracts`.
+const MAX_KNOWN_CONTRACTS: usize = 100_000;
+
 type PositionKey = (Broker, Arc<str>, Arc<str>, processor::PositionSide);
 
 /// Runs until `rx` is closed and everything is written (or the shutdown grace runs out).
@@ -382,6 +385,11 @@ pub async fn run_writer(
                 for key in out.contracts {
                     pending_contracts.remove(&key);
                     known_contracts.insert(key);
+                }
+                if known_contracts.len() > MAX_KNOWN_CONTRACTS {
+                    // Bounded memory: forgetting only costs a harmless re-upsert
+                    // (ON CONFLICT DO NOTHING) of the contracts still streaming.
+                    known_contracts.clear();
                 }
             }
             _ = tokio::time::sleep_until(wait), if deadline.is_some() => {}

@@ -23,6 +23,10 @@ pub struct Normalized {
     pub non_finite: u32,
 }
 
+/// Contracts kept parsed at once (far above any real book); past it the cache
+/// starts over.
+pub const MAX_CACHED_CONTRACTS: usize = 100_000;
+
 /// Keeps one `Arc<Contract>` per distinct contract so a hot stream does not rebuild
 /// (and re-allocate) the same contract key for every event.
 #[derive(Debug, Default)]
@@ -65,6 +69,11 @@ impl Normalizer {
     ) -> Result<Arc<Contract>, ModelError> {
         if let Some(c) = self.contracts.get(cache_key) {
             return Ok(c.clone());
+        }
+        if self.contracts.len() >= MAX_CACHED_CONTRACTS {
+            // Expired contracts would otherwise stay for ever; rebuilding the live
+            // ones from their next event is cheap.
+            self.contracts.clear();
         }
         let c = Arc::new(build()?);
         self.contracts.insert(cache_key.to_owned(), c.clone());

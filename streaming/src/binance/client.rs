@@ -243,6 +243,24 @@ impl State {
         }
     }
 
+    /// Marks of one underlying's options (the stream carries every listed strike):
+    /// only those of held options are kept, so memory follows the positions, not
+    /// the option chain. Returns a quote for each held position they move.
+    fn apply_option_marks(&mut self, marks: Vec<OptionMark>) -> Vec<BnQuote> {
+        let mut held: HashMap<&str, Vec<Arc<BnPosition>>> = HashMap::new();
+        for p in self.positions.values().filter(|p| p.kind == BnKind::Option) {
+            held.entry(p.symbol.as_str()).or_default().push(p.clone());
+        }
+        let mut moved = Vec::new();
+        for m in marks {
+            if let Some(positions) = held.get(m.symbol.as_str()) {
+                moved.extend(positions.iter().cloned());
+                self.option_marks.insert(m.symbol.clone(), Arc::new(m));
+            }
+        }
+        moved.into_iter().map(|p| self.quote(p)).collect()
+    }
+
     /// Sets one position; returns it if it changed (closed ones too, with amount 0).
     fn upsert(&mut self, p: BnPosition) -> Option<Arc<BnPosition>> {
         let key = (p.symbol.clone(), p.position_side.clone());
@@ -256,6 +274,11 @@ impl State {
         }
         if p.amount.is_zero() {
             self.positions.remove(&key);
+            if !self.positions.values().any(|q| q.symbol == p.symbol) {
+                // Nothing left to price with it (a listed symbol's mark stays: it is
+                // small, and configured symbols stream whether held or not).
+                self.option_marks.remove(&p.symbol);
+            }
         } else {
             self.positions.insert(key, p.clone());
         }
@@ -556,7 +579,13 @@ async fn reconcile(shared: &Shared) -> Result<(), RestError> {
         }
         let options_known = options.is_some();
         if let Some((positions, marks)) = options {
-            for m in marks {
+            // `/eapi/v1/mark` lists every option: keep the held ones' only.
+            let held_options: BTreeSet<&str> =
+                positions.iter().map(|o| o.symbol.as_str()).collect();
+            for m in marks
+                .into_iter()
+                .filter(|m| held_options.contains(m.symbol.as_str()))
+            {
                 st.option_marks
                     .entry(m.symbol.clone())
                     .or_insert_with(|| Arc::new(m));
@@ -806,24 +835,12 @@ impl MarketHandler {
     }
 
     async fn on_option_marks(&mut self, marks: Vec<OptionMark>) {
-        let quotes: Vec<BnQuote> = {
-            let mut st = self.shared.state.lock().expect("state lock");
-            let mut quotes = Vec::new();
-            for m in marks {
-                let m = Arc::new(m);
-                st.option_marks.insert(m.symbol.clone(), m.clone());
-                quotes.extend(
-                    st.positions
-                        .values()
-                        .filter(|p| p.symbol == m.symbol)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .map(|p| st.quote(p)),
-                );
-            }
-            quotes
-        };
+        let quotes = self
+            .shared
+            .state
+            .lock()
+            .expect("state lock")
+            .apply_option_marks(marks);
         for q in quotes {
             self.shared.emit(q).await;
         }
@@ -1101,5 +1118,36 @@ mod tests {
         let closed = st.position(&acct, "BTCUSDT", "BOTH", Decimal::ZERO, Decimal::ONE);
         assert_eq!(st.upsert(closed).unwrap().amount, Decimal::ZERO);
         assert_eq!(st.positions.len(), 1);
+    }
+
+    #[test]
+    fn option_marks_are_kept_only_for_held_options() {
+        let mut st = State::default();
+        let acct: Arc<str> = "main".into();
+        let held = "BTC-261225-100000-C";
+        let o = st.position(&acct, held, "BOTH", Decimal::from(-1), Decimal::ONE);
+        st.upsert(o);
+        let mark = |symbol: String| OptionMark {
+            symbol,
+            event_time: 1,
+            mark: Decimal::ONE,
+            index: None,
+            mark_iv: None,
+            delta: Some(0.5),
+            gamma: None,
+            theta: None,
+            vega: None,
+        };
+        // The underlying's stream carries the whole chain.
+        let chain: Vec<OptionMark> = (0..500)
+            .map(|i| mark(format!("BTC-261225-{}-P", 50_000 + i * 500)))
+            .chain([mark(held.to_owned())])
+            .collect();
+        let quotes = st.apply_option_marks(chain);
+        assert_eq!(quotes.len(), 1);
+        assert_eq!(st.option_marks.len(), 1, "one held option, one mark kept");
+        let closed = st.position(&acct, held, "BOTH", Decimal::ZERO, Decimal::ONE);
+        st.upsert(closed);
+        assert!(st.option_marks.is_empty(), "forgotten once no longer held");
     }
 }

@@ -430,6 +430,14 @@ async fn poll_positions(
                     }
                     shared.stats.events_sent.fetch_add(1, Relaxed);
                 }
+                // Market data of conids no longer wanted is dropped: memory follows
+                // the holdings, not everything ever held.
+                let wanted = shared.book.lock().expect("book lock").wanted.clone();
+                shared
+                    .quotes
+                    .lock()
+                    .expect("quotes lock")
+                    .retain(|conid, _| wanted.contains(conid));
             }
             Err(err) => {
                 failures += 1;

@@ -538,8 +538,21 @@ async fn read_positions(rest: &Rest, shared: &Shared) -> Result<(), RestError> {
         changed
     };
     let quotes: Vec<TtQuote> = {
-        let market = shared.market.lock().expect("market lock");
-        changed.into_iter().map(|p| market.quote_for(p)).collect()
+        let wanted: std::collections::HashSet<String> = shared
+            .book
+            .lock()
+            .expect("book lock")
+            .wanted
+            .iter()
+            .map(|(_, sym)| sym.clone())
+            .collect();
+        let mut market = shared.market.lock().expect("market lock");
+        let quotes = changed.into_iter().map(|p| market.quote_for(p)).collect();
+        // Market data of symbols no longer wanted is dropped: memory follows the
+        // holdings, not everything ever held.
+        market.greeks.retain(|sym, _| wanted.contains(sym));
+        market.quotes.retain(|sym, _| wanted.contains(sym));
+        quotes
     };
     for quote in quotes {
         if !shared.emit(quote).await {
