@@ -1063,3 +1063,26 @@ async fn a_rate_limit_pause_holds_book_snapshots_back_instead_of_one_try_per_dif
     )
     .await;
 }
+
+#[tokio::test]
+async fn option_positions_take_their_contract_unit_from_the_venue() {
+    let run = start(
+        BinanceSimConfig {
+            option_unit: 10,
+            ..fast_sim()
+        },
+        |c| c.positions_refresh = Duration::from_millis(300),
+    )
+    .await;
+    let call = "BTC-261225-60000-C";
+    wait_for("the option position", Duration::from_secs(5), || {
+        run.latest.lock().unwrap().contains_key(call)
+    })
+    .await;
+    let p = run.latest.lock().unwrap()[call].position.clone();
+    assert_eq!(
+        p.contract_size,
+        Decimal::from(10),
+        "the venue's unit, not 1"
+    );
+}

@@ -209,6 +209,8 @@ struct State {
     /// When the user stream last changed each position: a REST read that began
     /// before must not revert it.
     streamed: HashMap<PositionKey, Instant>,
+    /// Held options' contract units (`/eapi/v1/exchangeInfo`): their multiplier.
+    option_units: HashMap<String, Decimal>,
 }
 
 impl State {
@@ -221,14 +223,25 @@ impl State {
         entry: Decimal,
     ) -> BnPosition {
         let info = self.info.get(symbol);
+        let kind = kind_of(symbol, info);
+        // An option's multiplier is its venue-listed unit, never a guess: unknown
+        // is 0, which normalization refuses (counted as invalid_multiplier).
+        let contract_size = match kind {
+            BnKind::Option => self
+                .option_units
+                .get(symbol)
+                .copied()
+                .unwrap_or(Decimal::ZERO),
+            _ => Decimal::ONE,
+        };
         BnPosition {
             account: account.clone(),
             symbol: symbol.to_owned(),
             position_side: side.to_owned(),
             amount: amount.normalize(),
             entry_price: entry,
-            kind: kind_of(symbol, info),
-            contract_size: Decimal::ONE,
+            kind,
+            contract_size,
             underlying: underlying_of(symbol, info),
         }
     }
@@ -661,6 +674,25 @@ async fn read_options(
     };
     for b in &bad {
         shared.malformed("option position row", "", b);
+    }
+    let unknown_unit = {
+        let st = shared.state.lock().expect("state lock");
+        positions
+            .iter()
+            .any(|p| !st.option_units.contains_key(&p.symbol))
+    };
+    if unknown_unit {
+        match rest.option_units().await {
+            Ok(units) => {
+                let mut st = shared.state.lock().expect("state lock");
+                let held: BTreeSet<&str> = positions.iter().map(|p| p.symbol.as_str()).collect();
+                st.option_units = units
+                    .into_iter()
+                    .filter(|(s, _)| held.contains(s.as_str()))
+                    .collect();
+            }
+            Err(e) => shared.rest_failed("option exchangeInfo", &e),
+        }
     }
     let marks = if positions.is_empty() {
         Vec::new()

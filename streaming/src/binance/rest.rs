@@ -350,6 +350,14 @@ impl Rest {
         Ok(wire::parse_option_positions(&body)?)
     }
 
+    /// Each option's contract unit (`/eapi/v1/exchangeInfo`, on the options host).
+    pub async fn option_units(
+        &self,
+    ) -> Result<std::collections::HashMap<String, rust_decimal::Decimal>, RestError> {
+        let body = self.public("/eapi/v1/exchangeInfo", &[]).await?;
+        Ok(wire::parse_option_units(&body)?)
+    }
+
     /// Option marks with IV and Greeks (`/eapi/v1/mark`, on the options host).
     pub async fn option_marks(&self) -> Result<Vec<OptionMark>, RestError> {
         let body = self.public("/eapi/v1/mark", &[]).await?;

@@ -1,6 +1,7 @@
 //! Binance USDⓈ-M wire formats: market stream payloads, user-data events and REST
 //! bodies. Pure parsing; prices and quantities arrive as strings and stay exact.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
@@ -618,6 +619,30 @@ pub fn parse_option_marks(body: &str, received_ms: i64) -> Result<Vec<OptionMark
         .collect()
 }
 
+/// Parses `GET /eapi/v1/exchangeInfo`: each option symbol's contract `unit` (how
+/// much of the underlying one contract is), the options' multiplier. A symbol
+/// whose unit is missing or not a positive number is left out: never guessed.
+pub fn parse_option_units(body: &str) -> Result<HashMap<String, Decimal>, WireError> {
+    let v: serde_json::Value = serde_json::from_str(body)?;
+    let rows = v
+        .get("optionSymbols")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(|| WireError::Unexpected("no optionSymbols".into()))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let symbol = r.get("symbol")?.as_str()?;
+            let unit = match r.get("unit")? {
+                serde_json::Value::Number(n) => n.to_string().parse::<Decimal>().ok(),
+                serde_json::Value::String(s) => s.parse::<Decimal>().ok(),
+                _ => None,
+            }
+            .filter(|u| *u > Decimal::ZERO)?;
+            Some((symbol.to_owned(), unit.normalize()))
+        })
+        .collect())
+}
+
 /// What we use of one `exchangeInfo` symbol.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SymbolInfo {
@@ -691,6 +716,21 @@ pub fn list_subscriptions(id: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn option_units_come_from_the_venue_and_a_missing_one_is_left_out() {
+        let body = r#"{"optionSymbols": [
+            {"symbol": "BTC-261225-60000-C", "unit": 1},
+            {"symbol": "DOGE-261225-1-C", "unit": "1000"},
+            {"symbol": "ETH-261225-3000-P"},
+            {"symbol": "XRP-261225-3-P", "unit": 0}
+        ]}"#;
+        let units = parse_option_units(body).unwrap();
+        assert_eq!(units.len(), 2);
+        assert_eq!(units["BTC-261225-60000-C"], Decimal::ONE);
+        assert_eq!(units["DOGE-261225-1-C"], Decimal::from(1000));
+        assert!(parse_option_units("{}").is_err());
+    }
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()

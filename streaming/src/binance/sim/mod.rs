@@ -58,6 +58,9 @@ pub struct BinanceSimConfig {
     pub ban_duration: Duration,
     pub book_depth: i64,
     pub tls: bool,
+    /// The `unit` every listed option carries in `/eapi/v1/exchangeInfo`
+    /// (underlying per contract; 1 for BTC and ETH options on the venue).
+    pub option_unit: u32,
 }
 
 impl Default for BinanceSimConfig {
@@ -77,6 +80,7 @@ impl Default for BinanceSimConfig {
             ban_duration: Duration::from_secs(120),
             book_depth: 50,
             tls: false,
+            option_unit: 1,
         }
     }
 }
@@ -476,7 +480,13 @@ impl BinanceSim {
             maintenance: AtomicBool::new(false),
             stats: SimStats::default(),
             next_key: AtomicU64::new(1),
-            options: options::listed(),
+            options: options::listed()
+                .into_iter()
+                .map(|o| options::OptionSpec {
+                    unit: cfg.option_unit,
+                    ..o
+                })
+                .collect(),
             cfg,
         });
         let ticker = {

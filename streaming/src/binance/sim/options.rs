@@ -25,6 +25,8 @@ pub struct OptionSpec {
     pub call: bool,
     /// The simulator's fixed mark IV for this option.
     pub vol: f64,
+    /// Contract unit (`exchangeInfo` `unit`): underlying per contract.
+    pub unit: u32,
 }
 
 impl OptionSpec {
@@ -40,6 +42,7 @@ impl OptionSpec {
             strike: f64::from(strike),
             call,
             vol,
+            unit: 1,
         }
     }
 
@@ -152,7 +155,7 @@ pub fn exchange_info(specs: &[OptionSpec], t: i64) -> Value {
             json!({
                 "id": 1, "contractId": 2, "symbol": s.symbol, "side": if s.call { "CALL" } else { "PUT" },
                 "strikePrice": money(s.strike, 0), "underlying": s.underlying,
-                "unit": 1, "makerFeeRate": "0.0002", "takerFeeRate": "0.0002",
+                "unit": s.unit, "makerFeeRate": "0.0002", "takerFeeRate": "0.0002",
                 "minQty": "0.01", "maxQty": "10000", "initialMargin": "0.15",
                 "maintenanceMargin": "0.075", "minInitialMargin": "0.1",
                 "minMaintenanceMargin": "0.05", "priceScale": 3, "quantityScale": 2,
