@@ -1,5 +1,5 @@
 //! Typed configuration from the environment (and `.env`), validated at start-up.
-//! Every variable is listed in `.env.example` and the README.
+//! Every variable is listed in `.env.example` and `docs/configuration.md`.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! The unified contract, position and Greek-snapshot model. Pure: no IO, no clock.
 //!
-//! Conventions (also in the README and the column comments): delta and gamma per 1
+//! Conventions (also in docs/pricing.md and the column comments): delta and gamma per 1
 //! unit of the underlying, vega per 1 volatility point (0.01), theta per calendar
 //! day, rho per 1 rate point (0.01); implied vol as a fraction (0.25 = 25%).
 //! Position Greeks = signed quantity × multiplier × per-unit Greek. Quantities and

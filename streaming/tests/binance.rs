@@ -151,7 +151,7 @@ impl Run {
 
 #[tokio::test]
 async fn the_local_book_equals_the_venue_through_random_traffic_and_gaps() {
-    // GS_BINANCE_BOOK_UPDATES=1000000 for the long run reported in the README.
+    // GS_BINANCE_BOOK_UPDATES=1000000 for the long run reported in docs/venues/binance.md.
     let target: u64 = std::env::var("GS_BINANCE_BOOK_UPDATES")
         .ok()
         .and_then(|v| v.parse().ok())
