@@ -45,6 +45,15 @@ pub enum AppError {
     Cancelled,
 }
 
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("metrics_addr", &self.metrics_addr)
+            .field("control_addr", &self.control_addr)
+            .finish_non_exhaustive()
+    }
+}
+
 pub struct App {
     pub metrics_addr: SocketAddr,
     pub control_addr: SocketAddr,

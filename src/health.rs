@@ -101,6 +101,15 @@ pub fn assess(i: &Inputs) -> Vec<Problem> {
     problems
 }
 
+impl std::fmt::Debug for HealthMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthMonitor")
+            .field("started", &self.started)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The live inputs of [`assess`].
 #[derive(Clone)]
 pub struct HealthMonitor {

@@ -1,5 +1,7 @@
-//! greekstream: option Greeks and positions from several brokers, normalized into
-//! one stream and persisted into partitioned PostgreSQL.
+//! greekstream: the composition root and the IO edges. Configuration, start-up and
+//! shutdown ([`app`]), the pipeline wiring, supervision, `/health`, the read API,
+//! Redis position events, telemetry and the benchmarks. Pure logic belongs in the
+//! library crates, not here.
 
 pub mod api;
 pub mod app;

@@ -44,6 +44,14 @@ impl Drop for AliveGuard {
     }
 }
 
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("alive", &self.alive)
+            .finish_non_exhaustive()
+    }
+}
+
 pub struct Pipeline {
     pub alive: Arc<PipelineAlive>,
     pub activity: Arc<SourceActivity>,

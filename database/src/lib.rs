@@ -1,6 +1,10 @@
 //! PostgreSQL: pool and migrations ([`pool`]), the batch writer ([`writer`]) with
-//! its binary COPY encoding ([`copy`]), partition maintenance ([`partitions`]), and
-//! helpers for tests that need a database of their own ([`testing`]).
+//! its binary COPY encoding ([`copy`]) and dead letters, partition maintenance
+//! ([`partitions`]), and helpers for tests that need a database of their own
+//! ([`testing`]).
+//!
+//! Must not depend on: the binary, Redis or any venue client (it takes snapshots,
+//! whoever produced them).
 
 pub mod copy;
 pub mod latency;

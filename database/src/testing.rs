@@ -22,6 +22,14 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+impl std::fmt::Debug for TestDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestDb")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A database of one's own, migrated; dropped on `Drop`.
 pub struct TestDb {
     pub name: String,
@@ -127,6 +135,14 @@ impl Drop for TestDb {
             });
         })
         .join();
+    }
+}
+
+impl std::fmt::Debug for TcpProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpProxy")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 

@@ -34,6 +34,12 @@ struct Inner {
     tx: broadcast::Sender<Arc<PositionUpdate>>,
 }
 
+impl std::fmt::Debug for PositionHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PositionHub").finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone)]
 pub struct PositionHub {
     inner: Arc<Inner>,
@@ -85,6 +91,15 @@ impl PositionHub {
             pending: Some(StreamItem::Snapshot { seq, positions }),
             resyncs: 0,
         }
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("last_seq", &self.last_seq)
+            .field("resyncs", &self.resyncs)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,6 +1,10 @@
-//! Broker connections. Each source parses its venue's wire format into typed
-//! [`BrokerEvent`]s and stamps `received_at` the moment a frame arrives; turning
-//! those into unified records is the processor's job, not ours.
+//! Venue clients: each source parses its venue's wire format into typed
+//! [`BrokerEvent`]s and stamps `received_at` the moment a frame arrives; turning those
+//! into unified records is the processor's job, not ours. Owns the one reconnecting
+//! WebSocket loop ([`ws`]), a source's task group ([`tasks`]), the IBKR, Tastytrade
+//! and Binance clients, and (for now, beside them) their venue simulators.
+//!
+//! Must not depend on: `processor`, `database` or the binary (events flow one way).
 
 pub mod binance;
 pub mod broker_metrics;

@@ -97,6 +97,7 @@ fn self_signed_acceptor() -> std::io::Result<tokio_rustls::TlsAcceptor> {
 }
 
 /// One message read from a simulator's WebSocket.
+#[derive(Debug)]
 pub enum Inbound {
     Text(String),
     /// A ping, pong or other frame the socket handles itself.

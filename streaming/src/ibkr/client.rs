@@ -111,6 +111,14 @@ pub enum RestError {
     Body { route: String, message: String },
 }
 
+impl std::fmt::Debug for Rest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rest")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The gateway's REST routes we use.
 #[derive(Clone)]
 pub struct Rest {

@@ -349,6 +349,14 @@ impl SimState {
     }
 }
 
+impl std::fmt::Debug for IbkrSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IbkrSim")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A running simulator. Dropping it does not stop it; call [`IbkrSim::stop`].
 pub struct IbkrSim {
     pub addr: SocketAddr,

@@ -209,6 +209,14 @@ struct AccessToken {
     expires: Instant,
 }
 
+impl std::fmt::Debug for Rest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rest")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The REST API with a self-renewing access token. Cheap to clone.
 #[derive(Clone)]
 pub struct Rest {

@@ -372,6 +372,14 @@ impl SimState {
     }
 }
 
+impl std::fmt::Debug for TastytradeSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TastytradeSim")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A running simulator. Dropping it does not stop it; call [`TastytradeSim::stop`].
 pub struct TastytradeSim {
     pub addr: SocketAddr,

@@ -422,6 +422,14 @@ fn publish_marks(state: &SimState) {
 /// One side of a book: price → size.
 pub type BookSide = BTreeMap<Decimal, Decimal>;
 
+impl std::fmt::Debug for BinanceSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BinanceSim")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A running simulator. Dropping it does not stop it; call [`BinanceSim::stop`].
 pub struct BinanceSim {
     pub addr: SocketAddr,
