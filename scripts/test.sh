@@ -8,6 +8,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 cargo fmt --all -- --check
+bash scripts/check_deps.sh
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo nextest run --workspace --no-fail-fast
 # Third-party clients (from PyPI) against our simulators: ibind for IBKR, the

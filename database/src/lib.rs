@@ -1,7 +1,7 @@
 //! PostgreSQL: pool and migrations ([`pool`]), the batch writer ([`writer`]) with
 //! its binary COPY encoding ([`copy`]) and dead letters, partition maintenance
-//! ([`partitions`]), and helpers for tests that need a database of their own
-//! ([`testing`]).
+//! ([`partitions`]), and, behind the `testing` feature for dev-dependencies only,
+//! helpers for tests that need a database of their own (`testing`).
 //!
 //! Must not depend on: the binary, Redis or any venue client (it takes snapshots,
 //! whoever produced them).
@@ -10,6 +10,7 @@ pub mod copy;
 pub mod latency;
 pub mod partitions;
 pub mod pool;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod upsert;
 pub mod writer;
