@@ -90,12 +90,7 @@ pub async fn connect_and_migrate(
 ) -> Result<PgPool, AppError> {
     let opts = database::connect_options(cfg.database_url.expose(), application_name)?;
     let pool = database::lazy_pool(opts, max_connections);
-    let mut backoff = backoff::ExponentialBackoff {
-        initial_interval: Duration::from_millis(250),
-        max_interval: Duration::from_secs(10),
-        max_elapsed_time: None,
-        ..backoff::ExponentialBackoff::default()
-    };
+    let mut backoff = streaming::retry::database_start();
     loop {
         match database::migrate(&pool).await {
             Ok(()) => {

@@ -6,6 +6,7 @@
 //! of truth: while it is down, errors are counted and logged once, publishing
 //! retries with backoff, and the stream (and the database) go on.
 
+use backoff::backoff::Backoff;
 use std::time::Duration;
 
 use processor::position_stream::{PositionHub, StreamItem};
@@ -34,7 +35,7 @@ pub async fn run_publisher(
     let mut sub = hub.subscribe();
     let mut conn: Option<ConnectionManager> = None;
     let mut failing = false;
-    let mut wait = Duration::from_millis(100);
+    let mut backoff = streaming::retry::redis();
     loop {
         let item = tokio::select! {
             item = sub.recv() => item,
@@ -79,7 +80,7 @@ pub async fn run_publisher(
                             tracing::info!("Redis is back: position events flow again");
                         }
                         failing = false;
-                        wait = Duration::from_millis(100);
+                        backoff.reset();
                         break;
                     }
                     Err(e) => {
@@ -88,11 +89,11 @@ pub async fn run_publisher(
                             tracing::warn!(error = %e, "cannot publish position events to Redis; retrying");
                         }
                         failing = true;
+                        let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
                             _ = cancel.cancelled() => return,
                         }
-                        wait = (wait * 2).min(Duration::from_secs(5));
                     }
                 }
             }

@@ -17,12 +17,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut backoff = backoff::ExponentialBackoff {
-        initial_interval: Duration::from_millis(500),
-        max_interval: Duration::from_secs(30),
-        max_elapsed_time: None,
-        ..backoff::ExponentialBackoff::default()
-    };
+    let mut backoff = streaming::retry::task_restart();
     loop {
         let started = tokio::time::Instant::now();
         let mut run = tokio::spawn(make());

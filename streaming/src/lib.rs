@@ -11,6 +11,7 @@ pub mod broker_metrics;
 pub mod event;
 pub mod ibkr;
 pub mod json;
+pub mod retry;
 pub mod rng;
 pub mod secret;
 pub mod simkit;

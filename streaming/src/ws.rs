@@ -170,14 +170,7 @@ impl WsConfig {
     }
 
     fn backoff(&self) -> backoff::ExponentialBackoff {
-        backoff::ExponentialBackoff {
-            initial_interval: self.backoff_initial,
-            max_interval: self.backoff_max,
-            randomization_factor: 0.5,
-            multiplier: 2.0,
-            max_elapsed_time: None,
-            ..backoff::ExponentialBackoff::default()
-        }
+        crate::retry::exponential(self.backoff_initial, self.backoff_max)
     }
 }
 

@@ -187,12 +187,8 @@ pub(super) async fn flush(
             buf.push(r);
         }
         let bytes = buf.finish();
-        let mut backoff = backoff::ExponentialBackoff {
-            initial_interval: shared.cfg.retry_initial,
-            max_interval: shared.cfg.retry_max,
-            max_elapsed_time: None,
-            ..backoff::ExponentialBackoff::default()
-        };
+        let mut backoff =
+            streaming::retry::exponential(shared.cfg.retry_initial, shared.cfg.retry_max);
         let mut server_errors = 0u32;
         loop {
             let failure = match attempt(&shared, seq, &bytes, &unit).await {

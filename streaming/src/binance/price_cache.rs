@@ -8,6 +8,7 @@
 //! backoff. At start-up it deletes only `pms:price:*` (SCAN + UNLINK, never FLUSHDB)
 //! so algo and risk state kept under other keys survives a restart.
 
+use backoff::backoff::Backoff;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -192,6 +193,7 @@ pub async fn run_price_cache(
     };
     let mut cleared = false;
     let mut failures = 0u32;
+    let mut retry = crate::retry::redis();
     let ttl_ms = cfg.ttl.as_millis() as u64;
     while !cancel.is_cancelled() {
         let conn = tokio::select! {
@@ -202,7 +204,7 @@ pub async fn run_price_cache(
             Ok(c) => c,
             Err(e) => {
                 failure(&prices, &mut failures, &e);
-                backoff(failures, &cancel).await;
+                backoff(&mut retry, &cancel).await;
                 continue;
             }
         };
@@ -216,7 +218,7 @@ pub async fn run_price_cache(
                 }
                 Err(e) => {
                     failure(&prices, &mut failures, &e);
-                    backoff(failures, &cancel).await;
+                    backoff(&mut retry, &cancel).await;
                     continue;
                 }
             }
@@ -224,6 +226,7 @@ pub async fn run_price_cache(
         if failures > 0 {
             tracing::info!("Redis is back; the price cache writes again");
             failures = 0;
+            retry.reset();
         }
         prices.stats.connected.store(true, Relaxed);
         prices.mark_all_dirty();
@@ -257,7 +260,7 @@ pub async fn run_price_cache(
                 }
             }
         }
-        backoff(failures, &cancel).await;
+        backoff(&mut retry, &cancel).await;
     }
 }
 
@@ -270,8 +273,8 @@ fn failure(prices: &Prices, failures: &mut u32, e: &redis::RedisError) {
     }
 }
 
-async fn backoff(failures: u32, cancel: &CancellationToken) {
-    let wait = Duration::from_millis(200u64 << failures.min(5)).min(Duration::from_secs(5));
+async fn backoff(backoff: &mut backoff::ExponentialBackoff, cancel: &CancellationToken) {
+    let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
     tokio::select! {
         _ = tokio::time::sleep(wait) => {}
         _ = cancel.cancelled() => {}
