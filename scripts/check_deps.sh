@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # Dependency rules that must not silently break (run by scripts/test.sh):
+# - the model crate is pure: no runtime, network, HTTP, WebSocket or database crate,
+#   and no other crate of this workspace;
 # - test support (database's `testing` feature) never reaches the service's build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail=0
 if cargo tree -p greekstream -e normal,features --prefix none 2>/dev/null | grep -q 'database feature "testing"'; then
   echo "check_deps: the service's build enables database/testing (test support in production)" >&2
+  fail=1
+fi
+impure=$(cargo tree -p model -e normal --prefix none 2>/dev/null \
+  | grep -E '^(tokio|tokio-[a-z-]+|tungstenite|reqwest|hyper|axum|sqlx[a-z-]*|redis|rustls|streaming|processor|database|greekstream) v' \
+  | sort -u || true)
+if [ -n "$impure" ]; then
+  echo "check_deps: the model crate must stay pure, but depends on:" >&2
+  echo "$impure" >&2
   fail=1
 fi
 exit $fail

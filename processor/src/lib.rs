@@ -1,21 +1,20 @@
-//! The unified model ([`model`], pure) and the processor task that turns broker
-//! events into unified records ([`pipeline`]). Normalization per broker lives in
-//! [`normalize`]; nothing else in the service interprets a venue payload. Also the
-//! pure pricing model ([`pricing`]) and portfolio book ([`portfolio`]).
+//! The processor task that turns broker events into unified records
+//! ([`pipeline`]), with normalization per broker ([`normalize`]: nothing else in the
+//! service interprets a venue payload), model-Greeks fill-in ([`model_greeks`]) and
+//! the position stream's fan-out ([`position_stream`]). The model itself lives in the
+//! pure `model` crate; it is re-exported here under its old paths.
 //!
-//! Must not depend on: `database`, the binary, or any network or database crate
-//! (`streaming` only for `BrokerEvent` and `Broker`).
+//! Must not depend on: `database`, the binary (`streaming` only for `BrokerEvent`).
 
-pub mod model;
+pub use ::model::contract as model;
+pub use ::model::{portfolio, pricing};
+
 pub mod model_greeks;
 pub mod normalize;
 pub mod pipeline;
-pub mod portfolio;
 pub mod position_stream;
-pub mod pricing;
 
-pub use model::{
-    AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
+pub use ::model::{
+    AssetClass, Broker, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
     PositionSide, UnifiedPosition,
 };
-pub use streaming::Broker;

@@ -266,6 +266,12 @@ async fn positions_become_events_and_account_updates_move_them() {
             .is_some_and(|q| q.mark.is_some())
     })
     .await;
+    // The start-up read and the one the user stream's first connect asks for are
+    // both done before the baseline (on a loaded machine the socket can be late).
+    wait_for("the user stream's reconcile", Duration::from_secs(10), || {
+        run.stats.user.connects() >= 1 && run.stats.reconciles.load(Relaxed) >= 2
+    })
+    .await;
     let reconciles = run.stats.reconciles.load(Relaxed);
     run.sim.set_position("ETHUSDT", d("-1.5"));
     wait_for("ACCOUNT_UPDATE applied", Duration::from_secs(5), || {

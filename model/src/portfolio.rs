@@ -12,12 +12,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::Broker;
 use chrono::{DateTime, Utc};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
-use streaming::Broker;
 
-use crate::model::{Contract, GreekSnapshot, Greeks, GreeksSource, PositionSide};
+use crate::contract::{Contract, GreekSnapshot, Greeks, GreeksSource, PositionSide};
 
 const REBUILD_EVERY: u64 = 100_000;
 
@@ -325,7 +325,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::model::{AssetClass, OptionRight};
+    use crate::contract::{AssetClass, OptionRight};
 
     fn snap(
         broker: Broker,

@@ -10,10 +10,10 @@
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
+use crate::Broker;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
-use streaming::Broker;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {

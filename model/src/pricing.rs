@@ -10,7 +10,7 @@
 
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
-use crate::model::OptionRight;
+use crate::contract::OptionRight;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Model {
