@@ -2,6 +2,8 @@
 # Dependency rules that must not silently break (run by scripts/test.sh):
 # - the model crate is pure: no runtime, network, HTTP, WebSocket or database crate,
 #   and no other crate of this workspace;
+# - the venue clients (streaming) carry no server-side crate: the simulators are
+#   their own crate, a dev-dependency of the clients' tests;
 # - test support (database's `testing` feature) never reaches the service's build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,13 @@ impure=$(cargo tree -p model -e normal --prefix none 2>/dev/null \
 if [ -n "$impure" ]; then
   echo "check_deps: the model crate must stay pure, but depends on:" >&2
   echo "$impure" >&2
+  fail=1
+fi
+server=$(cargo tree -p streaming -e normal --prefix none 2>/dev/null \
+  | grep -E '^(axum|rcgen|simulators) v' | sort -u || true)
+if [ -n "$server" ]; then
+  echo "check_deps: the venue clients depend on server-side crates:" >&2
+  echo "$server" >&2
   fail=1
 fi
 exit $fail

@@ -211,8 +211,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run_sim(cmd: SimCommand) -> anyhow::Result<()> {
+    use simulators::ibkr::{IbkrSim, IbkrSimConfig};
     use std::time::Duration;
-    use streaming::ibkr::sim::{IbkrSim, IbkrSimConfig};
     telemetry::init_logging("info");
     match cmd {
         SimCommand::Ibkr {
@@ -255,7 +255,7 @@ async fn run_sim(cmd: SimCommand) -> anyhow::Result<()> {
             access_token_ttl,
             tls,
         } => {
-            use streaming::tastytrade::sim::{TastytradeSim, TastytradeSimConfig};
+            use simulators::tastytrade::{TastytradeSim, TastytradeSimConfig};
             anyhow::ensure!(access_token_ttl > 0, "the token lifetime must be positive");
             let cfg = TastytradeSimConfig {
                 seed,
@@ -287,7 +287,7 @@ async fn run_sim(cmd: SimCommand) -> anyhow::Result<()> {
             tick_ms,
             tls,
         } => {
-            use streaming::binance::sim::{BinanceSim, BinanceSimConfig};
+            use simulators::binance::{BinanceSim, BinanceSimConfig};
             anyhow::ensure!(tick_ms > 0, "--tick-ms must be positive");
             let cfg = BinanceSimConfig {
                 seed,

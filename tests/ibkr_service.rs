@@ -9,7 +9,7 @@ use std::time::Duration;
 use database::testing::TestDb;
 use greekstream::app::App;
 use greekstream::config::Config;
-use streaming::ibkr::sim::{Fault, IbkrSim, IbkrSimConfig};
+use simulators::ibkr::{Fault, IbkrSim, IbkrSimConfig};
 
 use common::{count, wait_for_count};
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use database::testing::TestDb;
 use greekstream::app::App;
 use greekstream::config::Config;
-use streaming::tastytrade::sim::Fault;
+use simulators::tastytrade::Fault;
 
 use common::{count, wait_for_count};
 

@@ -14,7 +14,6 @@ pub mod json;
 pub mod retry;
 pub mod rng;
 pub mod secret;
-pub mod simkit;
 pub mod synthetic;
 pub mod tasks;
 pub mod tastytrade;

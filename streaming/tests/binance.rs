@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use reqwest::Method;
 use rust_decimal::Decimal;
+use simulators::binance::{BinanceSim, BinanceSimConfig, Fault};
 use streaming::binance::price_cache::PriceCacheConfig;
 use streaming::binance::rest::{Keys, Rest, RestError};
-use streaming::binance::sim::{BinanceSim, BinanceSimConfig, Fault};
 use streaming::binance::{run_binance, BinanceConfig, BinanceStats, BnKind, BnQuote};
 use streaming::secret::Secret;
 use streaming::{BrokerEvent, BrokerPayload};
@@ -268,9 +268,11 @@ async fn positions_become_events_and_account_updates_move_them() {
     .await;
     // The start-up read and the one the user stream's first connect asks for are
     // both done before the baseline (on a loaded machine the socket can be late).
-    wait_for("the user stream's reconcile", Duration::from_secs(10), || {
-        run.stats.user.connects() >= 1 && run.stats.reconciles.load(Relaxed) >= 2
-    })
+    wait_for(
+        "the user stream's reconcile",
+        Duration::from_secs(10),
+        || run.stats.user.connects() >= 1 && run.stats.reconciles.load(Relaxed) >= 2,
+    )
     .await;
     let reconciles = run.stats.reconciles.load(Relaxed);
     run.sim.set_position("ETHUSDT", d("-1.5"));

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use streaming::ibkr::sim::{Fault, IbkrSim, IbkrSimConfig};
+use simulators::ibkr::{Fault, IbkrSim, IbkrSimConfig};
 use streaming::ibkr::{run_ibkr, IbkrConfig, IbkrQuote, IbkrStats, MdField};
 use streaming::{BrokerEvent, BrokerPayload};
 use tokio::sync::mpsc;

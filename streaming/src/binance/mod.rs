@@ -8,7 +8,6 @@ pub mod client;
 pub mod price_cache;
 pub mod rest;
 pub mod sign;
-pub mod sim;
 pub mod wire;
 
 use std::sync::Arc;

@@ -3,7 +3,6 @@
 //! ([`sim`]) for the demo and the tests.
 
 pub mod client;
-pub mod sim;
 pub mod wire;
 
 use std::sync::Arc;

@@ -8,7 +8,6 @@ pub mod client;
 pub mod dxlink;
 pub mod feed_session;
 pub mod rest;
-pub mod sim;
 pub mod symbols;
 
 use std::sync::Arc;

@@ -9,7 +9,7 @@ use rust_decimal::prelude::FromPrimitive;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use crate::simkit;
+use crate::kit;
 
 /// Binance options expire at 08:00 UTC on the expiry date.
 const EXPIRY_HOUR: u32 = 8;
@@ -55,7 +55,7 @@ impl OptionSpec {
 
     /// Mark and Greeks at underlying price `spot` and time `now_ms`. At or after
     /// expiry the option is worth its intrinsic value with a 0/±1 delta.
-    pub fn value(&self, spot: f64, now_ms: i64) -> simkit::OptionValue {
+    pub fn value(&self, spot: f64, now_ms: i64) -> kit::OptionValue {
         let years = (self.expiry_ms() - now_ms) as f64 / YEAR_MS;
         if years <= 0.0 {
             let itm = if self.call {
@@ -64,7 +64,7 @@ impl OptionSpec {
                 spot < self.strike
             };
             let sign = if self.call { 1.0 } else { -1.0 };
-            return simkit::OptionValue {
+            return kit::OptionValue {
                 price: (sign * (spot - self.strike)).max(0.0),
                 delta: if itm { sign } else { 0.0 },
                 gamma: 0.0,
@@ -73,7 +73,7 @@ impl OptionSpec {
                 rho_point: 0.0,
             };
         }
-        simkit::bsm(spot, self.strike, years, 0.0, self.vol, self.call)
+        kit::bsm(spot, self.strike, years, 0.0, self.vol, self.call)
     }
 }
 

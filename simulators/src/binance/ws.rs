@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{canonical_stream, Frame, SimState};
-use crate::simkit::{inbound, Inbound};
+use crate::kit::{inbound, Inbound};
 
 pub(super) fn router(state: Arc<SimState>) -> Router {
     let mut r = Router::new();

@@ -34,8 +34,8 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use self::market::{Diff, SimBook, SymbolSpec};
-use crate::rng::SplitMix64;
-use crate::simkit;
+use crate::kit;
+use streaming::rng::SplitMix64;
 
 #[derive(Debug, Clone)]
 pub struct BinanceSimConfig {
@@ -531,7 +531,7 @@ impl BinanceSim {
         };
         let tls = state.cfg.tls;
         let app = rest::router(state.clone()).merge(ws::router(state.clone()));
-        let server = simkit::serve(listener, app, tls, "binance")?;
+        let server = kit::serve(listener, app, tls, "binance")?;
         Ok(Self {
             addr,
             state,
@@ -783,8 +783,8 @@ mod tests {
         let mut b = SimBook::new(&spec, 20, &mut rng);
         let d = b.step(&mut rng);
         let text = depth_payload(&spec, &d, 5);
-        let crate::binance::wire::MarketMessage::Depth(u) =
-            crate::binance::wire::parse_market(&text).unwrap()
+        let streaming::binance::wire::MarketMessage::Depth(u) =
+            streaming::binance::wire::parse_market(&text).unwrap()
         else {
             panic!("{text}")
         };

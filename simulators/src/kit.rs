@@ -14,7 +14,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::rng::SplitMix64;
+use streaming::rng::SplitMix64;
 
 /// Serves `app` on `listener` until the task is aborted; with `tls`, over HTTPS/WSS
 /// with a self-signed certificate, as a local broker gateway does.

@@ -364,7 +364,7 @@ pub(super) fn on_marks(state: &SimState) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binance::sim::{BinanceSim, BinanceSimConfig};
+    use crate::binance::{BinanceSim, BinanceSimConfig};
 
     #[tokio::test]
     async fn a_crossed_trigger_places_its_order_and_finishes() {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-use crate::rng::SplitMix64;
+use streaming::rng::SplitMix64;
 
 /// One listed contract.
 #[derive(Debug, Clone)]

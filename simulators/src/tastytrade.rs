@@ -32,9 +32,9 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::symbols::OptionSymbol;
-use crate::rng::SplitMix64;
-use crate::simkit::{self, bsm, send_all, Inbound, RandomWalk};
+use crate::kit::{self, bsm, send_all, Inbound, RandomWalk};
+use streaming::rng::SplitMix64;
+use streaming::tastytrade::symbols::OptionSymbol;
 
 #[derive(Debug, Clone)]
 pub struct TastytradeSimConfig {
@@ -421,7 +421,7 @@ impl TastytradeSim {
             })
         };
         let tls = state.cfg.tls;
-        let server = simkit::serve(listener, router(state.clone()), tls, "tastytrade")?;
+        let server = kit::serve(listener, router(state.clone()), tls, "tastytrade")?;
         Ok(Self {
             addr,
             state,
@@ -923,11 +923,11 @@ impl Dx {
             }
             for (t, idxs) in by_type {
                 let default_fields: Vec<String> = match t {
-                    "Greeks" => super::dxlink::GREEKS_FIELDS
+                    "Greeks" => streaming::tastytrade::dxlink::GREEKS_FIELDS
                         .iter()
                         .map(|f| f.to_string())
                         .collect(),
-                    _ => super::dxlink::QUOTE_FIELDS
+                    _ => streaming::tastytrade::dxlink::QUOTE_FIELDS
                         .iter()
                         .map(|f| f.to_string())
                         .collect(),
@@ -1007,7 +1007,7 @@ async fn dxlink_connection(s: Arc<SimState>, mut socket: WebSocket) {
         }
         tokio::select! {
             msg = socket.recv() => {
-                let text = match simkit::inbound(&mut socket, msg).await {
+                let text = match kit::inbound(&mut socket, msg).await {
                     Inbound::Text(t) => t,
                     Inbound::Other => continue,
                     Inbound::Gone => break,
@@ -1080,7 +1080,7 @@ async fn streamer_connection(s: Arc<SimState>, mut socket: WebSocket) {
         }
         tokio::select! {
             msg = socket.recv() => {
-                let text = match simkit::inbound(&mut socket, msg).await {
+                let text = match kit::inbound(&mut socket, msg).await {
                     Inbound::Text(t) => t,
                     Inbound::Other => continue,
                     Inbound::Gone => break,
@@ -1172,8 +1172,8 @@ fn streamer_action(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tastytrade::rest::parse_positions;
-    use crate::tastytrade::symbols::{parse_dxfeed, parse_occ};
+    use streaming::tastytrade::rest::parse_positions;
+    use streaming::tastytrade::symbols::{parse_dxfeed, parse_occ};
 
     #[test]
     fn the_portfolio_is_deterministic_and_shaped_like_the_api() {

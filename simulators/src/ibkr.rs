@@ -30,9 +30,9 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::wire::{self, MdField};
-use crate::rng::SplitMix64;
-use crate::simkit::{self, bsm, send_all, Inbound, RandomWalk};
+use crate::kit::{self, bsm, send_all, Inbound, RandomWalk};
+use streaming::ibkr::wire::{self, MdField};
+use streaming::rng::SplitMix64;
 
 #[derive(Debug, Clone)]
 pub struct IbkrSimConfig {
@@ -401,7 +401,7 @@ impl IbkrSim {
         };
         let app = router(state.clone());
         let tls = state.cfg.tls;
-        let server = simkit::serve(listener, app, tls, "ibkr")?;
+        let server = kit::serve(listener, app, tls, "ibkr")?;
         Ok(Self {
             addr,
             state,
@@ -816,7 +816,7 @@ async fn connection(s: Arc<SimState>, mut socket: WebSocket, mut authed: bool) {
         }
         tokio::select! {
             msg = socket.recv() => {
-                let text = match simkit::inbound(&mut socket, msg).await {
+                let text = match kit::inbound(&mut socket, msg).await {
                     Inbound::Text(t) => t,
                     Inbound::Other => continue,
                     Inbound::Gone => break,

@@ -19,7 +19,7 @@ use super::{
     algo, apply_fault, now_ms, options, set_position, side_name, BinanceSimConfig, Fault, Held,
     Limiter, Order, PositionKey, SimState,
 };
-use crate::binance::sign::{split_signature, verify};
+use streaming::binance::sign::{split_signature, verify};
 
 pub(super) type Params = HashMap<String, String>;
 
