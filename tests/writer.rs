@@ -259,36 +259,6 @@ async fn a_retry_after_an_ambiguous_commit_writes_nothing_twice() {
 }
 
 #[tokio::test]
-async fn a_row_postgres_refuses_is_isolated_and_the_rest_is_written() {
-    let db = TestDb::new().await;
-    let mut rows = snapshots(100, Utc::now());
-    // PostgreSQL text cannot hold NUL: this row fails with SQLSTATE 22021.
-    rows[37].position.account_id = "SIM\u{0}BAD".into();
-    let (tx, rx) = mpsc::channel(200);
-    for r in rows {
-        tx.send(r).await.unwrap();
-    }
-    drop(tx);
-    let policy = FlushPolicy {
-        eager: false,
-        batch_size: 100,
-        ..FlushPolicy::default()
-    };
-    let report = run_writer(db.pool.clone(), quick_retries(policy), rx).await;
-    assert_eq!(report.rejected, 1);
-    assert_eq!(report.persisted, 99);
-    assert_eq!(count(&db.pool, ROWS).await, 99);
-    assert_eq!(
-        count(
-            &db.pool,
-            "SELECT count(*) FROM greek_snapshots WHERE source_seq = 37"
-        )
-        .await,
-        0
-    );
-}
-
-#[tokio::test]
 async fn positions_current_holds_the_latest_row_per_position() {
     let db = TestDb::new().await;
     let (tx, rx) = mpsc::channel(100);
