@@ -4,12 +4,13 @@
 #   and no other crate of this workspace;
 # - the venue clients (streaming) carry no server-side crate: the simulators are
 #   their own crate, a dev-dependency of the clients' tests;
-# - test support (database's `testing` feature) never reaches the service's build.
+# - test support (the `testing` features of database and model) never reaches the
+#   service's build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail=0
-if cargo tree -p greekstream -e normal,features --prefix none 2>/dev/null | grep -q 'database feature "testing"'; then
-  echo "check_deps: the service's build enables database/testing (test support in production)" >&2
+if cargo tree -p greekstream -e normal,features --prefix none 2>/dev/null | grep -qE '^(database|model) feature "testing"'; then
+  echo "check_deps: the service's build enables a testing feature (test support in production)" >&2
   fail=1
 fi
 impure=$(cargo tree -p model -e normal --prefix none 2>/dev/null \

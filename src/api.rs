@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
-use processor::portfolio::{aggregate, Group, GroupBy, Position, Totals, MEASURES};
+use model::portfolio::{aggregate, Group, GroupBy, Position, Totals, MEASURES};
 use processor::position_stream::{PositionHub, StreamItem};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -93,11 +93,11 @@ impl Filter {
             && self
                 .underlying
                 .as_deref()
-                .is_none_or(|u| u == p.contract.underlying)
+                .is_none_or(|u| u == p.contract.underlying())
     }
 }
 
-fn greeks_json(g: &processor::Greeks) -> Value {
+fn greeks_json(g: &model::Greeks) -> Value {
     json!({"delta": g.delta, "gamma": g.gamma, "theta": g.theta, "vega": g.vega, "rho": g.rho})
 }
 
@@ -108,15 +108,15 @@ pub fn position_json(p: &Position) -> Value {
     json!({
         "seq": p.seq,
         "broker": p.broker.as_str(),
-        "account_id": &*p.account_id,
-        "contract_key": &*c.key,
+        "account_id": p.account_id.as_str(),
+        "contract_key": c.key().as_str(),
         "position_side": p.side.as_str(),
-        "underlying": c.underlying,
-        "asset_class": c.asset_class.as_str(),
-        "expiry": c.expiry.map(|d| d.format("%Y-%m-%d").to_string()),
-        "strike": c.strike.map(|s| s.to_string()),
-        "right": c.right.map(|r| r.as_char().to_string()),
-        "multiplier": c.multiplier.to_string(),
+        "underlying": c.underlying(),
+        "asset_class": c.asset_class().as_str(),
+        "expiry": c.expiry().map(|d| d.format("%Y-%m-%d").to_string()),
+        "strike": c.strike().map(|s| s.to_string()),
+        "right": c.right().map(|r| r.as_char().to_string()),
+        "multiplier": c.multiplier().to_string(),
         "quantity": p.quantity.to_string(),
         "mark_price": p.mark_price,
         "underlying_price": p.underlying_price,
@@ -159,10 +159,10 @@ async fn positions(
     let (seq, rows) = hub.read(|b| {
         let mut rows: Vec<&Position> = b.positions().filter(|p| filter.matches(p)).collect();
         rows.sort_by(|a, b| {
-            (a.broker, &a.account_id, &a.contract.key, a.side).cmp(&(
+            (a.broker, &a.account_id, &a.contract.key(), a.side).cmp(&(
                 b.broker,
                 &b.account_id,
-                &b.contract.key,
+                &b.contract.key(),
                 b.side,
             ))
         });

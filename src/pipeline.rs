@@ -121,7 +121,7 @@ impl Pipeline {
 /// Channel depths as gauges. Holds weak senders so it never keeps the pipeline open.
 async fn sample_depths(
     events: mpsc::WeakSender<BrokerEvent>,
-    snapshots: mpsc::WeakSender<processor::GreekSnapshot>,
+    snapshots: mpsc::WeakSender<model::GreekSnapshot>,
 ) {
     let events_gauge = metrics::gauge!(CHANNEL_DEPTH, "channel" => "events");
     let snapshots_gauge = metrics::gauge!(CHANNEL_DEPTH, "channel" => "snapshots");

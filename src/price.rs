@@ -3,8 +3,8 @@
 //! or solved.
 
 use clap::{Args, ValueEnum};
-use processor::pricing::{self, Inputs, Model, PricingError};
-use processor::OptionRight;
+use model::pricing::{self, Inputs, Model, PricingError};
+use model::OptionRight;
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -12,8 +12,8 @@ use chrono::{NaiveDate, Utc};
 use database::testing::TestDb;
 use greekstream::app::App;
 use greekstream::config::Config;
+use model::{AccountId, AssetClass, Contract, GreekSnapshot, Greeks, OptionRight};
 use processor::position_stream::PositionHub;
-use processor::{AssetClass, Contract, GreekSnapshot, Greeks, OptionRight};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use streaming::Broker;
@@ -34,7 +34,14 @@ fn snap(
     GreekSnapshot {
         mark_price: Some(1.0),
         underlying_price: und,
-        ..GreekSnapshot::with_greeks(broker, account, c, q, unit, Utc::now())
+        ..GreekSnapshot::with_greeks(
+            broker,
+            AccountId::new(account).unwrap(),
+            c,
+            q,
+            unit,
+            Utc::now(),
+        )
     }
 }
 
@@ -319,7 +326,7 @@ async fn the_service_serves_every_broker_and_publishes_updates_to_redis() {
                 (
                     p.broker.as_str().to_owned(),
                     p.account_id.to_string(),
-                    p.contract.key.to_string(),
+                    p.contract.key().to_string(),
                 )
             })
             .collect();

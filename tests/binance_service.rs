@@ -177,7 +177,7 @@ async fn hedge_mode_legs_are_two_positions_and_rows_carry_the_time_they_were_obs
     );
     let hub_legs = app.hub.read(|b| {
         b.positions()
-            .filter(|p| &*p.contract.key == "BTCUSDT PERP")
+            .filter(|p| p.contract.key().as_str() == "BTCUSDT PERP")
             .map(|p| (p.side.as_str(), p.quantity.to_string()))
             .collect::<std::collections::BTreeSet<_>>()
     });

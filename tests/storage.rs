@@ -232,10 +232,10 @@ async fn values_round_trip_exactly_through_binary_copy() {
         assert_eq!(g.1.timestamp_micros(), e.received_at.timestamp_micros());
         assert_eq!(g.2, "synthetic");
         assert_eq!(g.3, &*e.position.account_id);
-        assert_eq!(g.4, &*e.contract().key);
-        assert_eq!(g.5, e.contract().underlying);
+        assert_eq!(g.4, e.contract().key().as_str());
+        assert_eq!(g.5, e.contract().underlying());
         assert_eq!(g.6, e.position.quantity);
-        assert_eq!(g.7, e.contract().multiplier);
+        assert_eq!(g.7, e.contract().multiplier());
         assert_eq!(g.8, e.mark_price);
         assert_eq!(g.9, e.unit.delta);
         assert_eq!(g.10, e.total.delta);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use database::testing::{TcpProxy, TestDb};
 use database::{lazy_pool, run_writer, FlushPolicy, SessionLimits, WriterConfig};
+use model::AccountId;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -327,10 +328,27 @@ async fn positions_are_refreshed_when_the_stream_goes_quiet() {
 #[tokio::test]
 async fn a_refused_row_is_kept_and_takes_no_other_keys_refresh_with_it() {
     let db = TestDb::new().await;
+    // The model refuses what PostgreSQL would (a NUL in an id never gets this far), so
+    // the refusal is raised by the database itself: this row, and its position's
+    // refresh, fail with SQLSTATE 22021 (bad data). Everything else must be written.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.account_id = 'REFUSED' THEN
+                 RAISE EXCEPTION 'invalid byte sequence' USING ERRCODE = '22021';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON greek_snapshots
+             FOR EACH ROW EXECUTE FUNCTION refuse();
+         CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON positions_current
+             FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let mut rows = snapshots(100, Utc::now());
-    // PostgreSQL text cannot hold NUL: this row, and its position's refresh, fail
-    // with SQLSTATE 22021. Everything else must be written.
-    rows[37].position.account_id = "SIM\u{0}BAD".into();
+    rows[37].position.account_id = AccountId::new("REFUSED").unwrap();
     let (tx, rx) = mpsc::channel(200);
     for r in rows {
         tx.send(r).await.unwrap();
@@ -383,14 +401,14 @@ async fn a_refused_row_is_kept_and_takes_no_other_keys_refresh_with_it() {
                 "snapshot".to_owned(),
                 Some("synthetic".to_owned()),
                 Some("22021".to_owned()),
-                r"SIM\u0000BAD".to_owned(),
+                "REFUSED".to_owned(),
                 "37".to_owned()
             ),
             (
                 "position".to_owned(),
                 Some("synthetic".to_owned()),
                 Some("22021".to_owned()),
-                r"SIM\u0000BAD".to_owned(),
+                "REFUSED".to_owned(),
                 "37".to_owned()
             ),
         ]
@@ -495,7 +513,7 @@ async fn a_row_that_keeps_failing_for_another_reason_is_isolated_after_bounded_a
     .await
     .unwrap();
     let mut rows = snapshots(60, Utc::now());
-    rows[12].position.account_id = "POISON".into();
+    rows[12].position.account_id = AccountId::new("POISON").unwrap();
     let (tx, rx) = mpsc::channel(100);
     for r in rows {
         tx.send(r).await.unwrap();

@@ -3,7 +3,7 @@
 //! machine the server's CPU is the ingest bottleneck, so we do the encoding here.
 
 use chrono::{DateTime, Utc};
-use processor::GreekSnapshot;
+use model::GreekSnapshot;
 use rust_decimal::Decimal;
 
 /// Column order of [`encode_row`]; the COPY statement must name exactly these.
@@ -160,10 +160,10 @@ pub fn encode_row(buf: &mut Vec<u8>, s: &GreekSnapshot) {
     put_ts(buf, s.received_at);
     put_text(buf, s.broker().as_str());
     put_text(buf, &s.position.account_id);
-    put_text(buf, &c.key);
-    put_text(buf, &c.underlying);
+    put_text(buf, c.key());
+    put_text(buf, c.underlying());
     put_numeric(buf, s.position.quantity);
-    put_numeric(buf, c.multiplier);
+    put_numeric(buf, c.multiplier());
     put_f64(buf, s.mark_price);
     put_f64(buf, s.underlying_price);
     put_f64(buf, s.implied_vol);

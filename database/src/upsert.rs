@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use processor::{Contract, GreekSnapshot};
+use model::{Contract, GreekSnapshot};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, Postgres, Transaction};
 
@@ -18,18 +18,18 @@ pub async fn contracts(
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[], $5::numeric[], $6::text[], $7::numeric[])
          ON CONFLICT (contract_key) DO NOTHING",
     )
-    .bind(contracts.iter().map(|c| c.key.to_string()).collect::<Vec<_>>())
-    .bind(contracts.iter().map(|c| c.underlying.clone()).collect::<Vec<_>>())
-    .bind(contracts.iter().map(|c| c.asset_class.as_str()).collect::<Vec<_>>())
-    .bind(contracts.iter().map(|c| c.expiry).collect::<Vec<_>>())
-    .bind(contracts.iter().map(|c| c.strike).collect::<Vec<_>>())
+    .bind(contracts.iter().map(|c| c.key().to_string()).collect::<Vec<_>>())
+    .bind(contracts.iter().map(|c| c.underlying().to_owned()).collect::<Vec<_>>())
+    .bind(contracts.iter().map(|c| c.asset_class().as_str()).collect::<Vec<_>>())
+    .bind(contracts.iter().map(|c| c.expiry()).collect::<Vec<_>>())
+    .bind(contracts.iter().map(|c| c.strike()).collect::<Vec<_>>())
     .bind(
         contracts
             .iter()
-            .map(|c| c.right.map(|r| r.as_char().to_string()))
+            .map(|c| c.right().map(|r| r.as_char().to_string()))
             .collect::<Vec<_>>(),
     )
-    .bind(contracts.iter().map(|c| c.multiplier).collect::<Vec<_>>())
+    .bind(contracts.iter().map(|c| c.multiplier()).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())
@@ -64,10 +64,10 @@ pub async fn positions(
     )
     .bind(rows.iter().map(|r| r.broker().as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.position.account_id.to_string()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.contract().key.to_string()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.contract().underlying.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.contract().key().to_string()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.contract().underlying().to_owned()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.position.quantity).collect::<Vec<Decimal>>())
-    .bind(rows.iter().map(|r| r.contract().multiplier).collect::<Vec<Decimal>>())
+    .bind(rows.iter().map(|r| r.contract().multiplier()).collect::<Vec<Decimal>>())
     .bind(f(&|r| r.mark_price))
     .bind(f(&|r| r.underlying_price))
     .bind(f(&|r| r.implied_vol))

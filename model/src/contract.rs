@@ -10,6 +10,7 @@
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
+use crate::ids::{AccountId, ContractKey, MAX_ID_LEN};
 use crate::Broker;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::prelude::ToPrimitive;
@@ -19,7 +20,9 @@ use rust_decimal::Decimal;
 pub enum ModelError {
     #[error("missing field {0}")]
     MissingField(&'static str),
-    #[error("invalid symbol {0:?}: expected non-empty, no whitespace")]
+    #[error("invalid account id {0:?}: expected 1 to 64 printable characters, no whitespace")]
+    InvalidAccount(String),
+    #[error("invalid symbol {0:?}: expected non-empty, printable, no whitespace")]
     InvalidSymbol(String),
     #[error("invalid strike {0}: must be positive")]
     InvalidStrike(Decimal),
@@ -45,6 +48,7 @@ impl ModelError {
     pub fn reason(&self) -> &'static str {
         match self {
             ModelError::MissingField(_) => "missing_field",
+            ModelError::InvalidAccount(_) => "invalid_account",
             ModelError::InvalidSymbol(_) => "invalid_symbol",
             ModelError::InvalidStrike(_) => "invalid_strike",
             ModelError::InvalidMultiplier(_) => "invalid_multiplier",
@@ -111,20 +115,26 @@ impl OptionRight {
 /// - option: `SPY 20261218 C 590` (underlying, expiry YYYYMMDD, right, strike with no
 ///   trailing zeros)
 /// - future: `ES 20261218 FUT`; perpetual: `BTCUSDT PERP`; stock or index: the symbol.
+///
+/// The fields are private: a contract exists only through a checked constructor, and
+/// its key always agrees with its parts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Contract {
-    pub key: Arc<str>,
-    pub underlying: String,
-    pub asset_class: AssetClass,
-    pub expiry: Option<NaiveDate>,
-    pub strike: Option<Decimal>,
-    pub right: Option<OptionRight>,
-    pub multiplier: Decimal,
+    key: ContractKey,
+    underlying: String,
+    asset_class: AssetClass,
+    expiry: Option<NaiveDate>,
+    strike: Option<Decimal>,
+    right: Option<OptionRight>,
+    multiplier: Decimal,
 }
 
 fn check_symbol(symbol: &str) -> Result<String, ModelError> {
     let s = symbol.trim();
-    if s.is_empty() || s.chars().any(char::is_whitespace) {
+    if s.is_empty()
+        || s.len() > MAX_ID_LEN
+        || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(ModelError::InvalidSymbol(symbol.to_owned()));
     }
     Ok(s.to_ascii_uppercase())
@@ -160,7 +170,7 @@ impl Contract {
             right.as_char()
         );
         Ok(Self {
-            key: key.into(),
+            key: ContractKey::derived(key),
             underlying,
             asset_class,
             expiry: Some(expiry),
@@ -177,7 +187,7 @@ impl Contract {
     ) -> Result<Self, ModelError> {
         let underlying = check_symbol(underlying)?;
         Ok(Self {
-            key: format!("{underlying} {} FUT", expiry.format("%Y%m%d")).into(),
+            key: ContractKey::derived(format!("{underlying} {} FUT", expiry.format("%Y%m%d"))),
             underlying,
             asset_class: AssetClass::Future,
             expiry: Some(expiry),
@@ -190,7 +200,7 @@ impl Contract {
     pub fn perpetual(symbol: &str, multiplier: Decimal) -> Result<Self, ModelError> {
         let underlying = check_symbol(symbol)?;
         Ok(Self {
-            key: format!("{underlying} PERP").into(),
+            key: ContractKey::derived(format!("{underlying} PERP")),
             underlying,
             asset_class: AssetClass::Perpetual,
             expiry: None,
@@ -203,7 +213,7 @@ impl Contract {
     pub fn stock(symbol: &str) -> Result<Self, ModelError> {
         let underlying = check_symbol(symbol)?;
         Ok(Self {
-            key: underlying.as_str().into(),
+            key: ContractKey::derived(underlying.clone()),
             underlying,
             asset_class: AssetClass::Stock,
             expiry: None,
@@ -211,6 +221,38 @@ impl Contract {
             right: None,
             multiplier: Decimal::ONE,
         })
+    }
+}
+
+impl Contract {
+    /// The canonical key (see the type's documentation).
+    pub fn key(&self) -> &ContractKey {
+        &self.key
+    }
+
+    pub fn underlying(&self) -> &str {
+        &self.underlying
+    }
+
+    pub fn asset_class(&self) -> AssetClass {
+        self.asset_class
+    }
+
+    pub fn expiry(&self) -> Option<NaiveDate> {
+        self.expiry
+    }
+
+    pub fn strike(&self) -> Option<Decimal> {
+        self.strike
+    }
+
+    pub fn right(&self) -> Option<OptionRight> {
+        self.right
+    }
+
+    /// Units of the underlying per contract; always positive.
+    pub fn multiplier(&self) -> Decimal {
+        self.multiplier
     }
 }
 
@@ -333,7 +375,7 @@ impl Greeks {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnifiedPosition {
     pub broker: Broker,
-    pub account_id: Arc<str>,
+    pub account_id: AccountId,
     pub contract: Arc<Contract>,
     /// The leg (hedge mode); `Net` everywhere else.
     pub side: PositionSide,
@@ -364,10 +406,12 @@ pub struct GreekSnapshot {
 impl GreekSnapshot {
     /// `quantity` of `contract` held in `account` at `broker`, at `at`, with per-unit
     /// Greeks `unit` as a venue sent them (position Greeks derived, no prices): the
-    /// starting point of tests, benchmarks and examples, which set the rest.
+    /// starting point of tests, benchmarks and examples, which set the rest. Test
+    /// support only: behind the `testing` feature, never in the service build.
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_greeks(
         broker: Broker,
-        account: &str,
+        account: AccountId,
         contract: Arc<Contract>,
         quantity: Decimal,
         unit: Greeks,
@@ -379,7 +423,7 @@ impl GreekSnapshot {
             received_at: at,
             position: UnifiedPosition {
                 broker,
-                account_id: account.into(),
+                account_id: account,
                 contract,
                 side: PositionSide::Net,
                 quantity,

@@ -10,11 +10,13 @@
 
 pub mod broker;
 pub mod contract;
+pub mod ids;
 pub mod portfolio;
 pub mod pricing;
 
 pub use broker::{Broker, UnknownBroker};
 pub use contract::{
-    AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
+    finite, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
     PositionSide, UnifiedPosition,
 };
+pub use ids::{AccountId, ContractKey};

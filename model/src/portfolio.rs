@@ -18,6 +18,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
 use crate::contract::{Contract, GreekSnapshot, Greeks, GreeksSource, PositionSide};
+use crate::ids::{AccountId, ContractKey};
 
 const REBUILD_EVERY: u64 = 100_000;
 
@@ -28,7 +29,7 @@ pub const MEASURES: [&str; 6] = ["delta", "gamma", "theta", "vega", "rho", "doll
 #[derive(Debug, Clone, PartialEq)]
 pub struct Position {
     pub broker: Broker,
-    pub account_id: Arc<str>,
+    pub account_id: AccountId,
     pub contract: Arc<Contract>,
     pub side: PositionSide,
     /// Signed; 0 in an update means the position was closed.
@@ -88,13 +89,13 @@ impl Position {
     }
 }
 
-pub type PositionKey = (Broker, Arc<str>, Arc<str>, PositionSide);
+pub type PositionKey = (Broker, AccountId, ContractKey, PositionSide);
 
 fn key_of(s: &GreekSnapshot) -> PositionKey {
     (
         s.position.broker,
         s.position.account_id.clone(),
-        s.position.contract.key.clone(),
+        s.position.contract.key().clone(),
         s.position.side,
     )
 }
@@ -104,7 +105,7 @@ fn key_of(s: &GreekSnapshot) -> PositionKey {
 pub enum Group {
     Total,
     Broker(Broker),
-    Account(Broker, Arc<str>),
+    Account(Broker, AccountId),
     Underlying(Arc<str>),
 }
 
@@ -114,7 +115,7 @@ impl Group {
             Group::Total,
             Group::Broker(p.broker),
             Group::Account(p.broker, p.account_id.clone()),
-            Group::Underlying(p.contract.underlying.as_str().into()),
+            Group::Underlying(p.contract.underlying().into()),
         ]
     }
 }
@@ -304,10 +305,10 @@ impl Book {
     pub fn snapshot(&self) -> (u64, Vec<Position>) {
         let mut v: Vec<Position> = self.positions.values().cloned().collect();
         v.sort_by(|a, b| {
-            (a.broker, &a.account_id, &a.contract.key).cmp(&(
+            (a.broker, &a.account_id, &a.contract.key()).cmp(&(
                 b.broker,
                 &b.account_id,
-                &b.contract.key,
+                &b.contract.key(),
             ))
         });
         (self.seq, v)
@@ -327,6 +328,10 @@ mod tests {
     use super::*;
     use crate::contract::{AssetClass, OptionRight};
 
+    fn acct(id: &str) -> AccountId {
+        AccountId::new(id).unwrap()
+    }
+
     fn snap(
         broker: Broker,
         account: &str,
@@ -339,7 +344,7 @@ mod tests {
         let c = Arc::new(contract);
         GreekSnapshot {
             underlying_price: underlying,
-            ..GreekSnapshot::with_greeks(broker, account, c, Decimal::from(qty), unit, at)
+            ..GreekSnapshot::with_greeks(broker, acct(account), c, Decimal::from(qty), unit, at)
         }
     }
 
@@ -430,7 +435,7 @@ mod tests {
         assert!((total.get("delta").unwrap() - 219.0).abs() < 1e-9);
         assert_eq!(b.totals(&Group::Broker(Broker::Binance)).positions, 3);
         assert_eq!(
-            b.totals(&Group::Account(Broker::Tastytrade, "5WT1".into()))
+            b.totals(&Group::Account(Broker::Tastytrade, acct("5WT1")))
                 .positions,
             1
         );
@@ -469,7 +474,7 @@ mod tests {
                 < 1e-9
         );
         assert_eq!(
-            b.totals(&Group::Account(Broker::Tastytrade, "5WT1".into())),
+            b.totals(&Group::Account(Broker::Tastytrade, acct("5WT1"))),
             Totals::default()
         );
         assert_eq!(b.len(), 4);

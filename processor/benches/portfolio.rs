@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
-use processor::portfolio::{aggregate, Book, Group, GroupBy};
-use processor::{AssetClass, Broker, Contract, GreekSnapshot, Greeks, OptionRight};
+use model::portfolio::{aggregate, Book, Group, GroupBy};
+use model::{AccountId, AssetClass, Broker, Contract, GreekSnapshot, Greeks, OptionRight};
 use rust_decimal::Decimal;
 
 const POSITIONS: usize = 10_000;
@@ -42,7 +42,14 @@ fn snapshot(i: usize, qty: i64, delta: f64) -> GreekSnapshot {
         mark_price: Some(1.0),
         underlying_price: Some(100.0),
         implied_vol: Some(0.2),
-        ..GreekSnapshot::with_greeks(broker, &account, c, q, unit, Utc::now())
+        ..GreekSnapshot::with_greeks(
+            broker,
+            AccountId::new(account).unwrap(),
+            c,
+            q,
+            unit,
+            Utc::now(),
+        )
     }
 }
 

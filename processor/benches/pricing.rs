@@ -4,8 +4,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use processor::pricing::{implied_vol, value, Inputs, Model};
-use processor::OptionRight;
+use model::pricing::{implied_vol, value, Inputs, Model};
+use model::OptionRight;
 
 fn grid() -> Vec<Inputs> {
     let mut v = Vec::new();

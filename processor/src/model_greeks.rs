@@ -11,8 +11,8 @@ use chrono::{DateTime, NaiveTime, TimeZone, Utc};
 use rust_decimal::prelude::ToPrimitive;
 use streaming::Broker;
 
-use crate::model::{AssetClass, GreekSnapshot, Greeks, GreeksSource};
-use crate::pricing::{self, Inputs, Model, Valuation};
+use model::pricing::{self, Inputs, Model, Valuation};
+use model::{AssetClass, GreekSnapshot, Greeks, GreeksSource};
 
 const YEAR_SECONDS: f64 = 365.0 * 86_400.0;
 
@@ -39,12 +39,12 @@ impl Default for ModelSettings {
 /// The vol is the snapshot's IV, or else the one solved from its mark.
 fn model_value(s: &GreekSnapshot, rate: f64) -> Option<(Inputs, Valuation)> {
     let c = &s.position.contract;
-    if !c.asset_class.is_option() {
+    if !c.asset_class().is_option() {
         return None;
     }
-    let expiry = c.expiry?;
-    let strike = c.strike.and_then(|k| k.to_f64())?;
-    let right = c.right?;
+    let expiry = c.expiry()?;
+    let strike = c.strike().and_then(|k| k.to_f64())?;
+    let right = c.right()?;
     let spot = s.underlying_price?;
     let hour = match s.position.broker {
         Broker::Binance => 8,
@@ -55,7 +55,7 @@ fn model_value(s: &GreekSnapshot, rate: f64) -> Option<(Inputs, Valuation)> {
     let years =
         ((expires - s.event_time).num_milliseconds() as f64 / 1000.0 / YEAR_SECONDS).max(0.0);
     let mut inputs = Inputs {
-        model: if c.asset_class == AssetClass::FutureOption {
+        model: if c.asset_class() == AssetClass::FutureOption {
             Model::Black76
         } else {
             Model::Bsm
@@ -88,7 +88,7 @@ pub fn fill_missing_greeks(s: &mut GreekSnapshot, rate: f64) -> bool {
     };
     let (unit, _) = Greeks::from_raw(v.delta, v.gamma, v.theta, v.vega, v.rho);
     s.unit = unit;
-    s.total = unit.scaled(s.position.quantity, s.position.contract.multiplier);
+    s.total = unit.scaled(s.position.quantity, s.position.contract.multiplier());
     s.implied_vol = Some(inputs.vol);
     s.greeks_source = Some(GreeksSource::Model);
     true
@@ -130,7 +130,7 @@ mod tests {
     use streaming::Broker;
 
     use super::*;
-    use crate::model::{Contract, OptionRight, UnifiedPosition};
+    use model::{Contract, OptionRight, UnifiedPosition};
 
     fn snapshot(class: AssetClass, iv: Option<f64>, mark: Option<f64>) -> GreekSnapshot {
         let at = Utc.with_ymd_and_hms(2026, 11, 21, 21, 0, 0).unwrap();
@@ -148,9 +148,9 @@ mod tests {
             received_at: at,
             position: UnifiedPosition {
                 broker: Broker::Tastytrade,
-                account_id: "A".into(),
+                account_id: model::AccountId::new("A").unwrap(),
                 contract: Arc::new(contract),
-                side: crate::model::PositionSide::Net,
+                side: model::PositionSide::Net,
                 quantity: Decimal::from(-2),
             },
             mark_price: mark,

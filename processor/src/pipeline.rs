@@ -8,10 +8,10 @@ use metrics::{Counter, Histogram};
 use streaming::{Broker, BrokerEvent};
 use tokio::sync::mpsc;
 
-use crate::model::GreekSnapshot;
 use crate::model_greeks::{cross_check, fill_missing_greeks, ModelSettings};
 use crate::normalize::Normalizer;
 use crate::position_stream::PositionHub;
+use model::GreekSnapshot;
 
 /// After the first ten, at most one disagreement warning this often: a feed that is
 /// wrong throughout must not flood the log.
@@ -149,7 +149,7 @@ fn process(
                             *last_warning = Some(now);
                             tracing::warn!(
                                 %broker,
-                                contract = %out.snapshot.position.contract.key,
+                                contract = %out.snapshot.position.contract.key(),
                                 venue_delta = check.venue_delta,
                                 model_delta = check.model_delta,
                                 disagreements = report.disagreements,
@@ -279,7 +279,7 @@ mod tests {
         ));
         let mut out = 0u64;
         while let Some(s) = srx.recv().await {
-            assert!(!s.contract().key.is_empty());
+            assert!(!s.contract().key().is_empty());
             out += 1;
         }
         let report = proc.await.unwrap();

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::model::GreekSnapshot;
-use crate::portfolio::{Book, Position, PositionUpdate};
+use model::portfolio::{Book, Position, PositionUpdate};
+use model::GreekSnapshot;
 
 pub const RESYNCS: &str = "greekstream_position_stream_resyncs_total";
 pub const UPDATES: &str = "greekstream_position_updates_total";
@@ -147,7 +147,7 @@ mod tests {
     use streaming::Broker;
 
     use super::*;
-    use crate::model::{Contract, Greeks};
+    use model::{Contract, Greeks};
 
     fn snap(symbol: &str, qty: i64) -> GreekSnapshot {
         let contract = Arc::new(Contract::perpetual(symbol, Decimal::ONE).unwrap());
@@ -156,7 +156,7 @@ mod tests {
             greeks_source: None,
             ..GreekSnapshot::with_greeks(
                 Broker::Binance,
-                "a",
+                model::AccountId::new("a").unwrap(),
                 contract,
                 q,
                 Greeks::LINEAR,
@@ -171,12 +171,12 @@ mod tests {
             StreamItem::Snapshot { seq, positions } => {
                 view.clear();
                 for p in positions {
-                    view.insert(p.contract.key.to_string(), p.quantity);
+                    view.insert(p.contract.key().to_string(), p.quantity);
                 }
                 *seq
             }
             StreamItem::Update(u) => {
-                let k = u.position.contract.key.to_string();
+                let k = u.position.contract.key().to_string();
                 if u.position.quantity.is_zero() {
                     view.remove(&k);
                 } else {
@@ -226,7 +226,7 @@ mod tests {
         assert!(saw_snapshot && slow.resyncs >= 1);
         let truth: BTreeMap<String, Decimal> = hub.read(|b| {
             b.positions()
-                .map(|p| (p.contract.key.to_string(), p.quantity))
+                .map(|p| (p.contract.key().to_string(), p.quantity))
                 .collect()
         });
         assert_eq!(view, truth);

@@ -6,8 +6,8 @@ pub mod schema;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use model::GreekSnapshot;
 use processor::normalize::Normalizer;
-use processor::GreekSnapshot;
 use sqlx::PgPool;
 use streaming::synthetic::{Generator, SyntheticConfig};
 use streaming::{Broker, BrokerEvent, BrokerPayload};

@@ -2,7 +2,7 @@
 //! `rejected_snapshots` as JSON with the server's SQLSTATE and message, so an
 //! operator can see what was refused and why, and replay it after a fix.
 
-use processor::{Contract, GreekSnapshot};
+use model::{Contract, GreekSnapshot};
 use serde_json::{json, Value};
 use sqlx::{Postgres, Transaction};
 
@@ -69,10 +69,10 @@ pub fn snapshot_json(s: &GreekSnapshot) -> Value {
         "received_at": s.received_at,
         "broker": s.broker().as_str(),
         "account_id": &*s.position.account_id,
-        "contract_key": &*c.key,
-        "underlying": c.underlying,
+        "contract_key": c.key().as_str(),
+        "underlying": c.underlying(),
         "quantity": s.position.quantity.to_string(),
-        "multiplier": c.multiplier.to_string(),
+        "multiplier": c.multiplier().to_string(),
         "mark_price": s.mark_price,
         "underlying_price": s.underlying_price,
         "implied_vol": s.implied_vol,
@@ -95,13 +95,13 @@ pub fn snapshot_json(s: &GreekSnapshot) -> Value {
 /// The row with the columns and names of `contracts`.
 pub fn contract_json(c: &Contract) -> Value {
     json!({
-        "contract_key": &*c.key,
-        "underlying": c.underlying,
-        "asset_class": c.asset_class.as_str(),
-        "expiry": c.expiry,
-        "strike": c.strike.map(|s| s.to_string()),
-        "option_right": c.right.map(|r| r.as_char().to_string()),
-        "multiplier": c.multiplier.to_string(),
+        "contract_key": c.key().as_str(),
+        "underlying": c.underlying(),
+        "asset_class": c.asset_class().as_str(),
+        "expiry": c.expiry(),
+        "strike": c.strike().map(|s| s.to_string()),
+        "option_right": c.right().map(|r| r.as_char().to_string()),
+        "multiplier": c.multiplier().to_string(),
     })
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use backoff::backoff::Backoff;
 use chrono::Utc;
-use processor::{Contract, GreekSnapshot};
+use model::{Contract, ContractKey, GreekSnapshot};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Postgres};
 use tokio::time::Instant;
@@ -42,7 +42,7 @@ pub(super) struct Outcome {
     pub rejected: u64,
     pub retries: u64,
     /// Contract keys that need no further attempt (written, or refused and kept).
-    pub contracts: Vec<Arc<str>>,
+    pub contracts: Vec<ContractKey>,
 }
 
 /// What commits together under one ledger entry.
@@ -203,7 +203,7 @@ pub(super) async fn flush(
                     record_committed(&shared, &unit.rows, Utc::now());
                     out.persisted += unit.rows.len() as u64;
                     out.contracts
-                        .extend(unit.contracts.iter().map(|c| c.key.clone()));
+                        .extend(unit.contracts.iter().map(|c| c.key().clone()));
                     for d in &unit.dead {
                         m.dead_letters[d.kind as usize].increment(1);
                     }
@@ -291,7 +291,7 @@ fn isolate(
         }
         Err(single) => {
             if let Some(row) = single.rows.first() {
-                tracing::error!(error = %err, broker = %row.broker(), contract = %row.contract().key,
+                tracing::error!(error = %err, broker = %row.broker(), contract = %row.contract().key(),
                     account = %row.position.account_id, "row rejected by PostgreSQL; kept in rejected_snapshots");
                 shared.metrics.rejected[row.broker() as usize].increment(1);
                 out.rejected += 1;
@@ -299,7 +299,7 @@ fn isolate(
                 tracing::error!(error = %err, "contract or position refresh rejected by PostgreSQL; kept in rejected_snapshots");
             }
             out.contracts
-                .extend(single.contracts.iter().map(|c| c.key.clone()));
+                .extend(single.contracts.iter().map(|c| c.key().clone()));
             if let Some(letter) = single.into_dead_letter(err) {
                 units.push(Unit {
                     dead: vec![letter],

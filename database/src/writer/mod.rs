@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use metrics::{Counter, Gauge, Histogram};
-use processor::GreekSnapshot;
+use model::Broker;
+use model::{AccountId, ContractKey, GreekSnapshot};
 use sqlx::PgPool;
-use streaming::Broker;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -220,7 +220,7 @@ struct Shared {
 /// Contract keys remembered as already in `contracts`.
 const MAX_KNOWN_CONTRACTS: usize = 100_000;
 
-type PositionKey = (Broker, Arc<str>, Arc<str>, processor::PositionSide);
+type PositionKey = (Broker, AccountId, ContractKey, model::PositionSide);
 
 /// Runs until `rx` is closed and everything is written (or the shutdown grace runs out).
 pub async fn run_writer(
@@ -246,10 +246,10 @@ pub async fn run_writer(
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
     // Per task: its rows and the contract keys it carries, to account for a task
     // that fails.
-    let mut in_tasks: HashMap<tokio::task::Id, (usize, Vec<Arc<str>>)> = HashMap::new();
+    let mut in_tasks: HashMap<tokio::task::Id, (usize, Vec<ContractKey>)> = HashMap::new();
     let mut inflight_rows = 0usize;
-    let mut known_contracts: HashSet<Arc<str>> = HashSet::new();
-    let mut pending_contracts: HashSet<Arc<str>> = HashSet::new();
+    let mut known_contracts: HashSet<ContractKey> = HashSet::new();
+    let mut pending_contracts: HashSet<ContractKey> = HashSet::new();
     let mut dirty_positions: HashMap<PositionKey, GreekSnapshot> = HashMap::new();
     let mut last_positions = Instant::now();
     let mut open = true;
@@ -268,7 +268,7 @@ pub async fn run_writer(
         let key = (
             s.broker(),
             s.position.account_id.clone(),
-            s.contract().key.clone(),
+            s.contract().key().clone(),
             s.position.side,
         );
         dirty.insert(key, s.clone());
@@ -296,7 +296,7 @@ pub async fn run_writer(
                     oldest = (!buffer.is_empty()).then(Instant::now);
                     let mut extras = Extras::default();
                     for r in &rows {
-                        let key = &r.contract().key;
+                        let key = r.contract().key();
                         if !known_contracts.contains(key) && pending_contracts.insert(key.clone()) {
                             extras.contracts.push(r.position.contract.clone());
                         }
@@ -310,7 +310,7 @@ pub async fn run_writer(
                     inflight_rows += rows.len();
                     let work = (
                         rows.len(),
-                        extras.contracts.iter().map(|c| c.key.clone()).collect(),
+                        extras.contracts.iter().map(|c| c.key().clone()).collect(),
                     );
                     let id = tasks.spawn(flush(shared.clone(), rows, extras)).id();
                     in_tasks.insert(id, work);

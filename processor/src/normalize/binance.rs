@@ -16,8 +16,8 @@ use streaming::binance::{BnKind, BnPosition, BnQuote};
 use streaming::BrokerEvent;
 
 use super::{event_time, Normalized, Normalizer};
-use crate::model::{
-    AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
+use model::{
+    AccountId, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
     PositionSide, UnifiedPosition,
 };
 
@@ -70,7 +70,7 @@ pub(super) fn normalize(
     let contract = norm.contract(&format!("binance|{}", p.symbol), || contract(p))?;
     let mut dropped = 0;
     let (unit, source, implied_vol, mark_price, underlying_price, venue_ms) =
-        if contract.asset_class.is_option() {
+        if contract.asset_class().is_option() {
             match q.option.as_deref() {
                 Some(m) => {
                     let nan = f64::NAN;
@@ -113,10 +113,10 @@ pub(super) fn normalize(
         snapshot: GreekSnapshot {
             event_time: event_time(venue_ms, event.received_at),
             received_at: event.received_at,
-            total: unit.scaled(p.amount, contract.multiplier),
+            total: unit.scaled(p.amount, contract.multiplier()),
             position: UnifiedPosition {
                 broker: event.broker,
-                account_id: p.account.clone(),
+                account_id: AccountId::new(p.account.clone())?,
                 contract,
                 side: PositionSide::from_binance(&p.position_side)?,
                 quantity: p.amount,
@@ -182,7 +182,7 @@ mod tests {
             }))
             .unwrap()
             .snapshot;
-        assert_eq!(&*out.contract().key, "BTCUSDT PERP");
+        assert_eq!(out.contract().key().as_str(), "BTCUSDT PERP");
         assert_eq!(out.total.delta, Some(-0.25));
         assert_eq!(out.total.gamma, Some(0.0));
         assert_eq!(out.mark_price, Some(61000.5));
@@ -202,7 +202,7 @@ mod tests {
             }))
             .unwrap()
             .snapshot;
-        assert_eq!(&*out.contract().key, "BTCUSDT 20261225 FUT");
+        assert_eq!(out.contract().key().as_str(), "BTCUSDT 20261225 FUT");
         assert_eq!(out.total.delta, Some(3.0));
         assert_eq!(out.mark_price, None);
     }
@@ -229,13 +229,28 @@ mod tests {
             .unwrap();
         assert_eq!(out.non_finite, 1);
         let s = out.snapshot;
-        assert_eq!(&*s.contract().key, "BTCUSDT 20251120 C 126000");
+        assert_eq!(s.contract().key().as_str(), "BTCUSDT 20251120 C 126000");
         assert_eq!(s.total.delta, Some(-0.22223928));
         assert!((s.total.theta.unwrap() - 328.5340523).abs() < 1e-6);
         assert_eq!(s.unit.vega, None);
         assert_eq!(s.unit.rho, None);
         assert_eq!(s.implied_vol, Some(0.9408058));
         assert_eq!(s.greeks_source, Some(GreeksSource::Venue));
+    }
+
+    #[test]
+    fn an_account_id_the_database_could_not_hold_is_refused_here() {
+        let mut p = (*position("BTCUSDT", BnKind::Perpetual, "1")).clone();
+        p.account = Arc::from("bin\u{0}ance");
+        let p = Arc::new(p);
+        let err = Normalizer::new()
+            .normalize(event(BnQuote {
+                position: p,
+                mark: None,
+                option: None,
+            }))
+            .unwrap_err();
+        assert_eq!(err.reason(), "invalid_account");
     }
 
     #[test]

@@ -12,8 +12,8 @@ use streaming::ibkr::{IbkrPosition, IbkrQuote, MdField, MdFields};
 use streaming::BrokerEvent;
 
 use super::{clamp_future, Normalized, Normalizer};
-use crate::model::{
-    AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
+use model::{
+    AccountId, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
     PositionSide, UnifiedPosition,
 };
 
@@ -140,7 +140,8 @@ pub(super) fn normalize(
         dropped: 0,
     };
     let mark_price = price(&mut own);
-    let (unit, greeks_source, implied_vol, underlying_price) = if contract.asset_class.is_option() {
+    let (unit, greeks_source, implied_vol, underlying_price) = if contract.asset_class().is_option()
+    {
         let unit = Greeks {
             delta: own.get(MdField::Delta),
             gamma: own.get(MdField::Gamma),
@@ -160,7 +161,7 @@ pub(super) fn normalize(
         (unit, source, iv, underlying)
     } else {
         let linear = Greeks::LINEAR;
-        let underlying = match contract.asset_class {
+        let underlying = match contract.asset_class() {
             AssetClass::Stock => mark_price,
             _ => None,
         };
@@ -174,10 +175,10 @@ pub(super) fn normalize(
         snapshot: GreekSnapshot {
             event_time: clamp_future(event_time, event.received_at),
             received_at: event.received_at,
-            total: unit.scaled(p.position, contract.multiplier),
+            total: unit.scaled(p.position, contract.multiplier()),
             position: UnifiedPosition {
                 broker: event.broker,
-                account_id: p.account.clone(),
+                account_id: AccountId::new(p.account.clone())?,
                 contract,
                 side: PositionSide::Net,
                 quantity: p.position,
@@ -290,8 +291,8 @@ mod tests {
             .unwrap();
         assert_eq!(out.non_finite, 0);
         let s = out.snapshot;
-        assert_eq!(&*s.contract().key, "SPY 20260619 C 500");
-        assert_eq!(s.contract().asset_class, AssetClass::Option);
+        assert_eq!(s.contract().key().as_str(), "SPY 20260619 C 500");
+        assert_eq!(s.contract().asset_class(), AssetClass::Option);
         assert_eq!(s.position.quantity, Decimal::from(-2));
         assert_eq!(s.unit.delta, Some(0.552));
         assert_eq!(s.unit.rho, None);
@@ -353,7 +354,7 @@ mod tests {
             .normalize(event(row, fields(&[(MdField::Last, "C230.10")]), None))
             .unwrap()
             .snapshot;
-        assert_eq!(&*s.contract().key, "AAPL");
+        assert_eq!(s.contract().key().as_str(), "AAPL");
         assert_eq!(s.total.delta, Some(300.0));
         assert_eq!(s.total.gamma, Some(0.0));
         assert_eq!(s.greeks_source, Some(GreeksSource::Model));
@@ -380,12 +381,15 @@ mod tests {
         let mut r = option_row();
         r.asset_class = "FOP".into();
         r.underlying_symbol = Some("ES".into());
-        assert_eq!(contract(&r).unwrap().asset_class, AssetClass::FutureOption);
+        assert_eq!(
+            contract(&r).unwrap().asset_class(),
+            AssetClass::FutureOption
+        );
         let mut r = option_row();
         r.asset_class = "FUT".into();
         r.underlying_symbol = Some("ES".into());
         r.multiplier = Some(Decimal::from(50));
-        assert_eq!(&*contract(&r).unwrap().key, "ES 20260619 FUT");
+        assert_eq!(contract(&r).unwrap().key().as_str(), "ES 20260619 FUT");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use streaming::{BrokerEvent, BrokerPayload};
 
-use crate::model::{Contract, GreekSnapshot, ModelError};
+use model::{Contract, GreekSnapshot, ModelError};
 
 /// The result of normalizing one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +50,7 @@ impl Normalizer {
         // overflows is refused here, once, rather than panicking somewhere later.
         let (quantity, multiplier) = (
             out.snapshot.position.quantity,
-            out.snapshot.position.contract.multiplier,
+            out.snapshot.position.contract.multiplier(),
         );
         if quantity.checked_mul(multiplier).is_none() {
             return Err(ModelError::SizeOverflow {

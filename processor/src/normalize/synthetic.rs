@@ -7,9 +7,9 @@ use streaming::synthetic::SyntheticTick;
 use streaming::BrokerEvent;
 
 use super::{Normalized, Normalizer};
-use crate::model::{
-    finite, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
-    PositionSide, UnifiedPosition,
+use model::{
+    finite, AccountId, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError,
+    OptionRight, PositionSide, UnifiedPosition,
 };
 
 pub(super) fn normalize(
@@ -54,14 +54,14 @@ pub(super) fn normalize(
         }
         None => (Greeks::default(), 0, [None; 3]),
     };
-    let total = unit.scaled(tick.position, contract.multiplier);
+    let total = unit.scaled(tick.position, contract.multiplier());
     Ok(Normalized {
         snapshot: GreekSnapshot {
             event_time: tick.event_time,
             received_at: event.received_at,
             position: UnifiedPosition {
                 broker: event.broker,
-                account_id: event.account.clone(),
+                account_id: AccountId::new(event.account.clone())?,
                 contract,
                 side: PositionSide::Net,
                 quantity: tick.position,
@@ -127,7 +127,7 @@ mod tests {
         let out = n.normalize(event(tick())).unwrap();
         let s = out.snapshot;
         assert_eq!(out.non_finite, 0);
-        assert_eq!(&*s.contract().key, "SPY 20261218 P 590");
+        assert_eq!(s.contract().key().as_str(), "SPY 20261218 P 590");
         assert_eq!(s.position.quantity, Decimal::from(-2));
         assert_eq!(s.unit.delta, Some(-0.45));
         // short 2 puts × 100: delta −0.45 per unit → +90 position delta

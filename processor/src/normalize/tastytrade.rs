@@ -14,9 +14,9 @@ use streaming::tastytrade::{TtPosition, TtQuote};
 use streaming::BrokerEvent;
 
 use super::{event_time, Normalized, Normalizer};
-use crate::model::{
-    finite, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
-    PositionSide, UnifiedPosition,
+use model::{
+    finite, AccountId, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError,
+    OptionRight, PositionSide, UnifiedPosition,
 };
 
 /// The unified contract of a position row.
@@ -69,7 +69,7 @@ pub(super) fn normalize(
     let own_mid = q.quote.as_deref().and_then(|x| mid(x, &mut dropped));
     let underlying_mid = q.underlying.as_deref().and_then(|x| mid(x, &mut dropped));
     let (unit, source, implied_vol, mark_price, underlying_price, venue_ms) =
-        if contract.asset_class.is_option() {
+        if contract.asset_class().is_option() {
             match q.greeks.as_deref() {
                 Some(g) => {
                     let (unit, n) = Greeks::from_raw(g.delta, g.gamma, g.theta, g.vega, g.rho);
@@ -91,7 +91,7 @@ pub(super) fn normalize(
             }
         } else {
             let linear = Greeks::LINEAR;
-            let underlying = (contract.asset_class == AssetClass::Stock)
+            let underlying = (contract.asset_class() == AssetClass::Stock)
                 .then_some(own_mid)
                 .flatten();
             let venue_ms = q.quote.as_deref().map_or(0, |x| x.time_ms);
@@ -108,10 +108,10 @@ pub(super) fn normalize(
         snapshot: GreekSnapshot {
             event_time: event_time(venue_ms, event.received_at),
             received_at: event.received_at,
-            total: unit.scaled(p.quantity, contract.multiplier),
+            total: unit.scaled(p.quantity, contract.multiplier()),
             position: UnifiedPosition {
                 broker: event.broker,
-                account_id: p.account.clone(),
+                account_id: AccountId::new(p.account.clone())?,
                 contract,
                 side: PositionSide::Net,
                 quantity: p.quantity,
@@ -197,7 +197,7 @@ mod tests {
             }))
             .unwrap();
         let s = out.snapshot;
-        assert_eq!(&*s.position.contract.key, "SPY 20260619 C 500");
+        assert_eq!(s.position.contract.key().as_str(), "SPY 20260619 C 500");
         assert_eq!(s.position.quantity, Decimal::from(-2));
         assert_eq!(s.unit.delta, Some(0.55));
         assert!((s.total.delta.unwrap() - (-110.0)).abs() < 1e-9);
@@ -251,7 +251,7 @@ mod tests {
 
         let mut fut = position("/ESZ6", "Future", 2, 50);
         fut.underlying_symbol = "/ES".into();
-        assert_eq!(&*contract(&fut).unwrap().key, "ES 20261218 FUT");
+        assert_eq!(contract(&fut).unwrap().key().as_str(), "ES 20261218 FUT");
         fut.expires_at = None;
         assert_eq!(contract(&fut), Err(ModelError::MissingField("expires-at")));
         let crypto = position("BTC/USD", "Cryptocurrency", 1, 1);
