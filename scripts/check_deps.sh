@@ -2,8 +2,9 @@
 # Dependency rules that must not silently break (run by scripts/test.sh):
 # - the model crate is pure: no runtime, network, HTTP, WebSocket or database crate,
 #   and no other crate of this workspace;
-# - the venue clients (streaming) carry no server-side crate: the simulators are
-#   their own crate, a dev-dependency of the clients' tests;
+# - the venue clients (streaming) carry no server-side crate and no bus: the
+#   simulators are their own crate, a dev-dependency of the clients' tests, and
+#   Redis is the binary's (src/bus);
 # - test support (the `testing` features of database and model) never reaches the
 #   service's build.
 set -euo pipefail
@@ -22,7 +23,7 @@ if [ -n "$impure" ]; then
   fail=1
 fi
 server=$(cargo tree -p streaming -e normal --prefix none 2>/dev/null \
-  | grep -E '^(axum|rcgen|simulators) v' | sort -u || true)
+  | grep -E '^(axum|rcgen|simulators|redis) v' | sort -u || true)
 if [ -n "$server" ]; then
   echo "check_deps: the venue clients depend on server-side crates:" >&2
   echo "$server" >&2

@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::bus::price_cache::{run_price_cache, PriceCacheConfig, CACHE_ERRORS};
+use crate::bus::RedisLink;
 use axum::routing::get;
 use axum::Router;
 use backoff::backoff::Backoff;
@@ -16,7 +18,6 @@ use simulators::ibkr::{IbkrSim, IbkrSimConfig};
 use simulators::tastytrade::{TastytradeSim, TastytradeSimConfig};
 use sqlx::PgPool;
 use std::sync::Arc;
-use streaming::binance::price_cache::PriceCacheConfig;
 use streaming::binance::{run_binance, BinanceConfig, BinanceStats};
 use streaming::ibkr::{run_ibkr, IbkrConfig, IbkrStats};
 use streaming::synthetic::{run_synthetic, SyntheticConfig};
@@ -43,6 +44,8 @@ pub enum AppError {
     Db(#[from] database::DbError),
     #[error("cancelled before the database was reachable")]
     Cancelled,
+    #[error(transparent)]
+    Redis(#[from] crate::bus::InvalidRedisUrl),
 }
 
 impl std::fmt::Debug for App {
@@ -192,8 +195,12 @@ impl App {
         )));
 
         if cfg.position_events {
-            servers.push(tokio::spawn(crate::events::run_publisher(
-                cfg.redis_url.expose().to_owned(),
+            servers.push(tokio::spawn(crate::bus::positions::run_publisher(
+                RedisLink::open(
+                    cfg.redis_url.expose(),
+                    "position events",
+                    crate::bus::positions::PUBLISH_ERRORS,
+                )?,
                 cfg.binance.redis_prefix.clone(),
                 hub.clone(),
                 cancel.clone(),
@@ -444,14 +451,25 @@ async fn start_binance(
     client.account = b.account.clone();
     client.symbols = b.symbols.clone();
     client.positions_refresh = b.positions_refresh;
-    if b.price_cache {
-        let mut pc = PriceCacheConfig::new(cfg.redis_url.expose());
-        pc.prefix = b.redis_prefix.clone();
-        pc.ttl = b.price_ttl;
-        client.price_cache = Some(pc);
-    }
+    let price_cache = if b.price_cache {
+        let pc = PriceCacheConfig {
+            prefix: b.redis_prefix.clone(),
+            ttl: b.price_ttl,
+            ..PriceCacheConfig::default()
+        };
+        let link = RedisLink::open(cfg.redis_url.expose(), "price cache", CACHE_ERRORS)?;
+        Some(tokio::spawn(run_price_cache(
+            link,
+            pc,
+            stats.prices.clone(),
+            Arc::default(),
+            cancel.clone(),
+        )))
+    } else {
+        None
+    };
     let supervisor_cancel = cancel.clone();
-    let task = tokio::spawn(supervise("binance", supervisor_cancel, move || {
+    let source = tokio::spawn(supervise("binance", supervisor_cancel, move || {
         let (client, tx, token, stats) =
             (client.clone(), tx.clone(), cancel.clone(), stats.clone());
         async move {
@@ -460,6 +478,13 @@ async fn start_binance(
             }
         }
     }));
+    // One handle for the source and its price cache: both stop on `cancel`.
+    let task = tokio::spawn(async move {
+        let _ = source.await;
+        if let Some(pc) = price_cache {
+            let _ = pc.await;
+        }
+    });
     Ok((task, sim))
 }
 

@@ -6,8 +6,8 @@
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod bus;
 pub mod config;
-pub mod events;
 pub mod health;
 pub mod pipeline;
 pub mod price;

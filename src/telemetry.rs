@@ -91,11 +91,11 @@ fn describe() {
         "position-stream subscribers that fell behind and were resynchronized from a snapshot"
     );
     describe_counter!(
-        crate::events::PUBLISHED,
+        crate::bus::positions::PUBLISHED,
         "position updates published to Redis <prefix>events:position_update"
     );
     describe_counter!(
-        crate::events::PUBLISH_ERRORS,
+        crate::bus::positions::PUBLISH_ERRORS,
         "failed attempts to publish position updates to Redis"
     );
     describe_counter!(
@@ -211,11 +211,11 @@ fn describe() {
         "Binance listen keys created (at start, after expiry or an unknown-key answer)"
     );
     describe_counter!(
-        streaming::binance::price_cache::CACHE_WRITES,
+        crate::bus::price_cache::CACHE_WRITES,
         "symbols written to the Redis price cache"
     );
     describe_counter!(
-        streaming::binance::price_cache::CACHE_ERRORS,
+        crate::bus::price_cache::CACHE_ERRORS,
         "Redis price cache failures (Redis down or refusing); retried with backoff"
     );
 }

@@ -13,3 +13,4 @@ pub mod binance;
 pub mod ibkr;
 pub mod kit;
 pub mod tastytrade;
+pub mod testkit;

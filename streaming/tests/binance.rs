@@ -1,8 +1,9 @@
-//! The Binance client against the simulator over loopback (and real Redis for the
-//! price cache): the local book through random traffic and gaps, the price cache,
-//! the user data stream and listen-key expiry, rate limits and bans, signatures,
-//! malformed frames, orders.
+//! The Binance client against the simulator over loopback: the local book through
+//! random traffic and gaps, the user data stream and listen-key expiry, rate limits
+//! and bans, signatures, malformed frames, orders. (The price cache it feeds is the
+//! binary's: tests/price_cache.rs.)
 
+use simulators::testkit::wait_for;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,6 @@ use std::time::Duration;
 use reqwest::Method;
 use rust_decimal::Decimal;
 use simulators::binance::{BinanceSim, BinanceSimConfig, Fault};
-use streaming::binance::price_cache::PriceCacheConfig;
 use streaming::binance::rest::{Keys, Rest, RestError};
 use streaming::binance::{run_binance, BinanceConfig, BinanceStats, BnKind, BnQuote};
 use streaming::secret::Secret;
@@ -100,15 +100,17 @@ async fn start(sim_cfg: BinanceSimConfig, tweak: impl FnOnce(&mut BinanceConfig)
     }
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 impl Run {
+    /// Waits until every book in `symbols` is live (snapshot applied, diffs in order).
+    async fn books_live(&self, what: &str, symbols: &[&str], limit: Duration) {
+        wait_for(what, limit, || {
+            symbols
+                .iter()
+                .all(|s| self.stats.book(s).is_some_and(|b| b.is_live()))
+        })
+        .await;
+    }
+
     fn amount(&self, symbol: &str) -> Option<Decimal> {
         self.latest
             .lock()
@@ -122,12 +124,8 @@ impl Run {
     async fn assert_books_equal(&self, symbols: &[&str]) {
         // A book still buffering needs one more diff to ask for its snapshot: let it
         // go live before the market stops moving.
-        for s in symbols {
-            wait_for(&format!("{s} book live"), Duration::from_secs(20), || {
-                self.stats.book(s).is_some_and(|b| b.is_live())
-            })
+        self.books_live("books live", symbols, Duration::from_secs(20))
             .await;
-        }
         self.sim.pause_market(true);
         for s in symbols {
             let (bids, asks, last) = self.sim.book(s).unwrap();
@@ -166,12 +164,8 @@ async fn the_local_book_equals_the_venue_through_random_traffic_and_gaps() {
     )
     .await;
     let symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BTCUSDT_261225"];
-    wait_for("every book live", Duration::from_secs(10), || {
-        symbols
-            .iter()
-            .all(|s| run.stats.book(s).is_some_and(|b| b.is_live()))
-    })
-    .await;
+    run.books_live("every book live", &symbols, Duration::from_secs(10))
+        .await;
     run.assert_books_equal(&symbols).await;
     let started = Instant::now();
     let mut gaps = 0;
@@ -210,23 +204,15 @@ async fn the_local_book_equals_the_venue_through_random_traffic_and_gaps() {
 async fn drops_and_silence_rebuild_the_book() {
     let run = start(fast_sim(), |_| {}).await;
     let symbols = ["BTCUSDT", "ETHUSDT"];
-    wait_for("books live", Duration::from_secs(10), || {
-        symbols
-            .iter()
-            .all(|s| run.stats.book(s).is_some_and(|b| b.is_live()))
-    })
-    .await;
+    run.books_live("books live", &symbols, Duration::from_secs(10))
+        .await;
     run.sim.inject(Fault::Drop);
     wait_for("reconnect after a drop", Duration::from_secs(5), || {
         run.stats.public.connects() >= 2
     })
     .await;
-    wait_for("books live again", Duration::from_secs(5), || {
-        symbols
-            .iter()
-            .all(|s| run.stats.book(s).is_some_and(|b| b.is_live()))
-    })
-    .await;
+    run.books_live("books live again", &symbols, Duration::from_secs(5))
+        .await;
     run.assert_books_equal(&symbols).await;
     run.sim.inject(Fault::Silent);
     let t = Instant::now();
@@ -236,12 +222,8 @@ async fn drops_and_silence_rebuild_the_book() {
     .await;
     let found = t.elapsed();
     run.sim.inject(Fault::Resume);
-    wait_for("books live after silence", Duration::from_secs(5), || {
-        symbols
-            .iter()
-            .all(|s| run.stats.book(s).is_some_and(|b| b.is_live()))
-    })
-    .await;
+    run.books_live("books live after silence", &symbols, Duration::from_secs(5))
+        .await;
     run.assert_books_equal(&symbols).await;
     println!("silent socket replaced after {found:?}");
 }
@@ -285,10 +267,8 @@ async fn positions_become_events_and_account_updates_move_them() {
     assert!(run.stats.account_updates.load(Relaxed) >= 1);
     // A new symbol starts streaming when it is first held.
     run.sim.set_position("SOLUSDT", d("10"));
-    wait_for("SOLUSDT book live", Duration::from_secs(5), || {
-        run.stats.book("SOLUSDT").is_some_and(|b| b.is_live())
-    })
-    .await;
+    run.books_live("SOLUSDT book live", &["SOLUSDT"], Duration::from_secs(5))
+        .await;
     run.sim.set_position("SOLUSDT", Decimal::ZERO);
     wait_for("a closed position", Duration::from_secs(5), || {
         run.amount("SOLUSDT") == Some(Decimal::ZERO)
@@ -471,107 +451,6 @@ async fn a_keepalive_refused_for_an_unknown_key_gets_a_new_key() {
 }
 
 #[tokio::test]
-async fn prices_reach_redis_and_start_up_clears_only_price_keys() {
-    let prefix = format!(
-        "gs-test-{}-{}:",
-        std::process::id(),
-        chrono::Utc::now().timestamp_micros()
-    );
-    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let stale = format!("{prefix}price:OLDUSDT");
-    let keep = [
-        format!("{prefix}algo:twap:1"),
-        format!("{prefix}risk:limits"),
-    ];
-    redis::cmd("SET")
-        .arg(&stale)
-        .arg("1")
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
-    for k in &keep {
-        redis::cmd("SET")
-            .arg(k)
-            .arg("keep")
-            .query_async::<()>(&mut conn)
-            .await
-            .unwrap();
-    }
-    let p = prefix.clone();
-    let run = start(fast_sim(), move |c| {
-        let mut pc = PriceCacheConfig::new("redis://127.0.0.1:6379");
-        pc.prefix = p;
-        pc.ttl = Duration::from_secs(30);
-        c.price_cache = Some(pc);
-        c.symbols = vec!["SOLUSDT".into()];
-    })
-    .await;
-    let key = format!("{prefix}price:BTCUSDT");
-    let mut fields: HashMap<String, String> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(fields.contains_key("mark") && fields.contains_key("mid")) {
-        assert!(Instant::now() < deadline, "no prices in Redis: {fields:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        fields = redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    let bid = d(&fields["bid"]);
-    let ask = d(&fields["ask"]);
-    assert!(bid < ask, "{fields:?}");
-    assert_eq!(d(&fields["mid"]), (bid + ask) / Decimal::TWO);
-    let mark = d(&fields["mark"]);
-    assert!(
-        (mark - bid).abs() < d("100"),
-        "mark {mark} far from the book {bid}"
-    );
-    assert!(fields["mark_time"].parse::<i64>().unwrap() > 0);
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(&key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(ttl > 0 && ttl <= 30_000, "ttl {ttl}");
-    // A configured symbol that is not held is cached too.
-    let sol: i64 = redis::cmd("EXISTS")
-        .arg(format!("{prefix}price:SOLUSDT"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(sol, 1);
-    let stale_left: i64 = redis::cmd("EXISTS")
-        .arg(&stale)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(stale_left, 0, "the stale price survived start-up");
-    for k in &keep {
-        let v: Option<String> = redis::cmd("GET")
-            .arg(k)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(v.as_deref(), Some("keep"), "{k} was deleted");
-    }
-    assert_eq!(run.stats.prices.stats.cleared.load(Relaxed), 1);
-    drop(run);
-    let mut all: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    all.extend(keep);
-    redis::cmd("DEL")
-        .arg(&all)
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
 async fn maintenance_loses_nothing_and_everything_resumes_after_it() {
     let run = start(fast_sim(), |c| {
         c.positions_refresh = Duration::from_millis(300);
@@ -610,34 +489,10 @@ async fn maintenance_loses_nothing_and_everything_resumes_after_it() {
 }
 
 #[tokio::test]
-async fn redis_down_is_survived() {
-    // Nothing listens on port 1: the cache retries, the stream goes on.
-    let run = start(fast_sim(), |c| {
-        c.price_cache = Some(PriceCacheConfig::new("redis://127.0.0.1:1"));
-    })
-    .await;
-    wait_for("marks and cache errors", Duration::from_secs(5), || {
-        run.stats
-            .prices
-            .get("BTCUSDT")
-            .is_some_and(|e| e.mark.is_some())
-            && run.stats.prices.stats.errors.load(Relaxed) >= 1
-    })
-    .await;
-    let sent = run.stats.events_sent.load(Relaxed);
-    wait_for("events still flowing", Duration::from_secs(5), || {
-        run.stats.events_sent.load(Relaxed) > sent
-    })
-    .await;
-}
-
-#[tokio::test]
 async fn malformed_frames_are_counted_without_a_reconnect() {
     let run = start(fast_sim(), |_| {}).await;
-    wait_for("books live", Duration::from_secs(10), || {
-        run.stats.book("BTCUSDT").is_some_and(|b| b.is_live())
-    })
-    .await;
+    run.books_live("books live", &["BTCUSDT"], Duration::from_secs(10))
+        .await;
     run.sim.inject(Fault::Malformed(6));
     // Two market sockets each get six.
     wait_for("12 malformed frames", Duration::from_secs(5), || {
@@ -1042,12 +897,8 @@ async fn a_rate_limit_pause_holds_book_snapshots_back_instead_of_one_try_per_dif
     )
     .await;
     let symbols = ["BTCUSDT", "ETHUSDT"];
-    wait_for("books live", Duration::from_secs(10), || {
-        symbols
-            .iter()
-            .all(|s| run.stats.book(s).is_some_and(|b| b.is_live()))
-    })
-    .await;
+    run.books_live("books live", &symbols, Duration::from_secs(10))
+        .await;
     // The venue rate-limits us, and a gap makes every book want a snapshot at once.
     run.sim.inject(Fault::RateLimit);
     run.sim.inject(Fault::DepthGap);
@@ -1060,14 +911,10 @@ async fn a_rate_limit_pause_holds_book_snapshots_back_instead_of_one_try_per_dif
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let during = run.stats.rest.held_back.load(Relaxed) - held;
     assert!(during <= 2, "{during} requests tried during the pause");
-    wait_for(
+    run.books_live(
         "books live after the pause",
+        &symbols,
         Duration::from_secs(10),
-        || {
-            symbols
-                .iter()
-                .all(|s| run.stats.book(s).is_some_and(|b| b.is_live()))
-        },
     )
     .await;
 }

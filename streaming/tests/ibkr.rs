@@ -1,6 +1,7 @@
 //! The IBKR client against the gateway simulator over loopback: subscriptions,
 //! merged partial updates, and recovery from every fault the simulator can inject.
 
+use simulators::testkit::wait_for;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -139,14 +140,6 @@ impl Run {
         )
         .await;
         t0.elapsed()
-    }
-}
-
-async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -2,6 +2,7 @@
 //! and subscriptions, token expiry and renewal, the account streamer, and recovery
 //! from every fault the simulator can inject.
 
+use simulators::testkit::wait_for;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -93,14 +94,6 @@ async fn start(sim_cfg: TastytradeSimConfig, tweak: impl FnOnce(&mut TastytradeC
         latest,
         cancel,
         task,
-    }
-}
-
-async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,11 +1,11 @@
 //! Binance USDⓈ-M futures: request signing ([`sign`]), wire formats ([`wire`]), the
-//! local order book ([`book`]), the signed REST client ([`rest`]), the price cache
-//! in Redis ([`price_cache`]), the streaming client ([`client`]) and a simulator of
-//! the venue ([`sim`]) for the demo and the tests.
+//! local order book ([`book`]), the signed REST client ([`rest`]), the latest prices
+//! per symbol ([`prices`], published to Redis by the binary's bus) and the streaming
+//! client ([`client`]). The venue's simulator is in the `simulators` crate.
 
 pub mod book;
 pub mod client;
-pub mod price_cache;
+pub mod prices;
 pub mod rest;
 pub mod sign;
 pub mod wire;

@@ -9,7 +9,7 @@
 //!   ORDER_TRADE_UPDATE is parsed and counted; `listenKeyExpired` → new key),
 //! - two market sockets since the 2026 URL split: `/public` (diff depth and book
 //!   ticker, a local book per symbol) and `/market` (mark prices, option marks),
-//! - the price cache writer ([`super::price_cache`]).
+//!   whose latest values land in [`BinanceStats::prices`] for the binary to publish.
 //!
 //! Every socket runs on the shared reconnecting loop ([`crate::ws`]) and is replaced
 //! before the venue's 24-hour cut.
@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::book::{LocalBook, Sync};
-use super::price_cache::{self, PriceCacheConfig, Prices};
+use super::prices::Prices;
 use super::rest::{Keys, Rest, RestError, RestStats};
 use super::wire::{
     self, AccountSummary, MarkPrice, MarketMessage, OptionMark, SymbolInfo, UserEvent,
@@ -85,7 +85,6 @@ pub struct BinanceConfig {
     pub market_data_timeout: Duration,
     pub request_timeout: Duration,
     pub accept_invalid_certs: bool,
-    pub price_cache: Option<PriceCacheConfig>,
     /// The options API host (`https://eapi.binance.com`); `None` reads no option
     /// positions.
     pub options_rest_url: Option<String>,
@@ -123,7 +122,6 @@ impl BinanceConfig {
             market_data_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(10),
             accept_invalid_certs: false,
-            price_cache: None,
             options_rest_url: None,
             public,
             market,
@@ -300,7 +298,6 @@ pub fn register_metrics() {
     }
     metrics::gauge!(super::rest::TIME_OFFSET).set(0.0);
     metrics::gauge!(POSITIONS, "broker" => BROKER.as_str()).set(0.0);
-    price_cache::register_metrics();
 }
 
 /// Streams until `cancel` fires. Venue errors are retried with backoff, counted and
@@ -331,13 +328,6 @@ pub async fn run_binance(
     tasks.spawn(keep_exchange_info(shared.clone(), cancel.clone()));
     tasks.spawn(poll_positions(shared.clone(), cancel.clone()));
     tasks.spawn(keep_listen_key(shared.clone(), cancel.clone()));
-    if let Some(pc) = cfg.price_cache.clone() {
-        tasks.spawn(price_cache::run_price_cache(
-            pc,
-            stats.prices.clone(),
-            cancel.clone(),
-        ));
-    }
     let mut public = MarketHandler::new(shared.clone(), Route::Public);
     let mut market = MarketHandler::new(shared.clone(), Route::Market);
     let mut user = UserHandler {

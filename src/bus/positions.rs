@@ -6,14 +6,12 @@
 //! of truth: while it is down, errors are counted and logged once, publishing
 //! retries with backoff, and the stream (and the database) go on.
 
-use backoff::backoff::Backoff;
-use std::time::Duration;
-
 use processor::position_stream::{PositionHub, StreamItem};
-use redis::aio::ConnectionManager;
+use redis::aio::MultiplexedConnection;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::link::RedisLink;
 use crate::api::position_json;
 
 pub const PUBLISHED: &str = "greekstream_position_events_published_total";
@@ -24,18 +22,15 @@ pub fn channel(prefix: &str) -> String {
 }
 
 pub async fn run_publisher(
-    redis_url: String,
+    mut link: RedisLink,
     prefix: String,
     hub: PositionHub,
     cancel: CancellationToken,
 ) {
     metrics::counter!(PUBLISHED).increment(0);
-    metrics::counter!(PUBLISH_ERRORS).increment(0);
     let channel = channel(&prefix);
     let mut sub = hub.subscribe();
-    let mut conn: Option<ConnectionManager> = None;
-    let mut failing = false;
-    let mut backoff = streaming::retry::redis();
+    let mut conn: Option<MultiplexedConnection> = None;
     loop {
         let item = tokio::select! {
             item = sub.recv() => item,
@@ -54,45 +49,31 @@ pub async fn run_publisher(
                 .collect(),
         };
         for m in messages {
+            // Each message is retried until it is published: the hub's own resync
+            // takes over if this falls too far behind.
             loop {
-                let result = match &mut conn {
-                    Some(c) => redis::cmd("PUBLISH")
-                        .arg(&channel)
-                        .arg(&m)
-                        .query_async::<i64>(c)
-                        .await
-                        .map(drop),
-                    None => match redis::Client::open(redis_url.as_str()) {
-                        Ok(client) => match ConnectionManager::new(client).await {
-                            Ok(c) => {
-                                conn = Some(c);
-                                continue;
-                            }
-                            Err(e) => Err(e),
-                        },
-                        Err(e) => Err(e),
-                    },
-                };
-                match result {
-                    Ok(()) => {
+                if conn.is_none() {
+                    conn = link.connect(&cancel).await;
+                    if conn.is_none() {
+                        return;
+                    }
+                }
+                let c = conn.as_mut().expect("connected above");
+                match redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(&m)
+                    .query_async::<i64>(c)
+                    .await
+                {
+                    Ok(_) => {
                         metrics::counter!(PUBLISHED).increment(1);
-                        if failing {
-                            tracing::info!("Redis is back: position events flow again");
-                        }
-                        failing = false;
-                        backoff.reset();
+                        link.succeeded();
                         break;
                     }
                     Err(e) => {
-                        metrics::counter!(PUBLISH_ERRORS).increment(1);
-                        if !failing {
-                            tracing::warn!(error = %e, "cannot publish position events to Redis; retrying");
-                        }
-                        failing = true;
-                        let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = cancel.cancelled() => return,
+                        conn = None;
+                        if !link.failed(&e, &cancel).await {
+                            return;
                         }
                     }
                 }
