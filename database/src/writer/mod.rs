@@ -237,33 +237,101 @@ pub async fn run_writer(
         window: Mutex::new(LatencyWindow::default()),
         cfg,
     });
+    let mut w = WriterLoop::new(shared.clone());
     let cfg = &shared.cfg;
-    let policy = cfg.policy;
-    let mut report = WriterReport::default();
-    let mut buffer: Vec<GreekSnapshot> =
-        Vec::with_capacity(policy.max_batch_rows.min(cfg.max_buffer));
-    let mut oldest: Option<Instant> = None;
-    let mut tasks: JoinSet<Outcome> = JoinSet::new();
-    // Per task: its rows and the contract keys it carries, to account for a task
-    // that fails.
-    let mut in_tasks: HashMap<tokio::task::Id, (usize, Vec<ContractKey>)> = HashMap::new();
-    let mut inflight_rows = 0usize;
-    let mut known_contracts: HashSet<ContractKey> = HashSet::new();
-    let mut pending_contracts: HashSet<ContractKey> = HashSet::new();
-    let mut dirty_positions: HashMap<PositionKey, GreekSnapshot> = HashMap::new();
-    let mut last_positions = Instant::now();
-    let mut open = true;
-    let mut grace_deadline: Option<Instant> = None;
     let mut log_tick = tokio::time::interval(cfg.log_interval);
     log_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (mut rows_since_log, mut last_log) = (0u64, Instant::now());
+    loop {
+        // Take whatever has already arrived, so a batch holds all of it.
+        while w.open && w.buffer.len() < cfg.max_buffer {
+            match rx.try_recv() {
+                Ok(s) => w.accept(s),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => w.close(),
+            }
+        }
+        let deadline = w.start_flushes();
+        shared.metrics.buffer_depth.set(w.buffer.len() as f64);
+        shared.metrics.inflight_rows.set(w.inflight_rows as f64);
+        if w.is_done() {
+            break;
+        }
+        let far = || Instant::now() + Duration::from_secs(3600);
+        let wait = deadline.unwrap_or_else(far);
+        let grace = w.grace_deadline.unwrap_or_else(far);
+        tokio::select! {
+            msg = rx.recv(), if w.open && w.buffer.len() < cfg.max_buffer => match msg {
+                Some(s) => w.accept(s),
+                None => w.close(),
+            },
+            Some(done) = w.tasks.join_next_with_id(), if !w.tasks.is_empty() => match done {
+                Ok((id, out)) => w.finished(id, out),
+                Err(err) => w.task_failed(err),
+            },
+            _ = tokio::time::sleep_until(wait), if deadline.is_some() => {}
+            _ = tokio::time::sleep_until(grace), if w.grace_deadline.is_some() => {
+                let left = w.buffer.len() + w.inflight_rows;
+                w.tasks.abort_all();
+                w.report.abandoned = left as u64;
+                tracing::error!(rows = left, "shutdown grace ran out: rows left unwritten");
+                break;
+            }
+            _ = log_tick.tick() => w.log_latency(),
+        }
+    }
+    shared.metrics.buffer_depth.set(0.0);
+    shared.metrics.inflight_rows.set(0.0);
+    w.report
+}
 
-    let accept = |s: GreekSnapshot,
-                  buffer: &mut Vec<GreekSnapshot>,
-                  oldest: &mut Option<Instant>,
-                  dirty: &mut HashMap<PositionKey, GreekSnapshot>| {
-        if buffer.is_empty() {
-            *oldest = Some(Instant::now());
+/// The writer's state between two wake-ups: what is buffered, what is in flight, and
+/// what the database is known to hold.
+struct WriterLoop {
+    shared: Arc<Shared>,
+    report: WriterReport,
+    buffer: Vec<GreekSnapshot>,
+    oldest: Option<Instant>,
+    tasks: JoinSet<Outcome>,
+    /// Per task: its rows and the contract keys it carries, to account for a task
+    /// that fails.
+    in_tasks: HashMap<tokio::task::Id, (usize, Vec<ContractKey>)>,
+    inflight_rows: usize,
+    known_contracts: HashSet<ContractKey>,
+    pending_contracts: HashSet<ContractKey>,
+    dirty_positions: HashMap<PositionKey, GreekSnapshot>,
+    last_positions: Instant,
+    /// False once the channel closed: drain, then stop.
+    open: bool,
+    grace_deadline: Option<Instant>,
+    rows_since_log: u64,
+    last_log: Instant,
+}
+
+impl WriterLoop {
+    fn new(shared: Arc<Shared>) -> Self {
+        let cap = shared.cfg.policy.max_batch_rows.min(shared.cfg.max_buffer);
+        Self {
+            shared,
+            report: WriterReport::default(),
+            buffer: Vec::with_capacity(cap),
+            oldest: None,
+            tasks: JoinSet::new(),
+            in_tasks: HashMap::new(),
+            inflight_rows: 0,
+            known_contracts: HashSet::new(),
+            pending_contracts: HashSet::new(),
+            dirty_positions: HashMap::new(),
+            last_positions: Instant::now(),
+            open: true,
+            grace_deadline: None,
+            rows_since_log: 0,
+            last_log: Instant::now(),
+        }
+    }
+
+    fn accept(&mut self, s: GreekSnapshot) {
+        if self.buffer.is_empty() {
+            self.oldest = Some(Instant::now());
         }
         let key = (
             s.broker(),
@@ -271,49 +339,74 @@ pub async fn run_writer(
             s.contract().key().clone(),
             s.position.side,
         );
-        dirty.insert(key, s.clone());
-        buffer.push(s);
-    };
+        self.dirty_positions.insert(key, s.clone());
+        self.buffer.push(s);
+    }
 
-    loop {
-        // Take whatever has already arrived, so a batch holds all of it.
-        while open && buffer.len() < cfg.max_buffer {
-            match rx.try_recv() {
-                Ok(s) => accept(s, &mut buffer, &mut oldest, &mut dirty_positions),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    open = false;
-                    grace_deadline = Some(Instant::now() + cfg.shutdown_grace);
-                }
-            }
-        }
+    fn close(&mut self) {
+        self.open = false;
+        self.grace_deadline = Some(Instant::now() + self.shared.cfg.shutdown_grace);
+    }
+
+    fn is_done(&self) -> bool {
+        !self.open
+            && self.buffer.is_empty()
+            && self.tasks.is_empty()
+            && self.dirty_positions.is_empty()
+    }
+
+    fn spawn(&mut self, rows: Vec<GreekSnapshot>, extras: Extras) {
+        let work = (
+            rows.len(),
+            extras.contracts.iter().map(|c| c.key().clone()).collect(),
+        );
+        self.inflight_rows += rows.len();
+        let id = self
+            .tasks
+            .spawn(flush(self.shared.clone(), rows, extras))
+            .id();
+        self.in_tasks.insert(id, work);
+    }
+
+    fn positions_due(&self) -> bool {
+        self.last_positions.elapsed() >= self.shared.cfg.positions_interval || !self.open
+    }
+
+    fn take_positions(&mut self) -> Vec<GreekSnapshot> {
+        self.last_positions = Instant::now();
+        self.dirty_positions.drain().map(|(_, v)| v).collect()
+    }
+
+    /// Starts every flush the policy allows now; returns when to look again.
+    fn start_flushes(&mut self) -> Option<Instant> {
+        let policy = self.shared.cfg.policy;
         let mut deadline = None;
         loop {
-            match policy.decide(buffer.len(), oldest, tasks.len(), !open, Instant::now()) {
+            let decision = policy.decide(
+                self.buffer.len(),
+                self.oldest,
+                self.tasks.len(),
+                !self.open,
+                Instant::now(),
+            );
+            match decision {
                 Decision::Flush(n) => {
-                    let rest = buffer.split_off(n);
-                    let rows = std::mem::replace(&mut buffer, rest);
-                    oldest = (!buffer.is_empty()).then(Instant::now);
+                    let rest = self.buffer.split_off(n);
+                    let rows = std::mem::replace(&mut self.buffer, rest);
+                    self.oldest = (!self.buffer.is_empty()).then(Instant::now);
                     let mut extras = Extras::default();
                     for r in &rows {
                         let key = r.contract().key();
-                        if !known_contracts.contains(key) && pending_contracts.insert(key.clone()) {
+                        if !self.known_contracts.contains(key)
+                            && self.pending_contracts.insert(key.clone())
+                        {
                             extras.contracts.push(r.position.contract.clone());
                         }
                     }
-                    if !dirty_positions.is_empty()
-                        && (last_positions.elapsed() >= cfg.positions_interval || !open)
-                    {
-                        extras.positions = dirty_positions.drain().map(|(_, v)| v).collect();
-                        last_positions = Instant::now();
+                    if !self.dirty_positions.is_empty() && self.positions_due() {
+                        extras.positions = self.take_positions();
                     }
-                    inflight_rows += rows.len();
-                    let work = (
-                        rows.len(),
-                        extras.contracts.iter().map(|c| c.key().clone()).collect(),
-                    );
-                    let id = tasks.spawn(flush(shared.clone(), rows, extras)).id();
-                    in_tasks.insert(id, work);
+                    self.spawn(rows, extras);
                 }
                 Decision::WaitUntil(t) => {
                     deadline = Some(t);
@@ -324,105 +417,75 @@ pub async fn run_writer(
         }
         // Positions that changed are refreshed on their own timer even when no rows
         // follow them (a quiet stream, or shutdown).
-        if !dirty_positions.is_empty() {
-            let due = last_positions + cfg.positions_interval;
-            let is_due = Instant::now() >= due || !open;
-            if is_due && tasks.len() < policy.max_in_flight.max(1) {
+        if !self.dirty_positions.is_empty() {
+            let due = self.last_positions + self.shared.cfg.positions_interval;
+            let is_due = self.positions_due();
+            if is_due && self.tasks.len() < policy.max_in_flight.max(1) {
                 let extras = Extras {
                     contracts: Vec::new(),
-                    positions: dirty_positions.drain().map(|(_, v)| v).collect(),
+                    positions: self.take_positions(),
                 };
-                last_positions = Instant::now();
-                let id = tasks.spawn(flush(shared.clone(), Vec::new(), extras)).id();
-                in_tasks.insert(id, (0, Vec::new()));
+                self.spawn(Vec::new(), extras);
             } else if !is_due {
                 deadline = Some(deadline.map_or(due, |d: Instant| d.min(due)));
             }
             // Due with every connection busy: a finishing batch wakes us, not a timer
             // that has already fired (that would spin for as long as the database is down).
         }
-        shared.metrics.buffer_depth.set(buffer.len() as f64);
-        shared.metrics.inflight_rows.set(inflight_rows as f64);
-        if !open && buffer.is_empty() && tasks.is_empty() && dirty_positions.is_empty() {
-            break;
+        deadline
+    }
+
+    fn finished(&mut self, id: tokio::task::Id, out: Outcome) {
+        self.in_tasks.remove(&id);
+        self.inflight_rows -= out.rows;
+        let r = &mut self.report;
+        r.batches += 1;
+        r.persisted += out.persisted;
+        r.rejected += out.rejected;
+        r.retries += out.retries;
+        self.rows_since_log += out.persisted;
+        for key in out.contracts {
+            self.pending_contracts.remove(&key);
+            self.known_contracts.insert(key);
         }
-        let wait = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        let grace = grace_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
-            msg = rx.recv(), if open && buffer.len() < cfg.max_buffer => match msg {
-                Some(s) => accept(s, &mut buffer, &mut oldest, &mut dirty_positions),
-                None => {
-                    open = false;
-                    grace_deadline = Some(Instant::now() + cfg.shutdown_grace);
-                }
-            },
-            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                let out = match done {
-                    Ok((id, out)) => {
-                        in_tasks.remove(&id);
-                        out
-                    }
-                    Err(err) => {
-                        // A bug, not the database: the writer goes on, and says what
-                        // the batch cost.
-                        let (rows, contracts) = in_tasks.remove(&err.id()).unwrap_or_default();
-                        metrics::counter!(processor::pipeline::PANICS, "task" => "writer").increment(1);
-                        tracing::error!(error = %err, rows, "a batch's task failed; its rows are lost (counted as abandoned)");
-                        inflight_rows -= rows;
-                        report.abandoned += rows as u64;
-                        for key in contracts {
-                            pending_contracts.remove(&key);
-                        }
-                        continue;
-                    }
-                };
-                inflight_rows -= out.rows;
-                report.batches += 1;
-                report.persisted += out.persisted;
-                report.rejected += out.rejected;
-                report.retries += out.retries;
-                rows_since_log += out.persisted;
-                for key in out.contracts {
-                    pending_contracts.remove(&key);
-                    known_contracts.insert(key);
-                }
-                if known_contracts.len() > MAX_KNOWN_CONTRACTS {
-                    // Bounded memory: forgetting only costs a harmless re-upsert
-                    // (ON CONFLICT DO NOTHING) of the contracts still streaming.
-                    known_contracts.clear();
-                }
-            }
-            _ = tokio::time::sleep_until(wait), if deadline.is_some() => {}
-            _ = tokio::time::sleep_until(grace), if grace_deadline.is_some() => {
-                let left = buffer.len() + inflight_rows;
-                tasks.abort_all();
-                report.abandoned = left as u64;
-                tracing::error!(rows = left, "shutdown grace ran out: rows left unwritten");
-                break;
-            }
-            _ = log_tick.tick() => {
-                let mut w = shared.window.lock().expect("latency window lock");
-                let secs = last_log.elapsed().as_secs_f64().max(1e-9);
-                if w.count() > 0 {
-                    tracing::info!(
-                        p50_ms = w.quantile_ms(0.50),
-                        p95_ms = w.quantile_ms(0.95),
-                        p99_ms = w.quantile_ms(0.99),
-                        rows_per_s = (rows_since_log as f64 / secs).round(),
-                        buffered = buffer.len(),
-                        in_flight = inflight_rows,
-                        "ingest latency (received -> committed), last {:.0}s", secs
-                    );
-                }
-                w.reset();
-                rows_since_log = 0;
-                last_log = Instant::now();
-            }
+        if self.known_contracts.len() > MAX_KNOWN_CONTRACTS {
+            // Bounded memory: forgetting only costs a harmless re-upsert
+            // (ON CONFLICT DO NOTHING) of the contracts still streaming.
+            self.known_contracts.clear();
         }
     }
-    shared.metrics.buffer_depth.set(0.0);
-    shared.metrics.inflight_rows.set(0.0);
-    report
+
+    /// A bug, not the database: the writer goes on, and says what the batch cost.
+    fn task_failed(&mut self, err: tokio::task::JoinError) {
+        let (rows, contracts) = self.in_tasks.remove(&err.id()).unwrap_or_default();
+        metrics::counter!(processor::pipeline::PANICS, "task" => "writer").increment(1);
+        tracing::error!(error = %err, rows, "a batch's task failed; its rows are lost (counted as abandoned)");
+        self.inflight_rows -= rows;
+        self.report.abandoned += rows as u64;
+        for key in contracts {
+            self.pending_contracts.remove(&key);
+        }
+    }
+
+    fn log_latency(&mut self) {
+        let mut w = self.shared.window.lock().expect("latency window lock");
+        let secs = self.last_log.elapsed().as_secs_f64().max(1e-9);
+        if w.count() > 0 {
+            tracing::info!(
+                p50_ms = w.quantile_ms(0.50),
+                p95_ms = w.quantile_ms(0.95),
+                p99_ms = w.quantile_ms(0.99),
+                rows_per_s = (self.rows_since_log as f64 / secs).round(),
+                buffered = self.buffer.len(),
+                in_flight = self.inflight_rows,
+                "ingest latency (received -> committed), last {:.0}s",
+                secs
+            );
+        }
+        w.reset();
+        self.rows_since_log = 0;
+        self.last_log = Instant::now();
+    }
 }
 
 fn writer_id() -> i64 {
