@@ -1,6 +1,7 @@
 //! The unified model, pure: brokers, contracts and their keys, Greeks and their
 //! conventions, snapshots and unified positions ([`contract`]), the portfolio book and
-//! its aggregates ([`portfolio`]), and the pricing model ([`pricing`]: BSM,
+//! its aggregates ([`portfolio`]), Binance's exchange formulas ([`exchange`]: brackets,
+//! liquidation price), and the pricing model ([`pricing`]: BSM,
 //! Black-76, implied volatility).
 //!
 //! Must not depend on: tokio, any network, WebSocket, HTTP or database crate, or any
@@ -10,6 +11,7 @@
 
 pub mod broker;
 pub mod contract;
+pub mod exchange;
 pub mod ids;
 pub mod portfolio;
 pub mod pricing;
