@@ -16,7 +16,9 @@
 
 mod algo;
 pub mod market;
+pub mod matching;
 pub mod options;
+mod orders;
 mod rest;
 mod ws;
 
@@ -61,6 +63,12 @@ pub struct BinanceSimConfig {
     /// The `unit` every listed option carries in `/eapi/v1/exchangeInfo`
     /// (underlying per contract; 1 for BTC and ETH options on the venue).
     pub option_unit: u32,
+    /// Fee rates per fill (VIP 0 on the venue: 0.02 % maker, 0.05 % taker).
+    pub maker_fee: Decimal,
+    pub taker_fee: Decimal,
+    /// Lots a resting order can fill per book step when the market trades through
+    /// it: small enough that large orders fill over several steps.
+    pub resting_liquidity: i64,
 }
 
 impl Default for BinanceSimConfig {
@@ -81,6 +89,9 @@ impl Default for BinanceSimConfig {
             book_depth: 50,
             tls: false,
             option_unit: 1,
+            maker_fee: Decimal::new(2, 4),
+            taker_fee: Decimal::new(5, 4),
+            resting_liquidity: 250,
         }
     }
 }
@@ -175,7 +186,8 @@ struct Order {
     qty: Decimal,
     price: Decimal,
     executed: Decimal,
-    avg_price: Decimal,
+    /// Σ price × quantity over the fills: the average price is this over `executed`.
+    cum_quote: Decimal,
     status: &'static str,
     reduce_only: bool,
     time: i64,
@@ -215,6 +227,11 @@ struct Account {
     next_algo_id: u64,
     listen_key: Option<(String, tokio::time::Instant)>,
     wallet: Decimal,
+    /// Every fill, oldest first (bounded), for `userTrades`.
+    trades: std::collections::VecDeque<orders::Trade>,
+    next_trade_id: u64,
+    /// Per symbol; 20 until set.
+    leverage: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Default)]
@@ -298,6 +315,17 @@ impl SimState {
         Some(m.specs[i].price_of(m.books[i].mid))
     }
 
+    /// The notional brackets of a listed futures symbol.
+    fn brackets(&self, symbol: &str) -> Option<model::exchange::Brackets> {
+        let m = self.market.lock().expect("market lock");
+        let spec = m.specs.iter().find(|s| s.symbol == symbol)?;
+        Some(if spec.base == "BTC" {
+            model::exchange::Brackets::btcusdt()
+        } else {
+            model::exchange::Brackets::altcoin()
+        })
+    }
+
     fn option(&self, symbol: &str) -> Option<&options::OptionSpec> {
         self.options.iter().find(|o| o.symbol == symbol)
     }
@@ -349,32 +377,50 @@ fn book_ticker_payload(spec: &SymbolSpec, b: &SimBook, t: i64) -> Option<String>
 }
 
 /// Moves every book `events_per_tick` steps and publishes the diffs (all but a
-/// swallowed one when a gap is due) and the book tickers.
+/// swallowed one when a gap is due) and the book tickers; resting orders the market
+/// now trades through fill.
 fn tick(state: &SimState) {
-    let mut m = state.market.lock().expect("market lock");
-    if m.paused {
-        return;
-    }
-    let t = now_ms();
-    let gap = std::mem::take(&mut m.gap_next);
-    let Market {
-        specs, books, rng, ..
-    } = &mut *m;
-    for (spec, book) in specs.iter().zip(books.iter_mut()) {
-        let lower = spec.symbol.to_ascii_lowercase();
-        for n in 0..state.cfg.events_per_tick {
-            let diff = book.step(rng);
-            state.stats.depth_events.fetch_add(1, Relaxed);
-            if gap && n == 0 {
-                state.stats.gaps.fetch_add(1, Relaxed);
-                continue;
+    let mut fills = orders::Outbox::default();
+    {
+        let mut m = state.market.lock().expect("market lock");
+        if m.paused {
+            return;
+        }
+        let t = now_ms();
+        let gap = std::mem::take(&mut m.gap_next);
+        let Market {
+            specs, books, rng, ..
+        } = &mut *m;
+        for (spec, book) in specs.iter().zip(books.iter_mut()) {
+            for n in 0..state.cfg.events_per_tick {
+                let diff = book.step(rng);
+                state.stats.depth_events.fetch_add(1, Relaxed);
+                if gap && n == 0 {
+                    state.stats.gaps.fetch_add(1, Relaxed);
+                    continue;
+                }
+                let (stream, payload) = depth_stream(spec, &diff, t);
+                state.publish_market(stream, payload);
             }
-            state.publish_market(format!("{lower}@depth"), depth_payload(spec, &diff, t));
-        }
-        if let Some(p) = book_ticker_payload(spec, book, t) {
-            state.publish_market(format!("{lower}@bookTicker"), p);
+            if let Some(p) = book_ticker_payload(spec, book, t) {
+                let lower = spec.symbol.to_ascii_lowercase();
+                state.publish_market(format!("{lower}@bookTicker"), p);
+            }
+            let mut a = state.account.lock().expect("account lock");
+            if a.orders.values().any(orders::is_open) {
+                orders::on_book_step(state, &mut a, spec, book, &mut fills);
+            }
         }
     }
+    fills.publish(state);
+}
+
+/// The `<symbol>@depth` stream and payload of one diff.
+fn depth_stream(spec: &SymbolSpec, d: &Diff, t: i64) -> (String, String) {
+    (
+        format!("{}@depth", spec.symbol.to_ascii_lowercase()),
+        depth_payload(spec, d, t),
+    )
 }
 
 /// `<underlying>@optionMarkPrice`: one array per underlying with every option on it.
@@ -450,6 +496,7 @@ impl BinanceSim {
             next_order_id: 8_000_000,
             next_algo_id: 3_000_000,
             wallet: Decimal::from(100_000),
+            next_trade_id: 50_000_000,
             ..Account::default()
         };
         let d = |s: &str| s.parse::<Decimal>().expect("literal");

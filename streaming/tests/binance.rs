@@ -298,16 +298,22 @@ async fn the_margin_account_totals_are_read_with_the_positions() {
         a.available_balance,
         a.total_margin_balance - a.total_initial_margin
     );
-    // Maintenance is 0.4% of the futures' notional at the marks (which move a little
+    // Maintenance is each future's bracket amount at its mark (which moves a little
     // between the venue's read and ours).
-    let notional: Decimal = run
+    let expected: Decimal = run
         .sim
         .positions()
         .iter()
         .filter(|(s, _)| !s.contains('-'))
-        .map(|(s, amount)| (run.sim.mark(s).unwrap() * amount).abs())
+        .map(|(s, amount)| {
+            let brackets = if s.starts_with("BTC") {
+                model::exchange::Brackets::btcusdt()
+            } else {
+                model::exchange::Brackets::altcoin()
+            };
+            brackets.maintenance_margin(run.sim.mark(s).unwrap() * amount)
+        })
         .sum();
-    let expected = notional * d("0.004");
     assert!(
         (a.total_maint_margin - expected).abs() < expected * d("0.01"),
         "maint {} vs {expected}",

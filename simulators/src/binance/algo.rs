@@ -12,7 +12,8 @@ use axum::response::Response;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use super::rest::{error, missing, ok, place, reject, Params, Reject};
+use super::orders::place;
+use super::rest::{error, missing, ok, reject, Params, Reject};
 use super::{now_ms, SimState};
 
 #[derive(Debug, Clone)]

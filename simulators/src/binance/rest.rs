@@ -12,12 +12,17 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
+use super::orders::{
+    all_orders, cancel, cancel_batch, find, finish, is_open, modify, modify_batch, order_json,
+    place, place_batch, set_leverage, user_trades,
+};
 use super::{
     algo, apply_fault, now_ms, options, set_position, side_name, BinanceSimConfig, Fault, Held,
-    Limiter, Order, PositionKey, SimState,
+    Limiter, PositionKey, SimState,
 };
 use streaming::binance::sign::{split_signature, verify};
 
@@ -175,7 +180,7 @@ fn weight(method: &Method, path: &str, params: &Params) -> u64 {
         ("POST", "/fapi/v1/order") => 0,
         ("POST", "/fapi/v1/batchOrders") => 5,
         (_, p) if p.ends_with("/positionRisk") || p.ends_with("/account") => 5,
-        ("GET", "/fapi/v1/userTrades") => 5,
+        ("GET", "/fapi/v1/userTrades" | "/fapi/v1/allOrders") => 5,
         ("GET", "/eapi/v1/mark" | "/eapi/v1/position") => 5,
         ("GET", "/fapi/v1/openOrders") if !params.contains_key("symbol") => 40,
         _ => 1,
@@ -353,15 +358,11 @@ fn signed_route(state: &SimState, method: &Method, path: &str, p: &Params) -> Re
         ("GET", "/fapi/v2/account" | "/fapi/v3/account") => ok(account(state)),
         ("GET", "/fapi/v2/balance" | "/fapi/v3/balance") => ok(balance(state)),
         ("GET", "/fapi/v1/leverageBracket") => ok(brackets(state, p.get("symbol"))),
-        ("POST", "/fapi/v1/leverage") => {
-            match p.get("leverage").and_then(|l| l.parse::<u32>().ok()) {
-                Some(l @ 1..=125) => ok(
-                    json!({"leverage": l, "maxNotionalValue": "1000000", "symbol": p.get("symbol")}),
-                ),
-                _ => error(StatusCode::BAD_REQUEST, -4028, "Leverage is not valid"),
-            }
-        }
-        ("GET", "/fapi/v1/userTrades") => ok(json!([])),
+        ("POST", "/fapi/v1/leverage") => set_leverage(state, p),
+        ("GET", "/fapi/v1/userTrades") => user_trades(state, p),
+        ("GET", "/fapi/v1/allOrders") => all_orders(state, p),
+        ("PUT", "/fapi/v1/order") => modify(state, p).map_or_else(Reject::response, ok),
+        ("PUT", "/fapi/v1/batchOrders") => modify_batch(state, p),
         ("GET", "/fapi/v1/positionSide/dual") => {
             let dual = state.account.lock().expect("account lock").dual_side;
             ok(json!({"dualSidePosition": dual}))
@@ -430,14 +431,6 @@ impl Reject {
 
 pub(super) fn reject(status: StatusCode, code: i64, msg: &str) -> Reject {
     Reject(status, code, msg.to_owned())
-}
-
-fn missing_field(name: &str) -> Reject {
-    reject(
-        StatusCode::BAD_REQUEST,
-        -1102,
-        &format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
-    )
 }
 
 pub(super) fn missing(name: &str) -> Response {
@@ -560,7 +553,38 @@ fn listen_key(state: &SimState, method: &Method) -> Response {
     }
 }
 
-fn position_row(state: &SimState, symbol: &str, side: &str, held: Held, v2: bool) -> Value {
+/// What every row of a positionRisk answer shares: the cross wallet, each leg's
+/// maintenance margin and unrealized PnL (for the others' terms of the liquidation
+/// price), and the leverage per symbol.
+struct Cross {
+    wallet: Decimal,
+    legs: BTreeMap<PositionKey, (Decimal, Decimal)>,
+    leverage: BTreeMap<String, u32>,
+}
+
+fn cross(state: &SimState, held: &BTreeMap<PositionKey, Held>) -> Cross {
+    let (wallet, leverage) = {
+        let a = state.account.lock().expect("account lock");
+        (a.wallet, a.leverage.clone())
+    };
+    let legs = held
+        .iter()
+        .filter_map(|(k, h)| {
+            let brackets = state.brackets(&k.0)?;
+            let mark = state.mark(&k.0)?;
+            let mm = brackets.maintenance_margin(mark * h.amount);
+            Some((k.clone(), (mm, (mark - h.entry) * h.amount)))
+        })
+        .collect();
+    Cross {
+        wallet,
+        legs,
+        leverage,
+    }
+}
+
+fn position_row(state: &SimState, key: &PositionKey, held: Held, cross: &Cross, v2: bool) -> Value {
+    let (symbol, side) = (key.0.as_str(), key.1);
     let Held {
         amount,
         entry,
@@ -569,20 +593,54 @@ fn position_row(state: &SimState, symbol: &str, side: &str, held: Held, v2: bool
     let mark = state.mark(symbol).unwrap_or(entry);
     let pnl = ((mark - entry) * amount).round_dp(8);
     let notional = (mark * amount).round_dp(8);
+    let leverage = cross.leverage.get(symbol).copied().unwrap_or(20);
+    let brackets = state.brackets(symbol);
+    // Cross margin: every other leg's maintenance margin and PnL count.
+    let (other_mm, other_pnl) = cross
+        .legs
+        .iter()
+        .filter(|(k, _)| *k != key)
+        .fold((Decimal::ZERO, Decimal::ZERO), |(m, u), (_, (mm, up))| {
+            (m + mm, u + up)
+        });
+    let liquidation = brackets
+        .as_ref()
+        .and_then(|b| {
+            model::exchange::liquidation_price(
+                b,
+                &model::exchange::LiquidationInput {
+                    wallet: cross.wallet,
+                    other_maintenance: other_mm,
+                    other_unrealized: other_pnl,
+                    amount,
+                    entry,
+                },
+            )
+        })
+        .unwrap_or_default()
+        .round_dp(8);
     let mut row = json!({
         "symbol": symbol, "positionSide": side, "positionAmt": amount.normalize().to_string(),
         "entryPrice": entry.normalize().to_string(), "breakEvenPrice": entry.normalize().to_string(),
         "markPrice": mark.to_string(), "unRealizedProfit": pnl.to_string(),
-        "liquidationPrice": "0", "isolatedMargin": "0", "notional": notional.to_string(),
-        "isolatedWallet": "0", "updateTime": update_time,
+        "liquidationPrice": liquidation.normalize().to_string(), "isolatedMargin": "0",
+        "notional": notional.to_string(), "isolatedWallet": "0", "updateTime": update_time,
     });
     let extra = if v2 {
-        json!({"leverage": "20", "maxNotionalValue": "25000000", "marginType": "cross", "isAutoAddMargin": "false"})
+        let max_notional = brackets
+            .as_ref()
+            .map_or(Decimal::ZERO, |b| b.max_notional(leverage));
+        json!({"leverage": leverage.to_string(), "maxNotionalValue": max_notional.normalize().to_string(),
+               "marginType": "cross", "isAutoAddMargin": "false"})
     } else {
-        let im = (notional.abs() * rate(INITIAL_RATE))
+        let im = (notional.abs() / Decimal::from(leverage))
             .round_dp(8)
             .to_string();
-        let mm = (notional.abs() * rate(MAINT_RATE)).round_dp(8).to_string();
+        let mm = brackets
+            .as_ref()
+            .map_or(Decimal::ZERO, |b| b.maintenance_margin(notional))
+            .round_dp(8)
+            .to_string();
         json!({"marginAsset": "USDT", "initialMargin": im, "maintMargin": mm, "positionInitialMargin": im,
                "openOrderInitialMargin": "0", "adl": 0, "bidNotional": "0", "askNotional": "0"})
     };
@@ -605,13 +663,14 @@ fn positions(state: &SimState, v2: bool) -> Value {
         m.specs.iter().map(|s| s.symbol.clone()).collect()
     };
     let (held, dual) = held_positions(state);
+    let cross = cross(state, &held);
     let sides: &[&'static str] = if dual { &["LONG", "SHORT"] } else { &["BOTH"] };
     let rows = symbols
         .iter()
-        .flat_map(|s| sides.iter().map(move |side| (s, *side)))
-        .filter_map(|(s, side)| {
-            let leg = held.get(&(s.clone(), side)).copied().unwrap_or_default();
-            (v2 || !leg.amount.is_zero()).then(|| position_row(state, s, side, leg, v2))
+        .flat_map(|s| sides.iter().map(move |side| (s.clone(), *side)))
+        .filter_map(|key| {
+            let leg = held.get(&key).copied().unwrap_or_default();
+            (v2 || !leg.amount.is_zero()).then(|| position_row(state, &key, leg, &cross, v2))
         })
         .collect();
     Value::Array(rows)
@@ -683,35 +742,25 @@ fn option_positions(state: &SimState, p: &Params) -> Value {
     Value::Array(rows)
 }
 
-/// Leverage 20 everywhere (initial margin 5% of notional) and the first bracket's
-/// maintenance rate of 0.4%.
-const INITIAL_RATE: &str = "0.05";
-const MAINT_RATE: &str = "0.004";
-
-fn rate(r: &str) -> Decimal {
-    r.parse().expect("literal rate")
-}
-
 /// The cross-margin totals over the held futures: (wallet, unrealized profit,
-/// initial margin, maintenance margin).
+/// initial margin at each symbol's leverage, maintenance margin by its brackets).
 fn margin_totals(state: &SimState) -> (Decimal, Decimal, Decimal, Decimal) {
-    let wallet = state.account.lock().expect("account lock").wallet;
-    let symbols: Vec<String> = {
-        let m = state.market.lock().expect("market lock");
-        m.specs.iter().map(|s| s.symbol.clone()).collect()
-    };
     let (held, _) = held_positions(state);
-    let (mut upnl, mut notional) = (Decimal::ZERO, Decimal::ZERO);
+    let (wallet, leverage) = {
+        let a = state.account.lock().expect("account lock");
+        (a.wallet, a.leverage.clone())
+    };
+    let (mut upnl, mut initial, mut maint) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
     for ((s, _), leg) in &held {
-        if symbols.contains(s) {
-            let mark = state.mark(s).unwrap_or(leg.entry);
-            upnl += ((mark - leg.entry) * leg.amount).round_dp(8);
-            notional += (mark * leg.amount).round_dp(8).abs();
-        }
+        let (Some(brackets), Some(mark)) = (state.brackets(s), state.mark(s)) else {
+            continue;
+        };
+        let notional = (mark * leg.amount).abs();
+        upnl += ((mark - leg.entry) * leg.amount).round_dp(8);
+        initial += notional / Decimal::from(leverage.get(s).copied().unwrap_or(20));
+        maint += brackets.maintenance_margin(notional);
     }
-    let initial = (notional * rate(INITIAL_RATE)).round_dp(8);
-    let maint = (notional * rate(MAINT_RATE)).round_dp(8);
-    (wallet, upnl, initial, maint)
+    (wallet, upnl, initial.round_dp(8), maint.round_dp(8))
 }
 
 fn account(state: &SimState) -> Value {
@@ -747,347 +796,28 @@ fn balance(state: &SimState) -> Value {
 }
 
 fn brackets(state: &SimState, symbol: Option<&String>) -> Value {
-    let m = state.market.lock().expect("market lock");
+    let symbols: Vec<String> = {
+        let m = state.market.lock().expect("market lock");
+        m.specs.iter().map(|s| s.symbol.clone()).collect()
+    };
     Value::Array(
-        m.specs
+        symbols
             .iter()
-            .filter(|s| symbol.is_none_or(|x| *x == s.symbol))
-            .map(|s| {
-                json!({"symbol": s.symbol, "brackets": [
-                    {"bracket": 1, "initialLeverage": 125, "notionalCap": 50000, "notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0},
-                    {"bracket": 2, "initialLeverage": 100, "notionalCap": 250000, "notionalFloor": 50000, "maintMarginRatio": 0.005, "cum": 50.0}
-                ]})
+            .filter(|s| symbol.is_none_or(|x| x == *s))
+            .filter_map(|s| {
+                let tiers: Vec<Value> = state
+                    .brackets(s)?
+                    .tiers()
+                    .iter()
+                    .map(|b| {
+                        let f = |d: Decimal| d.to_f64().unwrap_or_default();
+                        json!({"bracket": b.bracket, "initialLeverage": b.max_leverage,
+                               "notionalCap": f(b.cap), "notionalFloor": f(b.floor),
+                               "maintMarginRatio": f(b.mmr), "cum": f(b.cum)})
+                    })
+                    .collect();
+                Some(json!({"symbol": s, "brackets": tiers}))
             })
             .collect(),
     )
-}
-
-fn is_open(o: &Order) -> bool {
-    matches!(o.status, "NEW" | "PARTIALLY_FILLED")
-}
-
-fn order_json(o: &Order, with_time: bool) -> Value {
-    let mut v = json!({
-        "orderId": o.id, "symbol": o.symbol, "status": o.status, "clientOrderId": o.client_id,
-        "price": o.price.normalize().to_string(), "avgPrice": o.avg_price.normalize().to_string(),
-        "origQty": o.qty.normalize().to_string(), "executedQty": o.executed.normalize().to_string(),
-        "cumQty": o.executed.normalize().to_string(),
-        "cumQuote": (o.executed * o.avg_price).normalize().to_string(),
-        "timeInForce": o.tif, "type": o.kind, "origType": o.kind, "reduceOnly": o.reduce_only,
-        "closePosition": false, "side": o.side, "positionSide": o.position_side, "stopPrice": "0",
-        "workingType": "CONTRACT_PRICE", "priceProtect": false, "priceMatch": "NONE",
-        "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0, "updateTime": o.update_time,
-    });
-    if with_time {
-        v["time"] = json!(o.time);
-    }
-    v
-}
-
-fn find(state: &SimState, p: &Params) -> Option<Order> {
-    let a = state.account.lock().expect("account lock");
-    if let Some(id) = p.get("orderId").and_then(|i| i.parse::<u64>().ok()) {
-        return a.orders.get(&id).cloned();
-    }
-    let cid = p.get("origClientOrderId")?;
-    a.orders
-        .values()
-        .rev()
-        .find(|o| o.client_id == *cid)
-        .cloned()
-}
-
-fn order_event(state: &SimState, o: &Order, exec: &str, last_qty: Decimal, last_price: Decimal) {
-    let t = now_ms();
-    state.publish_user(format!(
-        r#"{{"e":"ORDER_TRADE_UPDATE","E":{t},"T":{t},"o":{{"s":"{}","c":"{}","S":"{}","o":"{}","f":"{}","q":"{}","p":"{}","ap":"{}","sp":"0","x":"{exec}","X":"{}","i":{},"l":"{}","z":"{}","L":"{}","N":"USDT","n":"0","T":{t},"t":{},"b":"0","a":"0","m":false,"R":{},"wt":"CONTRACT_PRICE","ot":"{}","ps":"{}","cp":false,"rp":"0","pP":false,"si":0,"ss":0,"V":"EXPIRE_MAKER","pm":"NONE","gtd":0,"er":"0"}}}}"#,
-        o.symbol, o.client_id, o.side, o.kind, o.tif, o.qty.normalize(), o.price.normalize(),
-        o.avg_price.normalize(), o.status, o.id, last_qty.normalize(), o.executed.normalize(),
-        last_price.normalize(), if exec == "TRADE" { o.id } else { 0 }, o.reduce_only, o.kind,
-        o.position_side
-    ));
-}
-
-fn finish(state: &SimState, id: u64, status: &'static str) -> Option<Order> {
-    let o = {
-        let mut a = state.account.lock().expect("account lock");
-        let o = a.orders.get_mut(&id).filter(|o| is_open(o))?;
-        o.status = status;
-        o.update_time = now_ms();
-        o.clone()
-    };
-    order_event(state, &o, status, Decimal::ZERO, Decimal::ZERO);
-    Some(o)
-}
-
-/// A parameter by any of its spellings (clients differ in case: `orderIdList`,
-/// `orderidlist`).
-fn param<'a>(p: &'a Params, names: &[&str]) -> Option<&'a str> {
-    names.iter().find_map(|n| p.get(*n)).map(String::as_str)
-}
-
-/// A batch element's value as the string a form parameter would carry: ccxt sends
-/// `"reduceOnly": true` and numbers unquoted.
-fn as_param(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// `-4082` for an empty batch or one over the endpoint's limit.
-fn bad_batch_size(len: usize, max: usize) -> Option<Response> {
-    (len == 0 || len > max).then(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            -4082,
-            "Invalid number of batch place orders.",
-        )
-    })
-}
-
-/// `POST /fapi/v1/batchOrders`: up to 5 orders, each answered in its own slot with
-/// the order or `{code, msg}`, in request order, inside an HTTP 200.
-fn place_batch(state: &SimState, p: &Params) -> Response {
-    let Some(raw) = param(p, &["batchOrders"]) else {
-        return missing("batchOrders");
-    };
-    let Ok(items) = serde_json::from_str::<Vec<serde_json::Map<String, Value>>>(raw) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            -1130,
-            "Data sent for parameter 'batchOrders' is not valid.",
-        );
-    };
-    if let Some(r) = bad_batch_size(items.len(), 5) {
-        return r;
-    }
-    let rows = items
-        .iter()
-        .map(|item| {
-            let params: Params = item.iter().map(|(k, v)| (k.clone(), as_param(v))).collect();
-            place(state, &params).unwrap_or_else(|r| r.json())
-        })
-        .collect();
-    ok(Value::Array(rows))
-}
-
-/// `DELETE /fapi/v1/batchOrders`: up to 10 orders of one symbol by id or client id.
-fn cancel_batch(state: &SimState, p: &Params) -> Response {
-    let Some(symbol) = p.get("symbol") else {
-        return missing("symbol");
-    };
-    let ids = param(p, &["orderIdList", "orderidlist"]);
-    let cids = param(p, &["origClientOrderIdList", "origclientorderidlist"]);
-    let keys: Vec<(&str, String)> = match (ids, cids) {
-        (Some(raw), _) => match serde_json::from_str::<Vec<u64>>(raw) {
-            Ok(v) => v.into_iter().map(|i| ("orderId", i.to_string())).collect(),
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    -1130,
-                    "Data sent for parameter 'orderIdList' is not valid.",
-                )
-            }
-        },
-        (None, Some(raw)) => match serde_json::from_str::<Vec<String>>(raw) {
-            Ok(v) => v.into_iter().map(|c| ("origClientOrderId", c)).collect(),
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    -1130,
-                    "Data sent for parameter 'origClientOrderIdList' is not valid.",
-                )
-            }
-        },
-        (None, None) => return missing("orderIdList"),
-    };
-    if let Some(r) = bad_batch_size(keys.len(), 10) {
-        return r;
-    }
-    let rows = keys
-        .into_iter()
-        .map(|(k, v)| {
-            let one: Params = [(k.to_owned(), v)].into_iter().collect();
-            find(state, &one)
-                .filter(|o| o.symbol == *symbol)
-                .and_then(|o| finish(state, o.id, "CANCELED"))
-                .map_or_else(
-                    || reject(StatusCode::BAD_REQUEST, -2011, "Unknown order sent.").json(),
-                    |o| order_json(&o, false),
-                )
-        })
-        .collect();
-    ok(Value::Array(rows))
-}
-
-fn cancel(state: &SimState, p: &Params) -> Response {
-    match find(state, p).and_then(|o| finish(state, o.id, "CANCELED")) {
-        Some(o) => ok(order_json(&o, false)),
-        None => error(StatusCode::BAD_REQUEST, -2011, "Unknown order sent."),
-    }
-}
-
-/// LIMIT and MARKET orders. A marketable order fills at once at the touch (the book
-/// is not consumed); a resting one stays NEW until cancelled.
-pub(super) fn place(state: &SimState, p: &Params) -> Result<Value, Reject> {
-    let get = |k: &str| p.get(k).map(String::as_str);
-    let (Some(symbol), Some(side), Some(kind)) = (get("symbol"), get("side"), get("type")) else {
-        return Err(missing_field("symbol, side, type"));
-    };
-    let spec = {
-        let m = state.market.lock().expect("market lock");
-        m.specs
-            .iter()
-            .position(|s| s.symbol == symbol)
-            .map(|i| (m.specs[i].clone(), m.books[i].best()))
-    };
-    let Some((spec, best)) = spec else {
-        return Err(reject(StatusCode::BAD_REQUEST, -1121, "Invalid symbol."));
-    };
-    if !matches!(side, "BUY" | "SELL") {
-        return Err(reject(StatusCode::BAD_REQUEST, -1117, "Invalid side."));
-    }
-    if !matches!(kind, "LIMIT" | "MARKET") {
-        return if kind.starts_with("STOP")
-            || kind.starts_with("TAKE_PROFIT")
-            || kind == "TRAILING_STOP_MARKET"
-        {
-            Err(reject(StatusCode::BAD_REQUEST, -4120, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."))
-        } else {
-            Err(reject(StatusCode::BAD_REQUEST, -1116, "Invalid orderType."))
-        };
-    }
-    let Some(qty) = get("quantity").and_then(|q| q.parse::<Decimal>().ok()) else {
-        return Err(missing_field("quantity"));
-    };
-    if qty <= Decimal::ZERO {
-        return Err(reject(
-            StatusCode::BAD_REQUEST,
-            -4003,
-            "Quantity less than or equal to zero.",
-        ));
-    }
-    if !(qty / spec.step).fract().is_zero() {
-        return Err(reject(
-            StatusCode::BAD_REQUEST,
-            -1111,
-            "Precision is over the maximum defined for this asset.",
-        ));
-    }
-    let tif = get("timeInForce").unwrap_or(if kind == "LIMIT" { "" } else { "GTC" });
-    let price = if kind == "LIMIT" {
-        let Some(price) = get("price").and_then(|q| q.parse::<Decimal>().ok()) else {
-            return Err(missing_field("price"));
-        };
-        if tif.is_empty() {
-            return Err(missing_field("timeInForce"));
-        }
-        if spec.ticks(price).is_none() {
-            return Err(reject(
-                StatusCode::BAD_REQUEST,
-                -4014,
-                "Price not increased by tick size.",
-            ));
-        }
-        price
-    } else {
-        Decimal::ZERO
-    };
-    let Some(((bid, _), (ask, _))) = best else {
-        return Err(reject(
-            StatusCode::SERVICE_UNAVAILABLE,
-            -1001,
-            "Internal error; unable to process your request. Please try again.",
-        ));
-    };
-    let touch = if side == "BUY" {
-        spec.price_of(ask)
-    } else {
-        spec.price_of(bid)
-    };
-    let marketable =
-        kind == "MARKET" || (side == "BUY" && price >= touch) || (side == "SELL" && price <= touch);
-    if kind == "LIMIT" && tif == "GTX" && marketable {
-        return Err(reject(StatusCode::BAD_REQUEST, -5022, "Due to the order could not be executed as maker, the Post Only order will be rejected."));
-    }
-    let client_id = get("newClientOrderId").map(str::to_owned);
-    let mut a = state.account.lock().expect("account lock");
-    // One-way mode takes BOTH (or nothing); hedge mode needs the leg.
-    let position_side = match (get("positionSide").map(side_name), a.dual_side) {
-        (None | Some(Some("BOTH")), false) => "BOTH",
-        (Some(Some(leg @ ("LONG" | "SHORT"))), true) => leg,
-        _ => {
-            return Err(reject(
-                StatusCode::BAD_REQUEST,
-                -4061,
-                "Order's position side does not match user's setting.",
-            ))
-        }
-    };
-    if let Some(cid) = &client_id {
-        if a.orders.values().any(|o| is_open(o) && o.client_id == *cid) {
-            return Err(reject(
-                StatusCode::BAD_REQUEST,
-                -4116,
-                "ClientOrderId is duplicated.",
-            ));
-        }
-    }
-    a.next_order_id += 1;
-    let id = a.next_order_id;
-    let t = now_ms();
-    let mut order = Order {
-        id,
-        client_id: client_id.unwrap_or_else(|| format!("sim{id}")),
-        symbol: symbol.to_owned(),
-        side: side.to_owned(),
-        position_side,
-        kind: kind.to_owned(),
-        tif: tif.to_owned(),
-        qty,
-        price,
-        executed: Decimal::ZERO,
-        avg_price: Decimal::ZERO,
-        status: "NEW",
-        reduce_only: get("reduceOnly") == Some("true"),
-        time: t,
-        update_time: t,
-    };
-    state.stats.orders.fetch_add(1, Relaxed);
-    let fill = if marketable {
-        order.status = "FILLED";
-        order.executed = qty;
-        order.avg_price = touch;
-        let signed = if side == "BUY" { qty } else { -qty };
-        let Held { amount, entry, .. } = a
-            .positions
-            .get(&(symbol.to_owned(), position_side))
-            .copied()
-            .unwrap_or_default();
-        let new_amount = amount + signed;
-        let entry = if new_amount.is_zero() {
-            Decimal::ZERO
-        } else if amount.is_zero() || amount.is_sign_negative() != new_amount.is_sign_negative() {
-            touch
-        } else if new_amount.abs() > amount.abs() {
-            ((entry * amount + touch * signed) / new_amount).round_dp(8)
-        } else {
-            entry
-        };
-        Some((new_amount, entry))
-    } else if matches!(tif, "IOC" | "FOK") {
-        order.status = "EXPIRED";
-        None
-    } else {
-        None
-    };
-    a.orders.insert(id, order.clone());
-    drop(a);
-    order_event(state, &order, "NEW", Decimal::ZERO, Decimal::ZERO);
-    if let Some((amount, entry)) = fill {
-        order_event(state, &order, "TRADE", qty, touch);
-        set_position(state, symbol, position_side, amount, entry, "ORDER");
-    }
-    Ok(order_json(&order, false))
 }
