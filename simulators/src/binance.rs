@@ -635,6 +635,12 @@ impl BinanceSim {
         Some((conv(&b.bids), conv(&b.asks), b.last_id))
     }
 
+    /// Moves `symbol`'s book by `ticks` at once and publishes the diff: the market
+    /// trading through resting orders, on demand.
+    pub fn move_price(&self, symbol: &str, ticks: i64) -> bool {
+        move_price(&self.state, symbol, ticks)
+    }
+
     pub fn mark(&self, symbol: &str) -> Option<Decimal> {
         self.state.mark(symbol)
     }
@@ -731,6 +737,22 @@ fn set_position(
         entry.normalize(),
         entry.normalize()
     ));
+}
+
+fn move_price(state: &SimState, symbol: &str, ticks: i64) -> bool {
+    let published = {
+        let mut m = state.market.lock().expect("market lock");
+        let Market {
+            specs, books, rng, ..
+        } = &mut *m;
+        let Some(i) = specs.iter().position(|s| s.symbol == symbol) else {
+            return false;
+        };
+        let diff = books[i].shift(ticks, rng);
+        depth_stream(&specs[i], &diff, now_ms())
+    };
+    state.publish_market(published.0, published.1);
+    true
 }
 
 fn expire_listen_key(state: &SimState) {

@@ -173,6 +173,25 @@ impl SimBook {
         Diff { last_id, ..diff }
     }
 
+    /// Moves the mid by `ticks` at once (a test or demo control): levels the move
+    /// crosses go, the new touch is populated, as the next diff.
+    pub fn shift(&mut self, ticks: i64, rng: &mut SplitMix64) -> Diff {
+        let mut bids: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut asks: BTreeMap<i64, i64> = BTreeMap::new();
+        self.mid += ticks;
+        for (&p, _) in self.asks.range(..=self.mid) {
+            asks.insert(p, 0);
+        }
+        for (&p, _) in self.bids.range(self.mid..) {
+            bids.insert(p, 0);
+        }
+        for k in 1..=self.depth.min(5) {
+            bids.insert(self.mid - k, lots(rng));
+            asks.insert(self.mid + k, lots(rng));
+        }
+        self.set_levels(bids.into_iter().collect(), asks.into_iter().collect())
+    }
+
     /// Sets levels directly (a fill taking liquidity), as the next diff.
     pub fn set_levels(&mut self, bids: Vec<(i64, i64)>, asks: Vec<(i64, i64)>) -> Diff {
         let diff = Diff {

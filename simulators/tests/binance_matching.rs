@@ -1,0 +1,531 @@
+//! The Binance simulator as a venue to trade against, over loopback with the signed
+//! REST client and the user data stream: orders walk the book, partial fills, time in
+//! force, resting fills as the market moves, fees and realized PnL in the wallet, the
+//! venue's refusals, modify, history, leverage and the liquidation price.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::Method;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use simulators::binance::{BinanceSim, BinanceSimConfig};
+use streaming::binance::rest::{Keys, Rest, RestError};
+use streaming::secret::Secret;
+use tokio::sync::mpsc;
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+fn dv(v: &Value) -> Decimal {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .parse()
+        .unwrap()
+}
+
+struct Venue {
+    sim: BinanceSim,
+    rest: Rest,
+    /// Every user-stream payload, in arrival order.
+    events: mpsc::UnboundedReceiver<Value>,
+}
+
+async fn venue(cfg: BinanceSimConfig) -> Venue {
+    let sim = BinanceSim::bind(cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let keys = Keys {
+        api_key: Secret::new(sim.config().api_key.clone()),
+        secret: Secret::new(sim.config().secret.clone()),
+    };
+    let rest = Rest::new(&sim.rest_url(), keys, Duration::from_secs(5)).unwrap();
+    let key = rest.create_listen_key().await.unwrap();
+    let url = format!("{}/ws/{}", sim.ws_url(), key.expose());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (tx, events) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Ok(text) = msg.to_text() {
+                if let Ok(v) = serde_json::from_str::<Value>(text) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Venue { sim, rest, events }
+}
+
+fn quiet() -> BinanceSimConfig {
+    BinanceSimConfig {
+        tick_interval: Duration::from_millis(20),
+        ..BinanceSimConfig::default()
+    }
+}
+
+impl Venue {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        p: &[(&str, &str)],
+    ) -> Result<Value, RestError> {
+        let p: Vec<(&str, String)> = p.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let body = self.rest.signed(method, path, &p).await?;
+        Ok(serde_json::from_str(&body).unwrap())
+    }
+
+    async fn order(&self, p: &[(&str, &str)]) -> Result<Value, RestError> {
+        let mut all = vec![("symbol", "BTCUSDT"), ("newOrderRespType", "RESULT")];
+        all.extend_from_slice(p);
+        self.call(Method::POST, "/fapi/v1/order", &all).await
+    }
+
+    async fn wallet(&self) -> Decimal {
+        self.rest.account().await.unwrap().total_wallet_balance
+    }
+
+    /// The ORDER_TRADE_UPDATE payloads (`o`) of `order_id` seen so far, waiting until
+    /// one has status `until`.
+    async fn updates_until(&mut self, order_id: u64, until: &str) -> Vec<Value> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {until} for order {order_id}: {seen:?}"))
+                .unwrap();
+            if ev["e"] == "ORDER_TRADE_UPDATE" && ev["o"]["i"].as_u64() == Some(order_id) {
+                let done = ev["o"]["X"] == until;
+                seen.push(ev["o"].clone());
+                if done {
+                    return seen;
+                }
+            }
+        }
+    }
+}
+
+fn code(r: Result<Value, RestError>) -> Option<i64> {
+    r.err().and_then(|e| e.code())
+}
+
+#[tokio::test]
+async fn a_market_order_walks_the_book_and_pays_the_taker_fee_on_every_fill() {
+    let mut v = venue(quiet()).await;
+    v.sim.pause_market(true);
+    let (_, asks, _) = v.sim.book("BTCUSDT").unwrap();
+    let levels: Vec<(Decimal, Decimal)> = asks.into_iter().take(3).collect();
+    // Two levels and a bit of the third.
+    let qty = levels[0].1 + levels[1].1 + d("0.001");
+    let wallet = v.wallet().await;
+    let placed = v
+        .order(&[
+            ("side", "BUY"),
+            ("type", "MARKET"),
+            ("quantity", &qty.to_string()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(placed["status"], "FILLED");
+    let quote = levels[0].0 * levels[0].1 + levels[1].0 * levels[1].1 + levels[2].0 * d("0.001");
+    assert_eq!(dv(&placed["cumQuote"]), quote);
+    let avg = dv(&placed["avgPrice"]);
+    assert!(
+        avg > levels[0].0 && avg < levels[2].0,
+        "{avg} does not reflect depth"
+    );
+    let id = placed["orderId"].as_u64().unwrap();
+    let updates = v.updates_until(id, "FILLED").await;
+    let kinds: Vec<&str> = updates.iter().map(|o| o["x"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["NEW", "TRADE", "TRADE", "TRADE"]);
+    let mut cum = Decimal::ZERO;
+    let mut ids = std::collections::BTreeSet::new();
+    let mut fees = Decimal::ZERO;
+    for (o, (price, _)) in updates[1..].iter().zip(&levels) {
+        cum += dv(&o["l"]);
+        assert_eq!(dv(&o["z"]), cum, "cumulative quantity");
+        assert_eq!(dv(&o["L"]), *price);
+        assert_eq!(o["m"], false);
+        assert!(ids.insert(o["t"].as_u64().unwrap()), "trade ids are unique");
+        let fee = dv(&o["n"]);
+        assert_eq!(fee, (dv(&o["L"]) * dv(&o["l"]) * d("0.0005")).round_dp(8));
+        fees += fee;
+    }
+    // Opening a position realizes nothing: the wallet pays the fees only.
+    assert_eq!(v.wallet().await, wallet - fees);
+    let trades = v
+        .call(
+            Method::GET,
+            "/fapi/v1/userTrades",
+            &[("symbol", "BTCUSDT"), ("orderId", &id.to_string())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(trades.as_array().unwrap().len(), 3);
+    // The levels it took are gone from the venue's book.
+    let (_, asks, _) = v.sim.book("BTCUSDT").unwrap();
+    assert!(!asks.contains_key(&levels[0].0) && !asks.contains_key(&levels[1].0));
+    assert_eq!(asks[&levels[2].0], levels[2].1 - d("0.001"));
+}
+
+#[tokio::test]
+async fn time_in_force_decides_what_rests_expires_or_is_refused() {
+    let mut v = venue(quiet()).await;
+    v.sim.pause_market(true);
+    let (bids, asks, _) = v.sim.book("BTCUSDT").unwrap();
+    let (best_ask, ask_qty) = asks.iter().next().map(|(p, q)| (*p, *q)).unwrap();
+    let best_bid = *bids.keys().next_back().unwrap();
+    // IOC at the best ask for more than it holds: fills that level, expires the rest.
+    let more = (ask_qty + d("0.5")).to_string();
+    let ioc = v
+        .order(&[
+            ("side", "BUY"),
+            ("type", "LIMIT"),
+            ("timeInForce", "IOC"),
+            ("quantity", &more),
+            ("price", &best_ask.to_string()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ioc["status"], "EXPIRED");
+    assert_eq!(dv(&ioc["executedQty"]), ask_qty);
+    let id = ioc["orderId"].as_u64().unwrap();
+    let seq: Vec<String> = v
+        .updates_until(id, "EXPIRED")
+        .await
+        .iter()
+        .map(|o| format!("{}/{}", o["x"].as_str().unwrap(), o["X"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seq,
+        ["NEW/NEW", "TRADE/PARTIALLY_FILLED", "EXPIRED/EXPIRED"]
+    );
+    // FOK that cannot fill completely is refused and never recorded.
+    let (_, asks, _) = v.sim.book("BTCUSDT").unwrap();
+    let (touch, touch_qty) = asks.iter().next().map(|(p, q)| (*p, *q)).unwrap();
+    let over = (touch_qty + d("0.001")).to_string();
+    let fok = v
+        .order(&[
+            ("side", "BUY"),
+            ("type", "LIMIT"),
+            ("timeInForce", "FOK"),
+            ("quantity", &over),
+            ("price", &touch.to_string()),
+        ])
+        .await;
+    assert_eq!(code(fok), Some(-5021));
+    // Post-only that would take is refused; one below the touch rests.
+    let (_, asks, _) = v.sim.book("BTCUSDT").unwrap();
+    let touch = asks.keys().next().unwrap().to_string();
+    let gtx = v
+        .order(&[
+            ("side", "BUY"),
+            ("type", "LIMIT"),
+            ("timeInForce", "GTX"),
+            ("quantity", "0.01"),
+            ("price", &touch),
+        ])
+        .await;
+    assert_eq!(code(gtx), Some(-5022));
+    let maker = v
+        .order(&[
+            ("side", "BUY"),
+            ("type", "LIMIT"),
+            ("timeInForce", "GTX"),
+            ("quantity", "0.01"),
+            ("price", &best_bid.to_string()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(maker["status"], "NEW");
+    let all = v
+        .call(Method::GET, "/fapi/v1/allOrders", &[("symbol", "BTCUSDT")])
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["EXPIRED", "NEW"],
+        "refused orders leave no record"
+    );
+}
+
+#[tokio::test]
+async fn a_resting_order_fills_in_parts_as_the_market_trades_through_it() {
+    let mut v = venue(BinanceSimConfig {
+        resting_liquidity: 100,
+        ..quiet()
+    })
+    .await;
+    let (bids, _, _) = v.sim.book("BTCUSDT").unwrap();
+    // At the best bid; then the market drops through it. 0.5 BTC at 0.1 per step
+    // needs several steps.
+    let price = bids.keys().next_back().unwrap().to_string();
+    let placed = v
+        .order(&[
+            ("side", "BUY"),
+            ("type", "LIMIT"),
+            ("timeInForce", "GTC"),
+            ("quantity", "0.5"),
+            ("price", &price),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(placed["status"], "NEW");
+    let id = placed["orderId"].as_u64().unwrap();
+    assert!(v.sim.move_price("BTCUSDT", -30));
+    let updates = v.updates_until(id, "FILLED").await;
+    let trades: Vec<&Value> = updates.iter().filter(|o| o["x"] == "TRADE").collect();
+    assert!(
+        trades.len() >= 5,
+        "fills per step are bounded: {}",
+        trades.len()
+    );
+    for t in &trades {
+        assert_eq!(dv(&t["L"]), d(&price), "a maker fills at its own price");
+        assert_eq!(t["m"], true);
+        assert_eq!(
+            dv(&t["n"]),
+            (dv(&t["L"]) * dv(&t["l"]) * d("0.0002")).round_dp(8)
+        );
+        assert!(dv(&t["l"]) <= d("0.1"));
+    }
+    assert_eq!(trades.last().unwrap()["X"], "FILLED");
+    assert_eq!(dv(&trades.last().unwrap()["z"]), d("0.5"));
+}
+
+#[tokio::test]
+async fn the_venue_refuses_what_its_rules_forbid_and_records_nothing() {
+    let v = venue(quiet()).await;
+    v.sim.set_position("BTCUSDT", Decimal::ZERO);
+    let reduce = v
+        .order(&[
+            ("side", "SELL"),
+            ("type", "MARKET"),
+            ("quantity", "0.01"),
+            ("reduceOnly", "true"),
+        ])
+        .await;
+    assert_eq!(code(reduce), Some(-2022), "nothing to reduce");
+    let tiny = v
+        .order(&[("side", "BUY"), ("type", "MARKET"), ("quantity", "0.00001")])
+        .await;
+    assert_eq!(code(tiny), Some(-1111));
+    let dust = v
+        .call(
+            Method::POST,
+            "/fapi/v1/order",
+            &[
+                ("symbol", "ETHUSDT"),
+                ("side", "BUY"),
+                ("type", "MARKET"),
+                ("quantity", "0.001"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        code(dust),
+        Some(-4164),
+        "3 USDT is under the minimum notional"
+    );
+    let bad_id = v
+        .order(&[
+            ("side", "BUY"),
+            ("type", "MARKET"),
+            ("quantity", "0.01"),
+            ("newClientOrderId", "no spaces allowed"),
+        ])
+        .await;
+    assert_eq!(code(bad_id), Some(-4015));
+    v.call(
+        Method::POST,
+        "/fapi/v1/leverage",
+        &[("symbol", "BTCUSDT"), ("leverage", "1")],
+    )
+    .await
+    .unwrap();
+    let huge = v
+        .order(&[("side", "BUY"), ("type", "MARKET"), ("quantity", "10")])
+        .await;
+    assert_eq!(
+        code(huge),
+        Some(-2019),
+        "600 000 USDT at 1x on a 100 000 wallet"
+    );
+    let mark = v.sim.mark("BTCUSDT").unwrap();
+    let far = (mark * d("1.2")).round_dp(1).to_string();
+    let band = v
+        .order(&[
+            ("side", "BUY"),
+            ("type", "LIMIT"),
+            ("timeInForce", "GTC"),
+            ("quantity", "0.01"),
+            ("price", &far),
+        ])
+        .await;
+    assert_eq!(code(band), Some(-4016), "above the percent-price band");
+    let all = v
+        .call(Method::GET, "/fapi/v1/allOrders", &[("symbol", "BTCUSDT")])
+        .await
+        .unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 0, "{all}");
+}
+
+#[tokio::test]
+async fn closing_realizes_pnl_into_the_wallet_less_every_fee() {
+    let v = venue(quiet()).await;
+    v.sim.set_position("BTCUSDT", Decimal::ZERO);
+    let wallet = v.wallet().await;
+    for (side, qty) in [
+        ("BUY", "0.3"),
+        ("BUY", "0.2"),
+        ("SELL", "0.6"),
+        ("BUY", "0.1"),
+    ] {
+        v.order(&[("side", side), ("type", "MARKET"), ("quantity", qty)])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let held = v.sim.positions().get("BTCUSDT").copied();
+    assert_eq!(held.unwrap_or_default(), Decimal::ZERO, "flat again");
+    let trades = v
+        .call(Method::GET, "/fapi/v1/userTrades", &[("symbol", "BTCUSDT")])
+        .await
+        .unwrap();
+    let (mut realized, mut fees) = (Decimal::ZERO, Decimal::ZERO);
+    for t in trades.as_array().unwrap() {
+        realized += dv(&t["realizedPnl"]);
+        fees += dv(&t["commission"]);
+    }
+    assert!(!realized.is_zero(), "the book moved between the trades");
+    assert_eq!(v.wallet().await, wallet + realized - fees);
+}
+
+#[tokio::test]
+async fn a_modified_order_keeps_its_ids_and_fills_if_it_now_crosses() {
+    let mut v = venue(quiet()).await;
+    v.sim.pause_market(true);
+    let (bids, asks, _) = v.sim.book("BTCUSDT").unwrap();
+    let low = (*bids.keys().next_back().unwrap() - d("50")).to_string();
+    let placed = v
+        .order(&[
+            ("side", "BUY"),
+            ("type", "LIMIT"),
+            ("timeInForce", "GTC"),
+            ("quantity", "0.01"),
+            ("price", &low),
+            ("newClientOrderId", "mod-1"),
+        ])
+        .await
+        .unwrap();
+    let id = placed["orderId"].as_u64().unwrap();
+    let touch = asks.keys().next().unwrap().to_string();
+    let modified = v
+        .call(
+            Method::PUT,
+            "/fapi/v1/order",
+            &[
+                ("symbol", "BTCUSDT"),
+                ("origClientOrderId", "mod-1"),
+                ("side", "BUY"),
+                ("quantity", "0.01"),
+                ("price", &touch),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(modified["orderId"].as_u64(), Some(id));
+    assert_eq!(modified["status"], "FILLED");
+    let kinds: Vec<String> = v
+        .updates_until(id, "FILLED")
+        .await
+        .iter()
+        .map(|o| o["x"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["NEW", "AMENDMENT", "TRADE"]);
+    let again = v
+        .call(
+            Method::PUT,
+            "/fapi/v1/order",
+            &[
+                ("symbol", "BTCUSDT"),
+                ("orderId", &id.to_string()),
+                ("side", "BUY"),
+                ("quantity", "0.02"),
+                ("price", &touch),
+            ],
+        )
+        .await;
+    assert_eq!(
+        code(again),
+        Some(-5027),
+        "a filled order cannot be modified"
+    );
+}
+
+#[tokio::test]
+async fn leverage_is_stored_announced_and_moves_the_liquidation_price() {
+    let mut v = venue(quiet()).await;
+    v.sim.set_position("BTCUSDT", d("5"));
+    let set = v
+        .call(
+            Method::POST,
+            "/fapi/v1/leverage",
+            &[("symbol", "BTCUSDT"), ("leverage", "50")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(set["leverage"], 50);
+    assert_eq!(set["maxNotionalValue"], "3000000");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, v.events.recv())
+            .await
+            .expect("ACCOUNT_CONFIG_UPDATE")
+            .unwrap();
+        if ev["e"] == "ACCOUNT_CONFIG_UPDATE" {
+            assert_eq!(ev["ac"]["s"], "BTCUSDT");
+            assert_eq!(ev["ac"]["l"], 50);
+            break;
+        }
+    }
+    let risk = v
+        .call(Method::GET, "/fapi/v2/positionRisk", &[])
+        .await
+        .unwrap();
+    let btc = risk
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["symbol"] == "BTCUSDT")
+        .unwrap()
+        .clone();
+    assert_eq!(btc["leverage"], "50");
+    let lp = dv(&btc["liquidationPrice"]);
+    let entry = dv(&btc["entryPrice"]);
+    assert!(
+        lp > Decimal::ZERO && lp < entry,
+        "a long's liquidation price {lp} is below {entry}"
+    );
+    assert_eq!(
+        code(
+            v.call(
+                Method::POST,
+                "/fapi/v1/leverage",
+                &[("symbol", "BTCUSDT"), ("leverage", "126")]
+            )
+            .await
+        ),
+        Some(-4028)
+    );
+}
