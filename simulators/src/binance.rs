@@ -15,6 +15,7 @@
 //! a depth gap, expire the listen key, rate-limit, maintenance (503).
 
 mod algo;
+pub mod failures;
 pub mod market;
 pub mod matching;
 pub mod options;
@@ -65,6 +66,8 @@ pub struct BinanceSimConfig {
     pub option_unit: u32,
     /// Fee rates per fill (VIP 0 on the venue: 0.02 % maker, 0.05 % taker).
     pub maker_fee: Decimal,
+    /// How long an "accepted then timeout" reply is held back.
+    pub hang: Duration,
     pub taker_fee: Decimal,
     /// Lots a resting order can fill per book step when the market trades through
     /// it: small enough that large orders fill over several steps.
@@ -90,6 +93,7 @@ impl Default for BinanceSimConfig {
             tls: false,
             option_unit: 1,
             maker_fee: Decimal::new(2, 4),
+            hang: Duration::from_secs(30),
             taker_fee: Decimal::new(5, 4),
             resting_liquidity: 250,
         }
@@ -256,6 +260,9 @@ struct SimState {
     frames: broadcast::Sender<Frame>,
     silent: AtomicBool,
     maintenance: AtomicBool,
+    failures: Mutex<failures::Failures>,
+    /// Added to the server's clock (`/fapi/v1/time`, the `timestamp` check).
+    clock_offset_ms: std::sync::atomic::AtomicI64,
     stats: SimStats,
     next_key: AtomicU64,
 }
@@ -287,6 +294,31 @@ impl SimState {
             stream: stream.into(),
             payload: payload.into(),
         });
+    }
+
+    /// `payload` on the user stream after `wait` (a delayed-event fault).
+    fn publish_user_later(&self, payload: String, wait: Duration) {
+        let key = self
+            .account
+            .lock()
+            .expect("account lock")
+            .listen_key
+            .clone();
+        let frames = self.frames.clone();
+        if let Some((key, _)) = key {
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let _ = frames.send(Frame::User {
+                    listen_key: key.into(),
+                    payload: payload.into(),
+                });
+            });
+        }
+    }
+
+    /// The server's clock, with the injected offset.
+    fn server_time(&self) -> i64 {
+        now_ms() + self.clock_offset_ms.load(Relaxed)
     }
 
     fn publish_user(&self, payload: String) {
@@ -533,6 +565,8 @@ impl BinanceSim {
             frames,
             silent: AtomicBool::new(false),
             maintenance: AtomicBool::new(false),
+            failures: Mutex::default(),
+            clock_offset_ms: Default::default(),
             stats: SimStats::default(),
             next_key: AtomicU64::new(1),
             options: options::listed()
@@ -639,6 +673,29 @@ impl BinanceSim {
     /// trading through resting orders, on demand.
     pub fn move_price(&self, symbol: &str, ticks: i64) -> bool {
         move_price(&self.state, symbol, ticks)
+    }
+
+    /// Applies `fault` to the order placements `on` selects.
+    pub fn order_fault(&self, fault: failures::OrderFault, on: failures::Selector) {
+        self.state
+            .failures
+            .lock()
+            .expect("failures lock")
+            .add_order_fault(fault, on);
+    }
+
+    /// Applies `fault` to the user-stream events of the orders `on` selects.
+    pub fn stream_fault(&self, fault: failures::StreamFault, on: failures::Selector) {
+        self.state
+            .failures
+            .lock()
+            .expect("failures lock")
+            .add_stream_fault(fault, on);
+    }
+
+    /// Sets the server clock `offset_ms` away from the real one.
+    pub fn set_clock_offset(&self, offset_ms: i64) {
+        self.state.clock_offset_ms.store(offset_ms, Relaxed);
     }
 
     pub fn mark(&self, symbol: &str) -> Option<Decimal> {

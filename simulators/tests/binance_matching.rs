@@ -529,3 +529,200 @@ async fn leverage_is_stored_announced_and_moves_the_liquidation_price() {
         Some(-4028)
     );
 }
+
+// The failure switches: what the client sees, and what the venue really did.
+
+use simulators::binance::failures::{OrderFault, Selector, StreamFault};
+
+impl Venue {
+    async fn by_client_id(&self, cid: &str) -> Result<Value, RestError> {
+        self.call(
+            Method::GET,
+            "/fapi/v1/order",
+            &[("symbol", "BTCUSDT"), ("origClientOrderId", cid)],
+        )
+        .await
+    }
+
+    /// Every ORDER_TRADE_UPDATE (`o`) arriving within `window`.
+    async fn updates_within(&mut self, window: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut seen = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            if ev["e"] == "ORDER_TRADE_UPDATE" {
+                seen.push(ev["o"].clone());
+            }
+        }
+        seen
+    }
+}
+
+#[tokio::test]
+async fn an_accepted_order_can_answer_503_or_1007_and_still_exist() {
+    let v = venue(quiet()).await;
+    for (fault, cid, status, want) in [
+        (OrderFault::AcceptThen503, "amb-503", 503, -1000),
+        (OrderFault::AcceptThen1007, "amb-1007", 408, -1007),
+    ] {
+        v.sim.order_fault(fault, Selector::ClientId(cid.into()));
+        let err = v
+            .order(&[
+                ("side", "BUY"),
+                ("type", "MARKET"),
+                ("quantity", "0.01"),
+                ("newClientOrderId", cid),
+            ])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(want), "{err}");
+        assert!(err.to_string().contains(&status.to_string()), "{err}");
+        let real = v.by_client_id(cid).await.unwrap();
+        assert_eq!(real["status"], "FILLED", "the venue executed it");
+    }
+}
+
+#[tokio::test]
+async fn an_accepted_order_whose_reply_never_comes_exists_and_a_refused_one_does_not() {
+    let v = venue(BinanceSimConfig {
+        hang: Duration::from_secs(5),
+        ..quiet()
+    })
+    .await;
+    let impatient = Rest::new(
+        &v.sim.rest_url(),
+        Keys {
+            api_key: Secret::new(v.sim.config().api_key.clone()),
+            secret: Secret::new(v.sim.config().secret.clone()),
+        },
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    v.sim
+        .order_fault(OrderFault::AcceptThenTimeout, Selector::Next(1));
+    let p: Vec<(&str, String)> = [
+        ("symbol", "BTCUSDT"),
+        ("side", "BUY"),
+        ("type", "MARKET"),
+        ("quantity", "0.01"),
+        ("newClientOrderId", "hung-1"),
+    ]
+    .iter()
+    .map(|(k, v)| (*k, (*v).to_owned()))
+    .collect();
+    let err = impatient
+        .signed(Method::POST, "/fapi/v1/order", &p)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        None,
+        "a transport timeout, not a venue answer: {err}"
+    );
+    assert_eq!(v.by_client_id("hung-1").await.unwrap()["status"], "FILLED");
+
+    v.sim
+        .order_fault(OrderFault::RejectBeforeEngine, Selector::Next(1));
+    let err = v
+        .order(&[
+            ("side", "BUY"),
+            ("type", "MARKET"),
+            ("quantity", "0.01"),
+            ("newClientOrderId", "never-1"),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(-1001));
+    assert_eq!(
+        code(v.by_client_id("never-1").await),
+        Some(-2013),
+        "nothing was executed"
+    );
+}
+
+#[tokio::test]
+async fn one_orders_stream_events_can_be_dropped_duplicated_delayed_or_reordered() {
+    let mut v = venue(quiet()).await;
+    let market = |cid: &'static str| {
+        [
+            ("side", "BUY"),
+            ("type", "MARKET"),
+            ("quantity", "0.01"),
+            ("newClientOrderId", cid),
+        ]
+    };
+    v.sim
+        .stream_fault(StreamFault::Drop, Selector::ClientId("s-drop".into()));
+    v.order(&market("s-drop")).await.unwrap();
+    v.order(&market("s-ok")).await.unwrap();
+    let seen = v.updates_within(Duration::from_millis(500)).await;
+    let cids: Vec<&str> = seen.iter().map(|o| o["c"].as_str().unwrap()).collect();
+    assert!(
+        !cids.contains(&"s-drop") && cids.contains(&"s-ok"),
+        "{cids:?}"
+    );
+    assert_eq!(v.by_client_id("s-drop").await.unwrap()["status"], "FILLED");
+
+    v.sim
+        .stream_fault(StreamFault::Duplicate, Selector::Next(1));
+    v.order(&market("s-dup")).await.unwrap();
+    let seen = v.updates_within(Duration::from_millis(500)).await;
+    let trades: Vec<u64> = seen
+        .iter()
+        .filter(|o| o["x"] == "TRADE")
+        .map(|o| o["t"].as_u64().unwrap())
+        .collect();
+    assert!(trades.len() >= 2 && trades.len() % 2 == 0, "{trades:?}");
+    assert_eq!(trades[0], trades[1], "the same trade id twice");
+
+    v.sim.stream_fault(StreamFault::Reorder, Selector::Next(1));
+    v.order(&market("s-rev")).await.unwrap();
+    let seen = v.updates_within(Duration::from_millis(500)).await;
+    assert_eq!(seen.first().unwrap()["x"], "TRADE");
+    assert_eq!(seen.last().unwrap()["x"], "NEW");
+
+    v.sim.stream_fault(
+        StreamFault::Delay(Duration::from_millis(800)),
+        Selector::Next(1),
+    );
+    let sent = tokio::time::Instant::now();
+    v.order(&market("s-late")).await.unwrap();
+    assert!(v
+        .updates_within(Duration::from_millis(500))
+        .await
+        .is_empty());
+    let late = v.updates_within(Duration::from_millis(1000)).await;
+    assert_eq!(late.first().unwrap()["c"], "s-late");
+    assert!(sent.elapsed() >= Duration::from_millis(800));
+}
+
+#[tokio::test]
+async fn a_server_clock_offset_is_what_time_says_and_what_timestamps_are_judged_by() {
+    let v = venue(quiet()).await;
+    v.sim.set_clock_offset(-10_000);
+    let server: Value =
+        serde_json::from_str(&v.rest.public("/fapi/v1/time", &[]).await.unwrap()).unwrap();
+    let behind = chrono::Utc::now().timestamp_millis() - server["serverTime"].as_i64().unwrap();
+    assert!((9_000..11_000).contains(&behind), "{behind}");
+    // A request stamped with our own clock is now 10 s ahead of the venue's.
+    let signed_now = || {
+        let payload = format!("timestamp={}", chrono::Utc::now().timestamp_millis());
+        let sig =
+            streaming::binance::sign::sign(v.sim.config().secret.as_bytes(), payload.as_bytes());
+        format!(
+            "{}/fapi/v2/balance?{payload}&signature={sig}",
+            v.sim.rest_url()
+        )
+    };
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        http.get(url)
+            .header("X-MBX-APIKEY", v.sim.config().api_key.clone())
+            .send()
+    };
+    let refused: Value = get(signed_now()).await.unwrap().json().await.unwrap();
+    assert_eq!(refused["code"], -1021, "{refused}");
+    // A client that measures the offset (ours does) is not refused.
+    v.call(Method::GET, "/fapi/v2/balance", &[]).await.unwrap();
+    v.sim.set_clock_offset(0);
+    assert!(get(signed_now()).await.unwrap().status().is_success());
+}

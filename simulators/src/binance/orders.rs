@@ -12,6 +12,7 @@ use axum::response::Response;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
+use super::failures::StreamFault;
 use super::market::{SimBook, SymbolSpec};
 use super::matching::{self, Leg, Plan, Side, Tif};
 use super::rest::{error, missing, ok, reject, Params, Reject};
@@ -41,18 +42,46 @@ pub(super) struct Trade {
 }
 
 /// What a request or a market step produced, published once the locks are released.
+/// An order's events carry the stream fault bound to it, if any.
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
-    user: Vec<String>,
+    user: Vec<(Option<StreamFault>, String)>,
     market: Vec<(String, String)>,
 }
 
 impl Outbox {
+    /// An event of order `o`, subject to the stream fault bound to it.
+    fn order(&mut self, state: &SimState, o: &Order, payload: String) {
+        let fault = state
+            .failures
+            .lock()
+            .expect("failures lock")
+            .stream_fault(&o.client_id);
+        self.user.push((fault, payload));
+    }
+
+    fn account(&mut self, payload: String) {
+        self.user.push((None, payload));
+    }
+
     pub(super) fn publish(self, state: &SimState) {
         for (stream, payload) in self.market {
             state.publish_market(stream, payload);
         }
-        for payload in self.user {
+        let mut reordered = Vec::new();
+        for (fault, payload) in self.user {
+            match fault {
+                None => state.publish_user(payload),
+                Some(StreamFault::Drop) => {}
+                Some(StreamFault::Duplicate) => {
+                    state.publish_user(payload.clone());
+                    state.publish_user(payload);
+                }
+                Some(StreamFault::Delay(wait)) => state.publish_user_later(payload, wait),
+                Some(StreamFault::Reorder) => reordered.push(payload),
+            }
+        }
+        for payload in reordered.into_iter().rev() {
             state.publish_user(payload);
         }
     }
@@ -464,7 +493,12 @@ fn execute(
     };
     state.stats.orders.fetch_add(1, Relaxed);
     let ack = order_json(&order, false);
-    out.user.push(order_update(&order, "NEW", None, t));
+    state
+        .failures
+        .lock()
+        .expect("failures lock")
+        .bind_stream_fault(&order.client_id);
+    out.order(state, &order, order_update(&order, "NEW", None, t));
     let taken = matching::take(book, req.side, limit, take);
     if !taken.fills.is_empty() {
         let (bids, asks) = match req.side {
@@ -488,10 +522,10 @@ fn execute(
     }
     if is_open(&order) && !rest {
         order.status = "EXPIRED";
-        out.user.push(order_update(&order, "EXPIRED", None, t));
+        out.order(state, &order, order_update(&order, "EXPIRED", None, t));
     }
     if !order.executed.is_zero() {
-        out.user.push(account_update(a, &spec.symbol, mark, t));
+        out.account(account_update(a, &spec.symbol, mark, t));
     }
     let result = order_json(&order, false);
     a.orders.insert(id, order);
@@ -556,7 +590,7 @@ fn fill(
         maker,
         time: t,
     };
-    out.user.push(order_update(order, "TRADE", Some(&trade), t));
+    out.order(state, order, order_update(order, "TRADE", Some(&trade), t));
     if a.trades.len() >= MAX_TRADES {
         a.trades.pop_front();
     }
@@ -613,7 +647,7 @@ pub(super) fn on_book_step(
             if cap == 0 {
                 order.status = "EXPIRED";
                 order.update_time = t;
-                out.user.push(order_update(&order, "EXPIRED", None, t));
+                out.order(state, &order, order_update(&order, "EXPIRED", None, t));
                 a.orders.insert(id, order);
                 continue;
             }
@@ -628,8 +662,7 @@ pub(super) fn on_book_step(
         a.orders.insert(id, order);
     }
     if filled_any {
-        out.user
-            .push(account_update(a, &spec.symbol, spec.price_of(book.mid), t));
+        out.account(account_update(a, &spec.symbol, spec.price_of(book.mid), t));
     }
 }
 
@@ -656,7 +689,9 @@ pub(super) fn finish(state: &SimState, id: u64, status: &'static str) -> Option<
         o.update_time = t;
         o.clone()
     };
-    state.publish_user(order_update(&o, status, None, t));
+    let mut out = Outbox::default();
+    out.order(state, &o, order_update(&o, status, None, t));
+    out.publish(state);
     Some(o)
 }
 
@@ -718,7 +753,7 @@ pub(super) fn modify(state: &SimState, p: &Params) -> Result<Value, Reject> {
         order.qty = qty;
         order.price = price;
         order.update_time = t;
-        out.user.push(order_update(&order, "AMENDMENT", None, t));
+        out.order(state, &order, order_update(&order, "AMENDMENT", None, t));
         let side = Side::parse(&order.side).unwrap_or(Side::Buy);
         let remaining: i64 = ((qty - order.executed) / spec.step)
             .trunc()
@@ -744,8 +779,7 @@ pub(super) fn modify(state: &SimState, p: &Params) -> Result<Value, Reject> {
                     &mut out,
                 );
             }
-            out.user
-                .push(account_update(&a, symbol, spec.price_of(book.mid), t));
+            out.account(account_update(&a, symbol, spec.price_of(book.mid), t));
         }
         let v = order_json(&order, false);
         a.orders.insert(order.id, order);

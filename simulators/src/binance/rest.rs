@@ -16,6 +16,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
+use super::failures::{OrderFault, Selector, StreamFault};
 use super::orders::{
     all_orders, cancel, cancel_batch, find, finish, is_open, modify, modify_batch, order_json,
     place, place_batch, set_leverage, user_trades,
@@ -32,6 +33,10 @@ pub(super) fn router(state: Arc<SimState>) -> Router {
     Router::new()
         .route("/sim/fault/{name}", post(fault))
         .route("/sim/position", post(position_change))
+        .route("/sim/order-fault", post(order_fault))
+        .route("/sim/stream-fault", post(stream_fault))
+        .route("/sim/clock", post(clock))
+        .route("/sim/price", post(price_move))
         .fallback(handle)
         .with_state(state)
 }
@@ -95,6 +100,101 @@ async fn position_change(
     }
     axum::Json(json!({"symbol": symbol, "side": side, "amount": amount.normalize().to_string()}))
         .into_response()
+}
+
+fn sim_error(status: StatusCode, msg: &str) -> Response {
+    (status, axum::Json(json!({"error": msg}))).into_response()
+}
+
+/// Which orders a `/sim/` fault applies to: `{"next": n}` (default 1) or
+/// `{"client_order_id": "..."}`.
+fn selector(body: &Value) -> Selector {
+    match body.get("client_order_id").and_then(Value::as_str) {
+        Some(c) => Selector::ClientId(c.to_owned()),
+        None => Selector::Next(body.get("next").and_then(Value::as_u64).unwrap_or(1) as u32),
+    }
+}
+
+/// `POST /sim/order-fault` `{"fault": "accept_then_timeout" | "accept_then_503" |
+/// "accept_then_1007" | "reject_before_engine", "next": n | "client_order_id": s}`.
+async fn order_fault(
+    State(state): State<Arc<SimState>>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let Some(fault) = body
+        .get("fault")
+        .and_then(Value::as_str)
+        .and_then(OrderFault::parse)
+    else {
+        return sim_error(StatusCode::BAD_REQUEST, "fault must be accept_then_timeout, accept_then_503, accept_then_1007 or reject_before_engine");
+    };
+    state
+        .failures
+        .lock()
+        .expect("failures lock")
+        .add_order_fault(fault, selector(&body));
+    (StatusCode::OK, "ok").into_response()
+}
+
+/// `POST /sim/stream-fault` `{"fault": "drop" | "duplicate" | "delay" | "reorder",
+/// "delay_ms": n, "next": n | "client_order_id": s}`.
+async fn stream_fault(
+    State(state): State<Arc<SimState>>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let delay = body.get("delay_ms").and_then(Value::as_u64).unwrap_or(1000);
+    let Some(fault) = body
+        .get("fault")
+        .and_then(Value::as_str)
+        .and_then(|f| StreamFault::parse(f, delay))
+    else {
+        return sim_error(
+            StatusCode::BAD_REQUEST,
+            "fault must be drop, duplicate, delay or reorder",
+        );
+    };
+    state
+        .failures
+        .lock()
+        .expect("failures lock")
+        .add_stream_fault(fault, selector(&body));
+    (StatusCode::OK, "ok").into_response()
+}
+
+/// `POST /sim/clock` `{"offset_ms": n}`: the server's clock runs `n` ms off.
+async fn clock(
+    State(state): State<Arc<SimState>>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let Some(offset) = body.get("offset_ms").and_then(Value::as_i64) else {
+        return sim_error(
+            StatusCode::BAD_REQUEST,
+            "body must be {\"offset_ms\": integer}",
+        );
+    };
+    state.clock_offset_ms.store(offset, Relaxed);
+    (StatusCode::OK, "ok").into_response()
+}
+
+/// `POST /sim/price` `{"symbol": "BTCUSDT", "ticks": -30}`: moves the book at once.
+async fn price_move(
+    State(state): State<Arc<SimState>>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let (Some(symbol), Some(ticks)) = (
+        body.get("symbol").and_then(Value::as_str),
+        body.get("ticks").and_then(Value::as_i64),
+    ) else {
+        return sim_error(
+            StatusCode::BAD_REQUEST,
+            "body must be {\"symbol\": s, \"ticks\": integer}",
+        );
+    };
+    if super::move_price(&state, symbol, ticks) {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        sim_error(StatusCode::NOT_FOUND, "unknown symbol")
+    }
 }
 
 /// A Binance error response.
@@ -245,7 +345,7 @@ fn authenticate(
         .and_then(|w| w.parse::<i64>().ok())
         .unwrap_or(5000)
         .min(60_000);
-    let now = now_ms();
+    let now = state.server_time();
     if ts >= now + 1000 || now - ts > window {
         return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
@@ -312,7 +412,42 @@ async fn handle(
             return r;
         }
     };
+    let fault = (method == Method::POST && path == "/fapi/v1/order")
+        .then(|| {
+            state
+                .failures
+                .lock()
+                .expect("failures lock")
+                .order_fault(params.get("newClientOrderId").map(String::as_str))
+        })
+        .flatten();
+    if fault == Some(OrderFault::RejectBeforeEngine) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            -1001,
+            "Service Unavailable.",
+        );
+    }
     let mut resp = route(&state, &method, &path, &query, &body, &headers, &params);
+    match fault {
+        Some(OrderFault::AcceptThen503) => {
+            resp = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                -1000,
+                "Unknown error, please check your request or try again later.",
+            )
+        }
+        Some(OrderFault::AcceptThen1007) => {
+            resp = error(
+                StatusCode::REQUEST_TIMEOUT,
+                -1007,
+                "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
+            )
+        }
+        // The order is in; the answer comes after any client has given up.
+        Some(OrderFault::AcceptThenTimeout) => tokio::time::sleep(state.cfg.hang).await,
+        Some(OrderFault::RejectBeforeEngine) | None => {}
+    }
     resp.headers_mut()
         .insert("x-mbx-used-weight-1m", HeaderValue::from(used));
     resp
@@ -330,7 +465,7 @@ fn route(
 ) -> Response {
     let auth = |signed| authenticate(state, headers, query, body, p, signed);
     match (method.as_str(), path) {
-        ("GET", "/fapi/v1/time" | "/api/v3/time") => ok(json!({"serverTime": now_ms()})),
+        ("GET", "/fapi/v1/time" | "/api/v3/time") => ok(json!({"serverTime": state.server_time()})),
         ("GET", "/fapi/v1/ping" | "/api/v3/ping") => ok(json!({})),
         ("GET", "/fapi/v1/exchangeInfo") => ok(exchange_info(state)),
         ("GET", "/eapi/v1/time") => ok(json!({"serverTime": now_ms()})),
