@@ -68,6 +68,9 @@ pub struct BinanceSimConfig {
     pub maker_fee: Decimal,
     /// How long an "accepted then timeout" reply is held back.
     pub hang: Duration,
+    /// The ORDERS limits (300 per 10 s and 1200 per minute on the venue).
+    pub orders_per_10s: u64,
+    pub orders_per_minute: u64,
     pub taker_fee: Decimal,
     /// Lots a resting order can fill per book step when the market trades through
     /// it: small enough that large orders fill over several steps.
@@ -94,6 +97,8 @@ impl Default for BinanceSimConfig {
             option_unit: 1,
             maker_fee: Decimal::new(2, 4),
             hang: Duration::from_secs(30),
+            orders_per_10s: 300,
+            orders_per_minute: 1200,
             taker_fee: Decimal::new(5, 4),
             resting_liquidity: 250,
         }
@@ -248,6 +253,9 @@ struct Limiter {
     /// window from the injection, not the rest of the current one, so a test's next
     /// requests cannot slip into a fresh window.
     saturated_until_ms: i64,
+    /// ORDERS counters per account: (window index, count) for 10 s and 1 min.
+    orders_10s: (i64, u64),
+    orders_1m: (i64, u64),
 }
 
 struct SimState {
@@ -261,6 +269,8 @@ struct SimState {
     silent: AtomicBool,
     maintenance: AtomicBool,
     failures: Mutex<failures::Failures>,
+    /// `countdownCancelAll` deadlines (server ms) per symbol.
+    countdowns: Mutex<BTreeMap<String, i64>>,
     /// Added to the server's clock (`/fapi/v1/time`, the `timestamp` check).
     clock_offset_ms: std::sync::atomic::AtomicI64,
     stats: SimStats,
@@ -445,6 +455,27 @@ fn tick(state: &SimState) {
         }
     }
     fills.publish(state);
+    fire_countdowns(state);
+}
+
+/// The dead-man switch: a symbol whose countdown ran out loses every open order.
+fn fire_countdowns(state: &SimState) {
+    let now = now_ms();
+    let due: Vec<String> = {
+        let mut c = state.countdowns.lock().expect("countdowns lock");
+        let due: Vec<String> = c
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in &due {
+            c.remove(s);
+        }
+        due
+    };
+    for symbol in due {
+        orders::cancel_all(state, &symbol);
+    }
 }
 
 /// The `<symbol>@depth` stream and payload of one diff.
@@ -566,6 +597,7 @@ impl BinanceSim {
             silent: AtomicBool::new(false),
             maintenance: AtomicBool::new(false),
             failures: Mutex::default(),
+            countdowns: Mutex::default(),
             clock_offset_ms: Default::default(),
             stats: SimStats::default(),
             next_key: AtomicU64::new(1),

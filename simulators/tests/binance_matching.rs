@@ -704,25 +704,119 @@ async fn a_server_clock_offset_is_what_time_says_and_what_timestamps_are_judged_
     let behind = chrono::Utc::now().timestamp_millis() - server["serverTime"].as_i64().unwrap();
     assert!((9_000..11_000).contains(&behind), "{behind}");
     // A request stamped with our own clock is now 10 s ahead of the venue's.
-    let signed_now = || {
-        let payload = format!("timestamp={}", chrono::Utc::now().timestamp_millis());
-        let sig =
-            streaming::binance::sign::sign(v.sim.config().secret.as_bytes(), payload.as_bytes());
-        format!(
-            "{}/fapi/v2/balance?{payload}&signature={sig}",
-            v.sim.rest_url()
-        )
-    };
-    let http = reqwest::Client::new();
-    let get = |url: String| {
-        http.get(url)
-            .header("X-MBX-APIKEY", v.sim.config().api_key.clone())
-            .send()
-    };
-    let refused: Value = get(signed_now()).await.unwrap().json().await.unwrap();
+    let refused: Value = raw(&v, Method::GET, "/fapi/v2/balance", "")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(refused["code"], -1021, "{refused}");
     // A client that measures the offset (ours does) is not refused.
     v.call(Method::GET, "/fapi/v2/balance", &[]).await.unwrap();
     v.sim.set_clock_offset(0);
-    assert!(get(signed_now()).await.unwrap().status().is_success());
+    let r = raw(&v, Method::GET, "/fapi/v2/balance", "").await;
+    assert!(r.status().is_success());
+}
+
+/// A request signed with our own clock, sent raw: for headers and exact bodies.
+async fn raw(v: &Venue, method: Method, path: &str, params: &str) -> reqwest::Response {
+    let payload = format!(
+        "{params}{}timestamp={}",
+        if params.is_empty() { "" } else { "&" },
+        chrono::Utc::now().timestamp_millis()
+    );
+    let sig = streaming::binance::sign::sign(v.sim.config().secret.as_bytes(), payload.as_bytes());
+    reqwest::Client::new()
+        .request(
+            method,
+            format!("{}{path}?{payload}&signature={sig}", v.sim.rest_url()),
+        )
+        .header("X-MBX-APIKEY", v.sim.config().api_key.clone())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn order_counts_are_reported_and_limited() {
+    let v = venue(BinanceSimConfig {
+        orders_per_10s: 3,
+        ..quiet()
+    })
+    .await;
+    let p = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=30000";
+    // Within one 10 s window the counter goes 1, 2, 3 and the 4th is refused; a
+    // window boundary during the test resets it once, so seven tries always see -1015.
+    let mut counts = Vec::new();
+    let mut refused = None;
+    for _ in 0..7 {
+        let r = raw(&v, Method::POST, "/fapi/v1/order", p).await;
+        if r.status() == 429 {
+            refused = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+        assert!(r.status().is_success());
+        assert!(r.headers().contains_key("x-mbx-order-count-1m"));
+        let c: u64 = r.headers()["x-mbx-order-count-10s"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        counts.push(c);
+    }
+    assert_eq!(refused.expect("the limit held")["code"], -1015);
+    assert!(counts.ends_with(&[1, 2, 3]), "{counts:?}");
+    // Reads are not orders.
+    let r = raw(&v, Method::GET, "/fapi/v1/openOrders", "symbol=BTCUSDT").await;
+    assert!(!r.headers().contains_key("x-mbx-order-count-10s"));
+}
+
+#[tokio::test]
+async fn the_dead_man_switch_cancels_open_orders_unless_refreshed() {
+    let v = venue(quiet()).await;
+    let p = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price=30000";
+    assert!(raw(&v, Method::POST, "/fapi/v1/order", p)
+        .await
+        .status()
+        .is_success());
+    let armed = raw(
+        &v,
+        Method::POST,
+        "/fapi/v1/countdownCancelAll",
+        "symbol=BTCUSDT&countdownTime=300",
+    )
+    .await;
+    let body: Value = armed.json().await.unwrap();
+    assert_eq!(body["countdownTime"], "300");
+    let open = || async {
+        v.call(Method::GET, "/fapi/v1/openOrders", &[("symbol", "BTCUSDT")])
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(open().await, 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(open().await, 0, "the countdown ran out");
+    // Switched off in time: nothing happens.
+    assert!(raw(&v, Method::POST, "/fapi/v1/order", p)
+        .await
+        .status()
+        .is_success());
+    raw(
+        &v,
+        Method::POST,
+        "/fapi/v1/countdownCancelAll",
+        "symbol=BTCUSDT&countdownTime=300",
+    )
+    .await;
+    raw(
+        &v,
+        Method::POST,
+        "/fapi/v1/countdownCancelAll",
+        "symbol=BTCUSDT&countdownTime=0",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(open().await, 1);
 }

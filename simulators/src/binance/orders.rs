@@ -995,6 +995,46 @@ pub(super) fn cancel_batch(state: &SimState, p: &Params) -> Response {
     ok(Value::Array(rows))
 }
 
+/// Cancels every open order on `symbol`.
+pub(super) fn cancel_all(state: &SimState, symbol: &str) {
+    let ids: Vec<u64> = {
+        let a = state.account.lock().expect("account lock");
+        a.orders
+            .values()
+            .filter(|o| is_open(o) && o.symbol == symbol)
+            .map(|o| o.id)
+            .collect()
+    };
+    for id in ids {
+        finish(state, id, "CANCELED");
+    }
+}
+
+/// `POST /fapi/v1/countdownCancelAll`: unless called again within `countdownTime` ms,
+/// every open order on the symbol is cancelled (0 turns the switch off).
+pub(super) fn countdown_cancel_all(state: &SimState, p: &Params) -> Response {
+    let Some(symbol) = p.get("symbol") else {
+        return missing("symbol");
+    };
+    let Some(ms) = p.get("countdownTime").and_then(|t| t.parse::<i64>().ok()) else {
+        return missing("countdownTime");
+    };
+    if ms < 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            -1102,
+            "countdownTime must not be negative.",
+        );
+    }
+    let mut c = state.countdowns.lock().expect("countdowns lock");
+    if ms == 0 {
+        c.remove(symbol);
+    } else {
+        c.insert(symbol.clone(), now_ms() + ms);
+    }
+    ok(json!({"symbol": symbol, "countdownTime": ms.to_string()}))
+}
+
 pub(super) fn cancel(state: &SimState, p: &Params) -> Response {
     match find(state, p).and_then(|o| finish(state, o.id, "CANCELED")) {
         Some(o) => ok(order_json(&o, false)),

@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 
 use super::failures::{OrderFault, Selector, StreamFault};
 use super::orders::{
-    all_orders, cancel, cancel_batch, find, finish, is_open, modify, modify_batch, order_json,
-    place, place_batch, set_leverage, user_trades,
+    all_orders, cancel, cancel_all, cancel_batch, countdown_cancel_all, find, is_open, modify,
+    modify_batch, order_json, place, place_batch, set_leverage, user_trades,
 };
 use super::{
     algo, apply_fault, now_ms, options, set_position, side_name, BinanceSimConfig, Fault, Held,
@@ -237,6 +237,46 @@ enum Admit {
     Banned { until_ms: i64 },
 }
 
+/// What a request adds to the ORDERS counters: (10 s, 1 min). A batch counts 5 on
+/// the 10 s limit and 1 on the minute.
+fn order_count(method: &Method, path: &str) -> Option<(u64, u64)> {
+    match (method.as_str(), path) {
+        ("POST" | "PUT", "/fapi/v1/order") => Some((1, 1)),
+        ("POST" | "PUT", "/fapi/v1/batchOrders") => Some((5, 1)),
+        _ => None,
+    }
+}
+
+/// Counts an order request; the counters after it, or the -1015 refusal.
+fn count_orders(state: &SimState, add: (u64, u64)) -> Result<(u64, u64), Box<Response>> {
+    let now = now_ms();
+    let mut l = state.limiter.lock().expect("limiter lock");
+    let (w10, w60) = (now / 10_000, now / 60_000);
+    if l.orders_10s.0 != w10 {
+        l.orders_10s = (w10, 0);
+    }
+    if l.orders_1m.0 != w60 {
+        l.orders_1m = (w60, 0);
+    }
+    let (c10, c60) = (l.orders_10s.1 + add.0, l.orders_1m.1 + add.1);
+    let refuse = |limit: u64, per: &str| {
+        Box::new(error(
+            StatusCode::TOO_MANY_REQUESTS,
+            -1015,
+            &format!("Too many new orders; current limit is {limit} orders per {per}."),
+        ))
+    };
+    if c10 > state.cfg.orders_per_10s {
+        return Err(refuse(state.cfg.orders_per_10s, "TEN_SECONDS"));
+    }
+    if c60 > state.cfg.orders_per_minute {
+        return Err(refuse(state.cfg.orders_per_minute, "MINUTE"));
+    }
+    l.orders_10s.1 = c10;
+    l.orders_1m.1 = c60;
+    Ok((c10, c60))
+}
+
 fn admit(state: &SimState, weight: u64) -> Admit {
     let cfg = &state.cfg;
     let mut l = state.limiter.lock().expect("limiter lock");
@@ -412,6 +452,11 @@ async fn handle(
             return r;
         }
     };
+    let counted = match order_count(&method, &path).map(|add| count_orders(&state, add)) {
+        Some(Err(refused)) => return *refused,
+        Some(Ok(c)) => Some(c),
+        None => None,
+    };
     let fault = (method == Method::POST && path == "/fapi/v1/order")
         .then(|| {
             state
@@ -448,8 +493,12 @@ async fn handle(
         Some(OrderFault::AcceptThenTimeout) => tokio::time::sleep(state.cfg.hang).await,
         Some(OrderFault::RejectBeforeEngine) | None => {}
     }
-    resp.headers_mut()
-        .insert("x-mbx-used-weight-1m", HeaderValue::from(used));
+    let h = resp.headers_mut();
+    h.insert("x-mbx-used-weight-1m", HeaderValue::from(used));
+    if let Some((c10, c60)) = counted {
+        h.insert("x-mbx-order-count-10s", HeaderValue::from(c10));
+        h.insert("x-mbx-order-count-1m", HeaderValue::from(c60));
+    }
     resp
 }
 
@@ -532,19 +581,10 @@ fn signed_route(state: &SimState, method: &Method, path: &str, p: &Params) -> Re
             let Some(symbol) = p.get("symbol") else {
                 return missing("symbol");
             };
-            let ids: Vec<u64> = {
-                let a = state.account.lock().expect("account lock");
-                a.orders
-                    .values()
-                    .filter(|o| is_open(o) && o.symbol == *symbol)
-                    .map(|o| o.id)
-                    .collect()
-            };
-            for id in ids {
-                finish(state, id, "CANCELED");
-            }
+            cancel_all(state, symbol);
             ok(json!({"code": 200, "msg": "The operation of cancel all open order is done."}))
         }
+        ("POST", "/fapi/v1/countdownCancelAll") => countdown_cancel_all(state, p),
         _ => error(StatusCode::NOT_FOUND, -5000, "Path not found"),
     }
 }
