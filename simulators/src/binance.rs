@@ -231,6 +231,10 @@ struct Account {
     /// Hedge mode (`dualSidePosition`): LONG and SHORT legs per symbol.
     dual_side: bool,
     orders: BTreeMap<u64, Order>,
+    /// The ids of open orders, and the latest order per client id: indexes over
+    /// `orders`, kept by `Account::store`.
+    open: std::collections::BTreeSet<u64>,
+    client_ids: std::collections::HashMap<String, u64>,
     next_order_id: u64,
     algos: BTreeMap<u64, algo::AlgoOrder>,
     next_algo_id: u64,
@@ -449,7 +453,7 @@ fn tick(state: &SimState) {
                 state.publish_market(format!("{lower}@bookTicker"), p);
             }
             let mut a = state.account.lock().expect("account lock");
-            if a.orders.values().any(orders::is_open) {
+            if !a.open.is_empty() {
                 orders::on_book_step(state, &mut a, spec, book, &mut fills);
             }
         }

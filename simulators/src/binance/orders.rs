@@ -208,7 +208,7 @@ fn available(a: &Account, marks: &BTreeMap<String, Decimal>) -> Decimal {
         free += (mark - h.entry) * h.amount;
         free -= (mark * h.amount).abs() / lev(s);
     }
-    for o in a.orders.values().filter(|o| is_open(o)) {
+    for o in a.open_orders() {
         let price = if o.price.is_zero() {
             marks.get(&o.symbol).copied().unwrap_or_default()
         } else {
@@ -332,6 +332,26 @@ fn parse_new_order(p: &Params) -> Result<NewOrder, Reject> {
 }
 
 impl Account {
+    /// Inserts or replaces `order`, keeping the open-order and client-id indexes right.
+    pub(super) fn store(&mut self, order: Order) {
+        if is_open(&order) {
+            self.open.insert(order.id);
+        } else {
+            self.open.remove(&order.id);
+        }
+        self.client_ids.insert(order.client_id.clone(), order.id);
+        self.orders.insert(order.id, order);
+    }
+
+    pub(super) fn open_orders(&self) -> impl Iterator<Item = &Order> {
+        self.open.iter().filter_map(|id| self.orders.get(id))
+    }
+
+    /// The latest order carrying `client_id`.
+    pub(super) fn by_client_id(&self, client_id: &str) -> Option<&Order> {
+        self.orders.get(self.client_ids.get(client_id)?)
+    }
+
     pub(super) fn leverage_of(&self, symbol: &str) -> u32 {
         self.leverage.get(symbol).copied().unwrap_or(20)
     }
@@ -402,15 +422,11 @@ fn execute(
         )
     };
     if let Some(cid) = &req.client_id {
-        if a.orders.values().any(|o| is_open(o) && o.client_id == *cid) {
+        if a.open_orders().any(|o| o.client_id == *cid) {
             return Err(bad(-4116, "ClientOrderId is duplicated."));
         }
     }
-    let open_here = a
-        .orders
-        .values()
-        .filter(|o| is_open(o) && o.symbol == spec.symbol)
-        .count();
+    let open_here = a.open_orders().filter(|o| o.symbol == spec.symbol).count();
     if open_here >= MAX_OPEN_ORDERS {
         return Err(bad(-2025, "Reach max open order limit."));
     }
@@ -528,7 +544,7 @@ fn execute(
         out.account(account_update(a, &spec.symbol, mark, t));
     }
     let result = order_json(&order, false);
-    a.orders.insert(id, order);
+    a.store(order);
     Ok(if req.result { result } else { ack })
 }
 
@@ -607,9 +623,8 @@ pub(super) fn on_book_step(
     out: &mut Outbox,
 ) {
     let ids: Vec<u64> = a
-        .orders
-        .values()
-        .filter(|o| is_open(o) && o.symbol == spec.symbol && o.kind == "LIMIT")
+        .open_orders()
+        .filter(|o| o.symbol == spec.symbol && o.kind == "LIMIT")
         .map(|o| o.id)
         .collect();
     let t = now_ms();
@@ -648,7 +663,7 @@ pub(super) fn on_book_step(
                 order.status = "EXPIRED";
                 order.update_time = t;
                 out.order(state, &order, order_update(&order, "EXPIRED", None, t));
-                a.orders.insert(id, order);
+                a.store(order);
                 continue;
             }
             lots = lots.min(cap);
@@ -659,7 +674,7 @@ pub(super) fn on_book_step(
         let price = order.price;
         fill(state, a, &mut order, price, spec.qty_of(lots), true, t, out);
         filled_any = true;
-        a.orders.insert(id, order);
+        a.store(order);
     }
     if filled_any {
         out.account(account_update(a, &spec.symbol, spec.price_of(book.mid), t));
@@ -672,11 +687,7 @@ pub(super) fn find(state: &SimState, p: &Params) -> Option<Order> {
         return a.orders.get(&id).cloned();
     }
     let cid = p.get("origClientOrderId")?;
-    a.orders
-        .values()
-        .rev()
-        .find(|o| o.client_id == *cid)
-        .cloned()
+    a.by_client_id(cid).cloned()
 }
 
 /// Ends an open order with `status` (CANCELED, EXPIRED) and says so on the stream.
@@ -684,10 +695,11 @@ pub(super) fn finish(state: &SimState, id: u64, status: &'static str) -> Option<
     let t = now_ms();
     let o = {
         let mut a = state.account.lock().expect("account lock");
-        let o = a.orders.get_mut(&id).filter(|o| is_open(o))?;
+        let mut o = a.orders.get(&id).filter(|o| is_open(o))?.clone();
         o.status = status;
         o.update_time = t;
-        o.clone()
+        a.store(o.clone());
+        o
     };
     let mut out = Outbox::default();
     out.order(state, &o, order_update(&o, status, None, t));
@@ -717,13 +729,7 @@ pub(super) fn modify(state: &SimState, p: &Params) -> Result<Value, Reject> {
         let mut a = state.account.lock().expect("account lock");
         let found = match p.get("orderId").and_then(|i| i.parse::<u64>().ok()) {
             Some(id) => a.orders.get(&id).cloned(),
-            None => get("origClientOrderId").and_then(|cid| {
-                a.orders
-                    .values()
-                    .rev()
-                    .find(|o| o.client_id == cid)
-                    .cloned()
-            }),
+            None => get("origClientOrderId").and_then(|cid| a.by_client_id(cid).cloned()),
         };
         let Some(mut order) = found.filter(|o| o.symbol == symbol) else {
             return Err(bad(-2013, "Order does not exist."));
@@ -782,7 +788,7 @@ pub(super) fn modify(state: &SimState, p: &Params) -> Result<Value, Reject> {
             out.account(account_update(&a, symbol, spec.price_of(book.mid), t));
         }
         let v = order_json(&order, false);
-        a.orders.insert(order.id, order);
+        a.store(order);
         v
     };
     out.publish(state);
@@ -999,9 +1005,8 @@ pub(super) fn cancel_batch(state: &SimState, p: &Params) -> Response {
 pub(super) fn cancel_all(state: &SimState, symbol: &str) {
     let ids: Vec<u64> = {
         let a = state.account.lock().expect("account lock");
-        a.orders
-            .values()
-            .filter(|o| is_open(o) && o.symbol == symbol)
+        a.open_orders()
+            .filter(|o| o.symbol == symbol)
             .map(|o| o.id)
             .collect()
     };

@@ -570,9 +570,8 @@ fn signed_route(state: &SimState, method: &Method, path: &str, p: &Params) -> Re
         ("GET", "/fapi/v1/openOrders") => {
             let a = state.account.lock().expect("account lock");
             let rows: Vec<Value> = a
-                .orders
-                .values()
-                .filter(|o| is_open(o) && p.get("symbol").is_none_or(|s| *s == o.symbol))
+                .open_orders()
+                .filter(|o| p.get("symbol").is_none_or(|s| *s == o.symbol))
                 .map(|o| order_json(o, true))
                 .collect();
             ok(Value::Array(rows))
@@ -871,7 +870,7 @@ fn dual_side(state: &SimState, p: &Params) -> Response {
             "No need to change position side.",
         );
     }
-    let busy = a.positions.values().any(|h| !h.amount.is_zero()) || a.orders.values().any(is_open);
+    let busy = a.positions.values().any(|h| !h.amount.is_zero()) || !a.open.is_empty();
     if busy {
         return error(
             StatusCode::BAD_REQUEST,
