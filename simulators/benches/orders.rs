@@ -75,7 +75,10 @@ async fn main() {
                 rest.signed(
                     Method::DELETE,
                     "/fapi/v1/order",
-                    &[("symbol", "BTCUSDT".to_owned()), ("orderId", id.to_string())],
+                    &[
+                        ("symbol", "BTCUSDT".to_owned()),
+                        ("orderId", id.to_string()),
+                    ],
                 )
                 .await
                 .expect("cancelled");

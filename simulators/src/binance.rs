@@ -729,6 +729,12 @@ impl BinanceSim {
             .add_stream_fault(fault, on);
     }
 
+    /// The venue liquidates (`adl` false) or auto-deleverages the leg at the mark, as
+    /// it does to an account under water; false when nothing is held there.
+    pub fn force_close(&self, symbol: &str, leg: &str, adl: bool) -> bool {
+        side_name(leg).is_some_and(|leg| orders::force_close(&self.state, symbol, leg, adl))
+    }
+
     /// Sets the server clock `offset_ms` away from the real one.
     pub fn set_clock_offset(&self, offset_ms: i64) {
         self.state.clock_offset_ms.store(offset_ms, Relaxed);

@@ -820,3 +820,257 @@ async fn the_dead_man_switch_cancels_open_orders_unless_refreshed() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(open().await, 1);
 }
+
+impl Venue {
+    /// Every user-stream event arriving within `window`.
+    async fn events_within(&mut self, window: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut seen = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            seen.push(ev);
+        }
+        seen
+    }
+}
+
+#[tokio::test]
+async fn the_venue_liquidates_after_a_margin_call_and_deleverages_without_a_fee() {
+    let mut v = venue(quiet()).await;
+    v.sim.set_position("BTCUSDT", d("0.5"));
+    v.events_within(Duration::from_millis(200)).await;
+    let wallet = v.wallet().await;
+    assert!(v.sim.force_close("BTCUSDT", "BOTH", false));
+    let seen = v.events_within(Duration::from_millis(300)).await;
+    let kinds: Vec<&str> = seen.iter().map(|e| e["e"].as_str().unwrap()).collect();
+    assert_eq!(kinds[0], "MARGIN_CALL", "{kinds:?}");
+    assert_eq!(seen[0]["p"][0]["s"], "BTCUSDT");
+    let trade = seen
+        .iter()
+        .find(|e| e["e"] == "ORDER_TRADE_UPDATE" && e["o"]["X"] == "FILLED")
+        .expect("the liquidation fill");
+    let o = &trade["o"];
+    assert!(o["c"].as_str().unwrap().starts_with("autoclose-"), "{o}");
+    assert_eq!(
+        (o["o"].as_str(), o["x"].as_str(), o["S"].as_str()),
+        (Some("LIQUIDATION"), Some("CALCULATED"), Some("SELL"))
+    );
+    let fee = dv(&o["n"]);
+    assert_eq!(fee, (dv(&o["L"]) * d("0.5") * d("0.0125")).round_dp(8));
+    assert!(kinds.contains(&"ACCOUNT_UPDATE"));
+    assert_eq!(
+        v.sim
+            .positions()
+            .get("BTCUSDT")
+            .copied()
+            .unwrap_or_default(),
+        Decimal::ZERO
+    );
+    assert_eq!(v.wallet().await, wallet + dv(&o["rp"]) - fee);
+
+    v.sim.set_position("ETHUSDT", d("-2"));
+    v.events_within(Duration::from_millis(200)).await;
+    assert!(v.sim.force_close("ETHUSDT", "BOTH", true));
+    let seen = v.events_within(Duration::from_millis(300)).await;
+    assert!(seen.iter().all(|e| e["e"] != "MARGIN_CALL"));
+    let o = &seen
+        .iter()
+        .find(|e| e["e"] == "ORDER_TRADE_UPDATE" && e["o"]["X"] == "FILLED")
+        .expect("the ADL fill")["o"];
+    assert_eq!(
+        (o["c"].as_str(), o["S"].as_str(), o["x"].as_str()),
+        (Some("adl_autoclose"), Some("BUY"), Some("TRADE"))
+    );
+    assert_eq!(dv(&o["n"]), Decimal::ZERO);
+    assert!(
+        !v.sim.force_close("ETHUSDT", "BOTH", true),
+        "nothing left to close"
+    );
+}
+
+/// Checks one order's ORDER_TRADE_UPDATEs form a sequence the venue can send: NEW
+/// first; TRADEs with cumulative quantity rising by each last quantity and never past
+/// the order; a final state last; nothing after it.
+fn valid_sequence(events: &[Value]) -> Result<(), String> {
+    let first = events.first().ok_or("no events")?;
+    if first["x"] != "NEW" || first["X"] != "NEW" {
+        return Err(format!("starts with {first}"));
+    }
+    let mut qty = dv(&first["q"]);
+    let mut cum = Decimal::ZERO;
+    let mut done = false;
+    for e in &events[1..] {
+        if done {
+            return Err(format!("event after the final state: {e}"));
+        }
+        let (x, st) = (e["x"].as_str().unwrap(), e["X"].as_str().unwrap());
+        match x {
+            "TRADE" | "CALCULATED" => {
+                cum += dv(&e["l"]);
+                if dv(&e["z"]) != cum || cum > qty {
+                    return Err(format!("cumulative {} vs {cum} of {qty}", e["z"]));
+                }
+                let want = if cum == qty {
+                    "FILLED"
+                } else {
+                    "PARTIALLY_FILLED"
+                };
+                if st != want {
+                    return Err(format!("status {st} after {cum} of {qty}"));
+                }
+            }
+            // A modify can change the quantity, never below what is filled.
+            "AMENDMENT" if matches!(st, "NEW" | "PARTIALLY_FILLED") => {
+                qty = dv(&e["q"]);
+                if qty <= cum {
+                    return Err(format!("amended to {qty} with {cum} filled"));
+                }
+            }
+            "CANCELED" | "EXPIRED" if st == x => {}
+            _ => return Err(format!("unexpected {x}/{st}")),
+        }
+        done = matches!(st, "FILLED" | "CANCELED" | "EXPIRED");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn random_trading_produces_only_valid_venue_sequences_and_unique_trade_ids() {
+    let mut v = venue(BinanceSimConfig {
+        resting_liquidity: 50,
+        ..quiet()
+    })
+    .await;
+    v.sim.set_position("BTCUSDT", Decimal::ZERO);
+    let mut rng = streaming::rng::SplitMix64::new(7);
+    let mut resting: Vec<u64> = Vec::new();
+    for _ in 0..120 {
+        let (bids, asks, _) = v.sim.book("BTCUSDT").unwrap();
+        let mid = (*bids.keys().next_back().unwrap() + *asks.keys().next().unwrap()) / d("2");
+        let side = if rng.below(2) == 0 { "BUY" } else { "SELL" };
+        let qty = (d("0.001") * Decimal::from(1 + rng.below(400))).to_string();
+        let offset = Decimal::from(rng.below(20) as i64 - 10) * d("0.1");
+        let price = (mid + offset).round_dp(1).to_string();
+        match rng.below(6) {
+            0 => {
+                let _ = v
+                    .order(&[("side", side), ("type", "MARKET"), ("quantity", &qty)])
+                    .await;
+            }
+            1..=3 => {
+                let tif = ["GTC", "IOC", "FOK", "GTX"][rng.below(4)];
+                if let Ok(o) = v
+                    .order(&[
+                        ("side", side),
+                        ("type", "LIMIT"),
+                        ("timeInForce", tif),
+                        ("quantity", &qty),
+                        ("price", &price),
+                    ])
+                    .await
+                {
+                    resting.push(o["orderId"].as_u64().unwrap());
+                }
+            }
+            4 if !resting.is_empty() => {
+                let id = resting.swap_remove(rng.below(resting.len())).to_string();
+                let _ = v
+                    .call(
+                        Method::DELETE,
+                        "/fapi/v1/order",
+                        &[("symbol", "BTCUSDT"), ("orderId", &id)],
+                    )
+                    .await;
+            }
+            _ if !resting.is_empty() => {
+                let id = resting[rng.below(resting.len())].to_string();
+                let _ = v
+                    .call(
+                        Method::PUT,
+                        "/fapi/v1/order",
+                        &[
+                            ("symbol", "BTCUSDT"),
+                            ("orderId", &id),
+                            ("side", side),
+                            ("quantity", &qty),
+                            ("price", &price),
+                        ],
+                    )
+                    .await;
+            }
+            _ => {}
+        }
+        if rng.below(10) == 0 {
+            v.sim.move_price("BTCUSDT", rng.below(9) as i64 - 4);
+        }
+    }
+    let events = v.updates_within(Duration::from_millis(800)).await;
+    let mut per_order: std::collections::BTreeMap<u64, Vec<Value>> = Default::default();
+    let mut trade_ids = std::collections::BTreeSet::new();
+    for o in events {
+        if o["x"] == "TRADE" {
+            assert!(
+                trade_ids.insert(o["t"].as_u64().unwrap()),
+                "trade id {} twice",
+                o["t"]
+            );
+        }
+        per_order
+            .entry(o["i"].as_u64().unwrap())
+            .or_default()
+            .push(o);
+    }
+    assert!(
+        per_order.len() > 30 && trade_ids.len() > 10,
+        "{} orders, {} trades",
+        per_order.len(),
+        trade_ids.len()
+    );
+    for (id, seq) in &per_order {
+        valid_sequence(seq).unwrap_or_else(|e| panic!("order {id}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn the_same_seed_and_commands_give_the_same_fills() {
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let v = venue(BinanceSimConfig {
+            seed: 99,
+            ..quiet()
+        })
+        .await;
+        v.sim.pause_market(true);
+        let mut fills = Vec::new();
+        for (side, qty) in [("BUY", "0.7"), ("SELL", "1.3"), ("BUY", "0.25")] {
+            let o = v
+                .order(&[("side", side), ("type", "MARKET"), ("quantity", qty)])
+                .await
+                .unwrap();
+            fills.push((
+                o["orderId"].clone(),
+                o["avgPrice"].clone(),
+                o["cumQuote"].clone(),
+            ));
+        }
+        let trades = v
+            .call(Method::GET, "/fapi/v1/userTrades", &[("symbol", "BTCUSDT")])
+            .await
+            .unwrap();
+        let trades: Vec<(Value, Value, Value, Value, Value)> = trades
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["id"].clone(),
+                    t["price"].clone(),
+                    t["qty"].clone(),
+                    t["commission"].clone(),
+                    t["realizedPnl"].clone(),
+                )
+            })
+            .collect();
+        runs.push((fills, trades, v.sim.book("BTCUSDT").unwrap()));
+    }
+    assert_eq!(runs[0], runs[1]);
+}

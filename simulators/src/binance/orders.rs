@@ -561,12 +561,41 @@ fn fill(
     t: i64,
     out: &mut Outbox,
 ) {
-    let side = Side::parse(&order.side).unwrap_or(Side::Buy);
     let rate = if maker {
         state.cfg.maker_fee
     } else {
         state.cfg.taker_fee
     };
+    let how = How {
+        maker,
+        rate,
+        exec: "TRADE",
+    };
+    book_fill(state, a, order, price, qty, how, t, out);
+}
+
+/// How a fill is booked: maker or taker, its fee rate, and the execution type the
+/// stream reports (TRADE; CALCULATED for a liquidation).
+#[derive(Debug, Clone, Copy)]
+struct How {
+    maker: bool,
+    rate: Decimal,
+    exec: &'static str,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn book_fill(
+    state: &SimState,
+    a: &mut Account,
+    order: &mut Order,
+    price: Decimal,
+    qty: Decimal,
+    how: How,
+    t: i64,
+    out: &mut Outbox,
+) {
+    let How { maker, rate, exec } = how;
+    let side = Side::parse(&order.side).unwrap_or(Side::Buy);
     let key = (order.symbol.clone(), order.position_side);
     let held = a.positions.get(&key).copied().unwrap_or_default();
     let before = Leg {
@@ -606,7 +635,7 @@ fn fill(
         maker,
         time: t,
     };
-    out.order(state, order, order_update(order, "TRADE", Some(&trade), t));
+    out.order(state, order, order_update(order, exec, Some(&trade), t));
     if a.trades.len() >= MAX_TRADES {
         a.trades.pop_front();
     }
@@ -999,6 +1028,108 @@ pub(super) fn cancel_batch(state: &SimState, p: &Params) -> Response {
         })
         .collect();
     ok(Value::Array(rows))
+}
+
+/// The venue closes a position itself: a liquidation (`autoclose-…`, type
+/// LIQUIDATION, reported as CALCULATED, charged the liquidation fee) preceded by a
+/// MARGIN_CALL, or an auto-deleveraging (`adl_autoclose`, no fee). At the mark.
+pub(super) fn force_close(state: &SimState, symbol: &str, leg: &'static str, adl: bool) -> bool {
+    let mut out = Outbox::default();
+    {
+        let m = state.market.lock().expect("market lock");
+        let Some(mark) = marks(&m).get(symbol).copied() else {
+            return false;
+        };
+        drop(m);
+        let Some(brackets) = state.brackets(symbol) else {
+            return false;
+        };
+        let mut a = state.account.lock().expect("account lock");
+        let held = a
+            .positions
+            .get(&(symbol.to_owned(), leg))
+            .copied()
+            .unwrap_or_default();
+        if held.amount.is_zero() {
+            return false;
+        }
+        let t = now_ms();
+        if !adl {
+            out.account(margin_call(&a, &brackets, (symbol, leg), held, mark, t));
+        }
+        a.next_order_id += 1;
+        let id = a.next_order_id;
+        let mut order = Order {
+            id,
+            client_id: if adl {
+                "adl_autoclose".to_owned()
+            } else {
+                format!("autoclose-{t}")
+            },
+            symbol: symbol.to_owned(),
+            side: if held.amount.is_sign_positive() {
+                "SELL"
+            } else {
+                "BUY"
+            }
+            .to_owned(),
+            position_side: leg,
+            kind: if adl { "MARKET" } else { "LIQUIDATION" }.to_owned(),
+            tif: "IOC".to_owned(),
+            qty: held.amount.abs(),
+            price: Decimal::ZERO,
+            executed: Decimal::ZERO,
+            cum_quote: Decimal::ZERO,
+            status: "NEW",
+            reduce_only: true,
+            time: t,
+            update_time: t,
+        };
+        out.order(state, &order, order_update(&order, "NEW", None, t));
+        let how = if adl {
+            How {
+                maker: false,
+                rate: Decimal::ZERO,
+                exec: "TRADE",
+            }
+        } else {
+            How {
+                maker: false,
+                rate: LIQUIDATION_FEE,
+                exec: "CALCULATED",
+            }
+        };
+        let qty = order.qty;
+        book_fill(state, &mut a, &mut order, mark, qty, how, t, &mut out);
+        out.account(account_update(&a, symbol, mark, t));
+        a.store(order);
+    }
+    out.publish(state);
+    true
+}
+
+/// The clearance fee of a liquidation, of its notional (`liquidationFee`).
+const LIQUIDATION_FEE: Decimal = Decimal::from_parts(125, 0, 0, false, 4);
+
+/// MARGIN_CALL for one leg (advisory: the venue sends it before liquidating).
+fn margin_call(
+    a: &Account,
+    brackets: &model::exchange::Brackets,
+    (symbol, leg): (&str, &str),
+    h: Held,
+    mark: Decimal,
+    t: i64,
+) -> String {
+    let mm = brackets.maintenance_margin(mark * h.amount).round_dp(8);
+    let up = ((mark - h.entry) * h.amount).round_dp(8);
+    format!(
+        r#"{{"e":"MARGIN_CALL","E":{t},"cw":"{}","p":[{{"s":"{symbol}","ps":"{leg}","pa":"{}","mt":"CROSSED","iw":"0","mp":"{}","up":"{}","mm":"{}"}}]}}"#,
+        a.wallet.normalize(),
+        h.amount.normalize(),
+        mark.normalize(),
+        up.normalize(),
+        mm.normalize()
+    )
 }
 
 /// Cancels every open order on `symbol`.

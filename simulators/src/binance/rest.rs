@@ -37,6 +37,7 @@ pub(super) fn router(state: Arc<SimState>) -> Router {
         .route("/sim/stream-fault", post(stream_fault))
         .route("/sim/clock", post(clock))
         .route("/sim/price", post(price_move))
+        .route("/sim/liquidate", post(liquidate))
         .fallback(handle)
         .with_state(state)
 }
@@ -194,6 +195,28 @@ async fn price_move(
         (StatusCode::OK, "ok").into_response()
     } else {
         sim_error(StatusCode::NOT_FOUND, "unknown symbol")
+    }
+}
+
+/// `POST /sim/liquidate` `{"symbol": "BTCUSDT", "side": "BOTH", "adl": false}`: the
+/// venue closes the leg itself (liquidation, or ADL with `"adl": true`).
+async fn liquidate(
+    State(state): State<Arc<SimState>>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let symbol = body.get("symbol").and_then(Value::as_str);
+    let leg = side_name(body.get("side").and_then(Value::as_str).unwrap_or("BOTH"));
+    let adl = body.get("adl").and_then(Value::as_bool).unwrap_or(false);
+    let (Some(symbol), Some(leg)) = (symbol, leg) else {
+        return sim_error(
+            StatusCode::BAD_REQUEST,
+            "body must be {\"symbol\": s, \"side\": BOTH|LONG|SHORT, \"adl\": bool}",
+        );
+    };
+    if super::orders::force_close(&state, symbol, leg, adl) {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        sim_error(StatusCode::NOT_FOUND, "no position there")
     }
 }
 
