@@ -66,6 +66,8 @@ pub struct BinanceSimConfig {
     pub option_unit: u32,
     /// Fee rates per fill (VIP 0 on the venue: 0.02 % maker, 0.05 % taker).
     pub maker_fee: Decimal,
+    /// The venue's clock (wall time by default).
+    pub clock: SimClock,
     /// How long an "accepted then timeout" reply is held back.
     pub hang: Duration,
     /// The ORDERS limits (300 per 10 s and 1200 per minute on the venue).
@@ -97,6 +99,7 @@ impl Default for BinanceSimConfig {
             option_unit: 1,
             maker_fee: Decimal::new(2, 4),
             hang: Duration::from_secs(30),
+            clock: SimClock::Wall,
             orders_per_10s: 300,
             orders_per_minute: 1200,
             taker_fee: Decimal::new(5, 4),
@@ -275,14 +278,23 @@ struct SimState {
     failures: Mutex<failures::Failures>,
     /// `countdownCancelAll` deadlines (server ms) per symbol.
     countdowns: Mutex<BTreeMap<String, i64>>,
-    /// Added to the server's clock (`/fapi/v1/time`, the `timestamp` check).
+    /// Added to the server's clock (an injected offset, or a fixed clock's advance).
     clock_offset_ms: std::sync::atomic::AtomicI64,
+    started: tokio::time::Instant,
     stats: SimStats,
     next_key: AtomicU64,
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// Where the venue's clock comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimClock {
+    /// The machine's clock.
+    Wall,
+    /// Frozen at this epoch (ms): it moves only when advanced (`advance_clock`,
+    /// `/sim/clock`), so the same seed and commands replay byte for byte.
+    Fixed(i64),
+    /// This epoch plus tokio's time since start: follows `tokio::time::pause`.
+    Tokio(i64),
 }
 
 /// The contracts the simulator lists.
@@ -330,9 +342,15 @@ impl SimState {
         }
     }
 
-    /// The server's clock, with the injected offset.
-    fn server_time(&self) -> i64 {
-        now_ms() + self.clock_offset_ms.load(Relaxed)
+    /// The server's clock in epoch ms: the configured source plus the injected
+    /// offset (and any advance of a fixed clock).
+    fn now_ms(&self) -> i64 {
+        let base = match self.cfg.clock {
+            SimClock::Wall => chrono::Utc::now().timestamp_millis(),
+            SimClock::Fixed(epoch) => epoch,
+            SimClock::Tokio(epoch) => epoch + self.started.elapsed().as_millis() as i64,
+        };
+        base + self.clock_offset_ms.load(Relaxed)
     }
 
     fn publish_user(&self, payload: String) {
@@ -354,7 +372,7 @@ impl SimState {
     fn mark(&self, symbol: &str) -> Option<Decimal> {
         if let Some(o) = self.option(symbol) {
             let spot = self.spot(&o.underlying)?;
-            return Decimal::from_f64(o.value(spot, now_ms()).price).map(|d| d.round_dp(3));
+            return Decimal::from_f64(o.value(spot, self.now_ms()).price).map(|d| d.round_dp(3));
         }
         let m = self.market.lock().expect("market lock");
         let i = m.specs.iter().position(|s| s.symbol == symbol)?;
@@ -432,7 +450,7 @@ fn tick(state: &SimState) {
         if m.paused {
             return;
         }
-        let t = now_ms();
+        let t = state.now_ms();
         let gap = std::mem::take(&mut m.gap_next);
         let Market {
             specs, books, rng, ..
@@ -464,7 +482,7 @@ fn tick(state: &SimState) {
 
 /// The dead-man switch: a symbol whose countdown ran out loses every open order.
 fn fire_countdowns(state: &SimState) {
-    let now = now_ms();
+    let now = state.now_ms();
     let due: Vec<String> = {
         let mut c = state.countdowns.lock().expect("countdowns lock");
         let due: Vec<String> = c
@@ -510,7 +528,7 @@ fn publish_option_marks(state: &SimState, t: i64) {
 }
 
 fn publish_marks(state: &SimState) {
-    let t = now_ms();
+    let t = state.now_ms();
     publish_option_marks(state, t);
     algo::on_marks(state);
     let marks: Vec<(String, Decimal)> = {
@@ -569,7 +587,11 @@ impl BinanceSim {
         let d = |s: &str| s.parse::<Decimal>().expect("literal");
         // Opened a month ago: `updateTime` is when a position last changed, and a
         // client must not take it for the time of its read.
-        let opened = now_ms() - 30 * 24 * 3600 * 1000;
+        let started = match cfg.clock {
+            SimClock::Wall => chrono::Utc::now().timestamp_millis(),
+            SimClock::Fixed(epoch) | SimClock::Tokio(epoch) => epoch,
+        };
+        let opened = started - 30 * 24 * 3600 * 1000;
         for (symbol, amount, entry) in [
             ("BTCUSDT", "0.5", "59000"),
             ("ETHUSDT", "-4", "3100"),
@@ -603,6 +625,7 @@ impl BinanceSim {
             failures: Mutex::default(),
             countdowns: Mutex::default(),
             clock_offset_ms: Default::default(),
+            started: tokio::time::Instant::now(),
             stats: SimStats::default(),
             next_key: AtomicU64::new(1),
             options: options::listed()
@@ -735,9 +758,14 @@ impl BinanceSim {
         side_name(leg).is_some_and(|leg| orders::force_close(&self.state, symbol, leg, adl))
     }
 
-    /// Sets the server clock `offset_ms` away from the real one.
+    /// Sets the server clock `offset_ms` away from its source.
     pub fn set_clock_offset(&self, offset_ms: i64) {
         self.state.clock_offset_ms.store(offset_ms, Relaxed);
+    }
+
+    /// Moves the server clock forward by `ms` (how a fixed clock advances).
+    pub fn advance_clock(&self, ms: i64) {
+        self.state.clock_offset_ms.fetch_add(ms, Relaxed);
     }
 
     pub fn mark(&self, symbol: &str) -> Option<Decimal> {
@@ -809,7 +837,7 @@ fn store_position(
         Held {
             amount,
             entry,
-            update_time: now_ms(),
+            update_time: state.now_ms(),
         },
     );
 }
@@ -828,7 +856,7 @@ fn set_position(
         // client finds the change on its next `/eapi/v1/position` read.
         return;
     }
-    let t = now_ms();
+    let t = state.now_ms();
     let wallet = state.account.lock().expect("account lock").wallet;
     state.publish_user(format!(
         r#"{{"e":"ACCOUNT_UPDATE","E":{t},"T":{t},"a":{{"m":"{reason}","B":[{{"a":"USDT","wb":"{wallet}","cw":"{wallet}","bc":"0"}}],"P":[{{"s":"{symbol}","pa":"{}","ep":"{}","bep":"{}","cr":"0","up":"0","mt":"cross","iw":"0","ps":"{side}"}}]}}}}"#,
@@ -848,7 +876,7 @@ fn move_price(state: &SimState, symbol: &str, ticks: i64) -> bool {
             return false;
         };
         let diff = books[i].shift(ticks, rng);
-        depth_stream(&specs[i], &diff, now_ms())
+        depth_stream(&specs[i], &diff, state.now_ms())
     };
     state.publish_market(published.0, published.1);
     true
@@ -862,7 +890,7 @@ fn expire_listen_key(state: &SimState) {
         .listen_key
         .take();
     if let Some((key, _)) = key {
-        let t = now_ms();
+        let t = state.now_ms();
         let _ = state.frames.send(Frame::User {
             listen_key: key.clone().into(),
             payload: format!(r#"{{"e":"listenKeyExpired","E":"{t}","listenKey":"{key}"}}"#).into(),
@@ -881,7 +909,7 @@ fn apply_fault(state: &SimState, fault: Fault) {
         Fault::ExpireListenKey => expire_listen_key(state),
         Fault::RateLimit => {
             let mut l = state.limiter.lock().expect("limiter lock");
-            let now = now_ms();
+            let now = state.now_ms();
             l.saturated_until_ms = now + state.cfg.weight_window.as_millis() as i64;
             rest::roll_window(&mut l, &state.cfg, now);
         }

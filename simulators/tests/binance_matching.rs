@@ -1074,3 +1074,72 @@ async fn the_same_seed_and_commands_give_the_same_fills() {
     }
     assert_eq!(runs[0], runs[1]);
 }
+
+#[tokio::test]
+async fn a_replay_with_the_same_seed_clock_and_commands_is_byte_identical() {
+    use simulators::binance::SimClock;
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let sim = BinanceSim::bind(
+            BinanceSimConfig {
+                seed: 1234,
+                clock: SimClock::Fixed(1_800_000_000_000),
+                ..quiet()
+            },
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        sim.pause_market(true);
+        let p0 = "symbol=BTCUSDT&timestamp=1800000000000";
+        let signed = |p: &str| {
+            let sig = streaming::binance::sign::sign(sim.config().secret.as_bytes(), p.as_bytes());
+            format!("{p}&signature={sig}")
+        };
+        let http = reqwest::Client::new();
+        let send = |method: Method, path: &str, params: &str| {
+            http.request(
+                method,
+                format!("{}{path}?{}", sim.rest_url(), signed(params)),
+            )
+            .header("X-MBX-APIKEY", sim.config().api_key.clone())
+            .send()
+        };
+        let key: Value = send(Method::POST, "/fapi/v1/listenKey", "")
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let url = format!("{}/ws/{}", sim.ws_url(), key["listenKey"].as_str().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let mut bodies = Vec::new();
+        for (method, path, extra) in [
+            (Method::POST, "/fapi/v1/order", "&side=BUY&type=MARKET&quantity=0.9&newOrderRespType=RESULT"),
+            (Method::POST, "/fapi/v1/order", "&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.3&price=60100&newClientOrderId=r-1"),
+            (Method::PUT, "/fapi/v1/order", "&side=SELL&quantity=0.4&price=60200&origClientOrderId=r-1"),
+            (Method::POST, "/fapi/v1/order", "&side=SELL&type=LIMIT&timeInForce=IOC&quantity=2&price=59000&newOrderRespType=RESULT"),
+            (Method::DELETE, "/fapi/v1/order", "&origClientOrderId=r-1"),
+            (Method::POST, "/fapi/v1/leverage", "&leverage=33"),
+            (Method::GET, "/fapi/v1/userTrades", ""),
+            (Method::GET, "/fapi/v2/positionRisk", ""),
+        ] {
+            let r = send(method, path, &format!("{p0}{extra}")).await.unwrap();
+            bodies.push(r.text().await.unwrap());
+        }
+        let mut frames = Vec::new();
+        while let Ok(Some(Ok(m))) =
+            tokio::time::timeout(Duration::from_millis(300), ws.next()).await
+        {
+            if let Ok(t) = m.to_text() {
+                frames.push(t.to_owned());
+            }
+        }
+        assert!(frames.len() > 8, "{frames:?}");
+        runs.push((bodies, frames, sim.book("BTCUSDT").unwrap()));
+        sim.stop();
+    }
+    assert_eq!(runs[0].0, runs[1].0, "REST answers differ");
+    assert_eq!(runs[0].1, runs[1].1, "user-stream frames differ");
+    assert_eq!(runs[0].2, runs[1].2, "books differ");
+}

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::orders::place;
 use super::rest::{error, missing, ok, reject, Params, Reject};
-use super::{now_ms, SimState};
+use super::SimState;
 
 #[derive(Debug, Clone)]
 pub(super) struct AlgoOrder {
@@ -71,7 +71,7 @@ fn algo_json(a: &AlgoOrder) -> Value {
 }
 
 fn publish(state: &SimState, a: &AlgoOrder) {
-    let t = now_ms();
+    let t = state.now_ms();
     let event = json!({
         "e": "ALGO_UPDATE", "T": t, "E": t,
         "o": {
@@ -154,7 +154,7 @@ fn cancel(state: &SimState, id: u64) -> Option<AlgoOrder> {
         let mut acct = state.account.lock().expect("account lock");
         let a = acct.algos.get_mut(&id).filter(|a| is_open(a))?;
         a.status = "CANCELED";
-        a.update_time = now_ms();
+        a.update_time = state.now_ms();
         a.clone()
     };
     publish(state, &a);
@@ -221,7 +221,7 @@ fn create(state: &SimState, p: &Params) -> Result<Value, Reject> {
     if !trailing && fires(kind, side, trigger, mark) {
         return bad(-2021, "Order would immediately trigger.");
     }
-    let t = now_ms();
+    let t = state.now_ms();
     let a = {
         let mut acct = state.account.lock().expect("account lock");
         if let Some(cid) = p.get("clientAlgoId") {
@@ -339,7 +339,7 @@ pub(super) fn on_marks(state: &SimState) {
             p.insert("timeInForce".into(), a.tif.clone());
         }
         let placed = place(state, &p).ok();
-        let t = now_ms();
+        let t = state.now_ms();
         let done = {
             let mut acct = state.account.lock().expect("account lock");
             let Some(o) = acct.algos.get_mut(&a.id) else {

@@ -16,7 +16,7 @@ use super::failures::StreamFault;
 use super::market::{SimBook, SymbolSpec};
 use super::matching::{self, Leg, Plan, Side, Tif};
 use super::rest::{error, missing, ok, reject, Params, Reject};
-use super::{now_ms, side_name, Account, Held, Market, Order, SimState};
+use super::{side_name, Account, Held, Market, Order, SimState};
 
 /// Open orders per symbol (`MAX_NUM_ORDERS`).
 pub(super) const MAX_OPEN_ORDERS: usize = 200;
@@ -483,7 +483,7 @@ fn execute(
     };
     a.next_order_id += 1;
     let id = a.next_order_id;
-    let t = now_ms();
+    let t = state.now_ms();
     let mut order = Order {
         id,
         client_id: req.client_id.unwrap_or_else(|| format!("sim{id}")),
@@ -656,7 +656,7 @@ pub(super) fn on_book_step(
         .filter(|o| o.symbol == spec.symbol && o.kind == "LIMIT")
         .map(|o| o.id)
         .collect();
-    let t = now_ms();
+    let t = state.now_ms();
     let mut filled_any = false;
     for id in ids {
         let Some(mut order) = a.orders.get(&id).cloned() else {
@@ -721,7 +721,7 @@ pub(super) fn find(state: &SimState, p: &Params) -> Option<Order> {
 
 /// Ends an open order with `status` (CANCELED, EXPIRED) and says so on the stream.
 pub(super) fn finish(state: &SimState, id: u64, status: &'static str) -> Option<Order> {
-    let t = now_ms();
+    let t = state.now_ms();
     let o = {
         let mut a = state.account.lock().expect("account lock");
         let mut o = a.orders.get(&id).filter(|o| is_open(o))?.clone();
@@ -784,7 +784,7 @@ pub(super) fn modify(state: &SimState, p: &Params) -> Result<Value, Reject> {
         if qty == order.qty && price == order.price {
             return Err(bad(-5027, "No need to modify the order."));
         }
-        let t = now_ms();
+        let t = state.now_ms();
         order.qty = qty;
         order.price = price;
         order.update_time = t;
@@ -897,7 +897,7 @@ pub(super) fn set_leverage(state: &SimState, p: &Params) -> Response {
         .expect("account lock")
         .leverage
         .insert(symbol.clone(), leverage);
-    let t = now_ms();
+    let t = state.now_ms();
     state.publish_user(format!(
         r#"{{"e":"ACCOUNT_CONFIG_UPDATE","E":{t},"T":{t},"ac":{{"s":"{symbol}","l":{leverage}}}}}"#
     ));
@@ -1053,7 +1053,7 @@ pub(super) fn force_close(state: &SimState, symbol: &str, leg: &'static str, adl
         if held.amount.is_zero() {
             return false;
         }
-        let t = now_ms();
+        let t = state.now_ms();
         if !adl {
             out.account(margin_call(&a, &brackets, (symbol, leg), held, mark, t));
         }
@@ -1166,7 +1166,7 @@ pub(super) fn countdown_cancel_all(state: &SimState, p: &Params) -> Response {
     if ms == 0 {
         c.remove(symbol);
     } else {
-        c.insert(symbol.clone(), now_ms() + ms);
+        c.insert(symbol.clone(), state.now_ms() + ms);
     }
     ok(json!({"symbol": symbol, "countdownTime": ms.to_string()}))
 }

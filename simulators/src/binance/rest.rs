@@ -22,8 +22,8 @@ use super::orders::{
     modify_batch, order_json, place, place_batch, set_leverage, user_trades,
 };
 use super::{
-    algo, apply_fault, now_ms, options, set_position, side_name, BinanceSimConfig, Fault, Held,
-    Limiter, PositionKey, SimState,
+    algo, apply_fault, options, set_position, side_name, BinanceSimConfig, Fault, Held, Limiter,
+    PositionKey, SimState,
 };
 use streaming::binance::sign::{split_signature, verify};
 
@@ -162,18 +162,22 @@ async fn stream_fault(
     (StatusCode::OK, "ok").into_response()
 }
 
-/// `POST /sim/clock` `{"offset_ms": n}`: the server's clock runs `n` ms off.
+/// `POST /sim/clock` `{"offset_ms": n}` puts the server's clock `n` ms off its source;
+/// `{"advance_ms": n}` moves it forward (how a fixed clock advances).
 async fn clock(
     State(state): State<Arc<SimState>>,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    let Some(offset) = body.get("offset_ms").and_then(Value::as_i64) else {
+    if let Some(offset) = body.get("offset_ms").and_then(Value::as_i64) {
+        state.clock_offset_ms.store(offset, Relaxed);
+    } else if let Some(ms) = body.get("advance_ms").and_then(Value::as_i64) {
+        state.clock_offset_ms.fetch_add(ms, Relaxed);
+    } else {
         return sim_error(
             StatusCode::BAD_REQUEST,
-            "body must be {\"offset_ms\": integer}",
+            "body must be {\"offset_ms\": integer} or {\"advance_ms\": integer}",
         );
-    };
-    state.clock_offset_ms.store(offset, Relaxed);
+    }
     (StatusCode::OK, "ok").into_response()
 }
 
@@ -272,7 +276,7 @@ fn order_count(method: &Method, path: &str) -> Option<(u64, u64)> {
 
 /// Counts an order request; the counters after it, or the -1015 refusal.
 fn count_orders(state: &SimState, add: (u64, u64)) -> Result<(u64, u64), Box<Response>> {
-    let now = now_ms();
+    let now = state.now_ms();
     let mut l = state.limiter.lock().expect("limiter lock");
     let (w10, w60) = (now / 10_000, now / 60_000);
     if l.orders_10s.0 != w10 {
@@ -303,7 +307,7 @@ fn count_orders(state: &SimState, add: (u64, u64)) -> Result<(u64, u64), Box<Res
 fn admit(state: &SimState, weight: u64) -> Admit {
     let cfg = &state.cfg;
     let mut l = state.limiter.lock().expect("limiter lock");
-    let now = now_ms();
+    let now = state.now_ms();
     if l.banned_until_ms > now {
         return Admit::Banned {
             until_ms: l.banned_until_ms,
@@ -408,7 +412,7 @@ fn authenticate(
         .and_then(|w| w.parse::<i64>().ok())
         .unwrap_or(5000)
         .min(60_000);
-    let now = state.server_time();
+    let now = state.now_ms();
     if ts >= now + 1000 || now - ts > window {
         return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
@@ -469,7 +473,7 @@ async fn handle(
                 -1003,
                 &format!("Way too many requests; IP(127.0.0.1) banned until {until_ms}. Please use the websocket for live updates to avoid bans."),
             );
-            let secs = ((until_ms - now_ms()).max(0) as u64).div_ceil(1000);
+            let secs = ((until_ms - state.now_ms()).max(0) as u64).div_ceil(1000);
             r.headers_mut()
                 .insert("retry-after", HeaderValue::from(secs));
             return r;
@@ -537,11 +541,13 @@ fn route(
 ) -> Response {
     let auth = |signed| authenticate(state, headers, query, body, p, signed);
     match (method.as_str(), path) {
-        ("GET", "/fapi/v1/time" | "/api/v3/time") => ok(json!({"serverTime": state.server_time()})),
+        ("GET", "/fapi/v1/time" | "/api/v3/time") => ok(json!({"serverTime": state.now_ms()})),
         ("GET", "/fapi/v1/ping" | "/api/v3/ping") => ok(json!({})),
         ("GET", "/fapi/v1/exchangeInfo") => ok(exchange_info(state)),
-        ("GET", "/eapi/v1/time") => ok(json!({"serverTime": now_ms()})),
-        ("GET", "/eapi/v1/exchangeInfo") => ok(options::exchange_info(&state.options, now_ms())),
+        ("GET", "/eapi/v1/time") => ok(json!({"serverTime": state.now_ms()})),
+        ("GET", "/eapi/v1/exchangeInfo") => {
+            ok(options::exchange_info(&state.options, state.now_ms()))
+        }
         ("GET", "/eapi/v1/mark") => option_marks(state, p),
         ("GET", "/fapi/v1/depth") => depth(state, p),
         ("POST" | "PUT" | "DELETE", "/fapi/v1/listenKey") => match auth(false) {
@@ -675,7 +681,7 @@ fn exchange_info(state: &SimState) -> Value {
         .collect();
     let w = state.cfg.weight_limit;
     json!({
-        "timezone": "UTC", "serverTime": now_ms(), "futuresType": "U_MARGINED",
+        "timezone": "UTC", "serverTime": state.now_ms(), "futuresType": "U_MARGINED",
         "rateLimits": [
             {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": w},
             {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
@@ -706,7 +712,7 @@ fn depth(state: &SimState, p: &Params) -> Response {
     let (spec, b) = (&m.specs[i], &m.books[i]);
     let level =
         |(p, q): (&i64, &i64)| json!([spec.price_of(*p).to_string(), spec.qty_of(*q).to_string()]);
-    let t = now_ms();
+    let t = state.now_ms();
     ok(json!({
         "lastUpdateId": b.last_id, "E": t, "T": t,
         "bids": b.bids.iter().rev().take(limit).map(level).collect::<Vec<_>>(),
@@ -726,7 +732,7 @@ fn listen_key(state: &SimState, method: &Method) -> Response {
                 None => {
                     state.stats.listen_keys_created.fetch_add(1, Relaxed);
                     let n = state.next_key.fetch_add(1, Relaxed);
-                    format!("simListenKey{n:04}{:x}", now_ms())
+                    format!("simListenKey{n:04}{:x}", state.now_ms())
                 }
             };
             a.listen_key = Some((key.clone(), deadline));
@@ -907,7 +913,7 @@ fn dual_side(state: &SimState, p: &Params) -> Response {
 
 /// `GET /eapi/v1/mark`: every option, or the one named by `symbol`.
 fn option_marks(state: &SimState, p: &Params) -> Response {
-    let t = now_ms();
+    let t = state.now_ms();
     let rows: Vec<Value> = state
         .options
         .iter()
@@ -923,7 +929,7 @@ fn option_marks(state: &SimState, p: &Params) -> Response {
 /// `GET /eapi/v1/position`: held options only.
 fn option_positions(state: &SimState, p: &Params) -> Value {
     let (held, _) = held_positions(state);
-    let t = now_ms();
+    let t = state.now_ms();
     let rows = state
         .options
         .iter()
@@ -988,7 +994,7 @@ fn balance(state: &SimState) -> Value {
         "openOrderInitialMargin": "0", "crossWalletBalance": wallet.to_string(),
         "crossUnPnl": upnl.to_string(), "availableBalance": available.to_string(),
         "maxWithdrawAmount": available.to_string(), "marginAvailable": true,
-        "updateTime": now_ms(), "balance": wallet.to_string()
+        "updateTime": state.now_ms(), "balance": wallet.to_string()
     }])
 }
 
