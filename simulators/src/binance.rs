@@ -248,6 +248,8 @@ struct Account {
     next_trade_id: u64,
     /// Per symbol; 20 until set.
     leverage: BTreeMap<String, u32>,
+    /// Symbols in isolated margin mode (cross otherwise).
+    isolated: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]

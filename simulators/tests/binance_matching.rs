@@ -1143,3 +1143,107 @@ async fn a_replay_with_the_same_seed_clock_and_commands_is_byte_identical() {
     assert_eq!(runs[0].1, runs[1].1, "user-stream frames differ");
     assert_eq!(runs[0].2, runs[1].2, "books differ");
 }
+
+#[tokio::test]
+async fn margin_type_hedge_legs_and_the_adl_quantile_follow_the_venue() {
+    let v = venue(quiet()).await;
+    let set = |t: &'static str| {
+        let v = &v;
+        async move {
+            v.call(
+                Method::POST,
+                "/fapi/v1/marginType",
+                &[("symbol", "SOLUSDT"), ("marginType", t)],
+            )
+            .await
+        }
+    };
+    assert_eq!(code(set("CROSSED").await), Some(-4046), "already cross");
+    set("ISOLATED").await.unwrap();
+    v.call(
+        Method::POST,
+        "/fapi/v1/order",
+        &[
+            ("symbol", "SOLUSDT"),
+            ("side", "BUY"),
+            ("type", "MARKET"),
+            ("quantity", "10"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code(set("CROSSED").await),
+        Some(-4048),
+        "a position is open"
+    );
+    let risk = v
+        .call(Method::GET, "/fapi/v2/positionRisk", &[])
+        .await
+        .unwrap();
+    let sol = risk
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["symbol"] == "SOLUSDT")
+        .unwrap()
+        .clone();
+    assert_eq!(sol["marginType"], "isolated");
+    let iw = dv(&sol["isolatedWallet"]);
+    assert_eq!(iw, (dv(&sol["entryPrice"]) * d("10") / d("20")).round_dp(8));
+    // Isolated at 20x: liquidated about 5 % under the entry, whatever the wallet holds.
+    let lp = dv(&sol["liquidationPrice"]);
+    let entry = dv(&sol["entryPrice"]);
+    assert!(
+        lp > entry * d("0.94") && lp < entry * d("0.96"),
+        "{lp} vs {entry}"
+    );
+
+    // Hedge mode: legs open and close separately and never flip.
+    for s in ["BTCUSDT", "ETHUSDT", "BTCUSDT_261225", "SOLUSDT"] {
+        v.sim.set_position(s, Decimal::ZERO);
+    }
+    v.sim.set_dual_side(true);
+    let leg = |side: &'static str, ps: &'static str, qty: &'static str| {
+        let v = &v;
+        async move {
+            v.order(&[
+                ("side", side),
+                ("type", "MARKET"),
+                ("quantity", qty),
+                ("positionSide", ps),
+            ])
+            .await
+        }
+    };
+    leg("BUY", "LONG", "0.2").await.unwrap();
+    leg("SELL", "SHORT", "0.1").await.unwrap();
+    assert_eq!(
+        code(leg("BUY", "SHORT", "0.2").await),
+        Some(-2022),
+        "a SHORT leg of 0.1 cannot flip"
+    );
+    leg("SELL", "LONG", "0.2").await.unwrap();
+    let risk = v
+        .call(Method::GET, "/fapi/v3/positionRisk", &[])
+        .await
+        .unwrap();
+    let legs: Vec<(String, String)> = risk
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["symbol"] == "BTCUSDT")
+        .map(|r| {
+            (
+                r["positionSide"].as_str().unwrap().to_owned(),
+                r["positionAmt"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(legs, [("SHORT".to_owned(), "-0.1".to_owned())]);
+    for r in risk.as_array().unwrap() {
+        let adl = r["adl"].as_u64().unwrap();
+        let pnl = dv(&r["unRealizedProfit"]);
+        assert!(adl <= 4 && (pnl > Decimal::ZERO || adl == 0), "{r}");
+    }
+}

@@ -182,8 +182,9 @@ fn account_update(a: &Account, symbol: &str, mark: Decimal, t: i64) -> String {
         .filter(|((s, _), _)| s == symbol)
         .map(|((s, side), h)| {
             let up = ((mark - h.entry) * h.amount).round_dp(8);
+            let mt = if a.isolated.contains(s) { "isolated" } else { "cross" };
             format!(
-                r#"{{"s":"{s}","pa":"{}","ep":"{}","bep":"{}","cr":"0","up":"{}","mt":"cross","iw":"0","ps":"{side}"}}"#,
+                r#"{{"s":"{s}","pa":"{}","ep":"{}","bep":"{}","cr":"0","up":"{}","mt":"{mt}","iw":"0","ps":"{side}"}}"#,
                 h.amount.normalize(),
                 h.entry.normalize(),
                 h.entry.normalize(),
@@ -459,6 +460,15 @@ fn execute(
         .get(&(spec.symbol.clone(), position_side))
         .copied()
         .unwrap_or_default();
+    // Hedge mode: BUY on LONG and SELL on SHORT open; the other way closes, never
+    // more than the leg holds (a leg cannot flip).
+    let closes_leg = matches!(
+        (position_side, req.side),
+        ("LONG", Side::Sell) | ("SHORT", Side::Buy)
+    );
+    if closes_leg && req.qty > held.amount.abs() {
+        return Err(bad(-2022, "ReduceOnly Order is rejected."));
+    }
     // A reduce-only order may only shrink the position: the opposite side, and never
     // more than is held (what is over expires).
     let cap = if req.reduce_only {
@@ -470,7 +480,7 @@ fn execute(
         lots(held.amount.abs())
     } else {
         let need = req.qty * reference / Decimal::from(a.leverage_of(&spec.symbol));
-        if need > available(a, marks) {
+        if !closes_leg && need > available(a, marks) {
             return Err(bad(-2019, "Margin is insufficient."));
         }
         i64::MAX

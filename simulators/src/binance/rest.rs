@@ -574,6 +574,7 @@ fn signed_route(state: &SimState, method: &Method, path: &str, p: &Params) -> Re
         ("POST", "/fapi/v1/leverage") => set_leverage(state, p),
         ("GET", "/fapi/v1/userTrades") => user_trades(state, p),
         ("GET", "/fapi/v1/allOrders") => all_orders(state, p),
+        ("POST", "/fapi/v1/marginType") => margin_type(state, p),
         ("PUT", "/fapi/v1/order") => modify(state, p).map_or_else(Reject::response, ok),
         ("PUT", "/fapi/v1/batchOrders") => modify_batch(state, p),
         ("GET", "/fapi/v1/positionSide/dual") => {
@@ -763,6 +764,8 @@ struct Cross {
     wallet: Decimal,
     legs: BTreeMap<PositionKey, (Decimal, Decimal)>,
     leverage: BTreeMap<String, u32>,
+    /// Symbols in isolated margin mode.
+    isolated: std::collections::BTreeSet<String>,
 }
 
 fn cross(state: &SimState, held: &BTreeMap<PositionKey, Held>) -> Cross {
@@ -770,6 +773,7 @@ fn cross(state: &SimState, held: &BTreeMap<PositionKey, Held>) -> Cross {
         let a = state.account.lock().expect("account lock");
         (a.wallet, a.leverage.clone())
     };
+    let isolated = state.account.lock().expect("account lock").isolated.clone();
     let legs = held
         .iter()
         .filter_map(|(k, h)| {
@@ -783,6 +787,7 @@ fn cross(state: &SimState, held: &BTreeMap<PositionKey, Held>) -> Cross {
         wallet,
         legs,
         leverage,
+        isolated,
     }
 }
 
@@ -806,35 +811,65 @@ fn position_row(state: &SimState, key: &PositionKey, held: Held, cross: &Cross, 
         .fold((Decimal::ZERO, Decimal::ZERO), |(m, u), (_, (mm, up))| {
             (m + mm, u + up)
         });
+    // Isolated: the position stands alone on the margin it was opened with (the
+    // simulator's isolated wallet is the initial margin at the entry).
+    let isolated = cross.isolated.contains(symbol);
+    let isolated_wallet = if isolated {
+        (amount.abs() * entry / Decimal::from(leverage)).round_dp(8)
+    } else {
+        Decimal::ZERO
+    };
+    let input = if isolated {
+        model::exchange::LiquidationInput {
+            wallet: isolated_wallet,
+            other_maintenance: Decimal::ZERO,
+            other_unrealized: Decimal::ZERO,
+            amount,
+            entry,
+        }
+    } else {
+        model::exchange::LiquidationInput {
+            wallet: cross.wallet,
+            other_maintenance: other_mm,
+            other_unrealized: other_pnl,
+            amount,
+            entry,
+        }
+    };
     let liquidation = brackets
         .as_ref()
-        .and_then(|b| {
-            model::exchange::liquidation_price(
-                b,
-                &model::exchange::LiquidationInput {
-                    wallet: cross.wallet,
-                    other_maintenance: other_mm,
-                    other_unrealized: other_pnl,
-                    amount,
-                    entry,
-                },
-            )
-        })
+        .and_then(|b| model::exchange::liquidation_price(b, &input))
         .unwrap_or_default()
         .round_dp(8);
+    // ADL quantile (0–4): the venue ranks profitable positions by PnL ratio × effective
+    // leverage against other traders; alone, the simulator scores that product itself.
+    let margin = (notional.abs() / Decimal::from(leverage)).max(Decimal::ONE);
+    let adl = if pnl <= Decimal::ZERO {
+        0
+    } else {
+        let score = pnl / margin * Decimal::from(leverage);
+        1 + (score * Decimal::TWO)
+            .floor()
+            .min(Decimal::from(3))
+            .to_u32()
+            .unwrap_or(0)
+    };
+    let margin_type = if isolated { "isolated" } else { "cross" };
     let mut row = json!({
         "symbol": symbol, "positionSide": side, "positionAmt": amount.normalize().to_string(),
         "entryPrice": entry.normalize().to_string(), "breakEvenPrice": entry.normalize().to_string(),
         "markPrice": mark.to_string(), "unRealizedProfit": pnl.to_string(),
-        "liquidationPrice": liquidation.normalize().to_string(), "isolatedMargin": "0",
-        "notional": notional.to_string(), "isolatedWallet": "0", "updateTime": update_time,
+        "liquidationPrice": liquidation.normalize().to_string(),
+        "isolatedMargin": (if isolated { isolated_wallet + pnl } else { Decimal::ZERO }).normalize().to_string(),
+        "notional": notional.to_string(), "isolatedWallet": isolated_wallet.normalize().to_string(),
+        "updateTime": update_time,
     });
     let extra = if v2 {
         let max_notional = brackets
             .as_ref()
             .map_or(Decimal::ZERO, |b| b.max_notional(leverage));
         json!({"leverage": leverage.to_string(), "maxNotionalValue": max_notional.normalize().to_string(),
-               "marginType": "cross", "isAutoAddMargin": "false"})
+               "marginType": margin_type, "isAutoAddMargin": "false"})
     } else {
         let im = (notional.abs() / Decimal::from(leverage))
             .round_dp(8)
@@ -845,7 +880,7 @@ fn position_row(state: &SimState, key: &PositionKey, held: Held, cross: &Cross, 
             .round_dp(8)
             .to_string();
         json!({"marginAsset": "USDT", "initialMargin": im, "maintMargin": mm, "positionInitialMargin": im,
-               "openOrderInitialMargin": "0", "adl": 0, "bidNotional": "0", "askNotional": "0"})
+               "openOrderInitialMargin": "0", "adl": adl, "bidNotional": "0", "askNotional": "0"})
     };
     if let (Some(r), Some(e)) = (row.as_object_mut(), extra.as_object()) {
         r.extend(e.clone());
@@ -908,6 +943,48 @@ fn dual_side(state: &SimState, p: &Params) -> Response {
         );
     }
     a.dual_side = want;
+    ok(json!({"code": 200, "msg": "success"}))
+}
+
+/// `POST /fapi/v1/marginType` (`ISOLATED` | `CROSSED`): refused while the symbol has a
+/// position or open orders, as the venue does.
+fn margin_type(state: &SimState, p: &Params) -> Response {
+    let Some(symbol) = p.get("symbol") else {
+        return missing("symbol");
+    };
+    let want = match p.get("marginType").map(String::as_str) {
+        Some("ISOLATED") => true,
+        Some("CROSSED") => false,
+        _ => return missing("marginType"),
+    };
+    if state.brackets(symbol).is_none() {
+        return error(StatusCode::BAD_REQUEST, -1121, "Invalid symbol.");
+    }
+    let mut a = state.account.lock().expect("account lock");
+    if a.isolated.contains(symbol) == want {
+        return error(
+            StatusCode::BAD_REQUEST,
+            -4046,
+            "No need to change margin type.",
+        );
+    }
+    let busy = a
+        .positions
+        .iter()
+        .any(|((s, _), h)| s == symbol && !h.amount.is_zero())
+        || a.open_orders().any(|o| o.symbol == *symbol);
+    if busy {
+        return error(
+            StatusCode::BAD_REQUEST,
+            -4048,
+            "Margin type cannot be changed if there exists position.",
+        );
+    }
+    if want {
+        a.isolated.insert(symbol.clone());
+    } else {
+        a.isolated.remove(symbol);
+    }
     ok(json!({"code": 200, "msg": "success"}))
 }
 
