@@ -66,6 +66,9 @@ pub struct BinanceSimConfig {
     pub option_unit: u32,
     /// Fee rates per fill (VIP 0 on the venue: 0.02 % maker, 0.05 % taker).
     pub maker_fee: Decimal,
+    /// Start with the books still (`pause_market(false)` starts them): what replays
+    /// need, since the first market step would otherwise race the test's pause.
+    pub market_paused: bool,
     /// The venue's clock (wall time by default).
     pub clock: SimClock,
     /// How long an "accepted then timeout" reply is held back.
@@ -100,6 +103,7 @@ impl Default for BinanceSimConfig {
             maker_fee: Decimal::new(2, 4),
             hang: Duration::from_secs(30),
             clock: SimClock::Wall,
+            market_paused: false,
             orders_per_10s: 300,
             orders_per_minute: 1200,
             taker_fee: Decimal::new(5, 4),
@@ -617,7 +621,7 @@ impl BinanceSim {
                 books,
                 rng,
                 gap_next: false,
-                paused: false,
+                paused: cfg.market_paused,
             }),
             account: Mutex::new(account),
             limiter: Mutex::new(Limiter::default()),

@@ -1036,10 +1036,10 @@ async fn the_same_seed_and_commands_give_the_same_fills() {
     for _ in 0..2 {
         let v = venue(BinanceSimConfig {
             seed: 99,
+            market_paused: true,
             ..quiet()
         })
         .await;
-        v.sim.pause_market(true);
         let mut fills = Vec::new();
         for (side, qty) in [("BUY", "0.7"), ("SELL", "1.3"), ("BUY", "0.25")] {
             let o = v
@@ -1084,13 +1084,13 @@ async fn a_replay_with_the_same_seed_clock_and_commands_is_byte_identical() {
             BinanceSimConfig {
                 seed: 1234,
                 clock: SimClock::Fixed(1_800_000_000_000),
+                market_paused: true,
                 ..quiet()
             },
             "127.0.0.1:0".parse().unwrap(),
         )
         .await
         .unwrap();
-        sim.pause_market(true);
         let p0 = "symbol=BTCUSDT&timestamp=1800000000000";
         let signed = |p: &str| {
             let sig = streaming::binance::sign::sign(sim.config().secret.as_bytes(), p.as_bytes());
