@@ -904,6 +904,29 @@ fn expire_listen_key(state: &SimState) {
     }
 }
 
+impl kit::Faults for SimState {
+    type Fault = Fault;
+    const NAMES: &'static [&'static str] = &[
+        "drop",
+        "silent",
+        "resume",
+        "depth_gap",
+        "expire_listen_key",
+        "rate_limit",
+        "maintenance",
+        "maintenance_off",
+        "malformed",
+    ];
+
+    fn parse(name: &str, count: Option<u32>) -> Option<Fault> {
+        Fault::parse(name, count)
+    }
+
+    fn apply(&self, fault: Fault) {
+        apply_fault(self, fault);
+    }
+}
+
 fn apply_fault(state: &SimState, fault: Fault) {
     match fault {
         Fault::Drop => {
@@ -959,6 +982,11 @@ fn canonical_stream(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_fault_parses() {
+        kit::assert_fault_names::<SimState>();
+    }
 
     #[test]
     fn stream_names_map_to_what_is_published() {

@@ -1,6 +1,7 @@
 //! What every venue simulator shares: serving a router over plain TCP or TLS with a
-//! fresh self-signed certificate, a seeded random walk of underlying prices, and
-//! Black-Scholes values to derive option prices and Greeks from it.
+//! fresh self-signed certificate, the `/sim/` controls' one fault endpoint and one
+//! error shape, a seeded random walk of underlying prices, and Black-Scholes values to
+//! derive option prices and Greeks from it.
 //!
 //! The service's own pricing model lives in the processor; this one only has to
 //! make simulated venues internally consistent.
@@ -10,11 +11,66 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
-use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use streaming::rng::SplitMix64;
+
+/// A venue whose faults are switched on over HTTP: `POST /sim/fault/{name}[?count=n]`.
+pub trait Faults: Send + Sync + 'static {
+    type Fault;
+    /// Every name [`Faults::parse`] accepts, listed by the 404 for any other.
+    const NAMES: &'static [&'static str];
+    fn parse(name: &str, count: Option<u32>) -> Option<Self::Fault>;
+    fn apply(&self, fault: Self::Fault);
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct FaultQuery {
+    count: Option<u32>,
+}
+
+/// `POST /sim/fault/{name}`, the same for every venue: `{"injected": name}`, or the
+/// one 404 naming the faults there are.
+pub async fn fault<V: Faults>(
+    State(venue): State<Arc<V>>,
+    Path(name): Path<String>,
+    Query(q): Query<FaultQuery>,
+) -> Response {
+    match V::parse(&name, q.count) {
+        Some(f) => {
+            venue.apply(f);
+            Json(json!({"injected": name})).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("unknown fault {name:?}"), "known": V::NAMES})),
+        )
+            .into_response(),
+    }
+}
+
+/// Every listed fault name parses (a test helper for each venue).
+#[cfg(test)]
+pub fn assert_fault_names<V: Faults>() {
+    for name in V::NAMES {
+        assert!(
+            V::parse(name, None).is_some(),
+            "{name} is listed but not parsed"
+        );
+    }
+    assert!(V::parse("no-such-fault", None).is_none());
+}
+
+/// The one shape of a refused `/sim/` control: `{"error": message}`.
+pub fn sim_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
 
 /// Serves `app` on `listener` until the task is aborted; with `tls`, over HTTPS/WSS
 /// with a self-signed certificate, as a local broker gateway does.

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -22,16 +22,16 @@ use super::orders::{
     modify_batch, order_json, place, place_batch, set_leverage, user_trades,
 };
 use super::{
-    algo, apply_fault, options, set_position, side_name, BinanceSimConfig, Fault, Held, Limiter,
-    PositionKey, SimState,
+    algo, options, set_position, side_name, BinanceSimConfig, Held, Limiter, PositionKey, SimState,
 };
+use crate::kit;
 use streaming::binance::sign::{split_signature, verify};
 
 pub(super) type Params = HashMap<String, String>;
 
 pub(super) fn router(state: Arc<SimState>) -> Router {
     Router::new()
-        .route("/sim/fault/{name}", post(fault))
+        .route("/sim/fault/{name}", post(kit::fault::<SimState>))
         .route("/sim/position", post(position_change))
         .route("/sim/order-fault", post(order_fault))
         .route("/sim/stream-fault", post(stream_fault))
@@ -40,25 +40,6 @@ pub(super) fn router(state: Arc<SimState>) -> Router {
         .route("/sim/liquidate", post(liquidate))
         .fallback(handle)
         .with_state(state)
-}
-
-#[derive(serde::Deserialize)]
-struct FaultQuery {
-    count: Option<u32>,
-}
-
-async fn fault(
-    State(state): State<Arc<SimState>>,
-    Path(name): Path<String>,
-    Query(q): Query<FaultQuery>,
-) -> Response {
-    match Fault::parse(&name, q.count) {
-        Some(f) => {
-            apply_fault(&state, f);
-            (StatusCode::OK, "ok").into_response()
-        }
-        None => (StatusCode::NOT_FOUND, format!("unknown fault {name:?}")).into_response(),
-    }
 }
 
 /// `POST /sim/position` `{"symbol": "BTCUSDT", "amount": "0.5", "side": "BOTH",
@@ -80,18 +61,13 @@ async fn position_change(
     let side = side_name(body.get("side").and_then(Value::as_str).unwrap_or("BOTH"));
     let quiet = body.get("quiet").and_then(Value::as_bool).unwrap_or(false);
     let (Some(symbol), Some(amount), Some(side)) = (symbol, amount, side) else {
-        return (
+        return kit::sim_error(
             StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": "body must be {\"symbol\": s, \"amount\": decimal, \"side\": BOTH|LONG|SHORT, \"quiet\": bool}"})),
-        )
-            .into_response();
+            "body must be {\"symbol\": s, \"amount\": decimal, \"side\": BOTH|LONG|SHORT, \"quiet\": bool}",
+        );
     };
     if state.mark(symbol).is_none() && state.option(symbol).is_none() {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": "unknown symbol"})),
-        )
-            .into_response();
+        return kit::sim_error(StatusCode::NOT_FOUND, "unknown symbol");
     }
     let entry = state.mark(symbol).unwrap_or(Decimal::ONE);
     if quiet {
@@ -101,10 +77,6 @@ async fn position_change(
     }
     axum::Json(json!({"symbol": symbol, "side": side, "amount": amount.normalize().to_string()}))
         .into_response()
-}
-
-fn sim_error(status: StatusCode, msg: &str) -> Response {
-    (status, axum::Json(json!({"error": msg}))).into_response()
 }
 
 /// Which orders a `/sim/` fault applies to: `{"next": n}` (default 1) or
@@ -127,7 +99,7 @@ async fn order_fault(
         .and_then(Value::as_str)
         .and_then(OrderFault::parse)
     else {
-        return sim_error(StatusCode::BAD_REQUEST, "fault must be accept_then_timeout, accept_then_503, accept_then_1007 or reject_before_engine");
+        return kit::sim_error(StatusCode::BAD_REQUEST, "fault must be accept_then_timeout, accept_then_503, accept_then_1007 or reject_before_engine");
     };
     state
         .failures
@@ -149,7 +121,7 @@ async fn stream_fault(
         .and_then(Value::as_str)
         .and_then(|f| StreamFault::parse(f, delay))
     else {
-        return sim_error(
+        return kit::sim_error(
             StatusCode::BAD_REQUEST,
             "fault must be drop, duplicate, delay or reorder",
         );
@@ -173,7 +145,7 @@ async fn clock(
     } else if let Some(ms) = body.get("advance_ms").and_then(Value::as_i64) {
         state.clock_offset_ms.fetch_add(ms, Relaxed);
     } else {
-        return sim_error(
+        return kit::sim_error(
             StatusCode::BAD_REQUEST,
             "body must be {\"offset_ms\": integer} or {\"advance_ms\": integer}",
         );
@@ -190,7 +162,7 @@ async fn price_move(
         body.get("symbol").and_then(Value::as_str),
         body.get("ticks").and_then(Value::as_i64),
     ) else {
-        return sim_error(
+        return kit::sim_error(
             StatusCode::BAD_REQUEST,
             "body must be {\"symbol\": s, \"ticks\": integer}",
         );
@@ -198,7 +170,7 @@ async fn price_move(
     if super::move_price(&state, symbol, ticks) {
         (StatusCode::OK, "ok").into_response()
     } else {
-        sim_error(StatusCode::NOT_FOUND, "unknown symbol")
+        kit::sim_error(StatusCode::NOT_FOUND, "unknown symbol")
     }
 }
 
@@ -212,7 +184,7 @@ async fn liquidate(
     let leg = side_name(body.get("side").and_then(Value::as_str).unwrap_or("BOTH"));
     let adl = body.get("adl").and_then(Value::as_bool).unwrap_or(false);
     let (Some(symbol), Some(leg)) = (symbol, leg) else {
-        return sim_error(
+        return kit::sim_error(
             StatusCode::BAD_REQUEST,
             "body must be {\"symbol\": s, \"side\": BOTH|LONG|SHORT, \"adl\": bool}",
         );
@@ -220,7 +192,7 @@ async fn liquidate(
     if super::orders::force_close(&state, symbol, leg, adl) {
         (StatusCode::OK, "ok").into_response()
     } else {
-        sim_error(StatusCode::NOT_FOUND, "no position there")
+        kit::sim_error(StatusCode::NOT_FOUND, "no position there")
     }
 }
 

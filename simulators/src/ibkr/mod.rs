@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -367,6 +367,20 @@ fn set_position(state: &SimState, account: &str, conid: i64, quantity: i64) -> b
     true
 }
 
+impl kit::Faults for SimState {
+    type Fault = Fault;
+    const NAMES: &'static [&'static str] =
+        &["drop", "silent", "expire_session", "auth_loss", "malformed"];
+
+    fn parse(name: &str, count: Option<u32>) -> Option<Fault> {
+        Fault::parse(name, count)
+    }
+
+    fn apply(&self, fault: Fault) {
+        apply_fault(self, fault);
+    }
+}
+
 fn apply_fault(state: &SimState, fault: Fault) {
     match fault {
         Fault::ExpireSession => {
@@ -389,6 +403,11 @@ fn apply_fault(state: &SimState, fault: Fault) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_fault_parses() {
+        kit::assert_fault_names::<SimState>();
+    }
 
     #[test]
     fn the_portfolio_is_deterministic_and_formatted_like_the_gateway() {

@@ -26,7 +26,7 @@ pub(super) fn router(state: Arc<SimState>) -> Router {
         .route("/v1/api/sso/validate", get(sso_validate))
         .route("/v1/api/logout", post(logout))
         .route("/v1/api/ws", get(ws_upgrade))
-        .route("/sim/fault/{name}", post(fault))
+        .route("/sim/fault/{name}", post(kit::fault::<SimState>))
         .route("/sim/position/{account}", post(position_change))
         .with_state(state)
 }
@@ -133,29 +133,6 @@ pub(super) async fn logout(State(s): St) -> Json<Value> {
     Json(json!({"status": true}))
 }
 
-#[derive(serde::Deserialize)]
-pub(super) struct FaultQuery {
-    pub(super) count: Option<u32>,
-}
-
-pub(super) async fn fault(
-    State(s): St,
-    Path(name): Path<String>,
-    Query(q): Query<FaultQuery>,
-) -> Response {
-    match Fault::parse(&name, q.count) {
-        Some(f) => {
-            apply_fault(&s, f);
-            Json(json!({"injected": name})).into_response()
-        }
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": "unknown fault", "faults": ["drop", "silent", "expire_session", "auth_loss", "malformed"]})),
-        )
-            .into_response(),
-    }
-}
-
 /// `POST /sim/position/{account}` `{"conid": 265598, "quantity": 0}`: opens,
 /// changes or (at 0) closes a holding, as a trade or an expiry would; the REST reads
 /// show it from then on.
@@ -167,20 +144,15 @@ pub(super) async fn position_change(
     let conid = body.get("conid").and_then(Value::as_i64);
     let quantity = body.get("quantity").and_then(Value::as_i64);
     let (Some(conid), Some(quantity)) = (conid, quantity) else {
-        return (
+        return kit::sim_error(
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": "body must be {\"conid\": <integer>, \"quantity\": <integer>}"})),
-        )
-            .into_response();
+            "body must be {\"conid\": <integer>, \"quantity\": <integer>}",
+        );
     };
     if set_position(&s, &account, conid, quantity) {
         Json(json!({"account": account, "conid": conid, "quantity": quantity})).into_response()
     } else {
-        (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": "unknown account or conid"})),
-        )
-            .into_response()
+        kit::sim_error(StatusCode::NOT_FOUND, "unknown account or conid")
     }
 }
 

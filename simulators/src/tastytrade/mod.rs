@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -352,6 +352,28 @@ fn set_position(s: &SimState, account: &str, symbol: &str, quantity: i64) -> boo
     true
 }
 
+impl kit::Faults for SimState {
+    type Fault = Fault;
+    const NAMES: &'static [&'static str] = &[
+        "drop",
+        "silent",
+        "reject_auth",
+        "accept_auth",
+        "expire_tokens",
+        "nan",
+        "malformed",
+        "error",
+    ];
+
+    fn parse(name: &str, count: Option<u32>) -> Option<Fault> {
+        Fault::parse(name, count)
+    }
+
+    fn apply(&self, fault: Fault) {
+        apply_fault(self, fault);
+    }
+}
+
 fn apply_fault(s: &SimState, fault: Fault) {
     match fault {
         Fault::RejectAuth => s.reject_auth.store(true, Relaxed),
@@ -375,6 +397,11 @@ fn apply_fault(s: &SimState, fault: Fault) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_fault_parses() {
+        kit::assert_fault_names::<SimState>();
+    }
     use streaming::tastytrade::rest::parse_positions;
     use streaming::tastytrade::symbols::{parse_dxfeed, parse_occ};
 

@@ -15,7 +15,7 @@ pub(super) fn router(state: Arc<SimState>) -> Router {
         .route("/api-quote-tokens", get(quote_token))
         .route("/dxlink", get(dxlink_upgrade))
         .route("/streamer", get(streamer_upgrade))
-        .route("/sim/fault/{name}", post(fault))
+        .route("/sim/fault/{name}", post(kit::fault::<SimState>))
         .route("/sim/position/{account}", post(position_change))
         .with_state(state)
 }
@@ -164,29 +164,6 @@ pub(super) async fn quote_token(State(s): St, headers: HeaderMap) -> Response {
     .into_response()
 }
 
-#[derive(serde::Deserialize)]
-pub(super) struct FaultQuery {
-    pub(super) count: Option<u32>,
-}
-
-pub(super) async fn fault(
-    State(s): St,
-    Path(name): Path<String>,
-    Query(q): Query<FaultQuery>,
-) -> Response {
-    match Fault::parse(&name, q.count) {
-        Some(f) => {
-            apply_fault(&s, f);
-            Json(json!({"injected": name})).into_response()
-        }
-        None => error(
-            StatusCode::NOT_FOUND,
-            "unknown_fault",
-            &format!("unknown fault {name:?}"),
-        ),
-    }
-}
-
 pub(super) async fn position_change(
     State(s): St,
     Path(account): Path<String>,
@@ -197,11 +174,7 @@ pub(super) async fn position_change(
     if set_position(&s, &account, symbol, quantity) {
         Json(json!({"account": account, "symbol": symbol, "quantity": quantity})).into_response()
     } else {
-        error(
-            StatusCode::NOT_FOUND,
-            "record_not_found",
-            "unknown account or symbol",
-        )
+        kit::sim_error(StatusCode::NOT_FOUND, "unknown account or symbol")
     }
 }
 
