@@ -582,6 +582,30 @@ async fn an_accepted_order_can_answer_503_or_1007_and_still_exist() {
 }
 
 #[tokio::test]
+async fn a_batch_answered_503_was_executed_whole() {
+    let v = venue(quiet()).await;
+    v.sim
+        .order_fault(OrderFault::AcceptThen503, Selector::Next(1));
+    let batch = r#"[{"symbol":"BTCUSDT","side":"BUY","type":"LIMIT","timeInForce":"GTC","quantity":"0.01","price":"30000","newClientOrderId":"bt-1"},{"symbol":"BTCUSDT","side":"BUY","type":"LIMIT","timeInForce":"GTC","quantity":"0.01","price":"30001","newClientOrderId":"bt-2"}]"#;
+    let err = v
+        .call(
+            Method::POST,
+            "/fapi/v1/batchOrders",
+            &[("batchOrders", batch)],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(-1000), "{err}");
+    for cid in ["bt-1", "bt-2"] {
+        assert_eq!(
+            v.by_client_id(cid).await.unwrap()["status"],
+            "NEW",
+            "{cid} exists"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_accepted_order_whose_reply_never_comes_exists_and_a_refused_one_does_not() {
     let v = venue(BinanceSimConfig {
         hang: Duration::from_secs(5),

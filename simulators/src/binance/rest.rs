@@ -456,7 +456,9 @@ async fn handle(
         Some(Ok(c)) => Some(c),
         None => None,
     };
-    let fault = (method == Method::POST && path == "/fapi/v1/order")
+    // A batch is one request: a fault for the next placement hits it whole.
+    let placement = matches!(path.as_str(), "/fapi/v1/order" | "/fapi/v1/batchOrders");
+    let fault = (method == Method::POST && placement)
         .then(|| {
             state
                 .failures
