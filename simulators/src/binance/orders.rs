@@ -834,20 +834,24 @@ pub(super) fn modify(state: &SimState, p: &Params) -> Result<Value, Reject> {
     Ok(modified)
 }
 
+fn id_param(p: &Params, name: &str) -> Option<u64> {
+    p.get(name).and_then(|i| i.parse().ok())
+}
+
+/// A history page's `limit`: 500 by default, 1 to 1000.
+fn page_limit(p: &Params) -> usize {
+    p.get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(500)
+        .clamp(1, 1000)
+}
+
 /// `GET /fapi/v1/allOrders`: the symbol's orders, oldest first, from `orderId`.
 pub(super) fn all_orders(state: &SimState, p: &Params) -> Response {
     let Some(symbol) = p.get("symbol") else {
         return missing("symbol");
     };
-    let from = p
-        .get("orderId")
-        .and_then(|i| i.parse::<u64>().ok())
-        .unwrap_or(0);
-    let limit = p
-        .get("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(500)
-        .clamp(1, 1000);
+    let (from, limit) = (id_param(p, "orderId").unwrap_or(0), page_limit(p));
     let a = state.account.lock().expect("account lock");
     let rows: Vec<Value> = a
         .orders
@@ -866,16 +870,8 @@ pub(super) fn user_trades(state: &SimState, p: &Params) -> Response {
     let Some(symbol) = p.get("symbol") else {
         return missing("symbol");
     };
-    let order = p.get("orderId").and_then(|i| i.parse::<u64>().ok());
-    let from = p
-        .get("fromId")
-        .and_then(|i| i.parse::<u64>().ok())
-        .unwrap_or(0);
-    let limit = p
-        .get("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(500)
-        .clamp(1, 1000);
+    let order = id_param(p, "orderId");
+    let (from, limit) = (id_param(p, "fromId").unwrap_or(0), page_limit(p));
     let a = state.account.lock().expect("account lock");
     let rows: Vec<Value> = a
         .trades
@@ -964,31 +960,32 @@ fn batch_items(p: &Params, max: usize) -> Result<Vec<Params>, Box<Response>> {
         .collect())
 }
 
-/// `POST /fapi/v1/batchOrders`: up to 5 orders, each answered in its own slot with
-/// the order or `{code, msg}`, in request order, inside an HTTP 200.
-pub(super) fn place_batch(state: &SimState, p: &Params) -> Response {
+/// Runs `each` on every element of a `batchOrders` list (at most 5), answering in
+/// request order, each slot the result or `{code, msg}`, inside an HTTP 200.
+fn per_slot(
+    state: &SimState,
+    p: &Params,
+    each: fn(&SimState, &Params) -> Result<Value, Reject>,
+) -> Response {
     match batch_items(p, 5) {
         Ok(items) => ok(Value::Array(
             items
                 .iter()
-                .map(|params| place(state, params).unwrap_or_else(|r| r.json()))
+                .map(|params| each(state, params).unwrap_or_else(|r| r.json()))
                 .collect(),
         )),
         Err(r) => *r,
     }
 }
 
+/// `POST /fapi/v1/batchOrders`: up to 5 orders, answered per slot.
+pub(super) fn place_batch(state: &SimState, p: &Params) -> Response {
+    per_slot(state, p, place)
+}
+
 /// `PUT /fapi/v1/batchOrders`: up to 5 modifications, answered per slot.
 pub(super) fn modify_batch(state: &SimState, p: &Params) -> Response {
-    match batch_items(p, 5) {
-        Ok(items) => ok(Value::Array(
-            items
-                .iter()
-                .map(|params| modify(state, params).unwrap_or_else(|r| r.json()))
-                .collect(),
-        )),
-        Err(r) => *r,
-    }
+    per_slot(state, p, modify)
 }
 
 /// `DELETE /fapi/v1/batchOrders`: up to 10 orders of one symbol by id or client id.
