@@ -384,16 +384,76 @@ pub(super) fn place(state: &SimState, p: &Params) -> Result<Value, Reject> {
     placed
 }
 
-/// The venue's checks, in its order, then matching.
-fn execute(
-    state: &SimState,
-    a: &mut Account,
+/// An order that passed the venue's checks, and what matching will do with it.
+#[derive(Debug)]
+struct Admitted {
+    position_side: &'static str,
+    /// The limit in ticks; `None` for a market order.
+    limit: Option<i64>,
+    mark: Decimal,
+    /// Lots to take now, and whether the remainder rests.
+    take: i64,
+    rest: bool,
+}
+
+/// The symbol's filters: step and tick, the percent-price band, the minimum notional.
+/// Returns the limit in ticks and the price the notional is judged at.
+fn filters(
     spec: &SymbolSpec,
-    book: &mut SimBook,
+    mark: Decimal,
+    req: &NewOrder,
+) -> Result<(Option<i64>, Decimal), Reject> {
+    if !(req.qty / spec.step).fract().is_zero() {
+        return Err(bad(
+            -1111,
+            "Precision is over the maximum defined for this asset.",
+        ));
+    }
+    if req.market {
+        if !req.reduce_only && req.qty * mark < Decimal::from(MIN_NOTIONAL) {
+            return Err(min_notional());
+        }
+        return Ok((None, mark));
+    }
+    let limit = spec
+        .ticks(req.price)
+        .ok_or_else(|| bad(-4014, "Price not increased by tick size."))?;
+    let up = (mark * Decimal::new(105, 2)).round_dp(spec.tick.scale());
+    let down = (mark * Decimal::new(95, 2)).round_dp(spec.tick.scale());
+    if req.side == Side::Buy && req.price > up {
+        return Err(bad(
+            -4016,
+            &format!("Limit price can't be higher than {up}."),
+        ));
+    }
+    if req.side == Side::Sell && req.price < down {
+        return Err(bad(
+            -4024,
+            &format!("Limit price can't be lower than {down}."),
+        ));
+    }
+    if !req.reduce_only && req.qty * req.price < Decimal::from(MIN_NOTIONAL) {
+        return Err(min_notional());
+    }
+    Ok((Some(limit), req.price))
+}
+
+fn min_notional() -> Reject {
+    bad(
+        -4164,
+        &format!("Order's notional must be no smaller than {MIN_NOTIONAL} (unless you choose reduce only)."),
+    )
+}
+
+/// The venue's checks, in its order, and the matching plan: the order is refused
+/// (nothing recorded) or admitted.
+fn admit(
+    a: &Account,
+    spec: &SymbolSpec,
+    book: &SimBook,
     marks: &BTreeMap<String, Decimal>,
-    req: NewOrder,
-    out: &mut Outbox,
-) -> Result<Value, Reject> {
+    req: &NewOrder,
+) -> Result<Admitted, Reject> {
     let position_side = match (req.position_side, a.dual_side) {
         (None | Some("BOTH"), false) => "BOTH",
         (Some(leg @ ("LONG" | "SHORT")), true) => leg,
@@ -407,54 +467,17 @@ fn execute(
     if req.reduce_only && a.dual_side {
         return Err(bad(-1106, "Parameter 'reduceonly' sent when not required."));
     }
-    let lots = |q: Decimal| (q / spec.step).trunc().try_into().unwrap_or(i64::MAX);
-    if !(req.qty / spec.step).fract().is_zero() {
-        return Err(bad(
-            -1111,
-            "Precision is over the maximum defined for this asset.",
-        ));
-    }
-    let limit = if req.market {
-        None
-    } else {
-        Some(
-            spec.ticks(req.price)
-                .ok_or_else(|| bad(-4014, "Price not increased by tick size."))?,
-        )
-    };
+    let mark = marks.get(&spec.symbol).copied().unwrap_or_default();
+    let (limit, reference) = filters(spec, mark, req)?;
     if let Some(cid) = &req.client_id {
         if a.open_orders().any(|o| o.client_id == *cid) {
             return Err(bad(-4116, "ClientOrderId is duplicated."));
         }
     }
-    let open_here = a.open_orders().filter(|o| o.symbol == spec.symbol).count();
-    if open_here >= MAX_OPEN_ORDERS {
+    if a.open_orders().filter(|o| o.symbol == spec.symbol).count() >= MAX_OPEN_ORDERS {
         return Err(bad(-2025, "Reach max open order limit."));
     }
-    let mark = marks.get(&spec.symbol).copied().unwrap_or_default();
-    if !req.market {
-        let up = (mark * Decimal::new(105, 2)).round_dp(spec.tick.scale());
-        let down = (mark * Decimal::new(95, 2)).round_dp(spec.tick.scale());
-        if req.side == Side::Buy && req.price > up {
-            return Err(bad(
-                -4016,
-                &format!("Limit price can't be higher than {up}."),
-            ));
-        }
-        if req.side == Side::Sell && req.price < down {
-            return Err(bad(
-                -4024,
-                &format!("Limit price can't be lower than {down}."),
-            ));
-        }
-    }
-    let reference = if req.market { mark } else { req.price };
-    if !req.reduce_only && req.qty * reference < Decimal::from(MIN_NOTIONAL) {
-        return Err(bad(
-            -4164,
-            &format!("Order's notional must be no smaller than {MIN_NOTIONAL} (unless you choose reduce only)."),
-        ));
-    }
+    let lots = |q: Decimal| (q / spec.step).trunc().try_into().unwrap_or(i64::MAX);
     let held = a
         .positions
         .get(&(spec.symbol.clone(), position_side))
@@ -487,10 +510,68 @@ fn execute(
     };
     let qty_lots = lots(req.qty);
     let crossing = matching::crossing_lots(book, req.side, limit);
-    let (take, rest) = match matching::plan(req.market, req.tif, qty_lots, crossing) {
-        Plan::Reject(code, msg) => return Err(bad(code, msg)),
-        Plan::Execute { take, rest } => (take.min(cap), rest && cap >= qty_lots),
+    match matching::plan(req.market, req.tif, qty_lots, crossing) {
+        Plan::Reject(code, msg) => Err(bad(code, msg)),
+        Plan::Execute { take, rest } => Ok(Admitted {
+            position_side,
+            limit,
+            mark,
+            take: take.min(cap),
+            rest: rest && cap >= qty_lots,
+        }),
+    }
+}
+
+/// `order` takes up to `lots` from `book` within `limit` as a taker: the book's diff
+/// and one fill per level.
+#[allow(clippy::too_many_arguments)]
+fn take_liquidity(
+    state: &SimState,
+    a: &mut Account,
+    spec: &SymbolSpec,
+    book: &mut SimBook,
+    order: &mut Order,
+    limit: Option<i64>,
+    lots: i64,
+    out: &mut Outbox,
+) {
+    let side = Side::parse(&order.side).unwrap_or(Side::Buy);
+    let t = state.now_ms();
+    let taken = matching::take(book, side, limit, lots);
+    if taken.fills.is_empty() {
+        return;
+    }
+    let (bids, asks) = match side {
+        Side::Buy => (Vec::new(), taken.changed.clone()),
+        Side::Sell => (taken.changed.clone(), Vec::new()),
     };
+    let diff = book.set_levels(bids, asks);
+    out.market.push(super::depth_stream(spec, &diff, t));
+    for &(ticks, l) in &taken.fills {
+        fill(
+            state,
+            a,
+            order,
+            spec.price_of(ticks),
+            spec.qty_of(l),
+            false,
+            t,
+            out,
+        );
+    }
+}
+
+/// Admits `req`, records it, and matches it.
+fn execute(
+    state: &SimState,
+    a: &mut Account,
+    spec: &SymbolSpec,
+    book: &mut SimBook,
+    marks: &BTreeMap<String, Decimal>,
+    req: NewOrder,
+    out: &mut Outbox,
+) -> Result<Value, Reject> {
+    let admitted = admit(a, spec, book, marks, &req)?;
     a.next_order_id += 1;
     let id = a.next_order_id;
     let t = state.now_ms();
@@ -499,7 +580,7 @@ fn execute(
         client_id: req.client_id.unwrap_or_else(|| format!("sim{id}")),
         symbol: spec.symbol.clone(),
         side: req.side.as_str().to_owned(),
-        position_side,
+        position_side: admitted.position_side,
         kind: if req.market { "MARKET" } else { "LIMIT" }.to_owned(),
         tif: match req.tif {
             Tif::Gtc => "GTC",
@@ -525,33 +606,22 @@ fn execute(
         .expect("failures lock")
         .bind_stream_fault(&order.client_id);
     out.order(state, &order, order_update(&order, "NEW", None, t));
-    let taken = matching::take(book, req.side, limit, take);
-    if !taken.fills.is_empty() {
-        let (bids, asks) = match req.side {
-            Side::Buy => (Vec::new(), taken.changed.clone()),
-            Side::Sell => (taken.changed.clone(), Vec::new()),
-        };
-        let diff = book.set_levels(bids, asks);
-        out.market.push(super::depth_stream(spec, &diff, t));
-    }
-    for &(ticks, l) in &taken.fills {
-        fill(
-            state,
-            a,
-            &mut order,
-            spec.price_of(ticks),
-            spec.qty_of(l),
-            false,
-            t,
-            out,
-        );
-    }
-    if is_open(&order) && !rest {
+    take_liquidity(
+        state,
+        a,
+        spec,
+        book,
+        &mut order,
+        admitted.limit,
+        admitted.take,
+        out,
+    );
+    if is_open(&order) && !admitted.rest {
         order.status = "EXPIRED";
         out.order(state, &order, order_update(&order, "EXPIRED", None, t));
     }
     if !order.executed.is_zero() {
-        out.account(account_update(a, &spec.symbol, mark, t));
+        out.account(account_update(a, &spec.symbol, admitted.mark, t));
     }
     let result = order_json(&order, false);
     a.store(order);
@@ -799,31 +869,22 @@ pub(super) fn modify(state: &SimState, p: &Params) -> Result<Value, Reject> {
         order.price = price;
         order.update_time = t;
         out.order(state, &order, order_update(&order, "AMENDMENT", None, t));
-        let side = Side::parse(&order.side).unwrap_or(Side::Buy);
         let remaining: i64 = ((qty - order.executed) / spec.step)
             .trunc()
             .try_into()
             .unwrap_or(0);
-        let taken = matching::take(book, side, Some(limit), remaining);
-        if !taken.fills.is_empty() {
-            let (bids, asks) = match side {
-                Side::Buy => (Vec::new(), taken.changed.clone()),
-                Side::Sell => (taken.changed.clone(), Vec::new()),
-            };
-            let diff = book.set_levels(bids, asks);
-            out.market.push(super::depth_stream(spec, &diff, t));
-            for &(ticks, l) in &taken.fills {
-                fill(
-                    state,
-                    &mut a,
-                    &mut order,
-                    spec.price_of(ticks),
-                    spec.qty_of(l),
-                    false,
-                    t,
-                    &mut out,
-                );
-            }
+        let before = order.executed;
+        take_liquidity(
+            state,
+            &mut a,
+            spec,
+            book,
+            &mut order,
+            Some(limit),
+            remaining,
+            &mut out,
+        );
+        if order.executed > before {
             out.account(account_update(&a, symbol, spec.price_of(book.mid), t));
         }
         let v = order_json(&order, false);

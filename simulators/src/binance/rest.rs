@@ -456,17 +456,7 @@ async fn handle(
         Some(Ok(c)) => Some(c),
         None => None,
     };
-    // A batch is one request: a fault for the next placement hits it whole.
-    let placement = matches!(path.as_str(), "/fapi/v1/order" | "/fapi/v1/batchOrders");
-    let fault = (method == Method::POST && placement)
-        .then(|| {
-            state
-                .failures
-                .lock()
-                .expect("failures lock")
-                .order_fault(params.get("newClientOrderId").map(String::as_str))
-        })
-        .flatten();
+    let fault = fault_for(&state, &method, &path, &params);
     if fault == Some(OrderFault::RejectBeforeEngine) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -474,26 +464,8 @@ async fn handle(
             "Service Unavailable.",
         );
     }
-    let mut resp = route(&state, &method, &path, &query, &body, &headers, &params);
-    match fault {
-        Some(OrderFault::AcceptThen503) => {
-            resp = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                -1000,
-                "Unknown error, please check your request or try again later.",
-            )
-        }
-        Some(OrderFault::AcceptThen1007) => {
-            resp = error(
-                StatusCode::REQUEST_TIMEOUT,
-                -1007,
-                "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
-            )
-        }
-        // The order is in; the answer comes after any client has given up.
-        Some(OrderFault::AcceptThenTimeout) => tokio::time::sleep(state.cfg.hang).await,
-        Some(OrderFault::RejectBeforeEngine) | None => {}
-    }
+    let resp = route(&state, &method, &path, &query, &body, &headers, &params);
+    let mut resp = after_engine(&state, fault, resp).await;
     let h = resp.headers_mut();
     h.insert("x-mbx-used-weight-1m", HeaderValue::from(used));
     if let Some((c10, c60)) = counted {
@@ -501,6 +473,42 @@ async fn handle(
         h.insert("x-mbx-order-count-1m", HeaderValue::from(c60));
     }
     resp
+}
+
+/// The order fault that applies to this request, if it places orders. A batch is one
+/// request: a fault for the next placement hits it whole.
+fn fault_for(state: &SimState, method: &Method, path: &str, params: &Params) -> Option<OrderFault> {
+    let placement = matches!(path, "/fapi/v1/order" | "/fapi/v1/batchOrders");
+    if *method != Method::POST || !placement {
+        return None;
+    }
+    state
+        .failures
+        .lock()
+        .expect("failures lock")
+        .order_fault(params.get("newClientOrderId").map(String::as_str))
+}
+
+/// What the client gets once the engine has executed the request under `fault`.
+async fn after_engine(state: &SimState, fault: Option<OrderFault>, resp: Response) -> Response {
+    match fault {
+        Some(OrderFault::AcceptThen503) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            -1000,
+            "Unknown error, please check your request or try again later.",
+        ),
+        Some(OrderFault::AcceptThen1007) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            -1007,
+            "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
+        ),
+        // The order is in; the answer comes after any client has given up.
+        Some(OrderFault::AcceptThenTimeout) => {
+            tokio::time::sleep(state.cfg.hang).await;
+            resp
+        }
+        Some(OrderFault::RejectBeforeEngine) | None => resp,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
