@@ -721,6 +721,18 @@ impl BinanceSim {
         self.state.market.lock().expect("market lock").paused = paused;
     }
 
+    /// Sets one level of `symbol`'s book (`bid` true for the bid side) to `qty`, 0
+    /// removing it: liquidity added or taken away, published as the next diff. False
+    /// for an unknown symbol or a price or size off the grid.
+    pub fn set_level(&self, symbol: &str, bid: bool, price: Decimal, qty: Decimal) -> bool {
+        set_level(&self.state, symbol, bid, price, qty)
+    }
+
+    /// The venue's clock now (epoch ms), as `/fapi/v1/time` reports it.
+    pub fn server_time(&self) -> i64 {
+        self.state.now_ms()
+    }
+
     /// A symbol's whole book as decimals, and its last update id.
     pub fn book(&self, symbol: &str) -> Option<(BookSide, BookSide, u64)> {
         let m = self.state.market.lock().expect("market lock");
@@ -883,6 +895,33 @@ fn move_price(state: &SimState, symbol: &str, ticks: i64) -> bool {
         };
         let diff = books[i].shift(ticks, rng);
         depth_stream(&specs[i], &diff, state.now_ms())
+    };
+    state.publish_market(published.0, published.1);
+    true
+}
+
+fn set_level(state: &SimState, symbol: &str, bid: bool, price: Decimal, qty: Decimal) -> bool {
+    let published = {
+        let mut m = state.market.lock().expect("market lock");
+        let Market { specs, books, .. } = &mut *m;
+        let Some(i) = specs.iter().position(|s| s.symbol == symbol) else {
+            return false;
+        };
+        let spec = &specs[i];
+        let lots = qty / spec.step;
+        let (Some(ticks), true) = (
+            spec.ticks(price),
+            lots.fract().is_zero() && qty >= Decimal::ZERO,
+        ) else {
+            return false;
+        };
+        let level = vec![(ticks, lots.to_i64().unwrap_or(0))];
+        let diff = if bid {
+            books[i].set_levels(level, Vec::new())
+        } else {
+            books[i].set_levels(Vec::new(), level)
+        };
+        depth_stream(spec, &diff, state.now_ms())
     };
     state.publish_market(published.0, published.1);
     true

@@ -1271,3 +1271,81 @@ async fn margin_type_hedge_legs_and_the_adl_quantile_follow_the_venue() {
         assert!(adl <= 4 && (pnl > Decimal::ZERO || adl == 0), "{r}");
     }
 }
+
+#[tokio::test]
+async fn liquidity_added_over_http_is_what_the_next_order_takes() {
+    let v = venue(BinanceSimConfig {
+        market_paused: true,
+        ..quiet()
+    })
+    .await;
+    let (_, asks, _) = v.sim.book("BTCUSDT").unwrap();
+    let best = *asks.keys().next().unwrap();
+    let inside = best - d("0.1");
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{}{path}", v.sim.rest_url()))
+            .json(&body)
+            .send()
+    };
+    let r = post(
+        "/sim/level",
+        serde_json::json!({"symbol": "BTCUSDT", "side": "ask", "price": inside.to_string(), "qty": "0.004"}),
+    )
+    .await
+    .unwrap();
+    assert!(r.status().is_success());
+    let bought = v
+        .order(&[("side", "BUY"), ("type", "MARKET"), ("quantity", "0.004")])
+        .await
+        .unwrap();
+    assert_eq!(
+        dv(&bought["avgPrice"]),
+        inside,
+        "the added level is the best ask"
+    );
+    let (_, asks, _) = v.sim.book("BTCUSDT").unwrap();
+    assert!(!asks.contains_key(&inside), "and it is gone once taken");
+    let off_grid = post(
+        "/sim/level",
+        serde_json::json!({"symbol": "BTCUSDT", "side": "ask", "price": "60000.05", "qty": "1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(off_grid.status(), 400);
+    let body: Value = off_grid.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+    let unknown: Value = post("/sim/fault/no-such", Value::Null)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        unknown["known"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "maintenance"),
+        "{unknown}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_the_tokio_clock_the_venue_follows_paused_time() {
+    let sim = BinanceSim::bind(
+        BinanceSimConfig {
+            clock: simulators::binance::SimClock::Tokio(1_700_000_000_000),
+            market_paused: true,
+            ..BinanceSimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let t0 = sim.server_time();
+    assert!((1_700_000_000_000..1_700_000_000_100).contains(&t0), "{t0}");
+    tokio::time::advance(Duration::from_secs(90)).await;
+    assert_eq!(sim.server_time(), t0 + 90_000);
+    sim.stop();
+}

@@ -38,6 +38,8 @@ pub(super) fn router(state: Arc<SimState>) -> Router {
         .route("/sim/clock", post(clock))
         .route("/sim/price", post(price_move))
         .route("/sim/liquidate", post(liquidate))
+        .route("/sim/level", post(level))
+        .route("/sim/market", post(market_switch))
         .fallback(handle)
         .with_state(state)
 }
@@ -172,6 +174,56 @@ async fn price_move(
     } else {
         kit::sim_error(StatusCode::NOT_FOUND, "unknown symbol")
     }
+}
+
+/// `POST /sim/level` `{"symbol": "BTCUSDT", "side": "ask", "price": "60010",
+/// "qty": "5"}`: adds, resizes or (qty 0) removes one level of liquidity.
+async fn level(
+    State(state): State<Arc<SimState>>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let dec = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .and_then(|v| v.parse::<Decimal>().ok())
+    };
+    let bid = match body.get("side").and_then(Value::as_str) {
+        Some("bid") => Some(true),
+        Some("ask") => Some(false),
+        _ => None,
+    };
+    let (Some(symbol), Some(bid), Some(price), Some(qty)) = (
+        body.get("symbol").and_then(Value::as_str),
+        bid,
+        dec("price"),
+        dec("qty"),
+    ) else {
+        return kit::sim_error(
+            StatusCode::BAD_REQUEST,
+            "body must be {\"symbol\": s, \"side\": bid|ask, \"price\": decimal string, \"qty\": decimal string}",
+        );
+    };
+    if super::set_level(&state, symbol, bid, price, qty) {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        kit::sim_error(
+            StatusCode::BAD_REQUEST,
+            "unknown symbol, or price or qty off the grid",
+        )
+    }
+}
+
+/// `POST /sim/market` `{"paused": true}`: pins every book where it is (no walk, no
+/// resting fills) until `{"paused": false}`.
+async fn market_switch(
+    State(state): State<Arc<SimState>>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let Some(paused) = body.get("paused").and_then(Value::as_bool) else {
+        return kit::sim_error(StatusCode::BAD_REQUEST, "body must be {\"paused\": bool}");
+    };
+    state.market.lock().expect("market lock").paused = paused;
+    (StatusCode::OK, "ok").into_response()
 }
 
 /// `POST /sim/liquidate` `{"symbol": "BTCUSDT", "side": "BOTH", "adl": false}`: the
