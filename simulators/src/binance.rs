@@ -537,6 +537,7 @@ fn publish_marks(state: &SimState) {
     let t = state.now_ms();
     publish_option_marks(state, t);
     algo::on_marks(state);
+    orders::auto_liquidate(state);
     let marks: Vec<(String, Decimal)> = {
         let m = state.market.lock().expect("market lock");
         m.specs
@@ -726,6 +727,11 @@ impl BinanceSim {
     /// for an unknown symbol or a price or size off the grid.
     pub fn set_level(&self, symbol: &str, bid: bool, price: Decimal, qty: Decimal) -> bool {
         set_level(&self.state, symbol, bid, price, qty)
+    }
+
+    /// Sets the USDT wallet (a deposit or withdrawal; no event, as a test control).
+    pub fn set_wallet(&self, wallet: Decimal) {
+        self.state.account.lock().expect("account lock").wallet = wallet;
     }
 
     /// The venue's clock now (epoch ms), as `/fapi/v1/time` reports it.

@@ -1349,3 +1349,49 @@ async fn on_the_tokio_clock_the_venue_follows_paused_time() {
     assert_eq!(sim.server_time(), t0 + 90_000);
     sim.stop();
 }
+
+#[tokio::test]
+async fn an_account_under_water_is_liquidated_by_the_venue_itself() {
+    let mut v = venue(BinanceSimConfig {
+        mark_interval: Duration::from_millis(50),
+        market_paused: true,
+        ..quiet()
+    })
+    .await;
+    for s in ["BTCUSDT", "ETHUSDT", "BTCUSDT_261225", "SOLUSDT"] {
+        v.sim.set_position(s, Decimal::ZERO);
+    }
+    v.sim.set_wallet(d("1000"));
+    v.sim.set_position("BTCUSDT", d("1"));
+    v.events_within(Duration::from_millis(200)).await;
+    assert_eq!(
+        v.sim.positions().get("BTCUSDT").copied(),
+        Some(d("1")),
+        "healthy so far"
+    );
+    // 1 BTC long on 1 000 USDT: maintenance is 250, so a fall of ~750 liquidates it.
+    v.sim.move_price("BTCUSDT", -8_000);
+    let seen = v.events_within(Duration::from_millis(500)).await;
+    let kinds: Vec<&str> = seen.iter().map(|e| e["e"].as_str().unwrap()).collect();
+    let call = kinds
+        .iter()
+        .position(|k| *k == "MARGIN_CALL")
+        .expect("a margin call");
+    let fill = seen
+        .iter()
+        .position(|e| {
+            e["e"] == "ORDER_TRADE_UPDATE"
+                && e["o"]["o"] == "LIQUIDATION"
+                && e["o"]["X"] == "FILLED"
+        })
+        .expect("the liquidation");
+    assert!(call < fill);
+    assert_eq!(
+        v.sim
+            .positions()
+            .get("BTCUSDT")
+            .copied()
+            .unwrap_or_default(),
+        Decimal::ZERO
+    );
+}

@@ -1176,6 +1176,63 @@ pub(super) fn force_close(state: &SimState, symbol: &str, leg: &'static str, adl
     true
 }
 
+/// The venue's own liquidation, checked on every mark: an isolated leg whose margin
+/// (isolated wallet + PnL) falls to its maintenance margin is liquidated; when the
+/// cross margin balance (wallet + cross PnL) falls to the cross maintenance margin,
+/// every cross leg is, largest first.
+pub(super) fn auto_liquidate(state: &SimState) {
+    let (marks, brackets) = {
+        let m = state.market.lock().expect("market lock");
+        let brackets: BTreeMap<String, model::exchange::Brackets> = m
+            .specs
+            .iter()
+            .map(|s| {
+                let b = if s.base == "BTC" {
+                    model::exchange::Brackets::btcusdt()
+                } else {
+                    model::exchange::Brackets::altcoin()
+                };
+                (s.symbol.clone(), b)
+            })
+            .collect();
+        (marks(&m), brackets)
+    };
+    let doomed: Vec<(String, &'static str)> = {
+        let a = state.account.lock().expect("account lock");
+        let (mut equity, mut maint) = (a.wallet, Decimal::ZERO);
+        let mut cross = Vec::new();
+        let mut doomed = Vec::new();
+        for ((symbol, leg), h) in &a.positions {
+            let (Some(&mark), Some(b)) = (marks.get(symbol), brackets.get(symbol)) else {
+                continue;
+            };
+            if h.amount.is_zero() {
+                continue;
+            }
+            let pnl = (mark - h.entry) * h.amount;
+            let mm = b.maintenance_margin(mark * h.amount);
+            if a.isolated.contains(symbol) {
+                let wallet = h.amount.abs() * h.entry / Decimal::from(a.leverage_of(symbol));
+                if wallet + pnl <= mm {
+                    doomed.push((symbol.clone(), *leg));
+                }
+            } else {
+                equity += pnl;
+                maint += mm;
+                cross.push(((mark * h.amount).abs(), symbol.clone(), *leg));
+            }
+        }
+        if !cross.is_empty() && equity <= maint {
+            cross.sort_by_key(|x| std::cmp::Reverse(x.0));
+            doomed.extend(cross.into_iter().map(|(_, s, l)| (s, l)));
+        }
+        doomed
+    };
+    for (symbol, leg) in doomed {
+        force_close(state, &symbol, leg, false);
+    }
+}
+
 /// The clearance fee of a liquidation, of its notional (`liquidationFee`).
 const LIQUIDATION_FEE: Decimal = Decimal::from_parts(125, 0, 0, false, 4);
 
