@@ -24,5 +24,5 @@ for _ in $(seq 100); do
 done
 [ -n "$rest" ] || { echo "simulator did not start" >&2; exit 1; }
 timeout 120 "$VENV/bin/python" scripts/compat/binance_check.py "$rest" "$ws" compat-key compat-secret
-timeout 120 "$VENV/bin/python" scripts/compat/python_binance_check.py "$rest" compat-key compat-secret
+timeout 120 "$VENV/bin/python" scripts/compat/python_binance_check.py "$rest" compat-key compat-secret "$ws"
 timeout 120 "$VENV/bin/python" scripts/compat/ccxt_check.py "$rest" compat-key compat-secret

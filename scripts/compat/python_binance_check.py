@@ -4,9 +4,12 @@ placed, queried, listed and cancelled, a batch of orders placed and cancelled, a
 conditional order on the Algo Order API, option positions and marks (eapi), and the
 trading flows: a market order filled across levels with its trades and fees, a resting
 order partially then fully filled as the market moves through it (driven by the
-simulator's /sim/price control), a modify, order history, leverage, positions.
-Usage: python_binance_check.py REST_URL KEY SECRET
+simulator's /sim/price control), a modify, order history, leverage, positions, and
+the futures user data stream (its own listen key and socket) carrying the order's
+events.
+Usage: python_binance_check.py REST_URL KEY SECRET WS_URL
 """
+import asyncio
 import json
 import sys
 import time
@@ -15,7 +18,7 @@ import urllib.request
 from binance.client import Client
 from binance.exceptions import BinanceAPIException
 
-rest_url, key, secret = sys.argv[1:4]
+rest_url, key, secret, ws_url = sys.argv[1:5]
 # The client's documented overrides (protocol doc §11); ping=False skips spot /ping.
 Client.FUTURES_URL = f"{rest_url}/fapi"
 Client.API_URL = f"{rest_url}/api"
@@ -118,7 +121,32 @@ assert lev["leverage"] == 10, lev
 risk = [p for p in c.futures_position_information() if p["symbol"] == "BTCUSDT"][0]
 assert risk.get("leverage", "10") == "10" and float(risk["liquidationPrice"]) >= 0, risk
 
+
+async def user_stream():
+    """The client's own user-data socket sees a market order go NEW then FILLED."""
+    from binance import AsyncClient, BinanceSocketManager
+    AsyncClient.FUTURES_URL = f"{rest_url}/fapi"
+    AsyncClient.API_URL = f"{rest_url}/api"
+    ac = await AsyncClient.create(key, secret)
+    bm = BinanceSocketManager(ac)
+    bm.FSTREAM_URL = ws_url.rstrip("/") + "/"
+    statuses = []
+    async with bm.futures_user_socket() as socket:
+        await ac.futures_create_order(symbol="BTCUSDT", side="SELL", type="MARKET",
+                                      quantity=0.01, newClientOrderId="pb-ws-1")
+        while "FILLED" not in statuses:
+            msg = await asyncio.wait_for(socket.recv(), 10)
+            if msg.get("e") == "ORDER_TRADE_UPDATE" and msg["o"]["c"] == "pb-ws-1":
+                statuses.append(msg["o"]["X"])
+    await ac.close_connection()
+    return statuses
+
+
+stream_statuses = asyncio.run(user_stream())
+assert stream_statuses[0] == "NEW" and stream_statuses[-1] == "FILLED", stream_statuses
+
 print(f"python-binance OK: {len(symbols)} symbols, order {oid} placed/queried/cancelled, "
       f"batch {ids} placed/cancelled, algo {algo['algoId']} placed/cancelled, "
       f"{len(options)} option positions with marks; market order over {len(trades)} fills, "
-      f"resting order in {len(makers)} maker fills, modify, history, leverage")
+      f"resting order in {len(makers)} maker fills, modify, history, leverage; "
+      f"user stream {stream_statuses}")
