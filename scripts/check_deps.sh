@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Dependency rules that must not silently break (run by scripts/test.sh):
 # - the model crate is pure: no runtime, network, HTTP, WebSocket or database crate,
-#   and no other crate of this workspace;
+#   and no other crate of this workspace; the trading crate too, but for `model`;
 # - the venue clients (streaming) carry no server-side crate and no bus: the
 #   simulators are their own crate, a dev-dependency of the clients' tests, and
 #   Redis is the binary's (src/bus);
@@ -19,6 +19,14 @@ impure=$(cargo tree -p model -e normal --prefix none 2>/dev/null \
   | sort -u || true)
 if [ -n "$impure" ]; then
   echo "check_deps: the model crate must stay pure, but depends on:" >&2
+  echo "$impure" >&2
+  fail=1
+fi
+impure=$(cargo tree -p trading -e normal --prefix none 2>/dev/null \
+  | grep -E '^(tokio|tokio-[a-z-]+|tungstenite|reqwest|hyper|axum|sqlx[a-z-]*|redis|rustls|streaming|processor|database|simulators|greekstream) v' \
+  | sort -u || true)
+if [ -n "$impure" ]; then
+  echo "check_deps: the trading crate must stay pure, but depends on:" >&2
   echo "$impure" >&2
   fail=1
 fi

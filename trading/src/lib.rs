@@ -1,0 +1,13 @@
+//! The trading core, pure: what a fill does to a sub-account's virtual position
+//! ([`position`]: open, add, reduce, close, flip), balances changed only through logged
+//! deltas floored at zero ([`balance`]), and an account's margin numbers ([`account`]).
+//! Many sub-accounts share one exchange account; each has its own book here, and the
+//! exchange sees only their net.
+//!
+//! Must not depend on: tokio, any network, HTTP or database crate, or any crate of this
+//! workspace but `model`. Execution drives it with real fills; storage and the risk
+//! loop sit at the edges.
+
+pub mod account;
+pub mod balance;
+pub mod position;
