@@ -11,3 +11,4 @@
 pub mod account;
 pub mod balance;
 pub mod position;
+pub mod risk;

@@ -1,0 +1,609 @@
+//! Pre-trade validation for every order-placing request (market, limit, each leg of a
+//! scale or basket, every algo's child order). The first failing check refuses the
+//! order with the JS system's code and the numbers that failed; an order that passes
+//! every check becomes an [`Approved`], which only [`check`] can build, so nothing can
+//! reach the venue unchecked.
+//!
+//! Checks, in order: account status; leverage cap; notional per trade; total
+//! exposure; exposure per symbol; available margin; margin usage below 98 %; daily
+//! loss; venue filters (tick, step, minimum notional, percent-price band).
+//! Orders that only reduce (reduce-only, or opening nothing) skip the exposure,
+//! margin and loss checks: they can only shrink risk, and refusing them could keep an
+//! account from getting out of trouble.
+//!
+//! Deliberate differences from the JS validator (js-gateway §9.2): exposure after the
+//! order is the account's real exposure after the fill (the JS subtracted the whole
+//! opposite position and added the whole order, overstating a partial reduction);
+//! only the part of the order that opens a position needs initial margin; and the
+//! opposite position's PnL is counted once (§0 #25).
+
+use rust_decimal::Decimal;
+
+use crate::account::{metrics, Marked};
+use crate::position::OrderSide;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Active,
+    Frozen,
+    Liquidated,
+}
+
+impl AccountStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "ACTIVE",
+            AccountStatus::Frozen => "FROZEN",
+            AccountStatus::Liquidated => "LIQUIDATED",
+        }
+    }
+}
+
+/// A sub-account's risk rules (its own row, else the global one, else these defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RiskRules {
+    pub max_leverage: Decimal,
+    pub max_notional_per_trade: Decimal,
+    pub max_total_exposure: Decimal,
+    pub max_symbol_exposure: Option<Decimal>,
+    pub max_daily_loss: Option<Decimal>,
+    pub liquidation_threshold: Decimal,
+}
+
+impl Default for RiskRules {
+    /// The JS defaults (js-gateway §9.4).
+    fn default() -> Self {
+        Self {
+            max_leverage: Decimal::ONE_HUNDRED,
+            max_notional_per_trade: Decimal::from(200),
+            max_total_exposure: Decimal::from(500),
+            max_symbol_exposure: None,
+            max_daily_loss: None,
+            liquidation_threshold: Decimal::new(90, 2),
+        }
+    }
+}
+
+/// The venue's filters for the symbol, and its mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VenueFilters {
+    pub tick: Decimal,
+    pub step: Decimal,
+    pub min_notional: Decimal,
+    /// PERCENT_PRICE: a BUY at most mark × up, a SELL at least mark × down.
+    pub up: Decimal,
+    pub down: Decimal,
+}
+
+/// What the check reads of the account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountState {
+    pub status: AccountStatus,
+    pub balance: Decimal,
+    pub maintenance_rate: Decimal,
+    /// Open positions by symbol, each at its mark.
+    pub positions: Vec<(String, Marked)>,
+    /// PnL realized since the day began (UTC).
+    pub realized_today: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRequest {
+    pub symbol: String,
+    pub side: OrderSide,
+    pub quantity: Decimal,
+    /// The limit price; `None` for a market order.
+    pub limit: Option<Decimal>,
+    pub leverage: Decimal,
+    pub reduce_only: bool,
+}
+
+/// A refused order: the JS code, and the numbers that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("Sub-account is {0}")]
+    AccountFrozen(&'static str),
+    #[error("Leverage {leverage}x exceeds max {max}x")]
+    MaxLeverage { leverage: Decimal, max: Decimal },
+    #[error("Notional ${notional} exceeds max ${max}")]
+    MaxNotional { notional: Decimal, max: Decimal },
+    #[error("Total exposure ${exposure} would exceed max ${max}")]
+    MaxExposure { exposure: Decimal, max: Decimal },
+    #[error("Exposure in {symbol} ${exposure} would exceed max ${max}")]
+    MaxSymbolExposure {
+        symbol: String,
+        exposure: Decimal,
+        max: Decimal,
+    },
+    #[error("Insufficient margin: need ${need}, available ${available}")]
+    InsufficientMargin { need: Decimal, available: Decimal },
+    #[error("Post-trade margin ratio {usage}% would breach liquidation threshold 98%. Reduce size or leverage.")]
+    MarginRatio { usage: Decimal },
+    #[error("Daily loss ${loss} has reached the max ${max}")]
+    DailyLoss { loss: Decimal, max: Decimal },
+    #[error("Price {price} is not a multiple of the tick {tick}")]
+    Tick { price: Decimal, tick: Decimal },
+    #[error("Quantity {quantity} is not a multiple of the step {step}")]
+    Step { quantity: Decimal, step: Decimal },
+    #[error("Notional ${notional} is below the minimum ${min}")]
+    MinNotional { notional: Decimal, min: Decimal },
+    #[error("Price {price} is outside the band {low} to {high}")]
+    PriceBand {
+        price: Decimal,
+        low: Decimal,
+        high: Decimal,
+    },
+    #[error("Invalid order: {0}")]
+    Invalid(&'static str),
+}
+
+impl Refusal {
+    /// The stable code (the JS system's where it has one).
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Refusal::AccountFrozen(_) => "ACCOUNT_FROZEN",
+            Refusal::MaxLeverage { .. } => "MAX_LEVERAGE_EXCEEDED",
+            Refusal::MaxNotional { .. } => "MAX_NOTIONAL_EXCEEDED",
+            Refusal::MaxExposure { .. } => "MAX_EXPOSURE_EXCEEDED",
+            Refusal::MaxSymbolExposure { .. } => "MAX_SYMBOL_EXPOSURE_EXCEEDED",
+            Refusal::InsufficientMargin { .. } => "INSUFFICIENT_MARGIN",
+            Refusal::MarginRatio { .. } => "MARGIN_RATIO_EXCEEDED",
+            Refusal::DailyLoss { .. } => "MAX_DAILY_LOSS_EXCEEDED",
+            Refusal::Tick { .. } => "EXCHANGE_PRECISION",
+            Refusal::Step { .. } => "EXCHANGE_PRECISION",
+            Refusal::MinNotional { .. } => "EXCHANGE_MIN_NOTIONAL",
+            Refusal::PriceBand { .. } => "EXCHANGE_PRICE_BAND",
+            Refusal::Invalid(_) => "INVALID_ORDER",
+        }
+    }
+}
+
+/// The numbers behind an approval, for the result and the what-if tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Numbers {
+    pub price: Decimal,
+    pub notional: Decimal,
+    /// Initial margin for the part of the order that opens a position.
+    pub required_margin: Decimal,
+    pub equity: Decimal,
+    pub available: Decimal,
+    pub exposure_after: Decimal,
+    pub usage_after: Decimal,
+}
+
+/// An order that passed every check. Only [`check`] builds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    request: OrderRequest,
+    numbers: Numbers,
+}
+
+impl Approved {
+    pub fn request(&self) -> &OrderRequest {
+        &self.request
+    }
+
+    pub fn numbers(&self) -> &Numbers {
+        &self.numbers
+    }
+}
+
+/// Usage at or above this refuses the order.
+pub const MAX_USAGE: Decimal = Decimal::from_parts(98, 0, 0, false, 2);
+
+fn multiple(x: Decimal, of: Decimal) -> bool {
+    of <= Decimal::ZERO || (x / of).fract().is_zero()
+}
+
+/// Checks `req` against the account at `mark`. See the module documentation.
+pub fn check(
+    account: &AccountState,
+    rules: &RiskRules,
+    filters: &VenueFilters,
+    mark: Decimal,
+    req: OrderRequest,
+) -> Result<Approved, Refusal> {
+    if req.quantity <= Decimal::ZERO {
+        return Err(Refusal::Invalid("quantity must be positive"));
+    }
+    if mark <= Decimal::ZERO || req.limit.is_some_and(|p| p <= Decimal::ZERO) {
+        return Err(Refusal::Invalid("price must be positive"));
+    }
+    if account.status != AccountStatus::Active {
+        return Err(Refusal::AccountFrozen(account.status.as_str()));
+    }
+    if req.leverage < Decimal::ONE || req.leverage > rules.max_leverage {
+        return Err(Refusal::MaxLeverage {
+            leverage: req.leverage,
+            max: rules.max_leverage,
+        });
+    }
+    let price = req.limit.unwrap_or(mark);
+    let notional = req.quantity * price;
+    // The symbol's position now (at most one), and what the order leaves of it.
+    let here = account
+        .positions
+        .iter()
+        .find(|(s, _)| *s == req.symbol)
+        .map(|(_, m)| m);
+    let opens = req.side.opens();
+    let (closing, opening) = match here {
+        Some(m) if m.position.side != opens => {
+            let closing = req.quantity.min(m.position.quantity);
+            (closing, req.quantity - closing)
+        }
+        _ => (Decimal::ZERO, req.quantity),
+    };
+    if req.reduce_only && (closing.is_zero() || !opening.is_zero()) {
+        return Err(Refusal::Invalid("reduce-only order would not only reduce"));
+    }
+    let m = metrics(
+        account.balance,
+        account.maintenance_rate,
+        &account
+            .positions
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect::<Vec<_>>(),
+    );
+    let symbol_after = match here {
+        Some(h) if h.position.side == opens => h.position.notional() + notional,
+        Some(h) => (h.position.quantity - closing) * h.position.entry_price + opening * price,
+        None => notional,
+    };
+    let exposure_after =
+        m.notional - here.map_or(Decimal::ZERO, |h| h.position.notional()) + symbol_after;
+    let required_margin = opening * price / req.leverage;
+    let kept_margin = m.initial_margin
+        - here.map_or(Decimal::ZERO, |h| {
+            h.position.margin() * closing / h.position.quantity
+        });
+    let usage_after = if m.equity <= Decimal::ZERO {
+        crate::account::NO_EQUITY
+    } else {
+        (kept_margin + required_margin) / m.equity
+    };
+    let available = m.equity
+        - (m.notional - here.map_or(Decimal::ZERO, |h| h.position.entry_price * closing))
+            * account.maintenance_rate;
+    if !opening.is_zero() {
+        if notional > rules.max_notional_per_trade {
+            return Err(Refusal::MaxNotional {
+                notional,
+                max: rules.max_notional_per_trade,
+            });
+        }
+        if exposure_after > rules.max_total_exposure {
+            return Err(Refusal::MaxExposure {
+                exposure: exposure_after,
+                max: rules.max_total_exposure,
+            });
+        }
+        if let Some(max) = rules.max_symbol_exposure {
+            if symbol_after > max {
+                return Err(Refusal::MaxSymbolExposure {
+                    symbol: req.symbol.clone(),
+                    exposure: symbol_after,
+                    max,
+                });
+            }
+        }
+        if required_margin > available {
+            return Err(Refusal::InsufficientMargin {
+                need: required_margin.round_dp(2),
+                available: available.round_dp(2),
+            });
+        }
+        if usage_after >= MAX_USAGE {
+            return Err(Refusal::MarginRatio {
+                usage: (usage_after * Decimal::ONE_HUNDRED).round_dp(2),
+            });
+        }
+        if let Some(max) = rules.max_daily_loss {
+            let loss = -(account.realized_today + m.unrealized);
+            if loss >= max {
+                return Err(Refusal::DailyLoss { loss, max });
+            }
+        }
+    }
+    if let Some(p) = req.limit {
+        if !multiple(p, filters.tick) {
+            return Err(Refusal::Tick {
+                price: p,
+                tick: filters.tick,
+            });
+        }
+        let (low, high) = (mark * filters.down, mark * filters.up);
+        let outside = match req.side {
+            OrderSide::Buy => p > high,
+            OrderSide::Sell => p < low,
+        };
+        if outside {
+            return Err(Refusal::PriceBand {
+                price: p,
+                low,
+                high,
+            });
+        }
+    }
+    if !multiple(req.quantity, filters.step) {
+        return Err(Refusal::Step {
+            quantity: req.quantity,
+            step: filters.step,
+        });
+    }
+    if !req.reduce_only && notional < filters.min_notional {
+        return Err(Refusal::MinNotional {
+            notional,
+            min: filters.min_notional,
+        });
+    }
+    Ok(Approved {
+        request: req,
+        numbers: Numbers {
+            price,
+            notional,
+            required_margin,
+            equity: m.equity,
+            available,
+            exposure_after,
+            usage_after,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::position::{Position, Side};
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn filters() -> VenueFilters {
+        VenueFilters {
+            tick: d("0.1"),
+            step: d("0.001"),
+            min_notional: d("5"),
+            up: d("1.05"),
+            down: d("0.95"),
+        }
+    }
+
+    fn account(balance: &str, positions: Vec<(&str, Side, &str, &str, &str)>) -> AccountState {
+        AccountState {
+            status: AccountStatus::Active,
+            balance: d(balance),
+            maintenance_rate: d("0.005"),
+            positions: positions
+                .into_iter()
+                .map(|(s, side, q, entry, mark)| {
+                    (
+                        s.to_owned(),
+                        Marked {
+                            position: Position {
+                                side,
+                                quantity: d(q),
+                                entry_price: d(entry),
+                                leverage: d("10"),
+                            },
+                            mark: d(mark),
+                        },
+                    )
+                })
+                .collect(),
+            realized_today: Decimal::ZERO,
+        }
+    }
+
+    fn order(side: OrderSide, q: &str, lev: &str) -> OrderRequest {
+        OrderRequest {
+            symbol: "BTCUSDT".into(),
+            side,
+            quantity: d(q),
+            limit: None,
+            leverage: d(lev),
+            reduce_only: false,
+        }
+    }
+
+    fn rules() -> RiskRules {
+        RiskRules {
+            max_notional_per_trade: d("100000"),
+            max_total_exposure: d("200000"),
+            ..RiskRules::default()
+        }
+    }
+
+    #[test]
+    fn an_order_within_every_rule_is_approved_with_its_numbers() {
+        let a = account("1000", vec![]);
+        let ok = check(
+            &a,
+            &rules(),
+            &filters(),
+            d("100"),
+            order(OrderSide::Buy, "1", "10"),
+        )
+        .unwrap();
+        let n = ok.numbers();
+        assert_eq!(
+            (n.notional, n.required_margin, n.available),
+            (d("100"), d("10"), d("1000"))
+        );
+        assert_eq!(n.usage_after, d("0.01"));
+    }
+
+    #[test]
+    fn every_refusal_has_its_code_and_numbers() {
+        let mark = d("100");
+        let f = filters();
+        let cases: Vec<(&str, AccountState, RiskRules, OrderRequest)> = vec![
+            (
+                "ACCOUNT_FROZEN",
+                AccountState {
+                    status: AccountStatus::Frozen,
+                    ..account("1000", vec![])
+                },
+                rules(),
+                order(OrderSide::Buy, "1", "10"),
+            ),
+            (
+                "MAX_LEVERAGE_EXCEEDED",
+                account("1000", vec![]),
+                rules(),
+                order(OrderSide::Buy, "1", "101"),
+            ),
+            (
+                "MAX_NOTIONAL_EXCEEDED",
+                account("1000", vec![]),
+                RiskRules {
+                    max_notional_per_trade: d("50"),
+                    ..rules()
+                },
+                order(OrderSide::Buy, "1", "10"),
+            ),
+            (
+                "MAX_EXPOSURE_EXCEEDED",
+                account("100000", vec![("ETHUSDT", Side::Long, "1", "150", "150")]),
+                RiskRules {
+                    max_total_exposure: d("200"),
+                    ..rules()
+                },
+                order(OrderSide::Buy, "1", "10"),
+            ),
+            (
+                "MAX_SYMBOL_EXPOSURE_EXCEEDED",
+                account("100000", vec![]),
+                RiskRules {
+                    max_symbol_exposure: Some(d("50")),
+                    ..rules()
+                },
+                order(OrderSide::Buy, "1", "10"),
+            ),
+            (
+                "INSUFFICIENT_MARGIN",
+                account("5", vec![]),
+                rules(),
+                order(OrderSide::Buy, "1", "10"),
+            ),
+            (
+                "MARGIN_RATIO_EXCEEDED",
+                account("100", vec![("ETHUSDT", Side::Long, "9", "100", "100")]),
+                rules(),
+                order(OrderSide::Buy, "1", "10"),
+            ),
+            (
+                "MAX_DAILY_LOSS_EXCEEDED",
+                AccountState {
+                    realized_today: d("-60"),
+                    ..account("1000", vec![])
+                },
+                RiskRules {
+                    max_daily_loss: Some(d("50")),
+                    ..rules()
+                },
+                order(OrderSide::Buy, "1", "10"),
+            ),
+            (
+                "EXCHANGE_PRECISION",
+                account("1000", vec![]),
+                rules(),
+                OrderRequest {
+                    limit: Some(d("99.95")),
+                    ..order(OrderSide::Buy, "1", "10")
+                },
+            ),
+            (
+                "EXCHANGE_PRECISION",
+                account("1000", vec![]),
+                rules(),
+                order(OrderSide::Buy, "1.0001", "10"),
+            ),
+            (
+                "EXCHANGE_PRICE_BAND",
+                account("1000", vec![]),
+                rules(),
+                OrderRequest {
+                    limit: Some(d("106")),
+                    ..order(OrderSide::Buy, "1", "10")
+                },
+            ),
+            (
+                "EXCHANGE_MIN_NOTIONAL",
+                account("1000", vec![]),
+                rules(),
+                order(OrderSide::Buy, "0.01", "10"),
+            ),
+            (
+                "INVALID_ORDER",
+                account("1000", vec![]),
+                rules(),
+                OrderRequest {
+                    reduce_only: true,
+                    ..order(OrderSide::Sell, "1", "10")
+                },
+            ),
+        ];
+        for (want, a, r, o) in cases {
+            let got = check(&a, &r, &f, mark, o).unwrap_err();
+            assert_eq!(got.code(), want, "{got}");
+        }
+        let e = check(
+            &account("5", vec![]),
+            &rules(),
+            &f,
+            mark,
+            order(OrderSide::Buy, "1", "10"),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "Insufficient margin: need $10, available $5");
+    }
+
+    #[test]
+    fn reducing_needs_no_margin_and_reduce_only_skips_the_exposure_checks() {
+        // Balance too small for any new position, but a long to close.
+        let a = account("1", vec![("BTCUSDT", Side::Long, "2", "100", "100")]);
+        let tight = RiskRules {
+            max_total_exposure: d("10"),
+            max_notional_per_trade: d("10"),
+            ..rules()
+        };
+        let close = OrderRequest {
+            reduce_only: true,
+            ..order(OrderSide::Sell, "2", "10")
+        };
+        let ok = check(&a, &tight, &filters(), d("100"), close).unwrap();
+        assert_eq!(ok.numbers().required_margin, Decimal::ZERO);
+        assert_eq!(ok.numbers().exposure_after, Decimal::ZERO);
+        // Not reduce-only, but reducing: the exposure after is the smaller position.
+        let half = check(
+            &a,
+            &rules(),
+            &filters(),
+            d("100"),
+            order(OrderSide::Sell, "1", "10"),
+        )
+        .unwrap();
+        assert_eq!(half.numbers().exposure_after, d("100"));
+    }
+
+    #[test]
+    fn a_flip_needs_margin_only_for_the_new_side_and_counts_the_old_pnl_once() {
+        // LONG 1 @100 marked at 110 (+10); SELL 1.5: closes 1, opens 0.5 at 110.
+        let a = account("100", vec![("BTCUSDT", Side::Long, "1", "100", "110")]);
+        let ok = check(
+            &a,
+            &rules(),
+            &filters(),
+            d("110"),
+            order(OrderSide::Sell, "1.5", "10"),
+        )
+        .unwrap();
+        let n = ok.numbers();
+        assert_eq!(n.required_margin, d("5.5"));
+        assert_eq!(n.equity, d("110"), "balance + the long's +10, once");
+        assert_eq!(n.exposure_after, d("55"));
+    }
+}
