@@ -13,3 +13,4 @@ pub mod pipeline;
 pub mod price;
 pub mod supervisor;
 pub mod telemetry;
+pub mod what_if;

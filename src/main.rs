@@ -33,6 +33,16 @@ enum Command {
     /// Price an option and its Greeks with the local model (or solve its implied
     /// volatility with --premium); prints one JSON object.
     Price(greekstream::price::PriceArgs),
+    /// The trading core's checks, offline.
+    #[command(subcommand)]
+    Risk(RiskCommand),
+}
+
+#[derive(Subcommand)]
+enum RiskCommand {
+    /// Runs the pre-trade checks on a balance, positions and an order given as JSON;
+    /// prints the verdict and the numbers behind it as one JSON object.
+    WhatIf(greekstream::what_if::WhatIfArgs),
 }
 
 #[derive(Subcommand)]
@@ -141,6 +151,16 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Sim(sim)) => return run_sim(sim).await,
+        Some(Command::Risk(RiskCommand::WhatIf(args))) => {
+            match greekstream::what_if::run(&args) {
+                Ok(out) => println!("{out}"),
+                Err(e) => {
+                    eprintln!("{}", serde_json::json!({ "error": e.to_string() }));
+                    std::process::exit(2);
+                }
+            }
+            return Ok(());
+        }
         Some(Command::Price(args)) => {
             // Machine-readable either way: a JSON result, or a JSON error and exit 2.
             match greekstream::price::run(&args) {
@@ -203,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
             };
             println!("{out}");
         }
-        Command::Sim(_) | Command::Price(_) => {
+        Command::Sim(_) | Command::Price(_) | Command::Risk(_) => {
             unreachable!("handled before the configuration is read")
         }
     }
