@@ -14,27 +14,18 @@ if cargo tree -p greekstream -e normal,features --prefix none 2>/dev/null | grep
   echo "check_deps: the service's build enables a testing feature (test support in production)" >&2
   fail=1
 fi
-impure=$(cargo tree -p model -e normal --prefix none 2>/dev/null \
-  | grep -E '^(tokio|tokio-[a-z-]+|tungstenite|reqwest|hyper|axum|sqlx[a-z-]*|redis|rustls|streaming|processor|database|greekstream) v' \
-  | sort -u || true)
-if [ -n "$impure" ]; then
-  echo "check_deps: the model crate must stay pure, but depends on:" >&2
-  echo "$impure" >&2
-  fail=1
-fi
-impure=$(cargo tree -p trading -e normal --prefix none 2>/dev/null \
-  | grep -E '^(tokio|tokio-[a-z-]+|tungstenite|reqwest|hyper|axum|sqlx[a-z-]*|redis|rustls|streaming|processor|database|simulators|greekstream) v' \
-  | sort -u || true)
-if [ -n "$impure" ]; then
-  echo "check_deps: the trading crate must stay pure, but depends on:" >&2
-  echo "$impure" >&2
-  fail=1
-fi
-server=$(cargo tree -p streaming -e normal --prefix none 2>/dev/null \
-  | grep -E '^(axum|rcgen|simulators|redis) v' | sort -u || true)
-if [ -n "$server" ]; then
-  echo "check_deps: the venue clients depend on server-side crates:" >&2
-  echo "$server" >&2
-  fail=1
-fi
+# forbid CRATE WHY PATTERN: fails when CRATE's normal dependencies match PATTERN.
+forbid() {
+  local found
+  found=$(cargo tree -p "$1" -e normal --prefix none 2>/dev/null | grep -E "^($3) v" | sort -u || true)
+  if [ -n "$found" ]; then
+    echo "check_deps: $2, but $1 depends on:" >&2
+    echo "$found" >&2
+    fail=1
+  fi
+}
+io='tokio|tokio-[a-z-]+|tungstenite|reqwest|hyper|axum|sqlx[a-z-]*|redis|rustls'
+forbid model "the model crate must stay pure" "$io|streaming|processor|database|greekstream"
+forbid trading "the trading crate must stay pure" "$io|streaming|processor|database|simulators|greekstream"
+forbid streaming "the venue clients carry no server-side crate" 'axum|rcgen|simulators|redis'
 exit $fail
