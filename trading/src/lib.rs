@@ -1,6 +1,9 @@
 //! The trading core, pure: what a fill does to a sub-account's virtual position
 //! ([`position`]: open, add, reduce, close, flip), balances changed only through logged
-//! deltas floored at zero ([`balance`]), and an account's margin numbers ([`account`]).
+//! deltas floored at zero ([`balance`]), an account's margin numbers ([`account`]) and
+//! its valuation at the marks ([`evaluate`]), pre-trade checks ([`risk`]), which price
+//! is fresh enough to use ([`price`]), and the risk loop's throttles and warnings
+//! ([`monitor`]).
 //! Many sub-accounts share one exchange account; each has its own book here, and the
 //! exchange sees only their net.
 //!
@@ -10,5 +13,8 @@
 
 pub mod account;
 pub mod balance;
+pub mod evaluate;
+pub mod monitor;
 pub mod position;
+pub mod price;
 pub mod risk;

@@ -1,0 +1,416 @@
+//! The risk loop's decisions, pure: which accounts to value when a mark ticks or a
+//! book changes, when to write their snapshot, and when to warn. Time is passed in
+//! (a monotonic offset from any origin), so every throttle is tested without a clock.
+//!
+//! - A mark tick values every account holding the symbol, at most once per
+//!   `evaluate_every` per account; a tick inside that window is not dropped but valued
+//!   when the window ends (trailing), so the last price is always reflected.
+//! - A book change (fill, close, balance change, rules change) values the account
+//!   at once and writes its snapshot at once, also when the last position closed (an
+//!   empty snapshot, not the stale one: js-gateway §0 #12).
+//! - Snapshots are otherwise written at most once per `snapshot_every`, trailing.
+//! - `margin_warning` fires once when the account enters the warning zone
+//!   (tier ≥ [`Tier::Warning`]), not on every valuation inside it (§0 #7); leaving the
+//!   zone re-arms it, and `warning_gap` bounds how often an account that flaps across
+//!   the boundary is warned.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+use crate::evaluate::{evaluate, Account, Evaluation, Tier};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    pub evaluate_every: Duration,
+    pub snapshot_every: Duration,
+    pub warning_gap: Duration,
+}
+
+impl Default for Config {
+    /// The JS system's throttles (js-gateway §9.4) and the proposed warning gap (§0 #7).
+    fn default() -> Self {
+        Self {
+            evaluate_every: Duration::from_millis(100),
+            snapshot_every: Duration::from_secs(1),
+            warning_gap: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One valuation of one account and what to do with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub evaluation: Evaluation,
+    /// Publish `margin_update` and a `pnl_update` per position.
+    pub events: bool,
+    /// Write the `pms:risk:{id}` snapshot.
+    pub snapshot: bool,
+    /// Publish `margin_warning`.
+    pub warning: bool,
+}
+
+#[derive(Debug)]
+struct Watched {
+    account: Account,
+    last_evaluated: Option<Duration>,
+    evaluation_due: bool,
+    last_snapshot: Option<Duration>,
+    snapshot_due: bool,
+    /// Warned since it entered the warning zone.
+    warned: bool,
+    last_warning: Option<Duration>,
+}
+
+/// The accounts the loop watches, their symbols and the latest marks.
+#[derive(Debug, Default)]
+pub struct Monitor {
+    config: Config,
+    accounts: HashMap<Arc<str>, Watched>,
+    by_symbol: HashMap<Arc<str>, Vec<Arc<str>>>,
+    marks: HashMap<Arc<str>, Decimal>,
+    /// Accounts with a trailing valuation or snapshot owed.
+    owed: HashSet<Arc<str>>,
+}
+
+fn after(last: Option<Duration>, every: Duration, now: Duration) -> bool {
+    last.is_none_or(|t| now >= t + every)
+}
+
+impl Monitor {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
+    pub fn mark(&self, symbol: &str) -> Option<Decimal> {
+        self.marks.get(symbol).copied()
+    }
+
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        self.accounts.get(id).map(|w| &w.account)
+    }
+
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+    }
+
+    /// The symbols some watched account holds.
+    pub fn symbols(&self) -> impl Iterator<Item = &str> {
+        self.by_symbol.keys().map(|s| &**s)
+    }
+
+    /// A book change: the account as it now is. Values it and snapshots it at once.
+    pub fn upsert(&mut self, account: Account, now: Duration) -> Report {
+        let id = account.id.clone();
+        self.unindex(&id);
+        for p in &account.positions {
+            let ids = self.by_symbol.entry(p.symbol.clone()).or_default();
+            if !ids.contains(&id) {
+                ids.push(id.clone());
+            }
+        }
+        let w = self.accounts.entry(id).or_insert_with(|| Watched {
+            account: account.clone(),
+            last_evaluated: None,
+            evaluation_due: false,
+            last_snapshot: None,
+            snapshot_due: false,
+            warned: false,
+            last_warning: None,
+        });
+        w.account = account;
+        Self::value(&self.config, &self.marks, w, now, true, true)
+    }
+
+    /// Stops watching an account; true if it was watched.
+    pub fn remove(&mut self, id: &str) -> bool {
+        self.unindex(id);
+        self.owed.remove(id);
+        self.accounts.remove(id).is_some()
+    }
+
+    fn unindex(&mut self, id: &str) {
+        let Some(w) = self.accounts.get(id) else {
+            return;
+        };
+        for p in &w.account.positions {
+            if let Some(ids) = self.by_symbol.get_mut(&p.symbol) {
+                ids.retain(|a| &**a != id);
+                if ids.is_empty() {
+                    self.by_symbol.remove(&p.symbol);
+                }
+            }
+        }
+    }
+
+    /// A mark tick: values each account holding `symbol` whose throttle allows it,
+    /// and owes the others a valuation at the end of their window.
+    pub fn tick(&mut self, symbol: &str, mark: Decimal, now: Duration) -> Vec<Report> {
+        match self.marks.get_mut(symbol) {
+            Some(m) => *m = mark,
+            None => {
+                self.marks.insert(symbol.into(), mark);
+            }
+        }
+        let Some(ids) = self.by_symbol.get(symbol) else {
+            return Vec::new();
+        };
+        let mut reports = Vec::new();
+        for id in ids {
+            let Some(w) = self.accounts.get_mut(id) else {
+                continue;
+            };
+            if after(w.last_evaluated, self.config.evaluate_every, now) {
+                reports.push(Self::value(&self.config, &self.marks, w, now, true, false));
+                if w.snapshot_due {
+                    self.owed.insert(id.clone());
+                }
+            } else {
+                w.evaluation_due = true;
+                self.owed.insert(id.clone());
+            }
+        }
+        reports
+    }
+
+    /// The owed valuations and snapshots whose window has ended by `now`.
+    pub fn due(&mut self, now: Duration) -> Vec<Report> {
+        let mut reports = Vec::new();
+        let config = self.config;
+        self.owed.retain(|id| {
+            let Some(w) = self.accounts.get_mut(id) else {
+                return false;
+            };
+            let evaluate = w.evaluation_due && after(w.last_evaluated, config.evaluate_every, now);
+            let snapshot = w.snapshot_due && after(w.last_snapshot, config.snapshot_every, now);
+            if evaluate || snapshot {
+                reports.push(Self::value(
+                    &config,
+                    &self.marks,
+                    w,
+                    now,
+                    evaluate,
+                    snapshot,
+                ));
+            }
+            w.evaluation_due || w.snapshot_due
+        });
+        reports
+    }
+
+    /// When the next owed valuation or snapshot falls due; `None` when none is owed.
+    pub fn next_due(&self) -> Option<Duration> {
+        self.owed
+            .iter()
+            .filter_map(|id| self.accounts.get(id))
+            .flat_map(|w| {
+                let e = w.evaluation_due.then(|| {
+                    w.last_evaluated
+                        .map_or(Duration::ZERO, |t| t + self.config.evaluate_every)
+                });
+                let s = w.snapshot_due.then(|| {
+                    w.last_snapshot
+                        .map_or(Duration::ZERO, |t| t + self.config.snapshot_every)
+                });
+                e.into_iter().chain(s)
+            })
+            .min()
+    }
+
+    fn value(
+        config: &Config,
+        marks: &HashMap<Arc<str>, Decimal>,
+        w: &mut Watched,
+        now: Duration,
+        events: bool,
+        force_snapshot: bool,
+    ) -> Report {
+        let evaluation = evaluate(&w.account, |s| marks.get(s).copied());
+        if events {
+            w.last_evaluated = Some(now);
+            w.evaluation_due = false;
+        }
+        let snapshot = force_snapshot || after(w.last_snapshot, config.snapshot_every, now);
+        if snapshot {
+            w.last_snapshot = Some(now);
+            w.snapshot_due = false;
+        } else {
+            w.snapshot_due = true;
+        }
+        let in_zone = evaluation.tier >= Tier::Warning;
+        if !in_zone {
+            w.warned = false;
+        }
+        let warning = in_zone && !w.warned && after(w.last_warning, config.warning_gap, now);
+        if warning {
+            w.warned = true;
+            w.last_warning = Some(now);
+        }
+        Report {
+            evaluation,
+            events,
+            snapshot,
+            warning,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluate::{LiquidationMode, OpenPosition};
+    use crate::position::{Position, Side};
+    use crate::risk::AccountStatus;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn account(id: &str, balance: &str, symbols: &[&str]) -> Account {
+        Account {
+            id: id.into(),
+            status: AccountStatus::Active,
+            liquidation_mode: LiquidationMode::Adl30,
+            balance: d(balance),
+            maintenance_rate: d("0.005"),
+            threshold: d("0.9"),
+            positions: symbols
+                .iter()
+                .map(|s| OpenPosition {
+                    id: format!("{id}-{s}").into(),
+                    symbol: (*s).into(),
+                    position: Position {
+                        side: Side::Long,
+                        quantity: d("10"),
+                        entry_price: d("100"),
+                        leverage: d("10"),
+                    },
+                    babysitter_excluded: false,
+                    opened_at: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn flags(r: &Report) -> (&str, bool, bool, bool) {
+        (&r.evaluation.account_id, r.events, r.snapshot, r.warning)
+    }
+
+    #[test]
+    fn a_tick_values_only_the_accounts_holding_the_symbol() {
+        let mut m = Monitor::new(Config::default());
+        m.upsert(account("a", "1000", &["BTCUSDT"]), ms(0));
+        m.upsert(account("b", "1000", &["ETHUSDT"]), ms(0));
+        let r = m.tick("BTCUSDT", d("101"), ms(500));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].evaluation.account_id.as_ref(), "a");
+        assert_eq!(r[0].evaluation.metrics.unrealized, d("10"));
+        assert!(m.tick("SOLUSDT", d("1"), ms(600)).is_empty());
+    }
+
+    #[test]
+    fn ticks_inside_the_window_are_valued_once_at_its_end_with_the_last_price() {
+        let mut m = Monitor::new(Config::default());
+        m.upsert(account("a", "1000", &["BTCUSDT"]), ms(0));
+        assert_eq!(m.tick("BTCUSDT", d("101"), ms(100)).len(), 1);
+        for (i, px) in ["102", "103", "104"].iter().enumerate() {
+            assert!(m.tick("BTCUSDT", d(px), ms(110 + i as u64 * 10)).is_empty());
+        }
+        assert_eq!(m.next_due(), Some(ms(200)));
+        assert!(m.due(ms(199)).is_empty());
+        let r = m.due(ms(200));
+        assert_eq!(r.len(), 1);
+        assert!(r[0].events);
+        assert_eq!(r[0].evaluation.positions[0].mark, d("104"));
+        // The snapshot written at 0 (the upsert) is owed again at 1000.
+        assert_eq!(m.next_due(), Some(ms(1000)));
+        let r = m.due(ms(1000));
+        assert_eq!(flags(&r[0]), ("a", false, true, false));
+        assert_eq!(m.next_due(), None);
+        assert!(m.due(ms(5000)).is_empty(), "nothing owed, nothing done");
+    }
+
+    #[test]
+    fn a_book_change_snapshots_at_once_even_when_the_last_position_closed() {
+        let mut m = Monitor::new(Config::default());
+        m.upsert(account("a", "1000", &["BTCUSDT"]), ms(0));
+        let r = m.upsert(account("a", "1010", &[]), ms(10));
+        assert_eq!(flags(&r), ("a", true, true, false));
+        assert!(r.evaluation.positions.is_empty());
+        assert_eq!(r.evaluation.metrics.equity, d("1010"));
+        assert!(
+            m.tick("BTCUSDT", d("90"), ms(500)).is_empty(),
+            "no longer indexed"
+        );
+        assert_eq!(m.symbols().count(), 0);
+    }
+
+    #[test]
+    fn the_warning_fires_once_per_entry_into_the_zone() {
+        // 10 BTC long at 100 on a balance of 7: maintenance 5, MR = 5/(7 + 10·(mark−100)).
+        let mut m = Monitor::new(Config::default());
+        let r = m.upsert(account("a", "7", &["BTCUSDT"]), ms(0));
+        assert_eq!(
+            r.evaluation.tier,
+            Tier::Normal,
+            "MR {}",
+            r.evaluation.metrics.margin_ratio
+        );
+        let warnings = |m: &mut Monitor, px: &str, t: u64| -> Vec<bool> {
+            m.tick("BTCUSDT", d(px), ms(t))
+                .iter()
+                .map(|r| r.warning)
+                .collect()
+        };
+        // 99.9 → equity 6, MR 0.833: inside the zone (≥ 0.8).
+        assert_eq!(warnings(&mut m, "99.9", 1_000), [true]);
+        for t in 1..50u64 {
+            assert_eq!(
+                warnings(&mut m, "99.9", 1_000 + t * 200),
+                [false],
+                "tick {t}"
+            );
+        }
+        // Out of the zone (MR 0.5), then back in, 40 s after the first warning.
+        assert_eq!(warnings(&mut m, "100.4", 40_000), [false]);
+        assert_eq!(warnings(&mut m, "99.9", 41_000), [true]);
+        // Flapping inside the gap: out and in again at once warns no more.
+        assert_eq!(warnings(&mut m, "100.4", 42_000), [false]);
+        assert_eq!(warnings(&mut m, "99.9", 43_000), [false]);
+        // Still in the zone when the gap has passed: it was not warned for this entry.
+        assert_eq!(warnings(&mut m, "99.9", 71_000), [true]);
+    }
+
+    #[test]
+    fn removing_an_account_forgets_what_it_was_owed() {
+        let mut m = Monitor::new(Config::default());
+        m.upsert(account("a", "1000", &["BTCUSDT", "ETHUSDT"]), ms(0));
+        m.tick("BTCUSDT", d("1"), ms(10));
+        assert!(m.next_due().is_some());
+        assert!(m.remove("a"));
+        assert_eq!((m.next_due(), m.symbols().count(), m.len()), (None, 0, 0));
+        assert!(!m.remove("a"));
+    }
+
+    #[test]
+    fn the_marks_it_has_seen_value_a_new_account() {
+        let mut m = Monitor::new(Config::default());
+        m.tick("BTCUSDT", d("110"), ms(0));
+        let r = m.upsert(account("a", "1000", &["BTCUSDT"]), ms(1));
+        assert_eq!(r.evaluation.metrics.unrealized, d("100"));
+        assert_eq!(m.mark("BTCUSDT"), Some(d("110")));
+    }
+}
