@@ -1,6 +1,6 @@
 //! PostgreSQL: pool and migrations ([`pool`]), the batch writer ([`writer`]) with
 //! its binary COPY encoding ([`copy`]) and dead letters, partition maintenance
-//! ([`partitions`]), and, behind the `testing` feature for dev-dependencies only,
+//! ([`partitions`]), the trading tables' repository ([`ledger`]), and, behind the `testing` feature for dev-dependencies only,
 //! helpers for tests that need a database of their own (`testing`).
 //!
 //! Must not depend on: the binary, Redis or any venue client (it takes snapshots,
@@ -8,6 +8,7 @@
 
 pub mod copy;
 pub mod latency;
+pub mod ledger;
 pub mod partitions;
 pub mod pool;
 #[cfg(feature = "testing")]

@@ -49,8 +49,19 @@ pub struct BalanceChange {
     pub reason: Reason,
 }
 
-/// The balance after `change`, floored at zero, and its log row.
+/// Decimal places of a balance change (USDT as the venue settles it). PnL computed from
+/// an averaged entry price can carry 28 significant digits, and adding that to a
+/// balance would round: the identity would hold in `Decimal` but not in PostgreSQL's
+/// exact `numeric`. Rounded to this scale first, every sum is exact.
+pub const MONEY_DP: u32 = 8;
+
+/// The balance after `change` (rounded to [`MONEY_DP`]), floored at zero, and its
+/// log row.
 pub fn apply(before: Decimal, change: Decimal, reason: Reason) -> BalanceChange {
+    let change = change.round_dp_with_strategy(
+        MONEY_DP,
+        rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+    );
     let raw = before + change;
     let after = raw.max(Decimal::ZERO);
     BalanceChange {
@@ -73,6 +84,21 @@ mod tests {
         assert_eq!((c.after, c.absorbed), (Decimal::ZERO, Decimal::from(30)));
         let c = apply(Decimal::from(100), Decimal::from(-30), Reason::Fee);
         assert_eq!((c.after, c.absorbed), (Decimal::from(70), Decimal::ZERO));
+    }
+
+    #[test]
+    fn a_change_with_more_digits_than_money_has_is_rounded_so_the_sum_is_exact() {
+        // 34.675000000000000000000000003 added to 82.885 does not fit 28 digits:
+        // unrounded, `before + change` would itself be rounded.
+        let before: Decimal = "82.88500000000000000000000001".parse().unwrap();
+        let c = apply(
+            before.round_dp(MONEY_DP),
+            "34.675000000000000000000000003".parse().unwrap(),
+            Reason::TradePnl,
+        );
+        assert_eq!(c.change, "34.675".parse::<Decimal>().unwrap());
+        assert_eq!(c.after, "117.56".parse::<Decimal>().unwrap());
+        assert!(c.after.scale() <= MONEY_DP && c.change.scale() <= MONEY_DP);
     }
 
     proptest! {

@@ -4,15 +4,16 @@
 //! reports it), and the account's risk tier. What the risk loop publishes
 //! (`pnl_update`, `margin_update`, the `pms:risk:{id}` snapshot) is built from this.
 //!
-//! The sums are taken once, so valuing n positions costs O(n), not O(n²).
+//! The sums are taken once, so valuing n positions costs O(n), not O(n²); and what
+//! changes only with the book is computed once per book change ([`Prepared`]).
 
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
-use crate::account::{Metrics, NO_EQUITY};
+use crate::account::{Marked, Metrics, NO_EQUITY};
 use crate::position::{Position, Side};
-use crate::risk::AccountStatus;
+use crate::risk::{AccountStatus, AccountView};
 
 /// What happens to an account that reaches its liquidation threshold
 /// (`sub_accounts.liquidation_mode`).
@@ -100,146 +101,258 @@ pub fn tier(equity: Decimal, margin_ratio: Decimal, threshold: Decimal) -> Tier 
     }
 }
 
-/// One position valued at its mark.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Valued {
-    pub id: Arc<str>,
-    pub symbol: Arc<str>,
-    pub side: Side,
-    pub entry_price: Decimal,
+/// One position valued at its mark (the position itself is the account's, same index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PositionValue {
     pub mark: Decimal,
-    pub quantity: Decimal,
-    pub notional: Decimal,
-    pub leverage: Decimal,
-    pub margin: Decimal,
     pub unrealized: Decimal,
     /// unrealized / margin × 100 (0 without margin).
     pub pnl_percent: Decimal,
     /// The mark at which the account reaches T with every other position at its mark.
     pub liquidation_price: Decimal,
-    pub babysitter_excluded: bool,
-    pub opened_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evaluation {
-    pub account_id: Arc<str>,
-    pub status: AccountStatus,
-    pub liquidation_mode: LiquidationMode,
-    pub threshold: Decimal,
+    pub account: Arc<Account>,
     pub metrics: Metrics,
     /// The liquidation price of the largest position by notional; `None` when flat.
     pub account_liquidation_price: Option<Decimal>,
     pub tier: Tier,
-    pub positions: Vec<Valued>,
+    /// In the order of `account.positions`.
+    pub positions: Vec<PositionValue>,
 }
 
-/// Values `account` at the marks `mark_of` gives; a symbol without a mark is valued
-/// at its entry price (no PnL rather than an invented one).
-pub fn evaluate(account: &Account, mark_of: impl Fn(&str) -> Option<Decimal>) -> Evaluation {
-    let marks: Vec<Decimal> = account
-        .positions
-        .iter()
-        .map(|p| mark_of(&p.symbol).unwrap_or(p.position.entry_price))
-        .collect();
-    let mut unrealized = Decimal::ZERO;
-    let mut notional = Decimal::ZERO;
-    let mut initial_margin = Decimal::ZERO;
-    for (p, &mark) in account.positions.iter().zip(&marks) {
-        unrealized += p.position.unrealized(mark);
-        notional += p.position.notional();
-        initial_margin += p.position.margin();
-    }
-    let balance = account.balance;
-    let equity = balance + unrealized;
-    let maintenance = notional * account.maintenance_rate;
-    let ratio = |x: Decimal| {
-        if equity <= Decimal::ZERO {
-            NO_EQUITY
-        } else {
-            x / equity
-        }
-    };
-    let metrics = Metrics {
-        balance,
-        unrealized,
-        equity,
-        notional,
-        initial_margin,
-        maintenance,
-        available: equity - maintenance,
-        margin_ratio: ratio(maintenance),
-        margin_usage: ratio(initial_margin),
-    };
-    // The equity at which maintenance / equity = T.
-    let floor = if account.threshold > Decimal::ZERO {
-        Some(maintenance / account.threshold)
-    } else {
-        None
-    };
-    let mut largest: Option<(Decimal, Decimal)> = None;
-    let positions: Vec<Valued> = account
-        .positions
-        .iter()
-        .zip(&marks)
-        .map(|(p, &mark)| {
-            let pos = &p.position;
-            let own = pos.unrealized(mark);
-            let liquidation_price = match floor {
-                // balance + others + s·(L − entry)·q = floor
-                Some(floor) => {
-                    let moved = (floor - balance - (unrealized - own)) / pos.quantity;
-                    let price = match pos.side {
-                        Side::Long => pos.entry_price + moved,
-                        Side::Short => pos.entry_price - moved,
-                    };
-                    price.max(Decimal::ZERO)
+/// Significant digits of the per-unit factors, and decimal places of the equity
+/// floor. A product of two 28-digit decimals overflows the 96-bit mantissa and is
+/// rescaled by division, ten times the cost of a multiplication; at these sizes the
+/// products fit. The factors feed only liquidation prices and PnL percentages
+/// (estimates shown to people, never money): relative error below 1e-12.
+const FACTOR_SF: u32 = 13;
+const FLOOR_DP: u32 = 10;
+
+fn factor(x: Decimal) -> Decimal {
+    x.round_sf(FACTOR_SF).unwrap_or(x)
+}
+
+/// A position's numbers that change only when the book does.
+#[derive(Debug, Clone)]
+struct Leg {
+    long: bool,
+    /// 1 / quantity, so a tick multiplies instead of dividing.
+    per_unit: Decimal,
+    /// 100 / margin (0 without margin).
+    percent_of_margin: Decimal,
+}
+
+/// An account with everything that changes only when its book does computed once:
+/// the totals of notional, initial margin and maintenance, the equity floor of its
+/// threshold, its largest position, and each position's per-unit factors. Valuing it
+/// at new marks is then multiplications and additions, and two divisions for the
+/// account's ratios (Decimal division costs ten multiplications).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    account: Arc<Account>,
+    legs: Vec<Leg>,
+    notional: Decimal,
+    initial_margin: Decimal,
+    maintenance: Decimal,
+    /// The equity at which maintenance / equity = T; `None` for a threshold ≤ 0.
+    floor: Option<Decimal>,
+    largest: Option<usize>,
+}
+
+impl Prepared {
+    pub fn new(account: Account) -> Self {
+        let mut notional = Decimal::ZERO;
+        let mut initial_margin = Decimal::ZERO;
+        let mut largest: Option<(usize, Decimal)> = None;
+        let legs = account
+            .positions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let n = p.position.notional();
+                let margin = p.position.margin();
+                notional += n;
+                initial_margin += margin;
+                if largest.is_none_or(|(_, m)| n > m) {
+                    largest = Some((i, n));
                 }
-                None => pos.entry_price,
-            };
-            let margin = pos.margin();
-            let n = pos.notional();
-            if largest.is_none_or(|(m, _)| n > m) {
-                largest = Some((n, liquidation_price));
-            }
-            Valued {
-                id: p.id.clone(),
-                symbol: p.symbol.clone(),
-                side: pos.side,
-                entry_price: pos.entry_price,
-                mark,
-                quantity: pos.quantity,
-                notional: n,
-                leverage: pos.leverage,
-                margin,
-                unrealized: own,
-                pnl_percent: if margin.is_zero() {
-                    Decimal::ZERO
-                } else {
-                    own / margin * Decimal::ONE_HUNDRED
-                },
-                liquidation_price,
-                babysitter_excluded: p.babysitter_excluded,
-                opened_at: p.opened_at,
-            }
-        })
-        .collect();
-    Evaluation {
-        account_id: account.id.clone(),
-        status: account.status,
-        liquidation_mode: account.liquidation_mode,
-        threshold: account.threshold,
-        tier: tier(equity, metrics.margin_ratio, account.threshold),
-        account_liquidation_price: largest.map(|(_, l)| l),
-        metrics,
-        positions,
+                Leg {
+                    long: p.position.side == Side::Long,
+                    per_unit: factor(Decimal::ONE / p.position.quantity),
+                    percent_of_margin: if margin.is_zero() {
+                        Decimal::ZERO
+                    } else {
+                        factor(Decimal::ONE_HUNDRED / margin)
+                    },
+                }
+            })
+            .collect();
+        let maintenance = notional * account.maintenance_rate;
+        let floor = (account.threshold > Decimal::ZERO)
+            .then(|| (maintenance / account.threshold).round_dp(FLOOR_DP));
+        Self {
+            account: Arc::new(account),
+            legs,
+            notional,
+            initial_margin,
+            maintenance,
+            floor,
+            largest: largest.map(|(i, _)| i),
+        }
     }
+
+    pub fn account(&self) -> &Arc<Account> {
+        &self.account
+    }
+
+    fn unrealized(
+        &self,
+        marks: &impl Fn(usize) -> Option<Decimal>,
+    ) -> (Vec<(Decimal, Decimal)>, Decimal) {
+        let mut total = Decimal::ZERO;
+        let each = self
+            .account
+            .positions
+            .iter()
+            .zip(&self.legs)
+            .enumerate()
+            .map(|(i, (p, leg))| {
+                let mark = marks(i).unwrap_or(p.position.entry_price);
+                let own = signed(
+                    leg.long,
+                    (mark - p.position.entry_price) * p.position.quantity,
+                );
+                total += own;
+                (mark, own)
+            })
+            .collect();
+        (each, total)
+    }
+
+    /// Values the account at the marks `marks(i)` gives for its i-th position; a
+    /// position without a mark is valued at its entry price (no PnL rather than an
+    /// invented one).
+    pub fn value(&self, marks: impl Fn(usize) -> Option<Decimal>) -> Evaluation {
+        let a = &self.account;
+        let mut unrealized = Decimal::ZERO;
+        let mut positions: Vec<PositionValue> = a
+            .positions
+            .iter()
+            .zip(&self.legs)
+            .enumerate()
+            .map(|(i, (p, leg))| {
+                let mark = marks(i).unwrap_or(p.position.entry_price);
+                let own = signed(
+                    leg.long,
+                    (mark - p.position.entry_price) * p.position.quantity,
+                );
+                unrealized += own;
+                PositionValue {
+                    mark,
+                    unrealized: own,
+                    pnl_percent: own * leg.percent_of_margin,
+                    liquidation_price: Decimal::ZERO,
+                }
+            })
+            .collect();
+        let balance = a.balance;
+        let equity = balance + unrealized;
+        let ratio = |x: Decimal| {
+            if equity <= Decimal::ZERO {
+                NO_EQUITY
+            } else {
+                x / equity
+            }
+        };
+        let metrics = Metrics {
+            balance,
+            unrealized,
+            equity,
+            notional: self.notional,
+            initial_margin: self.initial_margin,
+            maintenance: self.maintenance,
+            available: equity - self.maintenance,
+            margin_ratio: ratio(self.maintenance),
+            margin_usage: ratio(self.initial_margin),
+        };
+        // balance + others + s·(L − entry)·q = floor, others = unrealized − own.
+        let room = self.floor.map(|floor| floor - balance - unrealized);
+        for ((v, p), leg) in positions.iter_mut().zip(&a.positions).zip(&self.legs) {
+            let entry = p.position.entry_price;
+            v.liquidation_price = match room {
+                Some(room) => {
+                    let price = entry + signed(leg.long, (room + v.unrealized) * leg.per_unit);
+                    if price.is_sign_negative() {
+                        Decimal::ZERO
+                    } else {
+                        price
+                    }
+                }
+                None => entry,
+            };
+        }
+        Evaluation {
+            account: a.clone(),
+            tier: tier(equity, metrics.margin_ratio, a.threshold),
+            account_liquidation_price: self.largest.map(|i| positions[i].liquidation_price),
+            metrics,
+            positions,
+        }
+    }
+
+    /// What the pre-trade checks need, at the marks `marks(i)` gives.
+    pub fn view(
+        &self,
+        marks: impl Fn(usize) -> Option<Decimal>,
+        symbol: &str,
+        realized_today: Decimal,
+    ) -> AccountView {
+        let a = &self.account;
+        let (each, unrealized) = self.unrealized(&marks);
+        AccountView {
+            status: a.status,
+            balance: a.balance,
+            maintenance_rate: a.maintenance_rate,
+            realized_today,
+            notional: self.notional,
+            initial_margin: self.initial_margin,
+            unrealized,
+            here: a
+                .positions
+                .iter()
+                .zip(each)
+                .find(|(p, _)| &*p.symbol == symbol)
+                .map(|(p, (mark, _))| Marked {
+                    position: p.position.clone(),
+                    mark,
+                }),
+        }
+    }
+}
+
+/// `x` for a long, `−x` for a short (negation, not a Decimal multiplication).
+fn signed(long: bool, x: Decimal) -> Decimal {
+    if long {
+        x
+    } else {
+        -x
+    }
+}
+
+/// Values `account` at the marks `mark_of` gives by symbol (see [`Prepared::value`]).
+pub fn evaluate(account: &Account, mark_of: impl Fn(&str) -> Option<Decimal>) -> Evaluation {
+    let prepared = Prepared::new(account.clone());
+    prepared.value(|i| mark_of(&account.positions[i].symbol))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::account::{liquidation_price, metrics, Marked};
+    use crate::account::{liquidation_price, metrics};
+    use crate::risk::AccountState;
     use proptest::prelude::*;
 
     fn d(s: &str) -> Decimal {
@@ -342,8 +455,24 @@ mod tests {
             prop_assert_eq!(&e.metrics, &metrics(a.balance, a.maintenance_rate, &marked));
             for i in 0..marked.len() {
                 let want = liquidation_price(a.balance, a.maintenance_rate, a.threshold, &marked, i).unwrap();
-                prop_assert_eq!(e.positions[i].liquidation_price, want);
+                // Within the factors' rounding (FACTOR_SF), relative to the entry.
+                let scale = Decimal::ONE + marked[i].position.entry_price;
+                let close = |x: Decimal, y: Decimal| (x - y).abs() <= d("0.000000001") * scale;
+                prop_assert!(close(e.positions[i].liquidation_price, want), "{} vs {}", e.positions[i].liquidation_price, want);
+                let pct = if marked[i].position.margin().is_zero() { Decimal::ZERO } else { e.positions[i].unrealized / marked[i].position.margin() * Decimal::ONE_HUNDRED };
+                prop_assert!(close(e.positions[i].pnl_percent, pct), "{} vs {}", e.positions[i].pnl_percent, pct);
             }
+            // The view the checks read has the same totals as the generic one.
+            let state = AccountState {
+                status: a.status,
+                balance: a.balance,
+                maintenance_rate: a.maintenance_rate,
+                positions: positions.iter().zip(&marked).map(|(p, m)| (p.symbol.to_string(), m.clone())).collect(),
+                realized_today: Decimal::ZERO,
+            };
+            let prepared = Prepared::new(a.clone());
+            let view = prepared.view(|i| Some(marks[i]), "S0", Decimal::ZERO);
+            prop_assert_eq!(view, AccountView::of(&state, "S0"));
         }
     }
 }

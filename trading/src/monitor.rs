@@ -14,13 +14,15 @@
 //!   zone re-arms it, and `warning_gap` bounds how often an account that flaps across
 //!   the boundary is warned.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 
-use crate::evaluate::{evaluate, Account, Evaluation, Tier};
+use crate::evaluate::{Account, Evaluation, Prepared, Tier};
+use crate::risk::AccountView;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -54,7 +56,9 @@ pub struct Report {
 
 #[derive(Debug)]
 struct Watched {
-    account: Account,
+    prepared: Prepared,
+    /// The mark slot of each position.
+    slots: Vec<usize>,
     last_evaluated: Option<Duration>,
     evaluation_due: bool,
     last_snapshot: Option<Duration>,
@@ -64,13 +68,22 @@ struct Watched {
     last_warning: Option<Duration>,
 }
 
-/// The accounts the loop watches, their symbols and the latest marks.
+/// One symbol's latest mark and the accounts holding it.
+#[derive(Debug, Default)]
+struct Slot {
+    symbol: Arc<str>,
+    mark: Option<Decimal>,
+    holders: Vec<Arc<str>>,
+}
+
+/// The accounts the loop watches, their symbols and the latest marks. Symbols are
+/// interned into slots, so valuing a position reads its mark by index, not by hash.
 #[derive(Debug, Default)]
 pub struct Monitor {
     config: Config,
     accounts: HashMap<Arc<str>, Watched>,
-    by_symbol: HashMap<Arc<str>, Vec<Arc<str>>>,
-    marks: HashMap<Arc<str>, Decimal>,
+    slot_of: HashMap<Arc<str>, usize>,
+    slots: Vec<Slot>,
     /// Accounts with a trailing valuation or snapshot owed.
     owed: HashSet<Arc<str>>,
 }
@@ -87,12 +100,34 @@ impl Monitor {
         }
     }
 
-    pub fn mark(&self, symbol: &str) -> Option<Decimal> {
-        self.marks.get(symbol).copied()
+    fn slot(&mut self, symbol: &str) -> usize {
+        if let Some(&i) = self.slot_of.get(symbol) {
+            return i;
+        }
+        let symbol: Arc<str> = symbol.into();
+        self.slots.push(Slot {
+            symbol: symbol.clone(),
+            ..Slot::default()
+        });
+        self.slot_of.insert(symbol, self.slots.len() - 1);
+        self.slots.len() - 1
     }
 
-    pub fn account(&self, id: &str) -> Option<&Account> {
-        self.accounts.get(id).map(|w| &w.account)
+    pub fn mark(&self, symbol: &str) -> Option<Decimal> {
+        self.slot_of.get(symbol).and_then(|&i| self.slots[i].mark)
+    }
+
+    pub fn account(&self, id: &str) -> Option<&Arc<Account>> {
+        self.accounts.get(id).map(|w| w.prepared.account())
+    }
+
+    /// What the pre-trade checks need of account `id` at the latest marks.
+    pub fn view(&self, id: &str, symbol: &str, realized_today: Decimal) -> Option<AccountView> {
+        let w = self.accounts.get(id)?;
+        Some(
+            w.prepared
+                .view(|i| self.slots[w.slots[i]].mark, symbol, realized_today),
+        )
     }
 
     pub fn len(&self) -> usize {
@@ -105,30 +140,47 @@ impl Monitor {
 
     /// The symbols some watched account holds.
     pub fn symbols(&self) -> impl Iterator<Item = &str> {
-        self.by_symbol.keys().map(|s| &**s)
+        self.slots
+            .iter()
+            .filter(|s| !s.holders.is_empty())
+            .map(|s| &*s.symbol)
     }
 
     /// A book change: the account as it now is. Values it and snapshots it at once.
     pub fn upsert(&mut self, account: Account, now: Duration) -> Report {
         let id = account.id.clone();
         self.unindex(&id);
-        for p in &account.positions {
-            let ids = self.by_symbol.entry(p.symbol.clone()).or_default();
-            if !ids.contains(&id) {
-                ids.push(id.clone());
+        let slots: Vec<usize> = account
+            .positions
+            .iter()
+            .map(|p| self.slot(&p.symbol))
+            .collect();
+        for &i in &slots {
+            let holders = &mut self.slots[i].holders;
+            if !holders.contains(&id) {
+                holders.push(id.clone());
             }
         }
-        let w = self.accounts.entry(id).or_insert_with(|| Watched {
-            account: account.clone(),
-            last_evaluated: None,
-            evaluation_due: false,
-            last_snapshot: None,
-            snapshot_due: false,
-            warned: false,
-            last_warning: None,
-        });
-        w.account = account;
-        Self::value(&self.config, &self.marks, w, now, true, true)
+        let prepared = Prepared::new(account);
+        let w = match self.accounts.entry(id) {
+            Entry::Occupied(e) => {
+                let w = e.into_mut();
+                w.prepared = prepared;
+                w.slots = slots;
+                w
+            }
+            Entry::Vacant(e) => e.insert(Watched {
+                prepared,
+                slots,
+                last_evaluated: None,
+                evaluation_due: false,
+                last_snapshot: None,
+                snapshot_due: false,
+                warned: false,
+                last_warning: None,
+            }),
+        };
+        Self::value(&self.config, &self.slots, w, now, true, true)
     }
 
     /// Stops watching an account; true if it was watched.
@@ -142,35 +194,23 @@ impl Monitor {
         let Some(w) = self.accounts.get(id) else {
             return;
         };
-        for p in &w.account.positions {
-            if let Some(ids) = self.by_symbol.get_mut(&p.symbol) {
-                ids.retain(|a| &**a != id);
-                if ids.is_empty() {
-                    self.by_symbol.remove(&p.symbol);
-                }
-            }
+        for &i in &w.slots {
+            self.slots[i].holders.retain(|a| &**a != id);
         }
     }
 
     /// A mark tick: values each account holding `symbol` whose throttle allows it,
     /// and owes the others a valuation at the end of their window.
     pub fn tick(&mut self, symbol: &str, mark: Decimal, now: Duration) -> Vec<Report> {
-        match self.marks.get_mut(symbol) {
-            Some(m) => *m = mark,
-            None => {
-                self.marks.insert(symbol.into(), mark);
-            }
-        }
-        let Some(ids) = self.by_symbol.get(symbol) else {
-            return Vec::new();
-        };
+        let i = self.slot(symbol);
+        self.slots[i].mark = Some(mark);
         let mut reports = Vec::new();
-        for id in ids {
+        for id in &self.slots[i].holders {
             let Some(w) = self.accounts.get_mut(id) else {
                 continue;
             };
             if after(w.last_evaluated, self.config.evaluate_every, now) {
-                reports.push(Self::value(&self.config, &self.marks, w, now, true, false));
+                reports.push(Self::value(&self.config, &self.slots, w, now, true, false));
                 if w.snapshot_due {
                     self.owed.insert(id.clone());
                 }
@@ -195,7 +235,7 @@ impl Monitor {
             if evaluate || snapshot {
                 reports.push(Self::value(
                     &config,
-                    &self.marks,
+                    &self.slots,
                     w,
                     now,
                     evaluate,
@@ -228,13 +268,13 @@ impl Monitor {
 
     fn value(
         config: &Config,
-        marks: &HashMap<Arc<str>, Decimal>,
+        slots: &[Slot],
         w: &mut Watched,
         now: Duration,
         events: bool,
         force_snapshot: bool,
     ) -> Report {
-        let evaluation = evaluate(&w.account, |s| marks.get(s).copied());
+        let evaluation = w.prepared.value(|i| slots[w.slots[i]].mark);
         if events {
             w.last_evaluated = Some(now);
             w.evaluation_due = false;
@@ -306,7 +346,7 @@ mod tests {
     }
 
     fn flags(r: &Report) -> (&str, bool, bool, bool) {
-        (&r.evaluation.account_id, r.events, r.snapshot, r.warning)
+        (&r.evaluation.account.id, r.events, r.snapshot, r.warning)
     }
 
     #[test]
@@ -316,7 +356,7 @@ mod tests {
         m.upsert(account("b", "1000", &["ETHUSDT"]), ms(0));
         let r = m.tick("BTCUSDT", d("101"), ms(500));
         assert_eq!(r.len(), 1);
-        assert_eq!(r[0].evaluation.account_id.as_ref(), "a");
+        assert_eq!(r[0].evaluation.account.id.as_ref(), "a");
         assert_eq!(r[0].evaluation.metrics.unrealized, d("10"));
         assert!(m.tick("SOLUSDT", d("1"), ms(600)).is_empty());
     }

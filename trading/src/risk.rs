@@ -87,6 +87,54 @@ pub struct AccountState {
     pub realized_today: Decimal,
 }
 
+/// What the checks need of an account: its totals, and its position in the order's
+/// symbol. Built in O(n) from an [`AccountState`] ([`AccountView::of`]), or kept up to
+/// date by the engine's book ([`crate::evaluate::Prepared::view`]), after which a
+/// check costs the same whatever the number of positions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    pub status: AccountStatus,
+    pub balance: Decimal,
+    pub maintenance_rate: Decimal,
+    pub realized_today: Decimal,
+    /// Σ entry notional.
+    pub notional: Decimal,
+    /// Σ initial margin.
+    pub initial_margin: Decimal,
+    /// Σ unrealized PnL at the marks.
+    pub unrealized: Decimal,
+    /// The open position in the order's symbol, at its mark.
+    pub here: Option<Marked>,
+}
+
+impl AccountView {
+    pub fn of(account: &AccountState, symbol: &str) -> Self {
+        let m = metrics(
+            account.balance,
+            account.maintenance_rate,
+            &account
+                .positions
+                .iter()
+                .map(|(_, p)| p.clone())
+                .collect::<Vec<_>>(),
+        );
+        Self {
+            status: account.status,
+            balance: account.balance,
+            maintenance_rate: account.maintenance_rate,
+            realized_today: account.realized_today,
+            notional: m.notional,
+            initial_margin: m.initial_margin,
+            unrealized: m.unrealized,
+            here: account
+                .positions
+                .iter()
+                .find(|(s, _)| s == symbol)
+                .map(|(_, m)| m.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRequest {
     pub symbol: String,
@@ -188,6 +236,13 @@ impl Approved {
     }
 }
 
+struct Totals {
+    equity: Decimal,
+    notional: Decimal,
+    initial_margin: Decimal,
+    unrealized: Decimal,
+}
+
 /// Usage at or above this refuses the order.
 pub const MAX_USAGE: Decimal = Decimal::from_parts(98, 0, 0, false, 2);
 
@@ -198,6 +253,18 @@ fn multiple(x: Decimal, of: Decimal) -> bool {
 /// Checks `req` against the account at `mark`. See the module documentation.
 pub fn check(
     account: &AccountState,
+    rules: &RiskRules,
+    filters: &VenueFilters,
+    mark: Decimal,
+    req: OrderRequest,
+) -> Result<Approved, Refusal> {
+    let view = AccountView::of(account, &req.symbol);
+    check_view(&view, rules, filters, mark, req)
+}
+
+/// [`check`] on an account's view.
+pub fn check_view(
+    account: &AccountView,
     rules: &RiskRules,
     filters: &VenueFilters,
     mark: Decimal,
@@ -221,11 +288,7 @@ pub fn check(
     let price = req.limit.unwrap_or(mark);
     let notional = req.quantity * price;
     // The symbol's position now (at most one), and what the order leaves of it.
-    let here = account
-        .positions
-        .iter()
-        .find(|(s, _)| *s == req.symbol)
-        .map(|(_, m)| m);
+    let here = account.here.as_ref();
     let opens = req.side.opens();
     let (closing, opening) = match here {
         Some(m) if m.position.side != opens => {
@@ -237,15 +300,12 @@ pub fn check(
     if req.reduce_only && (closing.is_zero() || !opening.is_zero()) {
         return Err(Refusal::Invalid("reduce-only order would not only reduce"));
     }
-    let m = metrics(
-        account.balance,
-        account.maintenance_rate,
-        &account
-            .positions
-            .iter()
-            .map(|(_, p)| p.clone())
-            .collect::<Vec<_>>(),
-    );
+    let m = Totals {
+        equity: account.balance + account.unrealized,
+        notional: account.notional,
+        initial_margin: account.initial_margin,
+        unrealized: account.unrealized,
+    };
     let symbol_after = match here {
         Some(h) if h.position.side == opens => h.position.notional() + notional,
         Some(h) => (h.position.quantity - closing) * h.position.entry_price + opening * price,

@@ -1,0 +1,699 @@
+//! The trading tables' repository: sub-accounts, their rules, open virtual positions,
+//! and the two writes that change money — a balance delta ([`change_balance`]) and a
+//! venue fill booked against an account ([`book_fill`]). Each runs in one transaction
+//! with the account row locked, so concurrent writers to one account serialize and
+//! every balance change lands together with its `balance_logs` row. The arithmetic is
+//! `trading`'s; this module only reads and writes rows.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgPool, Row};
+use trading::balance::{self, BalanceChange, Reason};
+use trading::evaluate::{Account, LiquidationMode, OpenPosition};
+use trading::position::{apply_fill, Change, Fill, FillError, OrderSide, Outcome, Position, Side};
+use trading::risk::{AccountStatus, RiskRules};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("Sub-account not found")]
+    AccountNotFound(String),
+    #[error(transparent)]
+    Fill(#[from] FillError),
+    #[error("invalid {what} in the database: {value}")]
+    Corrupt { what: &'static str, value: String },
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+impl LedgerError {
+    pub const fn code(&self) -> &'static str {
+        match self {
+            LedgerError::AccountNotFound(_) => "ACCOUNT_NOT_FOUND",
+            LedgerError::Fill(_) => "INVALID_FILL",
+            LedgerError::Corrupt { .. } => "CORRUPT_ROW",
+            LedgerError::Sql(_) => "DATABASE_ERROR",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    User,
+    Bot,
+}
+
+impl AccountKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::User => "USER",
+            AccountKind::Bot => "BOT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    pub name: String,
+    pub kind: AccountKind,
+    pub user_id: Option<String>,
+    pub initial_balance: Decimal,
+    pub liquidation_mode: LiquidationMode,
+    pub maintenance_rate: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    pub id: String,
+    pub user_id: Option<String>,
+    pub name: String,
+    pub kind: String,
+    pub initial_balance: Decimal,
+    pub current_balance: Decimal,
+    pub status: AccountStatus,
+    pub liquidation_mode: LiquidationMode,
+    pub maintenance_rate: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PositionRow {
+    pub id: String,
+    pub sub_account_id: String,
+    pub symbol: String,
+    pub position: Position,
+    pub babysitter_excluded: bool,
+    pub opened_at: DateTime<Utc>,
+}
+
+fn corrupt(what: &'static str, value: &str) -> LedgerError {
+    LedgerError::Corrupt {
+        what,
+        value: value.to_owned(),
+    }
+}
+
+fn status(s: &str) -> Result<AccountStatus, LedgerError> {
+    match s {
+        "ACTIVE" => Ok(AccountStatus::Active),
+        "FROZEN" => Ok(AccountStatus::Frozen),
+        "LIQUIDATED" => Ok(AccountStatus::Liquidated),
+        _ => Err(corrupt("status", s)),
+    }
+}
+
+fn side(s: &str) -> Result<Side, LedgerError> {
+    match s {
+        "LONG" => Ok(Side::Long),
+        "SHORT" => Ok(Side::Short),
+        _ => Err(corrupt("side", s)),
+    }
+}
+
+const ACCOUNT_COLUMNS: &str =
+    "id::text, user_id::text, name, type, initial_balance, current_balance, \
+     status, liquidation_mode, maintenance_rate";
+
+fn account_row(r: &sqlx::postgres::PgRow) -> Result<AccountRow, LedgerError> {
+    let mode: String = r.try_get(7)?;
+    Ok(AccountRow {
+        id: r.try_get(0)?,
+        user_id: r.try_get(1)?,
+        name: r.try_get(2)?,
+        kind: r.try_get(3)?,
+        initial_balance: r.try_get(4)?,
+        current_balance: r.try_get(5)?,
+        status: status(r.try_get(6)?)?,
+        liquidation_mode: LiquidationMode::parse(&mode)
+            .ok_or_else(|| corrupt("liquidation_mode", &mode))?,
+        maintenance_rate: r.try_get(8)?,
+    })
+}
+
+pub async fn create_account(pool: &PgPool, new: &NewAccount) -> Result<AccountRow, LedgerError> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO sub_accounts (name, type, user_id, initial_balance, current_balance, liquidation_mode, maintenance_rate)
+         VALUES ($1, $2, $3::uuid, $4, $4, $5, $6) RETURNING {ACCOUNT_COLUMNS}"
+    ))
+    .bind(&new.name)
+    .bind(new.kind.as_str())
+    .bind(&new.user_id)
+    .bind(new.initial_balance)
+    .bind(new.liquidation_mode.as_str())
+    .bind(new.maintenance_rate)
+    .fetch_one(pool)
+    .await?;
+    account_row(&row)
+}
+
+/// Whether `id` is a uuid in its canonical text form: anything else cannot name an
+/// account, and is "not found" rather than a database error.
+pub fn is_uuid(id: &str) -> bool {
+    id.len() == 36
+        && id.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+pub async fn account(pool: &PgPool, id: &str) -> Result<Option<AccountRow>, LedgerError> {
+    if !is_uuid(id) {
+        return Ok(None);
+    }
+    let row = sqlx::query(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM sub_accounts
+          WHERE id = $1::uuid"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(account_row).transpose()
+}
+
+/// The account's rules: its own row, else the global row, else the defaults.
+pub async fn rules_for(pool: &PgPool, id: &str) -> Result<RiskRules, LedgerError> {
+    let id = if is_uuid(id) { Some(id) } else { None };
+    let row = sqlx::query(
+        "SELECT max_leverage, max_notional_per_trade, max_total_exposure, max_symbol_exposure,
+                max_daily_loss, liquidation_threshold
+           FROM risk_rules
+          WHERE sub_account_id = $1::uuid OR is_global
+          ORDER BY is_global
+          LIMIT 1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(r) = row else {
+        return Ok(RiskRules::default());
+    };
+    Ok(RiskRules {
+        max_leverage: r.try_get(0)?,
+        max_notional_per_trade: r.try_get(1)?,
+        max_total_exposure: r.try_get(2)?,
+        max_symbol_exposure: r.try_get(3)?,
+        max_daily_loss: r.try_get(4)?,
+        liquidation_threshold: r.try_get(5)?,
+    })
+}
+
+/// Open positions, of one account or of all.
+pub async fn open_positions(
+    pool: &PgPool,
+    account: Option<&str>,
+) -> Result<Vec<PositionRow>, LedgerError> {
+    if account.is_some_and(|a| !is_uuid(a)) {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT id::text, sub_account_id::text, symbol, side, quantity, entry_price, leverage,
+                babysitter_excluded, opened_at
+           FROM virtual_positions
+          WHERE status = 'OPEN' AND ($1::uuid IS NULL OR sub_account_id = $1::uuid)
+          ORDER BY opened_at, id",
+    )
+    .bind(account)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(PositionRow {
+                id: r.try_get(0)?,
+                sub_account_id: r.try_get(1)?,
+                symbol: r.try_get(2)?,
+                position: Position {
+                    side: side(r.try_get(3)?)?,
+                    quantity: r.try_get(4)?,
+                    entry_price: r.try_get(5)?,
+                    leverage: r.try_get(6)?,
+                },
+                babysitter_excluded: r.try_get(7)?,
+                opened_at: r.try_get(8)?,
+            })
+        })
+        .collect()
+}
+
+/// The account as the risk loop watches it; `None` when it does not exist.
+pub async fn watched(pool: &PgPool, id: &str) -> Result<Option<Account>, LedgerError> {
+    let Some(a) = account(pool, id).await? else {
+        return Ok(None);
+    };
+    let rules = rules_for(pool, id).await?;
+    let positions = open_positions(pool, Some(id)).await?;
+    Ok(Some(to_watched(a, &rules, positions)))
+}
+
+/// Every account, as the risk loop watches it (start-up).
+pub async fn all_watched(pool: &PgPool) -> Result<Vec<Account>, LedgerError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM sub_accounts ORDER BY id"
+    ))
+    .fetch_all(pool)
+    .await?;
+    let mut positions = open_positions(pool, None).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let a = account_row(r)?;
+        let rules = rules_for(pool, &a.id).await?;
+        let (mine, rest) = positions
+            .into_iter()
+            .partition(|p: &PositionRow| p.sub_account_id == a.id);
+        positions = rest;
+        out.push(to_watched(a, &rules, mine));
+    }
+    Ok(out)
+}
+
+fn to_watched(a: AccountRow, rules: &RiskRules, positions: Vec<PositionRow>) -> Account {
+    Account {
+        id: a.id.into(),
+        status: a.status,
+        liquidation_mode: a.liquidation_mode,
+        balance: a.current_balance,
+        maintenance_rate: a.maintenance_rate,
+        threshold: rules.liquidation_threshold,
+        positions: positions
+            .into_iter()
+            .map(|p| OpenPosition {
+                id: p.id.into(),
+                symbol: p.symbol.into(),
+                position: p.position,
+                babysitter_excluded: p.babysitter_excluded,
+                opened_at: p.opened_at.timestamp_millis(),
+            })
+            .collect(),
+    }
+}
+
+/// Locks the account row for the rest of the transaction and reads its balance.
+async fn lock_balance(tx: &mut PgConnection, id: &str) -> Result<Decimal, LedgerError> {
+    if !is_uuid(id) {
+        return Err(LedgerError::AccountNotFound(id.to_owned()));
+    }
+    sqlx::query_scalar::<_, Decimal>(
+        "SELECT current_balance FROM sub_accounts WHERE id = $1::uuid FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| LedgerError::AccountNotFound(id.to_owned()))
+}
+
+/// Applies one delta inside the caller's transaction (the account row already
+/// locked by [`lock_balance`]) and writes its `balance_logs` row.
+async fn apply_delta(
+    tx: &mut PgConnection,
+    id: &str,
+    before: Decimal,
+    delta: Decimal,
+    reason: Reason,
+    trade_id: Option<&str>,
+) -> Result<BalanceChange, LedgerError> {
+    let c = balance::apply(before, delta, reason);
+    sqlx::query(
+        "UPDATE sub_accounts SET current_balance = $2, updated_at = now() WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .bind(c.after)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO balance_logs (sub_account_id, balance_before, balance_after, change_amount, absorbed, reason, trade_id)
+         VALUES ($1::uuid, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(c.before)
+    .bind(c.after)
+    .bind(c.change)
+    .bind(c.absorbed)
+    .bind(c.reason.as_str())
+    .bind(trade_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(c)
+}
+
+/// Changes an account's balance by `delta`, floored at zero, with its log row, in one
+/// transaction.
+pub async fn change_balance(
+    pool: &PgPool,
+    id: &str,
+    delta: Decimal,
+    reason: Reason,
+    trade_id: Option<&str>,
+) -> Result<BalanceChange, LedgerError> {
+    let mut tx = pool.begin().await?;
+    let before = lock_balance(&mut tx, id).await?;
+    let c = apply_delta(&mut tx, id, before, delta, reason, trade_id).await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+/// A venue fill attributed to a sub-account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillBooking {
+    pub sub_account_id: String,
+    pub symbol: String,
+    pub fill: Fill,
+    /// Commission in USDT, never negative.
+    pub fee: Decimal,
+    pub exchange_order_id: Option<String>,
+    pub client_order_id: Option<String>,
+    /// The venue's trade id; a fill with one is booked at most once.
+    pub exchange_trade_id: Option<String>,
+    /// `MARKET`, `LIMIT`, …
+    pub order_type: String,
+    /// `MANUAL`, `BOT` or `API`.
+    pub origin: String,
+    /// The action of a closing part (`CLOSE`, `LIMIT_CLOSE`, `LIQUIDATE`, …).
+    pub close_action: String,
+    pub babysitter_excluded: bool,
+}
+
+/// What booking a fill did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Booked {
+    /// This venue trade was booked before; nothing changed.
+    Duplicate,
+    Applied(Box<Applied>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub outcome: Outcome,
+    /// The position closed or reduced by the fill.
+    pub closed_position: Option<String>,
+    /// The position open after the fill (added to, reduced, or opened by it).
+    pub open_position: Option<String>,
+    /// `trade_executions` ids: the closing part first, then the opening part.
+    pub executions: Vec<String>,
+    pub balance_changes: Vec<BalanceChange>,
+    pub balance: Decimal,
+}
+
+struct Execution<'a> {
+    position_id: &'a str,
+    quantity: Decimal,
+    fee: Decimal,
+    realized_net: Option<Decimal>,
+    action: &'a str,
+    /// The JS signature's middle: `{symbol}:{side}:{qty}` for opens, `{tag}:{positionId}` for closes.
+    signed: String,
+}
+
+async fn insert_execution(
+    tx: &mut PgConnection,
+    b: &FillBooking,
+    e: Execution<'_>,
+) -> Result<String, LedgerError> {
+    let side = match b.fill.side {
+        OrderSide::Buy => "BUY",
+        OrderSide::Sell => "SELL",
+    };
+    // The JS scheme: hex SHA-256 of `{subAccountId}:{…}:{ms}:{nonce}`, the nonce being
+    // the venue trade id when there is one (so the signature is reproducible), else a
+    // random uuid as in the JS.
+    Ok(sqlx::query_scalar(
+        "INSERT INTO trade_executions (sub_account_id, position_id, exchange_order_id, client_order_id,
+                exchange_trade_id, symbol, side, type, price, quantity, notional, fee, realized_pnl,
+                action, origin_type, signature)
+         VALUES ($1::uuid, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $9 * $10, $11, $12, $13, $14,
+                encode(sha256(convert_to($1 || ':' || $15 || ':'
+                    || (extract(epoch FROM now()) * 1000)::bigint || ':'
+                    || coalesce($5, gen_random_uuid()::text), 'UTF8')), 'hex'))
+         RETURNING id::text",
+    )
+    .bind(&b.sub_account_id)
+    .bind(e.position_id)
+    .bind(&b.exchange_order_id)
+    .bind(&b.client_order_id)
+    .bind(&b.exchange_trade_id)
+    .bind(&b.symbol)
+    .bind(side)
+    .bind(&b.order_type)
+    .bind(b.fill.price)
+    .bind(e.quantity)
+    .bind(e.fee)
+    .bind(e.realized_net)
+    .bind(e.action)
+    .bind(&b.origin)
+    .bind(e.signed)
+    .fetch_one(&mut *tx)
+    .await?)
+}
+
+async fn write_position(
+    tx: &mut PgConnection,
+    id: &str,
+    p: &Position,
+    realized: Decimal,
+) -> Result<(), LedgerError> {
+    sqlx::query(
+        "UPDATE virtual_positions
+            SET side = $2, quantity = $3, entry_price = $4, notional = $4 * $3, leverage = $5,
+                margin = $4 * $3 / $5, realized_pnl = coalesce(realized_pnl, 0) + $6
+          WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .bind(p.side.as_str())
+    .bind(p.quantity)
+    .bind(p.entry_price)
+    .bind(p.leverage)
+    .bind(realized)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_position(
+    tx: &mut PgConnection,
+    b: &FillBooking,
+    p: &Position,
+) -> Result<String, LedgerError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO virtual_positions (sub_account_id, symbol, side, entry_price, quantity, notional,
+                leverage, margin, babysitter_excluded)
+         VALUES ($1::uuid, $2, $3, $4, $5, $4 * $5, $6, $4 * $5 / $6, $7)
+         RETURNING id::text",
+    )
+    .bind(&b.sub_account_id)
+    .bind(&b.symbol)
+    .bind(p.side.as_str())
+    .bind(p.entry_price)
+    .bind(p.quantity)
+    .bind(p.leverage)
+    .bind(b.babysitter_excluded)
+    .fetch_one(&mut *tx)
+    .await?)
+}
+
+/// Books one fill: the position opened, added to, reduced, closed or flipped; one
+/// `trade_executions` row per position it touched; realized PnL and the fee as logged
+/// balance deltas — all in one transaction, with the account row locked. A fill with
+/// an `exchange_trade_id` already booked for this account is a [`Booked::Duplicate`].
+/// Fills are booked whatever the account's status: the venue executed them.
+pub async fn book_fill(pool: &PgPool, b: &FillBooking) -> Result<Booked, LedgerError> {
+    if b.fee < Decimal::ZERO {
+        return Err(corrupt("fee", &b.fee.to_string()));
+    }
+    let mut tx = pool.begin().await?;
+    let mut balance = lock_balance(&mut tx, &b.sub_account_id).await?;
+    if let Some(t) = &b.exchange_trade_id {
+        let seen: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM trade_executions
+                             WHERE sub_account_id = $1::uuid AND symbol = $2 AND exchange_trade_id = $3)",
+        )
+        .bind(&b.sub_account_id)
+        .bind(&b.symbol)
+        .bind(t)
+        .fetch_one(&mut *tx)
+        .await?;
+        if seen {
+            return Ok(Booked::Duplicate);
+        }
+    }
+    let current = sqlx::query(
+        "SELECT id::text, side, quantity, entry_price, leverage FROM virtual_positions
+          WHERE sub_account_id = $1::uuid AND symbol = $2 AND status = 'OPEN' FOR UPDATE",
+    )
+    .bind(&b.sub_account_id)
+    .bind(&b.symbol)
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| -> Result<(String, Position), LedgerError> {
+        Ok((
+            r.try_get(0)?,
+            Position {
+                side: side(r.try_get(1)?)?,
+                quantity: r.try_get(2)?,
+                entry_price: r.try_get(3)?,
+                leverage: r.try_get(4)?,
+            },
+        ))
+    })
+    .transpose()?;
+    let outcome = apply_fill(current.as_ref().map(|(_, p)| p), &b.fill)?;
+    let fee_closing = if outcome.closed.is_zero() {
+        Decimal::ZERO
+    } else {
+        b.fee * outcome.closed / b.fill.quantity
+    };
+    let opened = b.fill.quantity - outcome.closed;
+    let open_signed = |q: Decimal| {
+        format!(
+            "{}:{}:{}",
+            b.symbol,
+            b.fill.side.opens().as_str(),
+            q.normalize()
+        )
+    };
+    let mut executions = Vec::new();
+    let (mut closed_position, mut open_position) = (None, None);
+    match (&outcome.change, &current, &outcome.after) {
+        (Change::Opened, None, Some(after)) => {
+            let id = insert_position(&mut tx, b, after).await?;
+            executions.push(
+                insert_execution(
+                    &mut tx,
+                    b,
+                    Execution {
+                        position_id: &id,
+                        quantity: b.fill.quantity,
+                        fee: b.fee,
+                        realized_net: None,
+                        action: "OPEN",
+                        signed: open_signed(b.fill.quantity),
+                    },
+                )
+                .await?,
+            );
+            open_position = Some(id);
+        }
+        (Change::Added, Some((id, _)), Some(after)) => {
+            write_position(&mut tx, id, after, Decimal::ZERO).await?;
+            executions.push(
+                insert_execution(
+                    &mut tx,
+                    b,
+                    Execution {
+                        position_id: id,
+                        quantity: b.fill.quantity,
+                        fee: b.fee,
+                        realized_net: None,
+                        action: "ADD",
+                        signed: open_signed(b.fill.quantity),
+                    },
+                )
+                .await?,
+            );
+            open_position = Some(id.clone());
+        }
+        (Change::Reduced | Change::Closed | Change::Flipped, Some((id, _)), after) => {
+            let flipped = outcome.change == Change::Flipped;
+            match (&outcome.change, after) {
+                (Change::Reduced, Some(rest)) => {
+                    write_position(&mut tx, id, rest, outcome.realized).await?;
+                    open_position = Some(id.clone());
+                }
+                _ => {
+                    sqlx::query(
+                        "UPDATE virtual_positions
+                            SET status = 'CLOSED', closed_at = now(),
+                                realized_pnl = coalesce(realized_pnl, 0) + $2
+                          WHERE id = $1::uuid",
+                    )
+                    .bind(id)
+                    .bind(outcome.realized)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            let action = if flipped {
+                "FLIP_CLOSE"
+            } else {
+                b.close_action.as_str()
+            };
+            executions.push(
+                insert_execution(
+                    &mut tx,
+                    b,
+                    Execution {
+                        position_id: id,
+                        quantity: outcome.closed,
+                        fee: fee_closing,
+                        realized_net: Some(outcome.realized - fee_closing),
+                        action,
+                        signed: format!("{action}:{id}"),
+                    },
+                )
+                .await?,
+            );
+            closed_position = Some(id.clone());
+            if let (true, Some(fresh)) = (flipped, after) {
+                let new_id = insert_position(&mut tx, b, fresh).await?;
+                executions.push(
+                    insert_execution(
+                        &mut tx,
+                        b,
+                        Execution {
+                            position_id: &new_id,
+                            quantity: opened,
+                            fee: b.fee - fee_closing,
+                            realized_net: None,
+                            action: "OPEN",
+                            signed: open_signed(opened),
+                        },
+                    )
+                    .await?,
+                );
+                open_position = Some(new_id);
+            }
+        }
+        (change, current, after) => {
+            return Err(corrupt(
+                "fill outcome",
+                &format!(
+                    "{change:?} with a position {} and after {}",
+                    current.is_some(),
+                    after.is_some()
+                ),
+            ))
+        }
+    }
+    let trade = executions.first().map(String::as_str);
+    let mut balance_changes = Vec::new();
+    if !outcome.realized.is_zero() {
+        let c = apply_delta(
+            &mut tx,
+            &b.sub_account_id,
+            balance,
+            outcome.realized,
+            Reason::TradePnl,
+            trade,
+        )
+        .await?;
+        balance = c.after;
+        balance_changes.push(c);
+    }
+    if !b.fee.is_zero() {
+        let c = apply_delta(
+            &mut tx,
+            &b.sub_account_id,
+            balance,
+            -b.fee,
+            Reason::Fee,
+            trade,
+        )
+        .await?;
+        balance = c.after;
+        balance_changes.push(c);
+    }
+    tx.commit().await?;
+    Ok(Booked::Applied(Box::new(Applied {
+        outcome,
+        closed_position,
+        open_position,
+        executions,
+        balance_changes,
+        balance,
+    })))
+}

@@ -1,0 +1,316 @@
+//! The trading repository against real PostgreSQL: fills booked as positions,
+//! executions and logged balance deltas in one transaction; the balance identity the
+//! operators' query checks; duplicates; concurrent writers; rules lookup.
+
+use database::ledger::{self, AccountKind, Booked, FillBooking, LedgerError, NewAccount};
+use database::testing::TestDb;
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use trading::balance::Reason;
+use trading::evaluate::LiquidationMode;
+use trading::position::{apply_fill, Fill, OrderSide, Position, Side};
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+async fn new_account(pool: &PgPool, balance: &str) -> String {
+    ledger::create_account(
+        pool,
+        &NewAccount {
+            name: "alice".into(),
+            kind: AccountKind::User,
+            user_id: None,
+            initial_balance: d(balance),
+            liquidation_mode: LiquidationMode::Adl30,
+            maintenance_rate: d("0.005"),
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+fn booking(
+    account: &str,
+    side: OrderSide,
+    q: &str,
+    px: &str,
+    fee: &str,
+    trade: Option<&str>,
+) -> FillBooking {
+    FillBooking {
+        sub_account_id: account.into(),
+        symbol: "BTCUSDT".into(),
+        fill: Fill {
+            side,
+            quantity: d(q),
+            price: d(px),
+            leverage: d("10"),
+        },
+        fee: d(fee),
+        exchange_order_id: Some("1".into()),
+        client_order_id: None,
+        exchange_trade_id: trade.map(str::to_owned),
+        order_type: "MARKET".into(),
+        origin: "MANUAL".into(),
+        close_action: "CLOSE".into(),
+        babysitter_excluded: false,
+    }
+}
+
+/// The operators' identity query (docs/trading.md): the accounts whose logs do not
+/// add up to their balance.
+async fn identity_breaks(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM sub_accounts s
+          WHERE s.initial_balance + coalesce((SELECT sum(change_amount + absorbed)
+                                                FROM balance_logs l
+                                               WHERE l.sub_account_id = s.id), 0)
+                <> s.current_balance",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn open_position(pool: &PgPool, account: &str) -> Option<Position> {
+    let mut open = ledger::open_positions(pool, Some(account)).await.unwrap();
+    assert!(open.len() <= 1);
+    open.pop().map(|p| p.position)
+}
+
+fn applied(b: Booked) -> ledger::Applied {
+    match b {
+        Booked::Applied(a) => *a,
+        Booked::Duplicate => panic!("booked as a duplicate"),
+    }
+}
+
+#[tokio::test]
+async fn a_flip_closes_the_old_side_and_opens_the_new_in_one_booking() {
+    let db = TestDb::new().await;
+    let p = &db.pool;
+    let a = new_account(p, "1000").await;
+    let open = applied(
+        ledger::book_fill(
+            p,
+            &booking(&a, OrderSide::Buy, "1", "100", "0.05", Some("t1")),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(open.balance, d("999.95"));
+    let old = open.open_position.clone().unwrap();
+    // SELL 1.5 @ 110: +10 realized on the long, SHORT 0.5 opened; fee 0.09 split 2:1.
+    let flip = applied(
+        ledger::book_fill(
+            p,
+            &booking(&a, OrderSide::Sell, "1.5", "110", "0.09", Some("t2")),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(flip.closed_position.as_deref(), Some(old.as_str()));
+    assert_ne!(flip.open_position.as_deref(), Some(old.as_str()));
+    assert_eq!(flip.executions.len(), 2);
+    assert_eq!(flip.balance, d("999.95") + d("10") - d("0.09"));
+    let now = open_position(p, &a).await.unwrap();
+    assert_eq!(
+        (now.side, now.quantity, now.entry_price),
+        (Side::Short, d("0.5"), d("110"))
+    );
+    let rows: Vec<(String, String, Decimal, Decimal, Option<Decimal>, String)> = sqlx::query_as(
+        "SELECT action, position_id::text, quantity, fee, realized_pnl, signature
+           FROM trade_executions WHERE exchange_trade_id = 't2' ORDER BY action DESC",
+    )
+    .fetch_all(p)
+    .await
+    .unwrap();
+    assert_eq!(rows[0].0, "OPEN");
+    assert_eq!(
+        (rows[1].0.as_str(), rows[1].1.as_str()),
+        ("FLIP_CLOSE", old.as_str())
+    );
+    assert_eq!(
+        (rows[1].2, rows[1].3, rows[1].4),
+        (d("1"), d("0.06"), Some(d("9.94")))
+    );
+    assert_eq!(
+        (rows[0].2, rows[0].3, rows[0].4),
+        (d("0.5"), d("0.03"), None)
+    );
+    assert!(rows.iter().all(|r| r.5.len() == 64));
+    let (status, realized): (String, Decimal) =
+        sqlx::query_as("SELECT status, realized_pnl FROM virtual_positions WHERE id = $1::uuid")
+            .bind(&old)
+            .fetch_one(p)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), realized), ("CLOSED", d("10")));
+    assert_eq!(identity_breaks(p).await, 0);
+}
+
+#[tokio::test]
+async fn a_venue_trade_is_booked_once() {
+    let db = TestDb::new().await;
+    let p = &db.pool;
+    let a = new_account(p, "100").await;
+    let fill = booking(&a, OrderSide::Buy, "1", "100", "0.1", Some("t1"));
+    applied(ledger::book_fill(p, &fill).await.unwrap());
+    assert_eq!(
+        ledger::book_fill(p, &fill).await.unwrap(),
+        Booked::Duplicate
+    );
+    let (n, balance): (i64, Decimal) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM trade_executions), current_balance FROM sub_accounts",
+    )
+    .fetch_one(p)
+    .await
+    .unwrap();
+    assert_eq!((n, balance), (1, d("99.9")));
+    assert_eq!(open_position(p, &a).await.unwrap().quantity, d("1"));
+}
+
+/// A deterministic stream of fills, large losses included, booked one by one: the
+/// database's position is the pure model's after every fill, the balance never goes
+/// below zero, and the identity holds throughout.
+#[tokio::test]
+async fn any_fill_sequence_keeps_the_book_and_the_balance_identity() {
+    let db = TestDb::new().await;
+    let p = &db.pool;
+    let a = new_account(p, "50").await;
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut model: Option<Position> = None;
+    for i in 0..40 {
+        let side = if next(2) == 0 {
+            OrderSide::Buy
+        } else {
+            OrderSide::Sell
+        };
+        let q = Decimal::new(1 + next(30) as i64, 1);
+        let px = Decimal::from(50 + next(100) as i64);
+        let fee = Decimal::new(next(20) as i64, 2);
+        let b = booking(
+            &a,
+            side,
+            &q.to_string(),
+            &px.to_string(),
+            &fee.to_string(),
+            Some(&format!("t{i}")),
+        );
+        let booked = applied(ledger::book_fill(p, &b).await.unwrap());
+        model = apply_fill(model.as_ref(), &b.fill).unwrap().after;
+        assert_eq!(booked.outcome.after, model);
+        let db_pos = open_position(p, &a).await;
+        assert_eq!(
+            db_pos.map(|p| (p.side, p.quantity, p.entry_price)),
+            model.as_ref().map(|p| (p.side, p.quantity, p.entry_price)),
+            "fill {i}"
+        );
+        assert!(booked.balance >= Decimal::ZERO);
+        assert_eq!(identity_breaks(p).await, 0, "fill {i}");
+    }
+    let absorbed: Decimal = sqlx::query_scalar("SELECT sum(absorbed) FROM balance_logs")
+        .fetch_one(p)
+        .await
+        .unwrap();
+    assert!(
+        absorbed > Decimal::ZERO,
+        "the sequence should have hit the floor at least once"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_balance_changes_serialize_on_the_account() {
+    let db = TestDb::new().await;
+    let p = &db.pool;
+    let a = new_account(p, "100").await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (p, a) = (p.clone(), a.clone());
+            tokio::spawn(async move {
+                ledger::change_balance(&p, &a, d("-7"), Reason::Withdrawal, None).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let row = ledger::account(p, &a).await.unwrap().unwrap();
+    assert_eq!(row.current_balance, Decimal::ZERO);
+    let (logs, absorbed): (i64, Decimal) =
+        sqlx::query_as("SELECT count(*), sum(absorbed) FROM balance_logs")
+            .fetch_one(p)
+            .await
+            .unwrap();
+    assert_eq!((logs, absorbed), (20, d("40")), "140 asked, 100 there");
+    assert_eq!(identity_breaks(p).await, 0);
+}
+
+#[tokio::test]
+async fn rules_come_from_the_account_then_the_global_row_then_the_defaults() {
+    let db = TestDb::new().await;
+    let p = &db.pool;
+    let a = new_account(p, "100").await;
+    let b = new_account(p, "100").await;
+    assert_eq!(ledger::rules_for(p, &a).await.unwrap(), Default::default());
+    sqlx::query("INSERT INTO risk_rules (is_global, max_leverage) VALUES (true, 20)")
+        .execute(p)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO risk_rules (sub_account_id, max_leverage, liquidation_threshold) VALUES ($1::uuid, 5, 0.8)")
+        .bind(&a)
+        .execute(p)
+        .await
+        .unwrap();
+    let ra = ledger::rules_for(p, &a).await.unwrap();
+    assert_eq!(
+        (ra.max_leverage, ra.liquidation_threshold),
+        (d("5"), d("0.8"))
+    );
+    assert_eq!(
+        ledger::rules_for(p, &b).await.unwrap().max_leverage,
+        d("20")
+    );
+    let watched = ledger::all_watched(p).await.unwrap();
+    assert_eq!(watched.len(), 2);
+    let wa = watched.iter().find(|w| *w.id == *a).unwrap();
+    assert_eq!(wa.threshold, d("0.8"));
+    assert_eq!(ledger::watched(p, &a).await.unwrap().as_ref(), Some(wa));
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_accounts_are_not_found() {
+    let db = TestDb::new().await;
+    let p = &db.pool;
+    for id in [
+        "00000000-0000-0000-0000-000000000000",
+        "nope",
+        "'; DROP TABLE sub_accounts; --",
+    ] {
+        assert_eq!(ledger::account(p, id).await.unwrap(), None);
+        assert_eq!(ledger::watched(p, id).await.unwrap(), None);
+        let e = ledger::change_balance(p, id, d("1"), Reason::Deposit, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LedgerError::AccountNotFound(_)), "{e}");
+        assert_eq!(e.code(), "ACCOUNT_NOT_FOUND");
+        let e = ledger::book_fill(p, &booking(id, OrderSide::Buy, "1", "1", "0", None))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "ACCOUNT_NOT_FOUND");
+    }
+    let a = new_account(p, "1").await;
+    let e = ledger::book_fill(p, &booking(&a, OrderSide::Buy, "0", "1", "0", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "INVALID_FILL");
+    assert_eq!(identity_breaks(p).await, 0);
+}
