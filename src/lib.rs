@@ -8,6 +8,7 @@ pub mod app;
 pub mod bench;
 pub mod bus;
 pub mod config;
+pub mod engine;
 pub mod health;
 pub mod pipeline;
 pub mod price;

@@ -584,6 +584,7 @@ fn route(
         }
         ("GET", "/eapi/v1/mark") => option_marks(state, p),
         ("GET", "/fapi/v1/depth") => depth(state, p),
+        ("GET", "/fapi/v1/premiumIndex") => premium_index(state, p),
         ("POST" | "PUT" | "DELETE", "/fapi/v1/listenKey") => match auth(false) {
             Ok(()) => listen_key(state, method),
             Err(r) => *r,
@@ -753,6 +754,31 @@ fn depth(state: &SimState, p: &Params) -> Response {
         "bids": b.bids.iter().rev().take(limit).map(level).collect::<Vec<_>>(),
         "asks": b.asks.iter().take(limit).map(level).collect::<Vec<_>>(),
     }))
+}
+
+/// Mark prices (the book's mid here) with the funding fields Binance sends beside
+/// them: one object for `symbol`, else an array of every symbol.
+fn premium_index(state: &SimState, p: &Params) -> Response {
+    const EIGHT_HOURS: i64 = 8 * 3_600_000;
+    let t = state.now_ms();
+    let m = state.market.lock().expect("market lock");
+    let row = |i: usize| {
+        let (spec, b) = (&m.specs[i], &m.books[i]);
+        let mark = spec.price_of(b.mid).to_string();
+        json!({
+            "symbol": spec.symbol, "markPrice": mark, "indexPrice": mark,
+            "estimatedSettlePrice": mark, "lastFundingRate": "0.00010000",
+            "interestRate": "0.00010000", "nextFundingTime": (t / EIGHT_HOURS + 1) * EIGHT_HOURS,
+            "time": t,
+        })
+    };
+    match p.get("symbol") {
+        Some(symbol) => match m.specs.iter().position(|s| s.symbol == *symbol) {
+            Some(i) => ok(row(i)),
+            None => error(StatusCode::BAD_REQUEST, -1121, "Invalid symbol."),
+        },
+        None => ok(Value::Array((0..m.specs.len()).map(row).collect())),
+    }
 }
 
 fn listen_key(state: &SimState, method: &Method) -> Response {
