@@ -116,6 +116,9 @@ pub struct Config {
     pub position_stream_capacity: usize,
     /// Publish position updates to Redis `<prefix>events:position_update`.
     pub position_events: bool,
+    /// Run the trading engine's risk loop: value every sub-account as marks move and
+    /// publish `pnl_update`, `margin_update`, `margin_warning` and `<prefix>risk:{id}`.
+    pub risk_loop: bool,
     /// The local model's rate, and its cross-check of venue Greeks.
     pub model: ModelSettings,
     pub database_url: SecretUrl,
@@ -266,6 +269,7 @@ impl Config {
         Self {
             position_stream_capacity: env.positive("GS_POSITION_STREAM_CAPACITY", 4096)?,
             position_events: env.parse("GS_POSITION_EVENTS", true)?,
+            risk_loop: env.parse("GS_RISK_LOOP", true)?,
             model: ModelSettings {
                 rate: model_rate,
                 cross_check_delta,

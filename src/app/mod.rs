@@ -8,7 +8,9 @@ mod sources;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::bus::outbox::{outbox, run_writer, ERRORS as outbox_errors};
 use crate::bus::RedisLink;
+use crate::engine::risk_loop::RiskInput;
 use axum::routing::get;
 use axum::Router;
 use backoff::backoff::Backoff;
@@ -23,6 +25,7 @@ use streaming::binance::BinanceStats;
 use streaming::ibkr::IbkrStats;
 use streaming::tastytrade::TastytradeStats;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +75,8 @@ pub struct App {
     pub binance_stats: Arc<BinanceStats>,
     /// The unified position book and stream (what the read API serves).
     pub hub: PositionHub,
+    /// Book changes for the risk loop (when it runs).
+    pub risk_inputs: Option<mpsc::Sender<RiskInput>>,
     cancel: CancellationToken,
     sources: Vec<JoinHandle<()>>,
     servers: Vec<JoinHandle<()>>,
@@ -167,6 +172,23 @@ impl App {
             alive,
         );
         let sources = Sources::start(&cfg, &pipeline, &cancel).await?;
+        let risk_inputs = if cfg.risk_loop {
+            let boot_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            let (out, rx) = outbox(&cfg.binance.redis_prefix, 10_000, boot_ms);
+            let link = RedisLink::open(cfg.redis_url.expose(), "engine bus", outbox_errors)?;
+            servers.push(tokio::spawn(run_writer(link, rx, cancel.clone())));
+            let (tx, rx) = mpsc::channel(1024);
+            servers.push(tokio::spawn(crate::engine::run_engine_risk_loop(
+                pool.clone(),
+                Some(sources.binance_stats.prices.clone()),
+                rx,
+                out,
+                cancel.clone(),
+            )));
+            Some(tx)
+        } else {
+            None
+        };
         Ok(Self {
             metrics_addr,
             control_addr,
@@ -178,6 +200,7 @@ impl App {
             binance_sim: sources.binance_sim,
             binance_stats: sources.binance_stats,
             hub,
+            risk_inputs,
             cancel,
             sources: sources.tasks,
             servers,

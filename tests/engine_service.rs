@@ -1,0 +1,123 @@
+//! The service's risk loop end to end: sub-accounts loaded from the ledger at start,
+//! valued at the Binance simulator's marks as the in-process stream brings them, the
+//! snapshot and the events landing in Redis under the service's prefix.
+
+use std::time::Duration;
+
+use database::ledger::{self, AccountKind, FillBooking, NewAccount};
+use database::testing::TestDb;
+use futures_util::StreamExt;
+use greekstream::app::App;
+use greekstream::config::Config;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use simulators::testkit::unique_prefix;
+use trading::evaluate::LiquidationMode;
+use trading::position::{Fill, OrderSide};
+
+fn config(db: &TestDb, prefix: &str) -> Config {
+    let url = db.url();
+    let prefix = prefix.to_owned();
+    Config::from_lookup(&move |k| match k {
+        "DATABASE_URL" => Some(url.clone()),
+        "METRICS_ADDR" | "CONTROL_ADDR" => Some("127.0.0.1:0".into()),
+        "GS_SYNTHETIC" | "GS_IBKR" | "GS_TASTYTRADE" => Some("false".into()),
+        "GS_REDIS_PREFIX" => Some(prefix.clone()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_in_the_ledger_are_valued_at_the_venue_marks_and_published() {
+    let db = TestDb::new().await;
+    let a = ledger::create_account(
+        &db.pool,
+        &NewAccount {
+            name: "bot-1".into(),
+            kind: AccountKind::Bot,
+            user_id: None,
+            initial_balance: Decimal::from(10_000),
+            liquidation_mode: LiquidationMode::Adl30,
+            maintenance_rate: "0.005".parse().unwrap(),
+        },
+    )
+    .await
+    .unwrap();
+    ledger::book_fill(
+        &db.pool,
+        &FillBooking {
+            sub_account_id: a.id.clone(),
+            symbol: "BTCUSDT".into(),
+            fill: Fill {
+                side: OrderSide::Buy,
+                quantity: "0.01".parse().unwrap(),
+                price: Decimal::from(50_000),
+                leverage: Decimal::from(10),
+            },
+            fee: Decimal::ZERO,
+            exchange_order_id: None,
+            client_order_id: None,
+            exchange_trade_id: Some("1".into()),
+            order_type: "MARKET".into(),
+            origin: "BOT".into(),
+            close_action: "CLOSE".into(),
+            babysitter_excluded: false,
+        },
+    )
+    .await
+    .unwrap();
+    let prefix = unique_prefix("engine");
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .expect("Redis (README set-up)");
+    pubsub
+        .subscribe(format!("{prefix}events:pnl_update"))
+        .await
+        .unwrap();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
+    let app = App::start(config(&db, &prefix), recorder).await.unwrap();
+
+    // A pnl_update at a venue mark (the simulator's BTCUSDT is near 60 000, not the
+    // entry of 50 000).
+    let mut stream = pubsub.on_message();
+    let update: Value = loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("a pnl_update within 30 s")
+            .unwrap();
+        let v: Value = serde_json::from_str(&m.get_payload::<String>().unwrap()).unwrap();
+        if v["markPrice"].as_f64() != Some(50_000.0) {
+            break v;
+        }
+    };
+    assert_eq!(update["subAccountId"], a.id.as_str());
+    assert_eq!(update["symbol"], "BTCUSDT");
+    let mark = update["markPrice"].as_f64().unwrap();
+    assert!(mark > 55_000.0, "{update}");
+    let upnl = update["unrealizedPnl"].as_f64().unwrap();
+    assert!((upnl - (mark - 50_000.0) * 0.01).abs() < 1e-6, "{update}");
+    assert!(update["seq"].as_u64().unwrap() > 1_000_000_000_000_000);
+
+    // The snapshot under the service's prefix.
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}risk:{}", a.id);
+    let snap: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let snap: Value = serde_json::from_str(&snap).unwrap();
+    assert_eq!(snap["positions"].as_array().unwrap().len(), 1);
+    assert_eq!(snap["balance"].as_f64(), Some(10_000.0));
+    redis::cmd("DEL")
+        .arg(&key)
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    app.shutdown().await;
+}
