@@ -32,7 +32,14 @@ pub struct Metrics {
     pub maintenance: Decimal,
     pub available: Decimal,
     pub margin_ratio: Decimal,
-    pub margin_usage: Decimal,
+}
+
+impl Metrics {
+    /// Σ initial margin / equity (999 when equity ≤ 0). A method, not a field: the
+    /// risk loop never reads it, and a Decimal division per account per tick shows.
+    pub fn margin_usage(&self) -> Decimal {
+        ratio(self.initial_margin, self.equity)
+    }
 }
 
 fn ratio(numerator: Decimal, equity: Decimal) -> Decimal {
@@ -61,7 +68,6 @@ pub fn metrics(balance: Decimal, maintenance_rate: Decimal, positions: &[Marked]
         maintenance,
         available: equity - maintenance,
         margin_ratio: ratio(maintenance, equity),
-        margin_usage: ratio(initial_margin, equity),
     }
 }
 
@@ -125,14 +131,14 @@ mod tests {
         assert_eq!((m.equity, m.notional), (d("1000"), d("200")));
         assert_eq!((m.initial_margin, m.maintenance), (d("30"), d("1")));
         assert_eq!((m.available, m.margin_ratio), (d("999"), d("0.001")));
-        assert_eq!(m.margin_usage, d("0.03"));
+        assert_eq!(m.margin_usage(), d("0.03"));
         let broke = metrics(
             d("0"),
             d("0.005"),
             &[pos(Side::Long, "1", "100", "10", "50")],
         );
         assert_eq!(
-            (broke.margin_ratio, broke.margin_usage),
+            (broke.margin_ratio, broke.margin_usage()),
             (NO_EQUITY, NO_EQUITY)
         );
     }

@@ -276,7 +276,6 @@ impl Prepared {
             maintenance: self.maintenance,
             available: equity - self.maintenance,
             margin_ratio: ratio(self.maintenance),
-            margin_usage: ratio(self.initial_margin),
         };
         // balance + others + s·(L − entry)·q = floor, others = unrealized − own.
         let room = self.floor.map(|floor| floor - balance - unrealized);
