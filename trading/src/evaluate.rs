@@ -88,16 +88,39 @@ const WARNING_BAND: Decimal = Decimal::from_parts(10, 0, 0, false, 2);
 const TIER3_BAND: Decimal = Decimal::from_parts(5, 0, 0, false, 2);
 
 pub fn tier(equity: Decimal, margin_ratio: Decimal, threshold: Decimal) -> Tier {
-    if equity <= Decimal::ZERO || margin_ratio >= INSOLVENT_RATIO {
-        Tier::Insolvent
-    } else if margin_ratio >= threshold + TIER3_BAND {
-        Tier::Adl3
-    } else if margin_ratio >= threshold {
-        Tier::Adl2
-    } else if margin_ratio >= threshold - WARNING_BAND {
-        Tier::Warning
-    } else {
-        Tier::Normal
+    Bounds::of(threshold).tier(equity, margin_ratio)
+}
+
+/// The margin ratios where the tiers begin, for one threshold.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    warning: Decimal,
+    adl2: Decimal,
+    adl3: Decimal,
+}
+
+impl Bounds {
+    fn of(threshold: Decimal) -> Self {
+        Self {
+            warning: threshold - WARNING_BAND,
+            adl2: threshold,
+            adl3: threshold + TIER3_BAND,
+        }
+    }
+
+    fn tier(&self, equity: Decimal, margin_ratio: Decimal) -> Tier {
+        // Most accounts are Normal: one comparison (no equity gives a ratio of 999).
+        if margin_ratio < self.warning && equity > Decimal::ZERO {
+            Tier::Normal
+        } else if equity <= Decimal::ZERO || margin_ratio >= INSOLVENT_RATIO {
+            Tier::Insolvent
+        } else if margin_ratio >= self.adl3 {
+            Tier::Adl3
+        } else if margin_ratio >= self.adl2 {
+            Tier::Adl2
+        } else {
+            Tier::Warning
+        }
     }
 }
 
@@ -160,6 +183,7 @@ pub struct Prepared {
     /// The equity at which maintenance / equity = T; `None` for a threshold ≤ 0.
     floor: Option<Decimal>,
     largest: Option<usize>,
+    bounds: Bounds,
 }
 
 impl Prepared {
@@ -193,6 +217,7 @@ impl Prepared {
         let maintenance = notional * account.maintenance_rate;
         let floor = (account.threshold > Decimal::ZERO)
             .then(|| (maintenance / account.threshold).round_dp(FLOOR_DP));
+        let bounds = Bounds::of(account.threshold);
         Self {
             account: Arc::new(account),
             legs,
@@ -201,6 +226,7 @@ impl Prepared {
             maintenance,
             floor,
             largest: largest.map(|(i, _)| i),
+            bounds,
         }
     }
 
@@ -236,37 +262,62 @@ impl Prepared {
     /// position without a mark is valued at its entry price (no PnL rather than an
     /// invented one).
     pub fn value(&self, marks: impl Fn(usize) -> Option<Decimal>) -> Evaluation {
-        let a = &self.account;
         let mut unrealized = Decimal::ZERO;
-        let mut positions: Vec<PositionValue> = a
-            .positions
-            .iter()
-            .zip(&self.legs)
-            .enumerate()
-            .map(|(i, (p, leg))| {
-                let mark = marks(i).unwrap_or(p.position.entry_price);
-                let own = signed(
-                    leg.long,
-                    (mark - p.position.entry_price) * p.position.quantity,
-                );
-                unrealized += own;
-                PositionValue {
-                    mark,
-                    unrealized: own,
-                    pnl_percent: own * leg.percent_of_margin,
-                    liquidation_price: Decimal::ZERO,
-                }
+        let positions: Vec<PositionValue> = (0..self.legs.len())
+            .map(|i| {
+                let v = self.position_at(i, marks(i));
+                unrealized += v.unrealized;
+                v
             })
             .collect();
+        self.finish(positions, unrealized)
+    }
+
+    /// [`Prepared::value`] after a valuation `prev` of the same book, when only the
+    /// positions for which `moved(i)` holds can have a new mark: the others keep
+    /// their PnL, and only their liquidation prices (which depend on the whole
+    /// account) are recomputed. The result equals a full valuation's (the sums are
+    /// exact: PnL has the scale of price × quantity).
+    pub fn revalue(
+        &self,
+        prev: Evaluation,
+        moved: impl Fn(usize) -> bool,
+        marks: impl Fn(usize) -> Option<Decimal>,
+    ) -> Evaluation {
+        if !Arc::ptr_eq(&prev.account, &self.account) {
+            return self.value(marks);
+        }
+        let mut unrealized = prev.metrics.unrealized;
+        let mut positions = prev.positions;
+        for (i, v) in positions.iter_mut().enumerate() {
+            if moved(i) {
+                let new = self.position_at(i, marks(i));
+                unrealized += new.unrealized - v.unrealized;
+                *v = new;
+            }
+        }
+        self.finish(positions, unrealized)
+    }
+
+    /// Position `i` at `mark` (its entry without one), liquidation price still to come.
+    fn position_at(&self, i: usize, mark: Option<Decimal>) -> PositionValue {
+        let (p, leg) = (&self.account.positions[i].position, &self.legs[i]);
+        let mark = mark.unwrap_or(p.entry_price);
+        let own = signed(leg.long, (mark - p.entry_price) * p.quantity);
+        PositionValue {
+            mark,
+            unrealized: own,
+            pnl_percent: own * leg.percent_of_margin,
+            liquidation_price: Decimal::ZERO,
+        }
+    }
+
+    /// The account's numbers, every liquidation price and the tier, from the
+    /// positions' values and their PnL sum.
+    fn finish(&self, mut positions: Vec<PositionValue>, unrealized: Decimal) -> Evaluation {
+        let a = &self.account;
         let balance = a.balance;
         let equity = balance + unrealized;
-        let ratio = |x: Decimal| {
-            if equity <= Decimal::ZERO {
-                NO_EQUITY
-            } else {
-                x / equity
-            }
-        };
         let metrics = Metrics {
             balance,
             unrealized,
@@ -275,27 +326,32 @@ impl Prepared {
             initial_margin: self.initial_margin,
             maintenance: self.maintenance,
             available: equity - self.maintenance,
-            margin_ratio: ratio(self.maintenance),
+            margin_ratio: if equity <= Decimal::ZERO {
+                NO_EQUITY
+            } else {
+                self.maintenance / equity
+            },
         };
-        // balance + others + s·(L − entry)·q = floor, others = unrealized − own.
+        // balance + others + s·(L − entry)·q = floor with others = unrealized − own
+        // gives L = entry + s·(room + own)/q, room = floor − balance − unrealized;
+        // and s·own/q = mark − entry, so L = mark + s·room/q.
         let room = self.floor.map(|floor| floor - balance - unrealized);
         for ((v, p), leg) in positions.iter_mut().zip(&a.positions).zip(&self.legs) {
-            let entry = p.position.entry_price;
             v.liquidation_price = match room {
                 Some(room) => {
-                    let price = entry + signed(leg.long, (room + v.unrealized) * leg.per_unit);
+                    let price = v.mark + signed(leg.long, room * leg.per_unit);
                     if price.is_sign_negative() {
                         Decimal::ZERO
                     } else {
                         price
                     }
                 }
-                None => entry,
+                None => p.position.entry_price,
             };
         }
         Evaluation {
             account: a.clone(),
-            tier: tier(equity, metrics.margin_ratio, a.threshold),
+            tier: self.bounds.tier(equity, metrics.margin_ratio),
             account_liquidation_price: self.largest.map(|i| positions[i].liquidation_price),
             metrics,
             positions,

@@ -45,7 +45,7 @@ impl Default for Config {
 /// One valuation of one account and what to do with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
-    pub evaluation: Evaluation,
+    pub evaluation: Arc<Evaluation>,
     /// Publish `margin_update` and a `pnl_update` per position.
     pub events: bool,
     /// Write the `pms:risk:{id}` snapshot.
@@ -66,6 +66,8 @@ struct Watched {
     /// Warned since it entered the warning zone.
     warned: bool,
     last_warning: Option<Duration>,
+    /// The latest valuation, the base of the next when only one symbol moved.
+    last: Option<Arc<Evaluation>>,
 }
 
 /// One symbol's latest mark and the accounts holding it.
@@ -178,9 +180,10 @@ impl Monitor {
                 snapshot_due: false,
                 warned: false,
                 last_warning: None,
+                last: None,
             }),
         };
-        Self::value(&self.config, &self.slots, w, now, true, true)
+        Self::value(&self.config, &self.slots, w, None, now, true, true)
     }
 
     /// Stops watching an account; true if it was watched.
@@ -210,7 +213,15 @@ impl Monitor {
                 continue;
             };
             if after(w.last_evaluated, self.config.evaluate_every, now) {
-                reports.push(Self::value(&self.config, &self.slots, w, now, true, false));
+                reports.push(Self::value(
+                    &self.config,
+                    &self.slots,
+                    w,
+                    Some(i),
+                    now,
+                    true,
+                    false,
+                ));
                 if w.snapshot_due {
                     self.owed.insert(id.clone());
                 }
@@ -237,6 +248,7 @@ impl Monitor {
                     &config,
                     &self.slots,
                     w,
+                    None,
                     now,
                     evaluate,
                     snapshot,
@@ -266,15 +278,31 @@ impl Monitor {
             .min()
     }
 
+    /// Values `w`: from its last valuation when only slot `moved` can have changed
+    /// since (no tick was left owed in between), else in full.
+    #[allow(clippy::too_many_arguments)]
     fn value(
         config: &Config,
         slots: &[Slot],
         w: &mut Watched,
+        moved: Option<usize>,
         now: Duration,
         events: bool,
         force_snapshot: bool,
     ) -> Report {
-        let evaluation = w.prepared.value(|i| slots[w.slots[i]].mark);
+        let marks = |i: usize| slots[w.slots[i]].mark;
+        // The last valuation is reused in place when no report still holds it.
+        let prev = w
+            .last
+            .take()
+            .map(|e| Arc::try_unwrap(e).unwrap_or_else(|e| (*e).clone()));
+        let evaluation = Arc::new(match (prev, moved) {
+            (Some(prev), Some(k)) if !w.evaluation_due => {
+                w.prepared.revalue(prev, |i| w.slots[i] == k, marks)
+            }
+            _ => w.prepared.value(marks),
+        });
+        w.last = Some(evaluation.clone());
         if events {
             w.last_evaluated = Some(now);
             w.evaluation_due = false;
@@ -443,6 +471,36 @@ mod tests {
         assert!(m.remove("a"));
         assert_eq!((m.next_due(), m.symbols().count(), m.len()), (None, 0, 0));
         assert!(!m.remove("a"));
+    }
+
+    proptest::proptest! {
+        /// Valuing from the last valuation when one symbol ticks gives exactly what a
+        /// full valuation at the same marks gives, whatever the ticks and throttling.
+        #[test]
+        fn an_incremental_valuation_equals_a_full_one(
+            ticks in proptest::collection::vec((0usize..3, 1i64..20_000, 0u64..150), 1..60),
+        ) {
+            const SYMBOLS: [&str; 3] = ["A", "B", "C"];
+            let mut m = Monitor::new(Config::default());
+            let mut a = account("x", "50", &SYMBOLS);
+            a.positions[1].position.side = Side::Short;
+            a.positions[2].position.quantity = d("0.37");
+            m.upsert(a.clone(), ms(0));
+            let mut now = 0;
+            let check = |r: &Report, m: &Monitor| {
+                let full = Prepared::new(a.clone()).value(|i| m.mark(SYMBOLS[i]));
+                assert_eq!(*r.evaluation, full);
+            };
+            for (s, px, dt) in ticks {
+                now += dt;
+                for r in m.tick(SYMBOLS[s], Decimal::new(px, 2), ms(now)) {
+                    check(&r, &m);
+                }
+                for r in m.due(ms(now)) {
+                    check(&r, &m);
+                }
+            }
+        }
     }
 
     #[test]
