@@ -15,6 +15,7 @@ pub mod account;
 pub mod balance;
 pub mod evaluate;
 pub mod monitor;
+pub mod order;
 pub mod position;
 pub mod price;
 pub mod risk;
