@@ -15,7 +15,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-pub use client::{run_binance, BinanceConfig, BinanceStats};
+pub use client::{run_binance, BinanceConfig, BinanceStats, OrderFeed};
 pub use wire::{MarkPrice, OptionMark};
 
 /// What kind of contract a Binance symbol is.

@@ -44,8 +44,13 @@ pub enum RestError {
     /// Rate limited (429) or banned (418): no request is sent until `retry_in` passes.
     #[error("requests paused for {retry_in:?} after HTTP {status}")]
     Paused { status: u16, retry_in: Duration },
+    /// The request may have reached the venue (a timeout, a connection broken after
+    /// the write): for an order, its outcome is unknown.
     #[error("transport: {0}")]
     Transport(String),
+    /// No connection was made: the request never left.
+    #[error("could not connect: {0}")]
+    Connect(String),
     #[error("unexpected body: {0}")]
     Body(#[from] WireError),
 }
@@ -219,7 +224,11 @@ impl Rest {
         self.stats.requests.fetch_add(1, Relaxed);
         let resp = req.send().await.map_err(|e| {
             self.stats.errors.fetch_add(1, Relaxed);
-            RestError::Transport(e.without_url().to_string())
+            if e.is_connect() {
+                RestError::Connect(e.without_url().to_string())
+            } else {
+                RestError::Transport(e.without_url().to_string())
+            }
         })?;
         let status = resp.status();
         let header = |name: &str| {

@@ -372,6 +372,21 @@ pub struct OrderUpdate {
     pub last_filled_price: Decimal,
     #[serde(rename = "ps", default = "both")]
     pub position_side: String,
+    /// The trade's id on a TRADE (0 otherwise).
+    #[serde(rename = "t", default)]
+    pub trade_id: u64,
+    /// This trade's commission, in `commission_asset`.
+    #[serde(rename = "n", default, deserialize_with = "string_decimal")]
+    pub commission: Decimal,
+    #[serde(rename = "N", default)]
+    pub commission_asset: Option<String>,
+    #[serde(rename = "T", default)]
+    pub trade_time: i64,
+    #[serde(rename = "R", default)]
+    pub reduce_only: bool,
+    /// Realized profit of this trade, as the venue computes it for the net position.
+    #[serde(rename = "rp", default, deserialize_with = "string_decimal")]
+    pub realized_profit: Decimal,
 }
 
 /// One event of the user data stream.

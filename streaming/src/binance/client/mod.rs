@@ -91,6 +91,20 @@ pub struct BinanceConfig {
     pub public: WsConfig,
     pub market: WsConfig,
     pub user: WsConfig,
+    /// Where the user stream's order updates go (the trading engine), and a word on
+    /// every (re)connect, after which what the stream missed must be read back.
+    pub orders: Option<mpsc::Sender<OrderFeed>>,
+}
+
+/// What the user stream tells the trading engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderFeed {
+    /// The user socket (re)connected: events may have been missed while it was down.
+    Opened,
+    Update {
+        event_time: i64,
+        order: wire::OrderUpdate,
+    },
 }
 
 impl BinanceConfig {
@@ -126,6 +140,7 @@ impl BinanceConfig {
             public,
             market,
             user,
+            orders: None,
         }
     }
 

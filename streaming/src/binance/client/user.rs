@@ -70,6 +70,10 @@ impl WsHandler for UserHandler {
         self.opened_at = Instant::now();
         // Whatever changed while we were away is not replayed: read it.
         self.shared.refresh_positions.notify_one();
+        if let Some(orders) = &self.shared.cfg.orders {
+            // A full queue already holds work that leads to reading the venue back.
+            let _ = orders.try_send(OrderFeed::Opened);
+        }
     }
 
     async fn on_text(&mut self, text: &str, _out: &mut Outbox) -> Flow {
@@ -93,10 +97,14 @@ impl WsHandler for UserHandler {
                 self.on_account_update(data).await;
                 Flow::Data
             }
-            UserEvent::OrderTradeUpdate { order, .. } => {
+            UserEvent::OrderTradeUpdate { order, event_time } => {
                 self.shared.stats.order_updates.fetch_add(1, Relaxed);
                 tracing::debug!(symbol = %order.symbol, order_id = order.order_id,
                     status = %order.status, "Binance order update");
+                if let Some(orders) = &self.shared.cfg.orders {
+                    // Waits rather than drops: a fill must not be lost to a full queue.
+                    let _ = orders.send(OrderFeed::Update { event_time, order }).await;
+                }
                 Flow::Data
             }
             UserEvent::ListenKeyExpired { .. } => {
