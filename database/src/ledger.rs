@@ -492,11 +492,19 @@ async fn insert_position(
 /// an `exchange_trade_id` already booked for this account is a [`Booked::Duplicate`].
 /// Fills are booked whatever the account's status: the venue executed them.
 pub async fn book_fill(pool: &PgPool, b: &FillBooking) -> Result<Booked, LedgerError> {
+    let mut tx = pool.begin().await?;
+    let booked = book_fill_in(&mut tx, b).await?;
+    tx.commit().await?;
+    Ok(booked)
+}
+
+/// [`book_fill`] inside the caller's transaction (which it must commit), so an order's
+/// transition and its fill's booking land together.
+pub async fn book_fill_in(tx: &mut PgConnection, b: &FillBooking) -> Result<Booked, LedgerError> {
     if b.fee < Decimal::ZERO {
         return Err(corrupt("fee", &b.fee.to_string()));
     }
-    let mut tx = pool.begin().await?;
-    let mut balance = lock_balance(&mut tx, &b.sub_account_id).await?;
+    let mut balance = lock_balance(&mut *tx, &b.sub_account_id).await?;
     if let Some(t) = &b.exchange_trade_id {
         let seen: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM trade_executions
@@ -550,10 +558,10 @@ pub async fn book_fill(pool: &PgPool, b: &FillBooking) -> Result<Booked, LedgerE
     let (mut closed_position, mut open_position) = (None, None);
     match (&outcome.change, &current, &outcome.after) {
         (Change::Opened, None, Some(after)) => {
-            let id = insert_position(&mut tx, b, after).await?;
+            let id = insert_position(&mut *tx, b, after).await?;
             executions.push(
                 insert_execution(
-                    &mut tx,
+                    &mut *tx,
                     b,
                     Execution {
                         position_id: &id,
@@ -569,10 +577,10 @@ pub async fn book_fill(pool: &PgPool, b: &FillBooking) -> Result<Booked, LedgerE
             open_position = Some(id);
         }
         (Change::Added, Some((id, _)), Some(after)) => {
-            write_position(&mut tx, id, after, Decimal::ZERO).await?;
+            write_position(&mut *tx, id, after, Decimal::ZERO).await?;
             executions.push(
                 insert_execution(
-                    &mut tx,
+                    &mut *tx,
                     b,
                     Execution {
                         position_id: id,
@@ -591,7 +599,7 @@ pub async fn book_fill(pool: &PgPool, b: &FillBooking) -> Result<Booked, LedgerE
             let flipped = outcome.change == Change::Flipped;
             match (&outcome.change, after) {
                 (Change::Reduced, Some(rest)) => {
-                    write_position(&mut tx, id, rest, outcome.realized).await?;
+                    write_position(&mut *tx, id, rest, outcome.realized).await?;
                     open_position = Some(id.clone());
                 }
                 _ => {
@@ -614,7 +622,7 @@ pub async fn book_fill(pool: &PgPool, b: &FillBooking) -> Result<Booked, LedgerE
             };
             executions.push(
                 insert_execution(
-                    &mut tx,
+                    &mut *tx,
                     b,
                     Execution {
                         position_id: id,
@@ -629,10 +637,10 @@ pub async fn book_fill(pool: &PgPool, b: &FillBooking) -> Result<Booked, LedgerE
             );
             closed_position = Some(id.clone());
             if let (true, Some(fresh)) = (flipped, after) {
-                let new_id = insert_position(&mut tx, b, fresh).await?;
+                let new_id = insert_position(&mut *tx, b, fresh).await?;
                 executions.push(
                     insert_execution(
-                        &mut tx,
+                        &mut *tx,
                         b,
                         Execution {
                             position_id: &new_id,
@@ -663,7 +671,7 @@ pub async fn book_fill(pool: &PgPool, b: &FillBooking) -> Result<Booked, LedgerE
     let mut balance_changes = Vec::new();
     if !outcome.realized.is_zero() {
         let c = apply_delta(
-            &mut tx,
+            &mut *tx,
             &b.sub_account_id,
             balance,
             outcome.realized,
@@ -676,7 +684,7 @@ pub async fn book_fill(pool: &PgPool, b: &FillBooking) -> Result<Booked, LedgerE
     }
     if !b.fee.is_zero() {
         let c = apply_delta(
-            &mut tx,
+            &mut *tx,
             &b.sub_account_id,
             balance,
             -b.fee,
@@ -687,7 +695,6 @@ pub async fn book_fill(pool: &PgPool, b: &FillBooking) -> Result<Booked, LedgerE
         balance = c.after;
         balance_changes.push(c);
     }
-    tx.commit().await?;
     Ok(Booked::Applied(Box::new(Applied {
         outcome,
         closed_position,

@@ -9,6 +9,7 @@
 pub mod copy;
 pub mod latency;
 pub mod ledger;
+pub mod orders;
 pub mod partitions;
 pub mod pool;
 #[cfg(feature = "testing")]

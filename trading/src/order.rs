@@ -209,7 +209,12 @@ pub fn apply(order: &mut Order, event: OrderEvent) -> Result<Effect, InvalidTran
             order.state = S::Unknown;
             Effect::Changed
         }
-        (S::Unknown, E::Ambiguous { .. }) => Effect::Nothing,
+        // The stream can tell more before the REST reply arrives: an ambiguous reply
+        // then adds nothing.
+        (
+            S::Unknown | S::PartiallyFilled | S::Filled | S::Canceled | S::Expired,
+            E::Ambiguous { .. },
+        ) => Effect::Nothing,
         (S::Submitted | S::Unknown, E::Rejected { code, message }) => {
             order.state = S::Rejected;
             order.reject_code = Some(code);

@@ -398,7 +398,7 @@ pub enum UserEvent {
     },
     OrderTradeUpdate {
         event_time: i64,
-        order: OrderUpdate,
+        order: Box<OrderUpdate>,
     },
     ListenKeyExpired {
         event_time: i64,

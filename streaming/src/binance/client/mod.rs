@@ -103,7 +103,7 @@ pub enum OrderFeed {
     Opened,
     Update {
         event_time: i64,
-        order: wire::OrderUpdate,
+        order: Box<wire::OrderUpdate>,
     },
 }
 

@@ -1,0 +1,249 @@
+//! Orders and their events. An order is inserted as SUBMITTED, with its deterministic
+//! client order id, *before* the venue is called; every later transition is written
+//! with the state machine's result and an `order_events` row naming its source.
+//! The machine is `trading::order`'s; this module reads and writes rows.
+
+use std::collections::BTreeSet;
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Row};
+use trading::order::{Order, OrderState};
+use trading::position::OrderSide;
+
+use crate::ledger::{is_uuid, LedgerError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderKind {
+    Market,
+    Limit,
+}
+
+impl OrderKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OrderKind::Market => "MARKET",
+            OrderKind::Limit => "LIMIT",
+        }
+    }
+}
+
+/// Who said what changed an order (`order_events.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Engine,
+    Rest,
+    Stream,
+    Reconcile,
+    Recovery,
+}
+
+impl Source {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Source::Engine => "ENGINE",
+            Source::Rest => "REST",
+            Source::Stream => "STREAM",
+            Source::Reconcile => "RECONCILE",
+            Source::Recovery => "RECOVERY",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub sub_account_id: String,
+    pub symbol: String,
+    pub side: OrderSide,
+    pub kind: OrderKind,
+    pub quantity: Decimal,
+    pub price: Option<Decimal>,
+    pub leverage: Decimal,
+    pub reduce_only: bool,
+    pub origin: String,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRow {
+    pub id: String,
+    pub sub_account_id: String,
+    pub client_order_id: String,
+    pub symbol: String,
+    pub side: OrderSide,
+    pub kind: String,
+    pub price: Option<Decimal>,
+    pub leverage: Decimal,
+    pub reduce_only: bool,
+    pub origin: String,
+    pub sent_at_ms: Option<i64>,
+    /// State, quantity, filled, venue id, booked trades, rejection.
+    pub order: Order,
+}
+
+const COLUMNS: &str =
+    "o.id::text, o.sub_account_id::text, o.client_order_id, o.symbol, o.side, o.type, \
+     o.quantity, o.price, o.leverage, o.reduce_only, o.origin, o.sent_at_ms, o.state, o.filled, \
+     o.venue_order_id, o.reject_code, o.reject_message, \
+     ARRAY(SELECT DISTINCT t.exchange_trade_id FROM trade_executions t \
+            WHERE t.client_order_id = o.client_order_id AND t.exchange_trade_id IS NOT NULL)";
+
+fn corrupt(what: &'static str, value: &str) -> LedgerError {
+    LedgerError::Corrupt {
+        what,
+        value: value.to_owned(),
+    }
+}
+
+fn row(r: &sqlx::postgres::PgRow) -> Result<OrderRow, LedgerError> {
+    let side: String = r.try_get(4)?;
+    let state: String = r.try_get(12)?;
+    let trades: Vec<String> = r.try_get(17)?;
+    Ok(OrderRow {
+        id: r.try_get(0)?,
+        sub_account_id: r.try_get(1)?,
+        client_order_id: r.try_get(2)?,
+        symbol: r.try_get(3)?,
+        side: match side.as_str() {
+            "BUY" => OrderSide::Buy,
+            "SELL" => OrderSide::Sell,
+            _ => return Err(corrupt("order side", &side)),
+        },
+        kind: r.try_get(5)?,
+        price: r.try_get(7)?,
+        leverage: r.try_get(8)?,
+        reduce_only: r.try_get(9)?,
+        origin: r.try_get(10)?,
+        sent_at_ms: r.try_get(11)?,
+        order: Order {
+            state: OrderState::parse(&state).ok_or_else(|| corrupt("order state", &state))?,
+            quantity: r.try_get(6)?,
+            filled: r.try_get(13)?,
+            venue_id: r.try_get(14)?,
+            trades: trades.into_iter().collect::<BTreeSet<_>>(),
+            reject_code: r.try_get(15)?,
+            reject_message: r.try_get(16)?,
+        },
+    })
+}
+
+pub const fn side_str(side: OrderSide) -> &'static str {
+    match side {
+        OrderSide::Buy => "BUY",
+        OrderSide::Sell => "SELL",
+    }
+}
+
+/// Writes the order as SUBMITTED, sent at `sent_at_ms`, with its `Sent` event, in one
+/// statement; returns it with its client order id.
+pub async fn insert_submitted(
+    pool: &PgPool,
+    o: &NewOrder,
+    sent_at_ms: i64,
+) -> Result<OrderRow, LedgerError> {
+    if !is_uuid(&o.sub_account_id) {
+        return Err(LedgerError::AccountNotFound(o.sub_account_id.clone()));
+    }
+    let r = sqlx::query(&format!(
+        "WITH id AS (SELECT gen_random_uuid() AS id),
+              o AS (
+                INSERT INTO orders (id, sub_account_id, client_order_id, symbol, side, type, quantity,
+                                    price, leverage, reduce_only, state, origin, request_id, sent_at_ms)
+                SELECT id.id, $1::uuid, 'gs' || replace(id.id::text, '-', ''), $2, $3, $4, $5, $6, $7, $8,
+                       'SUBMITTED', $9, $10, $11 FROM id
+                RETURNING *),
+              e AS (INSERT INTO order_events (order_id, event, source, state)
+                    SELECT id, 'Sent', 'ENGINE', 'SUBMITTED' FROM o)
+         SELECT {COLUMNS} FROM o"
+    ))
+    .bind(&o.sub_account_id)
+    .bind(&o.symbol)
+    .bind(side_str(o.side))
+    .bind(o.kind.as_str())
+    .bind(o.quantity)
+    .bind(o.price)
+    .bind(o.leverage)
+    .bind(o.reduce_only)
+    .bind(&o.origin)
+    .bind(&o.request_id)
+    .bind(sent_at_ms)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("23503") => {
+            LedgerError::AccountNotFound(o.sub_account_id.clone())
+        }
+        _ => e.into(),
+    })?;
+    row(&r)
+}
+
+/// The order with this client id, locked for the caller's transaction.
+pub async fn lock_by_client_id(
+    tx: &mut PgConnection,
+    client_order_id: &str,
+) -> Result<Option<OrderRow>, LedgerError> {
+    let r = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM orders o WHERE o.client_order_id = $1 FOR UPDATE OF o"
+    ))
+    .bind(client_order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    r.as_ref().map(row).transpose()
+}
+
+pub async fn by_client_id(
+    pool: &PgPool,
+    client_order_id: &str,
+) -> Result<Option<OrderRow>, LedgerError> {
+    let r = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM orders o WHERE o.client_order_id = $1"
+    ))
+    .bind(client_order_id)
+    .fetch_optional(pool)
+    .await?;
+    r.as_ref().map(row).transpose()
+}
+
+/// Orders not in a final state, oldest first.
+pub async fn open_orders(pool: &PgPool) -> Result<Vec<OrderRow>, LedgerError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM orders o
+          WHERE o.state IN ('NEW', 'SUBMITTED', 'UNKNOWN', 'PARTIALLY_FILLED')
+          ORDER BY o.created_at"
+    ))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(row).collect()
+}
+
+/// Writes what the machine made of `event` on order `id`, and the event row.
+pub async fn record(
+    tx: &mut PgConnection,
+    id: &str,
+    order: &Order,
+    event: &str,
+    source: Source,
+    detail: Value,
+) -> Result<(), LedgerError> {
+    sqlx::query(
+        "WITH u AS (
+            UPDATE orders SET state = $2, filled = $3, venue_order_id = $4, reject_code = $5,
+                              reject_message = $6, updated_at = now()
+             WHERE id = $1::uuid RETURNING id)
+         INSERT INTO order_events (order_id, event, source, state, detail)
+         SELECT id, $7, $8, $2, $9 FROM u",
+    )
+    .bind(id)
+    .bind(order.state.as_str())
+    .bind(order.filled)
+    .bind(&order.venue_id)
+    .bind(&order.reject_code)
+    .bind(&order.reject_message)
+    .bind(event)
+    .bind(source.as_str())
+    .bind(detail)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,743 @@
+//! Placing orders for sub-accounts on the one shared Binance account, and booking what
+//! the venue does with them.
+//!
+//! Placing: the account and its rules from the ledger, a fresh price from the chain,
+//! the pre-trade checks (`trading::risk`), then the order row written SUBMITTED with
+//! its deterministic client order id, *then* the venue call. The reply is classified
+//! by `trading::order::classify`: an ambiguous one (timeout after the write, 5xx,
+//! -1007, 503 "Unknown error") leaves the order UNKNOWN and starts a resolver that
+//! queries the venue by client order id — never a resend. "Order does not exist" is
+//! believed only once the request can no longer be accepted (its timestamp plus the
+//! receive window has passed); then the order is REJECTED.
+//!
+//! Booking: the user stream's ORDER_TRADE_UPDATEs (and the resolver's queries) become
+//! order events; in one transaction the order is locked, the event applied by the
+//! state machine, a new fill booked on the sub-account's position and balance
+//! (`database::ledger`), and the transition recorded. Duplicate trades are no-ops.
+//! After the commit the gateway hears of it and the risk loop gets the new book.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use database::ledger::{self, Booked, FillBooking, LedgerError};
+use database::orders::{self, NewOrder, OrderKind, OrderRow, Source};
+use reqwest::Method;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use streaming::binance::prices::Prices;
+use streaming::binance::rest::{Rest, RestError, RECV_WINDOW_MS};
+use streaming::binance::wire::OrderUpdate;
+use streaming::binance::OrderFeed;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use trading::evaluate::Prepared;
+use trading::order::{self as machine, classify, Effect, Execution, OrderEvent, Reply, Wire};
+use trading::position::{Change, Fill, OrderSide};
+use trading::price::PriceError;
+use trading::risk::{check_view, OrderRequest, Refusal, VenueFilters};
+
+use super::prices::PriceChain;
+use super::risk_loop::RiskInput;
+use crate::bus::outbox::Outbox;
+
+pub const ORDERS: &str = "greekstream_orders_total";
+pub const AMBIGUOUS: &str = "greekstream_orders_ambiguous_total";
+pub const FILLS: &str = "greekstream_fills_booked_total";
+pub const FEED_ERRORS: &str = "greekstream_order_feed_errors_total";
+
+/// An order a sub-account asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceOrder {
+    pub sub_account_id: String,
+    pub symbol: String,
+    pub side: OrderSide,
+    pub kind: OrderKind,
+    pub quantity: Decimal,
+    /// The limit price; `None` for a market order.
+    pub price: Option<Decimal>,
+    pub leverage: Decimal,
+    pub reduce_only: bool,
+    pub origin: String,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("Sub-account not found")]
+    AccountNotFound,
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("{0}")]
+    Price(PriceError),
+    #[error("Unknown symbol {0}")]
+    UnknownSymbol(String),
+    #[error("{0}")]
+    Storage(LedgerError),
+}
+
+impl PlaceError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            PlaceError::AccountNotFound => "ACCOUNT_NOT_FOUND",
+            PlaceError::Refused(r) => r.code(),
+            PlaceError::Price(p) => p.code(),
+            PlaceError::UnknownSymbol(_) => "INVALID_SYMBOL",
+            PlaceError::Storage(e) => e.code(),
+        }
+    }
+}
+
+impl From<LedgerError> for PlaceError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::AccountNotFound(_) => PlaceError::AccountNotFound,
+            e => PlaceError::Storage(e),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecutionConfig {
+    /// How long after a request's timestamp the venue can still accept it: before
+    /// then, "does not exist" may only mean "not yet".
+    pub acceptance_window: Duration,
+    /// The resolver's first and longest waits between queries.
+    pub resolve_first: Duration,
+    pub resolve_max: Duration,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        Self {
+            acceptance_window: Duration::from_millis(RECV_WINDOW_MS + 1_000),
+            resolve_first: Duration::from_millis(200),
+            resolve_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters a test or a status page can read.
+#[derive(Debug, Default)]
+pub struct ExecutionStats {
+    pub placed: AtomicU64,
+    pub ambiguous: AtomicU64,
+    pub resolved: AtomicU64,
+    pub fills_booked: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub feed_errors: AtomicU64,
+    pub foreign: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ExecutionConfig,
+    pool: PgPool,
+    rest: Rest,
+    prices: PriceChain,
+    stream: Option<Arc<Prices>>,
+    filters: HashMap<String, VenueFilters>,
+    outbox: Outbox,
+    risk: Option<mpsc::Sender<RiskInput>>,
+    stats: Arc<ExecutionStats>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("symbols", &self.inner.filters.len())
+            .finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// What a REST error says about an order placement.
+fn wire_of(e: &RestError) -> Wire {
+    match e {
+        RestError::Api { status, code, msg } => Wire::Api {
+            status: *status,
+            code: *code,
+            message: msg.clone(),
+        },
+        RestError::Http { status, .. } => Wire::Http { status: *status },
+        // Held back by our own rate-limit pause: it never left.
+        RestError::Paused { .. } | RestError::Connect(_) => Wire::NotConnected,
+        RestError::Transport(d) => Wire::Broken { detail: d.clone() },
+        // A 2xx whose body we could not read: the venue took it.
+        RestError::Body(e) => Wire::Broken {
+            detail: format!("unreadable reply: {e}"),
+        },
+    }
+}
+
+fn event_of(reply: Reply) -> OrderEvent {
+    match reply {
+        Reply::Accepted { venue_id } => OrderEvent::Accepted { venue_id },
+        Reply::Rejected { code, message } => OrderEvent::Rejected { code, message },
+        Reply::Unknown { reason } => OrderEvent::Ambiguous { reason },
+    }
+}
+
+fn name_of(e: &OrderEvent) -> &'static str {
+    match e {
+        OrderEvent::Sent => "Sent",
+        OrderEvent::Accepted { .. } => "Accepted",
+        OrderEvent::Ambiguous { .. } => "Ambiguous",
+        OrderEvent::Rejected { .. } => "Rejected",
+        OrderEvent::NotFound => "NotFound",
+        OrderEvent::Fill(_) => "Fill",
+        OrderEvent::Canceled => "Canceled",
+        OrderEvent::Expired => "Expired",
+        OrderEvent::NotSent => "NotSent",
+    }
+}
+
+fn detail_of(e: &OrderEvent) -> Value {
+    match e {
+        OrderEvent::Accepted { venue_id } => json!({"venueOrderId": venue_id}),
+        OrderEvent::Ambiguous { reason } => json!({"reason": reason}),
+        OrderEvent::Rejected { code, message } => json!({"code": code, "message": message}),
+        OrderEvent::Fill(x) => json!({"tradeId": x.trade_id, "quantity": x.quantity.to_string(),
+            "price": x.price.to_string(), "fee": x.fee.to_string()}),
+        OrderEvent::Sent
+        | OrderEvent::NotFound
+        | OrderEvent::Canceled
+        | OrderEvent::Expired
+        | OrderEvent::NotSent => json!({}),
+    }
+}
+
+fn num(d: Decimal) -> Value {
+    use rust_decimal::prelude::ToPrimitive;
+    d.to_f64().map_or(Value::Null, Value::from)
+}
+
+const fn position_side(side: OrderSide) -> &'static str {
+    match side {
+        OrderSide::Buy => "LONG",
+        OrderSide::Sell => "SHORT",
+    }
+}
+
+impl Executor {
+    /// Reads the venue's symbols and filters once; the executor then takes orders.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        config: ExecutionConfig,
+        pool: PgPool,
+        rest: Rest,
+        prices: PriceChain,
+        stream: Option<Arc<Prices>>,
+        outbox: Outbox,
+        risk: Option<mpsc::Sender<RiskInput>>,
+        cancel: CancellationToken,
+    ) -> Result<Self, RestError> {
+        metrics::counter!(ORDERS).increment(0);
+        metrics::counter!(AMBIGUOUS).increment(0);
+        metrics::counter!(FILLS).increment(0);
+        metrics::counter!(FEED_ERRORS).increment(0);
+        let filters = rest
+            .exchange_info()
+            .await?
+            .into_iter()
+            .filter(|s| s.status == "TRADING")
+            .map(|s| {
+                let (tick, step) = s.tick_and_step();
+                let f = |kind: &str, field: &str| {
+                    s.filters
+                        .iter()
+                        .find(|f| f["filterType"] == kind)
+                        .and_then(|f| f[field].as_str())
+                        .and_then(|v| v.parse::<Decimal>().ok())
+                };
+                let filters = VenueFilters {
+                    tick: tick.unwrap_or(Decimal::ZERO),
+                    step: step.unwrap_or(Decimal::ZERO),
+                    min_notional: f("MIN_NOTIONAL", "notional").unwrap_or(Decimal::ZERO),
+                    up: f("PERCENT_PRICE", "multiplierUp").unwrap_or(Decimal::from(100)),
+                    down: f("PERCENT_PRICE", "multiplierDown").unwrap_or(Decimal::ZERO),
+                };
+                (s.symbol, filters)
+            })
+            .collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                pool,
+                rest,
+                prices,
+                stream,
+                filters,
+                outbox,
+                risk,
+                stats: Arc::default(),
+                cancel,
+            }),
+        })
+    }
+
+    pub fn stats(&self) -> Arc<ExecutionStats> {
+        self.inner.stats.clone()
+    }
+
+    /// Checks and places an order. `Ok` is the order as it stands after the venue's
+    /// reply: SUBMITTED (accepted), UNKNOWN (being resolved), or REJECTED with the
+    /// venue's code. `Err` means nothing was written or sent.
+    pub async fn place(&self, p: PlaceOrder) -> Result<OrderRow, PlaceError> {
+        let i = &self.inner;
+        let symbol = p.symbol.to_ascii_uppercase();
+        let filters = i
+            .filters
+            .get(&symbol)
+            .ok_or_else(|| PlaceError::UnknownSymbol(symbol.clone()))?;
+        let account = ledger::watched(&i.pool, &p.sub_account_id)
+            .await?
+            .ok_or(PlaceError::AccountNotFound)?;
+        let rules = ledger::rules_for(&i.pool, &p.sub_account_id).await?;
+        let mark = i
+            .prices
+            .mark(&symbol)
+            .await
+            .map_err(PlaceError::Price)?
+            .price;
+        let stream_mark = |s: &str| {
+            if s == symbol {
+                return Some(mark);
+            }
+            i.stream
+                .as_ref()
+                .and_then(|p| p.get(s))
+                .and_then(|e| e.mark)
+        };
+        let symbols: Vec<_> = account.positions.iter().map(|p| p.symbol.clone()).collect();
+        let view =
+            Prepared::new(account).view(|k| stream_mark(&symbols[k]), &symbol, Decimal::ZERO);
+        let approved = check_view(
+            &view,
+            &rules,
+            filters,
+            mark,
+            OrderRequest {
+                symbol: symbol.clone(),
+                side: p.side,
+                quantity: p.quantity,
+                limit: p.price,
+                leverage: p.leverage,
+                reduce_only: p.reduce_only,
+            },
+        )
+        .map_err(PlaceError::Refused)?;
+        let req = approved.request();
+        let sent_at = now_ms() + i.rest.stats.time_offset_ms.load(Relaxed);
+        let row = orders::insert_submitted(
+            &i.pool,
+            &NewOrder {
+                sub_account_id: p.sub_account_id.clone(),
+                symbol: symbol.clone(),
+                side: req.side,
+                kind: p.kind,
+                quantity: req.quantity,
+                price: req.limit,
+                leverage: req.leverage,
+                reduce_only: req.reduce_only,
+                origin: p.origin.clone(),
+                request_id: p.request_id.clone(),
+            },
+            sent_at,
+        )
+        .await?;
+        i.stats.placed.fetch_add(1, Relaxed);
+        let mut params = vec![
+            ("symbol", symbol.clone()),
+            ("side", orders::side_str(req.side).to_owned()),
+            ("type", p.kind.as_str().to_owned()),
+            ("quantity", req.quantity.normalize().to_string()),
+            ("newClientOrderId", row.client_order_id.clone()),
+            ("newOrderRespType", "ACK".to_owned()),
+        ];
+        if let Some(px) = req.limit {
+            params.push(("price", px.normalize().to_string()));
+            params.push(("timeInForce", "GTC".to_owned()));
+        }
+        if req.reduce_only {
+            params.push(("reduceOnly", "true".to_owned()));
+        }
+        let wire = match i.rest.signed(Method::POST, "/fapi/v1/order", &params).await {
+            Ok(body) => match serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v["orderId"].as_u64())
+            {
+                Some(id) => Wire::Ok {
+                    venue_id: id.to_string(),
+                },
+                None => Wire::Broken {
+                    detail: "a 2xx without an orderId".into(),
+                },
+            },
+            Err(e) => wire_of(&e),
+        };
+        let event = event_of(classify(wire));
+        let outcome = match &event {
+            OrderEvent::Accepted { .. } => "accepted",
+            OrderEvent::Ambiguous { .. } => "unknown",
+            _ => "rejected",
+        };
+        metrics::counter!(ORDERS, "outcome" => outcome).increment(1);
+        let ambiguous = matches!(event, OrderEvent::Ambiguous { .. });
+        let after = self
+            .transition(&row.client_order_id, event, Source::Rest)
+            .await?;
+        if ambiguous {
+            i.stats.ambiguous.fetch_add(1, Relaxed);
+            metrics::counter!(AMBIGUOUS).increment(1);
+            let me = self.clone();
+            let (cid, sym) = (row.client_order_id.clone(), symbol.clone());
+            tokio::spawn(async move { me.resolve(&cid, &sym, sent_at).await });
+        }
+        Ok(after.unwrap_or(row))
+    }
+
+    /// Applies `event` to the order with `client_id` in one transaction, booking a new
+    /// fill with it; publishes what changed. `Ok(None)`: no such order of ours.
+    async fn transition(
+        &self,
+        client_id: &str,
+        event: OrderEvent,
+        source: Source,
+    ) -> Result<Option<OrderRow>, LedgerError> {
+        let i = &self.inner;
+        let mut tx = i.pool.begin().await?;
+        let Some(mut row) = orders::lock_by_client_id(&mut tx, client_id).await? else {
+            return Ok(None);
+        };
+        let name = name_of(&event);
+        let detail = detail_of(&event);
+        let effect = match machine::apply(&mut row.order, event) {
+            Ok(e) => e,
+            Err(invalid) => {
+                i.stats.feed_errors.fetch_add(1, Relaxed);
+                metrics::counter!(FEED_ERRORS, "kind" => "invalid_transition").increment(1);
+                tracing::warn!(order = client_id, error = %invalid, "order event ignored");
+                return Ok(Some(row));
+            }
+        };
+        let booked = match &effect {
+            Effect::Nothing => {
+                i.stats.duplicates.fetch_add(1, Relaxed);
+                return Ok(Some(row));
+            }
+            Effect::Changed => None,
+            Effect::Book(x) => Some(
+                ledger::book_fill_in(
+                    &mut tx,
+                    &FillBooking {
+                        sub_account_id: row.sub_account_id.clone(),
+                        symbol: row.symbol.clone(),
+                        fill: Fill {
+                            side: row.side,
+                            quantity: x.quantity,
+                            price: x.price,
+                            leverage: row.leverage,
+                        },
+                        fee: x.fee,
+                        exchange_order_id: row.order.venue_id.clone(),
+                        client_order_id: Some(row.client_order_id.clone()),
+                        exchange_trade_id: Some(x.trade_id.clone()),
+                        order_type: row.kind.clone(),
+                        origin: row.origin.clone(),
+                        close_action: "CLOSE".into(),
+                        babysitter_excluded: false,
+                    },
+                )
+                .await?,
+            ),
+        };
+        orders::record(&mut tx, &row.id, &row.order, name, source, detail).await?;
+        tx.commit().await?;
+        if let (Effect::Book(x), Some(booked)) = (&effect, booked) {
+            self.after_fill(&row, x, booked).await;
+        }
+        if matches!(
+            row.order.state,
+            machine::OrderState::Canceled
+                | machine::OrderState::Expired
+                | machine::OrderState::Rejected
+        ) && matches!(effect, Effect::Changed)
+        {
+            i.outbox.event(
+                "order_cancelled",
+                json!({"subAccountId": row.sub_account_id, "orderId": row.id, "symbol": row.symbol,
+                       "side": position_side(row.side), "price": row.price.map_or(Value::Null, num),
+                       "reason": row.order.state.as_str()}),
+                now_ms(),
+            );
+        }
+        Ok(Some(row))
+    }
+
+    async fn after_fill(&self, row: &OrderRow, x: &Execution, booked: Booked) {
+        let i = &self.inner;
+        let Booked::Applied(a) = booked else {
+            i.stats.duplicates.fetch_add(1, Relaxed);
+            return;
+        };
+        i.stats.fills_booked.fetch_add(1, Relaxed);
+        metrics::counter!(FILLS).increment(1);
+        let now = now_ms();
+        i.outbox.event(
+            "order_filled",
+            json!({"subAccountId": row.sub_account_id, "orderId": row.id, "symbol": row.symbol,
+                   "side": position_side(row.side), "price": num(x.price), "quantity": num(x.quantity),
+                   "exchangeOrderId": row.order.venue_id, "orderType": row.kind, "origin": row.origin,
+                   "suppressToast": row.origin == "MANUAL"}),
+            now,
+        );
+        let balance = num(a.balance);
+        if let Some(closed) = &a.closed_position {
+            let net = a.outcome.realized - x.fee;
+            match a.outcome.change {
+                Change::Reduced => i.outbox.event(
+                    "position_reduced",
+                    json!({"subAccountId": row.sub_account_id, "positionId": closed, "symbol": row.symbol,
+                           "side": row.side.opens().as_str(), "remainingQty":
+                               a.outcome.after.as_ref().map_or(Value::Null, |p| num(p.quantity)),
+                           "closedQty": num(a.outcome.closed), "realizedPnl": num(net),
+                           "newBalance": balance, "reason": "CLOSE"}),
+                    now,
+                ),
+                Change::Closed | Change::Flipped => i.outbox.event(
+                    "position_closed",
+                    json!({"subAccountId": row.sub_account_id, "positionId": closed, "symbol": row.symbol,
+                           "side": match row.side { OrderSide::Buy => "SHORT", OrderSide::Sell => "LONG" },
+                           "realizedPnl": num(net), "newBalance": balance,
+                           "reason": if a.outcome.change == Change::Flipped { "FLIP" } else { "CLOSE" }}),
+                    now,
+                ),
+                Change::Opened | Change::Added => {}
+            }
+        }
+        if let (Some(open), Some(p)) = (&a.open_position, &a.outcome.after) {
+            if a.outcome.change != Change::Reduced {
+                i.outbox.event(
+                    "position_updated",
+                    json!({"subAccountId": row.sub_account_id, "positionId": open, "symbol": row.symbol,
+                           "side": p.side.as_str(), "entryPrice": num(p.entry_price),
+                           "quantity": num(p.quantity), "notional": num(p.notional()),
+                           "leverage": num(p.leverage), "margin": num(p.margin()),
+                           "liquidationPrice": Value::Null, "babysitterExcluded": false}),
+                    now,
+                );
+            }
+        }
+        if let Some(risk) = &i.risk {
+            match ledger::watched(&i.pool, &row.sub_account_id).await {
+                Ok(Some(account)) => {
+                    let _ = risk.send(RiskInput::Book(account)).await;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "risk loop not told of a fill"),
+            }
+        }
+    }
+
+    /// One user-stream message.
+    pub async fn on_feed(&self, feed: OrderFeed) {
+        match feed {
+            // Reconciliation after a reconnect is the reconciler's; nothing to do here.
+            OrderFeed::Opened => {}
+            OrderFeed::Update { order, .. } => self.on_update(*order).await,
+        }
+    }
+
+    async fn on_update(&self, u: OrderUpdate) {
+        let i = &self.inner;
+        if !u.client_order_id.starts_with(machine::CLIENT_ID_PREFIX) {
+            i.stats.foreign.fetch_add(1, Relaxed);
+            return;
+        }
+        let venue_id = u.order_id.to_string();
+        let mut events = vec![OrderEvent::Accepted { venue_id }];
+        match u.execution_type.as_str() {
+            "NEW" => {}
+            "TRADE" => events.push(OrderEvent::Fill(Execution {
+                trade_id: u.trade_id.to_string(),
+                quantity: u.last_filled_qty,
+                price: u.last_filled_price,
+                fee: if u.commission_asset.as_deref().is_none_or(|a| a == "USDT") {
+                    u.commission
+                } else {
+                    Decimal::ZERO
+                },
+            })),
+            "CANCELED" => events.push(OrderEvent::Canceled),
+            "EXPIRED" => events.push(OrderEvent::Expired),
+            "REJECTED" => events.push(OrderEvent::Rejected {
+                code: "REJECTED".into(),
+                message: "rejected by the venue".into(),
+            }),
+            _ => {}
+        }
+        for e in events {
+            if let Err(err) = self.transition(&u.client_order_id, e, Source::Stream).await {
+                i.stats.feed_errors.fetch_add(1, Relaxed);
+                metrics::counter!(FEED_ERRORS, "kind" => "storage").increment(1);
+                tracing::error!(order = %u.client_order_id, error = %err, "order update not stored");
+            }
+        }
+    }
+
+    /// Feeds the user stream's order updates until `cancel`.
+    pub async fn run_feed(self, mut feed: mpsc::Receiver<OrderFeed>) {
+        let cancel = self.inner.cancel.clone();
+        loop {
+            tokio::select! {
+                f = feed.recv() => match f {
+                    Some(f) => self.on_feed(f).await,
+                    None => return,
+                },
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Asks the venue about an UNKNOWN order until it answers for it.
+    async fn resolve(&self, client_id: &str, symbol: &str, sent_at: i64) {
+        let i = &self.inner;
+        let mut backoff =
+            streaming::retry::exponential(i.config.resolve_first, i.config.resolve_max);
+        loop {
+            let wait = backoff.next_backoff().unwrap_or(i.config.resolve_max);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = i.cancel.cancelled() => return,
+            }
+            let q = [
+                ("symbol", symbol.to_owned()),
+                ("origClientOrderId", client_id.to_owned()),
+            ];
+            match i.rest.signed(Method::GET, "/fapi/v1/order", &q).await {
+                Ok(body) => {
+                    let Ok(v) = serde_json::from_str::<Value>(&body) else {
+                        continue;
+                    };
+                    if self
+                        .adopt(client_id, symbol, &v, Source::Reconcile)
+                        .await
+                        .is_ok()
+                    {
+                        i.stats.resolved.fetch_add(1, Relaxed);
+                        metrics::counter!(AMBIGUOUS, "resolved" => "exists").increment(1);
+                        return;
+                    }
+                }
+                Err(e) if e.code() == Some(-2013) => {
+                    let venue_now = now_ms() + i.rest.stats.time_offset_ms.load(Relaxed);
+                    let past = venue_now >= sent_at + i.config.acceptance_window.as_millis() as i64;
+                    if past
+                        && self
+                            .transition(client_id, OrderEvent::NotFound, Source::Reconcile)
+                            .await
+                            .is_ok()
+                    {
+                        i.stats.resolved.fetch_add(1, Relaxed);
+                        metrics::counter!(AMBIGUOUS, "resolved" => "never_existed").increment(1);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(order = client_id, error = %e, "order query failed; retrying")
+                }
+            }
+        }
+    }
+
+    /// Applies what a venue order query says: accepted, its trades, its final state.
+    async fn adopt(
+        &self,
+        client_id: &str,
+        symbol: &str,
+        v: &Value,
+        source: Source,
+    ) -> Result<(), LedgerError> {
+        let i = &self.inner;
+        let Some(venue_id) = v["orderId"].as_u64() else {
+            return Ok(());
+        };
+        self.transition(
+            client_id,
+            OrderEvent::Accepted {
+                venue_id: venue_id.to_string(),
+            },
+            source,
+        )
+        .await?;
+        let status = v["status"].as_str().unwrap_or("");
+        let executed: Decimal = v["executedQty"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default();
+        if executed > Decimal::ZERO {
+            let q = [
+                ("symbol", symbol.to_owned()),
+                ("orderId", venue_id.to_string()),
+            ];
+            let body = i
+                .rest
+                .signed(Method::GET, "/fapi/v1/userTrades", &q)
+                .await
+                .map_err(|e| LedgerError::Corrupt {
+                    what: "userTrades",
+                    value: e.to_string(),
+                })?;
+            let trades: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+            for t in trades {
+                let dec = |k: &str| {
+                    t[k].as_str()
+                        .and_then(|s| s.parse::<Decimal>().ok())
+                        .unwrap_or_default()
+                };
+                let fee = if t["commissionAsset"].as_str().is_none_or(|a| a == "USDT") {
+                    dec("commission")
+                } else {
+                    Decimal::ZERO
+                };
+                let Some(id) = t["id"].as_u64() else { continue };
+                self.transition(
+                    client_id,
+                    OrderEvent::Fill(Execution {
+                        trade_id: id.to_string(),
+                        quantity: dec("qty"),
+                        price: dec("price"),
+                        fee,
+                    }),
+                    source,
+                )
+                .await?;
+            }
+        }
+        let last = match status {
+            "CANCELED" => Some(OrderEvent::Canceled),
+            "EXPIRED" => Some(OrderEvent::Expired),
+            "REJECTED" => Some(OrderEvent::Rejected {
+                code: "REJECTED".into(),
+                message: "rejected by the venue".into(),
+            }),
+            _ => None,
+        };
+        if let Some(e) = last {
+            self.transition(client_id, e, source).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,449 @@
+//! Execution on the Binance simulator with its failure switches, against real
+//! PostgreSQL: each order written before it is sent and placed once; an ambiguous
+//! reply resolved by asking the venue, never by resending; every fill booked once
+//! on the sub-account's position and balance, whatever the user stream does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use database::ledger::{self, AccountKind, NewAccount};
+use database::orders::{self, OrderKind};
+use database::testing::TestDb;
+use greekstream::bus::outbox::{outbox, BusWrite};
+use greekstream::engine::execution::{ExecutionConfig, Executor, PlaceOrder};
+use greekstream::engine::prices::{PriceChain, PriceChainConfig};
+use reqwest::Method;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use simulators::binance::failures::{OrderFault, Selector, StreamFault};
+use simulators::binance::{BinanceSim, BinanceSimConfig};
+use streaming::binance::rest::{Keys, Rest};
+use streaming::binance::{run_binance, BinanceConfig, BinanceStats};
+use streaming::secret::Secret;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use trading::evaluate::LiquidationMode;
+use trading::order::OrderState;
+use trading::position::{OrderSide, Side};
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+struct Venue {
+    sim: BinanceSim,
+    db: TestDb,
+    exec: Executor,
+    rest: Rest,
+    account: String,
+    events: mpsc::Receiver<BusWrite>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Venue {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// The simulator, the Binance client feeding its user stream to the executor, and a
+/// sub-account with 10 000 USDT. Replies held back ("accepted then timeout") outlast
+/// the client's 1 s timeout.
+async fn venue() -> Venue {
+    let sim = BinanceSim::bind(
+        BinanceSimConfig {
+            hang: Duration::from_secs(3),
+            ..BinanceSimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let keys = Keys {
+        api_key: Secret::new(sim.config().api_key.clone()),
+        secret: Secret::new(sim.config().secret.clone()),
+    };
+    let db = TestDb::new().await;
+    let account = ledger::create_account(
+        &db.pool,
+        &NewAccount {
+            name: "trader".into(),
+            kind: AccountKind::User,
+            user_id: None,
+            initial_balance: d("10000"),
+            liquidation_mode: LiquidationMode::Adl30,
+            maintenance_rate: d("0.005"),
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    let cancel = CancellationToken::new();
+    let (feed_tx, feed_rx) = mpsc::channel(1024);
+    let mut cfg = BinanceConfig::new(sim.rest_url(), sim.ws_url(), keys.clone());
+    cfg.orders = Some(feed_tx);
+    cfg.positions_refresh = Duration::from_secs(3600);
+    let (tx, mut rx) = mpsc::channel(4096);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    tokio::spawn(run_binance(
+        cfg,
+        tx,
+        Arc::new(BinanceStats::default()),
+        cancel.clone(),
+    ));
+    let rest = Rest::new(&sim.rest_url(), keys, Duration::from_secs(1)).unwrap();
+    let prices = PriceChain::new(PriceChainConfig::default())
+        .with_rest(reqwest::Client::new(), &sim.rest_url());
+    let (out, events) = outbox("pms:", 10_000, 1);
+    let exec = Executor::start(
+        ExecutionConfig::default(),
+        db.pool.clone(),
+        rest.clone(),
+        prices,
+        None,
+        out,
+        None,
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(exec.clone().run_feed(feed_rx));
+    // The user stream must be up before orders, or their updates precede it.
+    simulators::testkit::wait_for("the user stream", Duration::from_secs(10), || {
+        sim.listen_key().is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Venue {
+        sim,
+        db,
+        exec,
+        rest,
+        account,
+        events,
+        cancel,
+    }
+}
+
+fn market(account: &str, side: OrderSide, q: &str) -> PlaceOrder {
+    PlaceOrder {
+        sub_account_id: account.into(),
+        symbol: "BTCUSDT".into(),
+        side,
+        kind: OrderKind::Market,
+        quantity: d(q),
+        price: None,
+        leverage: d("10"),
+        reduce_only: false,
+        origin: "MANUAL".into(),
+        request_id: None,
+    }
+}
+
+impl Venue {
+    async fn order_state(&self, client_id: &str) -> (OrderState, Decimal) {
+        let o = orders::by_client_id(&self.db.pool, client_id)
+            .await
+            .unwrap()
+            .unwrap();
+        (o.order.state, o.order.filled)
+    }
+
+    async fn wait_state(&self, client_id: &str, want: OrderState, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (s, _) = self.order_state(client_id).await;
+            if s == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order {client_id} is {s:?}, not {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The venue's orders with this client id (allOrders, the venue's own record).
+    async fn venue_orders(&self, client_id: &str) -> usize {
+        let body = self
+            .rest
+            .signed(
+                Method::GET,
+                "/fapi/v1/allOrders",
+                &[("symbol", "BTCUSDT".to_owned())],
+            )
+            .await
+            .unwrap();
+        let all: Vec<Value> = serde_json::from_str(&body).unwrap();
+        all.iter()
+            .filter(|o| o["clientOrderId"] == client_id)
+            .count()
+    }
+
+    async fn executions(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM trade_executions")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    fn events(&mut self) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        while let Ok(w) = self.events.try_recv() {
+            if let BusWrite::Publish { channel, payload } = w {
+                out.push((
+                    channel.rsplit(':').next().unwrap().to_owned(),
+                    serde_json::from_str(&payload).unwrap(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_market_order_is_written_placed_filled_and_booked_once() {
+    let mut v = venue().await;
+    let o = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap();
+    assert_eq!(o.order.state, OrderState::Submitted);
+    assert!(o.order.venue_id.is_some());
+    v.wait_state(
+        &o.client_order_id,
+        OrderState::Filled,
+        Duration::from_secs(10),
+    )
+    .await;
+    let pos = ledger::open_positions(&v.db.pool, Some(&v.account))
+        .await
+        .unwrap();
+    assert_eq!(pos.len(), 1);
+    assert_eq!(
+        (pos[0].position.side, pos[0].position.quantity),
+        (Side::Long, d("0.002"))
+    );
+    let balance = ledger::account(&v.db.pool, &v.account)
+        .await
+        .unwrap()
+        .unwrap()
+        .current_balance;
+    assert!(balance < d("10000"), "the taker fee was charged: {balance}");
+    assert_eq!(v.venue_orders(&o.client_order_id).await, 1);
+    let events = v.events();
+    let filled: Vec<_> = events.iter().filter(|(k, _)| k == "order_filled").collect();
+    assert!(!filled.is_empty());
+    assert_eq!(filled[0].1["subAccountId"], v.account.as_str());
+    assert!(events
+        .iter()
+        .any(|(k, e)| k == "position_updated" && e["side"] == "LONG"));
+    let sources: Vec<String> =
+        sqlx::query_scalar("SELECT source || ':' || event FROM order_events ORDER BY id")
+            .fetch_all(&v.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        sources[0], "ENGINE:Sent",
+        "written before it was sent: {sources:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_then_timeout_and_accepted_then_503_are_adopted_not_resent() {
+    let v = venue().await;
+    for fault in [
+        OrderFault::AcceptThenTimeout,
+        OrderFault::AcceptThen503,
+        OrderFault::AcceptThen1007,
+    ] {
+        v.sim.order_fault(fault, Selector::Next(1));
+        // The stream stays silent about it: only asking the venue can resolve it.
+        v.sim.stream_fault(StreamFault::Drop, Selector::Next(1));
+        let before = v
+            .exec
+            .stats()
+            .ambiguous
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let o = v
+            .exec
+            .place(market(&v.account, OrderSide::Buy, "0.002"))
+            .await
+            .unwrap();
+        assert_eq!(
+            o.order.state,
+            OrderState::Unknown,
+            "{fault:?}: an ambiguous reply is unknown, not failed"
+        );
+        assert_eq!(
+            v.exec
+                .stats()
+                .ambiguous
+                .load(std::sync::atomic::Ordering::Relaxed),
+            before + 1
+        );
+        v.wait_state(
+            &o.client_order_id,
+            OrderState::Filled,
+            Duration::from_secs(15),
+        )
+        .await;
+        assert_eq!(
+            v.venue_orders(&o.client_order_id).await,
+            1,
+            "{fault:?}: placed once"
+        );
+    }
+    // Three fills, each booked once, from the venue's own trade records.
+    assert_eq!(v.executions().await, 3);
+    let pos = ledger::open_positions(&v.db.pool, Some(&v.account))
+        .await
+        .unwrap();
+    assert_eq!(pos[0].position.quantity, d("0.006"));
+    let resolved = v
+        .exec
+        .stats()
+        .resolved
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(resolved, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_reply_the_stream_answers_first_is_booked_once() {
+    let v = venue().await;
+    v.sim
+        .order_fault(OrderFault::AcceptThenTimeout, Selector::Next(1));
+    let o = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap();
+    // The fill came on the stream while the reply hung: filled, or unknown; never rejected.
+    assert!(
+        matches!(o.order.state, OrderState::Unknown | OrderState::Filled),
+        "{:?}",
+        o.order.state
+    );
+    v.wait_state(
+        &o.client_order_id,
+        OrderState::Filled,
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(v.executions().await, 1);
+    assert_eq!(v.venue_orders(&o.client_order_id).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_lost_before_the_venue_is_rejected_once_the_venue_says_it_never_existed() {
+    let v = venue().await;
+    v.sim
+        .order_fault(OrderFault::RejectBeforeEngine, Selector::Next(1));
+    let o = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap();
+    assert_eq!(o.order.state, OrderState::Unknown);
+    // Not before the request could no longer be accepted (timestamp + receive window).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        v.order_state(&o.client_order_id).await.0,
+        OrderState::Unknown
+    );
+    v.wait_state(
+        &o.client_order_id,
+        OrderState::Rejected,
+        Duration::from_secs(15),
+    )
+    .await;
+    let row = orders::by_client_id(&v.db.pool, &o.client_order_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.order.reject_code.as_deref(), Some("NOT_FOUND"));
+    assert_eq!(v.venue_orders(&o.client_order_id).await, 0);
+    assert_eq!(v.executions().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_delayed_and_reordered_stream_events_book_each_fill_once() {
+    let v = venue().await;
+    let faults = [
+        StreamFault::Duplicate,
+        StreamFault::Delay(Duration::from_millis(500)),
+        StreamFault::Reorder,
+    ];
+    let mut ids = Vec::new();
+    for f in faults {
+        v.sim.stream_fault(f, Selector::Next(1));
+        let o = v
+            .exec
+            .place(market(&v.account, OrderSide::Buy, "0.002"))
+            .await
+            .unwrap();
+        ids.push(o.client_order_id);
+    }
+    for id in &ids {
+        v.wait_state(id, OrderState::Filled, Duration::from_secs(10))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(v.executions().await, 3);
+    let balance = ledger::account(&v.db.pool, &v.account)
+        .await
+        .unwrap()
+        .unwrap()
+        .current_balance;
+    let fees: Decimal = sqlx::query_scalar("SELECT sum(fee) FROM trade_executions")
+        .fetch_one(&v.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(balance, d("10000") - fees, "each fee charged once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_order_is_neither_written_nor_sent() {
+    let v = venue().await;
+    // 0.01 BTC is ~600 USDT: over the default 200 per trade.
+    let e = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.01"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "MAX_NOTIONAL_EXCEEDED");
+    let e = v
+        .exec
+        .place(market(
+            "00000000-0000-0000-0000-000000000000",
+            OrderSide::Buy,
+            "0.002",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "ACCOUNT_NOT_FOUND");
+    let mut bad = market(&v.account, OrderSide::Buy, "0.002");
+    bad.symbol = "NOPEUSDT".into();
+    assert_eq!(
+        v.exec.place(bad).await.unwrap_err().code(),
+        "INVALID_SYMBOL"
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&v.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    let body = v
+        .rest
+        .signed(
+            Method::GET,
+            "/fapi/v1/allOrders",
+            &[("symbol", "BTCUSDT".to_owned())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 0);
+}
