@@ -181,6 +181,19 @@ impl Venue {
             .count()
     }
 
+    async fn venue_orders_all(&self) -> usize {
+        let body = self
+            .rest
+            .signed(
+                Method::GET,
+                "/fapi/v1/allOrders",
+                &[("symbol", "BTCUSDT".to_owned())],
+            )
+            .await
+            .unwrap();
+        serde_json::from_str::<Vec<Value>>(&body).unwrap().len()
+    }
+
     async fn executions(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM trade_executions")
             .fetch_one(&self.db.pool)
@@ -446,4 +459,163 @@ async fn a_refused_order_is_neither_written_nor_sent() {
         .await
         .unwrap();
     assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 0);
+}
+
+fn limit(account: &str, side: OrderSide, q: &str, price: Decimal) -> PlaceOrder {
+    PlaceOrder {
+        kind: OrderKind::Limit,
+        price: Some(price),
+        ..market(account, side, q)
+    }
+}
+
+/// A buy price 3 % under the mark, on the tick: rests on the book.
+fn resting_bid(v: &Venue) -> Decimal {
+    (v.sim.mark("BTCUSDT").unwrap() * d("0.97")).round_dp(1)
+}
+
+async fn second_account(v: &Venue) -> String {
+    ledger::create_account(
+        &v.db.pool,
+        &NewAccount {
+            name: "other".into(),
+            kind: AccountKind::Bot,
+            user_id: None,
+            initial_balance: d("10000"),
+            liquidation_mode: LiquidationMode::Adl30,
+            maintenance_rate: d("0.005"),
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+async fn venue_open_orders(v: &Venue) -> Vec<String> {
+    let body = v
+        .rest
+        .signed(
+            Method::GET,
+            "/fapi/v1/openOrders",
+            &[("symbol", "BTCUSDT".to_owned())],
+        )
+        .await
+        .unwrap();
+    let all: Vec<Value> = serde_json::from_str(&body).unwrap();
+    all.iter()
+        .map(|o| o["clientOrderId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_all_cancels_only_the_requesting_accounts_orders() {
+    let mut v = venue().await;
+    let other = second_account(&v).await;
+    let px = resting_bid(&v);
+    let mine = v
+        .exec
+        .place(limit(&v.account, OrderSide::Buy, "0.002", px))
+        .await
+        .unwrap();
+    let theirs = v
+        .exec
+        .place(limit(&other, OrderSide::Buy, "0.002", px))
+        .await
+        .unwrap();
+    assert_eq!(mine.order.state, OrderState::Submitted);
+    let done = v.exec.cancel_all(&v.account, None).await.unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].order.state, OrderState::Canceled);
+    assert_eq!(
+        venue_open_orders(&v).await,
+        vec![theirs.client_order_id.clone()]
+    );
+    assert_eq!(
+        v.order_state(&theirs.client_order_id).await.0,
+        OrderState::Submitted
+    );
+    assert!(v
+        .events()
+        .iter()
+        .any(|(k, e)| k == "order_cancelled" && e["orderId"] == mine.id.as_str()));
+    // A second cancel of the same order says so; someone else's order is not found.
+    let e = v.exec.cancel(&v.account, &mine.id).await.unwrap_err();
+    assert_eq!(e.code(), "ORDER_NOT_OPEN");
+    let e = v.exec.cancel(&v.account, &theirs.id).await.unwrap_err();
+    assert_eq!(e.code(), "ORDER_NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_goes_to_the_venue_when_it_holds_the_position_and_is_virtual_when_it_does_not() {
+    let v = venue().await;
+    let o = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap();
+    v.wait_state(
+        &o.client_order_id,
+        OrderState::Filled,
+        Duration::from_secs(10),
+    )
+    .await;
+    let pos = ledger::open_positions(&v.db.pool, Some(&v.account))
+        .await
+        .unwrap();
+    let closed = v.exec.close(&v.account, &pos[0].id).await.unwrap();
+    let greekstream::engine::closing::Closed::Order(row) = closed else {
+        panic!("the venue holds it: {closed:?}")
+    };
+    v.wait_state(
+        &row.client_order_id,
+        OrderState::Filled,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(ledger::open_positions(&v.db.pool, Some(&v.account))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Open again, then the exchange loses the position behind our back.
+    let o = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap();
+    v.wait_state(
+        &o.client_order_id,
+        OrderState::Filled,
+        Duration::from_secs(10),
+    )
+    .await;
+    v.sim.set_position_quietly("BTCUSDT", Decimal::ZERO);
+    let pos = ledger::open_positions(&v.db.pool, Some(&v.account))
+        .await
+        .unwrap();
+    let before = v.venue_orders_all().await;
+    let closed = v.exec.close(&v.account, &pos[0].id).await.unwrap();
+    assert!(
+        matches!(closed, greekstream::engine::closing::Closed::Virtual { .. }),
+        "{closed:?}"
+    );
+    assert_eq!(v.venue_orders_all().await, before, "nothing sent");
+    assert!(ledger::open_positions(&v.db.pool, Some(&v.account))
+        .await
+        .unwrap()
+        .is_empty());
+    let action: String =
+        sqlx::query_scalar("SELECT action FROM trade_executions WHERE type = 'VIRTUAL'")
+            .fetch_one(&v.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(action, "DESYNC_CLOSE");
+    assert_eq!(
+        v.exec
+            .close(&v.account, &pos[0].id)
+            .await
+            .unwrap_err()
+            .code(),
+        "POSITION_NOT_FOUND"
+    );
 }

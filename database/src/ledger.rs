@@ -232,6 +232,33 @@ pub async fn open_positions(
         .collect()
 }
 
+/// One open position, if it belongs to `account`.
+pub async fn open_position_of(
+    pool: &PgPool,
+    account: &str,
+    position_id: &str,
+) -> Result<Option<PositionRow>, LedgerError> {
+    if !is_uuid(position_id) {
+        return Ok(None);
+    }
+    Ok(open_positions(pool, Some(account))
+        .await?
+        .into_iter()
+        .find(|p| p.id == position_id))
+}
+
+/// Σ of every sub-account's open position in `symbol`, signed (long positive): what
+/// the exchange's net position should be.
+pub async fn book_net(pool: &PgPool, symbol: &str) -> Result<Decimal, LedgerError> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(sum(CASE side WHEN 'LONG' THEN quantity ELSE -quantity END), 0)
+           FROM virtual_positions WHERE symbol = $1 AND status = 'OPEN'",
+    )
+    .bind(symbol)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// The account as the risk loop watches it; `None` when it does not exist.
 pub async fn watched(pool: &PgPool, id: &str) -> Result<Option<Account>, LedgerError> {
     let Some(a) = account(pool, id).await? else {

@@ -217,6 +217,47 @@ pub async fn open_orders(pool: &PgPool) -> Result<Vec<OrderRow>, LedgerError> {
     rows.iter().map(row).collect()
 }
 
+/// One sub-account's orders not in a final state, in `symbol` or all.
+pub async fn open_orders_of(
+    pool: &PgPool,
+    account: &str,
+    symbol: Option<&str>,
+) -> Result<Vec<OrderRow>, LedgerError> {
+    if !is_uuid(account) {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM orders o
+          WHERE o.sub_account_id = $1::uuid AND ($2::text IS NULL OR o.symbol = $2)
+            AND o.state IN ('SUBMITTED', 'UNKNOWN', 'PARTIALLY_FILLED')
+          ORDER BY o.created_at"
+    ))
+    .bind(account)
+    .bind(symbol)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(row).collect()
+}
+
+/// The order `id` if it belongs to `account`.
+pub async fn of_account(
+    pool: &PgPool,
+    account: &str,
+    id: &str,
+) -> Result<Option<OrderRow>, LedgerError> {
+    if !is_uuid(account) || !is_uuid(id) {
+        return Ok(None);
+    }
+    let r = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM orders o WHERE o.id = $1::uuid AND o.sub_account_id = $2::uuid"
+    ))
+    .bind(id)
+    .bind(account)
+    .fetch_optional(pool)
+    .await?;
+    r.as_ref().map(row).transpose()
+}
+
 /// Writes what the machine made of `event` on order `id`, and the event row.
 pub async fn record(
     tx: &mut PgConnection,

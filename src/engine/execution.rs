@@ -130,24 +130,25 @@ pub struct ExecutionStats {
     pub duplicates: AtomicU64,
     pub feed_errors: AtomicU64,
     pub foreign: AtomicU64,
+    pub desync_closes: AtomicU64,
 }
 
 #[derive(Clone)]
 pub struct Executor {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: ExecutionConfig,
-    pool: PgPool,
-    rest: Rest,
-    prices: PriceChain,
-    stream: Option<Arc<Prices>>,
-    filters: HashMap<String, VenueFilters>,
-    outbox: Outbox,
-    risk: Option<mpsc::Sender<RiskInput>>,
-    stats: Arc<ExecutionStats>,
-    cancel: CancellationToken,
+pub(super) struct Inner {
+    pub(super) config: ExecutionConfig,
+    pub(super) pool: PgPool,
+    pub(super) rest: Rest,
+    pub(super) prices: PriceChain,
+    pub(super) stream: Option<Arc<Prices>>,
+    pub(super) filters: HashMap<String, VenueFilters>,
+    pub(super) outbox: Outbox,
+    pub(super) risk: Option<mpsc::Sender<RiskInput>>,
+    pub(super) stats: Arc<ExecutionStats>,
+    pub(super) cancel: CancellationToken,
 }
 
 impl std::fmt::Debug for Executor {
@@ -295,6 +296,17 @@ impl Executor {
     /// reply: SUBMITTED (accepted), UNKNOWN (being resolved), or REJECTED with the
     /// venue's code. `Err` means nothing was written or sent.
     pub async fn place(&self, p: PlaceOrder) -> Result<OrderRow, PlaceError> {
+        self.place_with(p, None).await
+    }
+
+    /// [`Executor::place`]; `venue_reduce_only` overrides whether the venue sees
+    /// `reduceOnly` (a close knows from its plan; otherwise a reduce-only request is
+    /// reduce-only on the venue only when the exchange's net position covers it).
+    pub(super) async fn place_with(
+        &self,
+        p: PlaceOrder,
+        venue_reduce_only: Option<bool>,
+    ) -> Result<OrderRow, PlaceError> {
         let i = &self.inner;
         let symbol = p.symbol.to_ascii_uppercase();
         let filters = i
@@ -321,6 +333,11 @@ impl Executor {
                 .and_then(|e| e.mark)
         };
         let symbols: Vec<_> = account.positions.iter().map(|p| p.symbol.clone()).collect();
+        let here = account
+            .positions
+            .iter()
+            .find(|q| *q.symbol == *symbol)
+            .map(|q| q.position.signed());
         let view =
             Prepared::new(account).view(|k| stream_mark(&symbols[k]), &symbol, Decimal::ZERO);
         let approved = check_view(
@@ -370,7 +387,19 @@ impl Executor {
             params.push(("price", px.normalize().to_string()));
             params.push(("timeInForce", "GTC".to_owned()));
         }
-        if req.reduce_only {
+        let venue_reduce = match (venue_reduce_only, req.reduce_only, here) {
+            (Some(r), _, _) => r,
+            (None, true, Some(v)) => match self.exchange_net(&symbol).await {
+                Ok(e) => {
+                    e.is_sign_positive() == v.is_sign_positive()
+                        && e.abs() >= req.quantity
+                        && !e.is_zero()
+                }
+                Err(_) => false,
+            },
+            (None, _, _) => false,
+        };
+        if venue_reduce {
             params.push(("reduceOnly", "true".to_owned()));
         }
         let wire = match i.rest.signed(Method::POST, "/fapi/v1/order", &params).await {
@@ -410,6 +439,24 @@ impl Executor {
 
     /// Applies `event` to the order with `client_id` in one transaction, booking a new
     /// fill with it; publishes what changed. `Ok(None)`: no such order of ours.
+    pub(super) async fn apply_event(
+        &self,
+        client_id: &str,
+        event: OrderEvent,
+        source: Source,
+    ) -> Result<Option<OrderRow>, LedgerError> {
+        self.transition(client_id, event, source).await
+    }
+
+    pub(super) async fn adopt_reply(
+        &self,
+        client_id: &str,
+        symbol: &str,
+        v: &Value,
+    ) -> Result<(), LedgerError> {
+        self.adopt(client_id, symbol, v, Source::Reconcile).await
+    }
+
     async fn transition(
         &self,
         client_id: &str,

@@ -13,6 +13,7 @@
 
 pub mod account;
 pub mod balance;
+pub mod close;
 pub mod evaluate;
 pub mod monitor;
 pub mod order;
