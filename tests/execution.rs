@@ -619,3 +619,43 @@ async fn a_close_goes_to_the_venue_when_it_holds_the_position_and_is_virtual_whe
         "POSITION_NOT_FOUND"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_clock_six_seconds_off_orders_that_open_are_refused_and_closes_go() {
+    let v = venue().await;
+    let o = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap();
+    v.wait_state(
+        &o.client_order_id,
+        OrderState::Filled,
+        Duration::from_secs(10),
+    )
+    .await;
+    v.sim.set_clock_offset(6_000);
+    let offset = v.exec.sync_clock().await.unwrap();
+    assert!(offset > 5_000, "{offset}");
+    let e = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "CLOCK_DRIFT");
+    let pos = ledger::open_positions(&v.db.pool, Some(&v.account))
+        .await
+        .unwrap();
+    let closed = v.exec.close(&v.account, &pos[0].id).await.unwrap();
+    assert!(
+        matches!(closed, greekstream::engine::closing::Closed::Order(_)),
+        "{closed:?}"
+    );
+    // Back in line: opening orders go again.
+    v.sim.set_clock_offset(0);
+    v.exec.sync_clock().await.unwrap();
+    v.exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap();
+}

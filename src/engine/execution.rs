@@ -17,7 +17,7 @@
 //! After the commit the gateway hears of it and the risk loop gets the new book.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +48,7 @@ pub const ORDERS: &str = "greekstream_orders_total";
 pub const AMBIGUOUS: &str = "greekstream_orders_ambiguous_total";
 pub const FILLS: &str = "greekstream_fills_booked_total";
 pub const FEED_ERRORS: &str = "greekstream_order_feed_errors_total";
+pub const TIME_DRIFT: &str = "greekstream_time_drift_seconds";
 
 /// An order a sub-account asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +76,8 @@ pub enum PlaceError {
     Price(PriceError),
     #[error("Unknown symbol {0}")]
     UnknownSymbol(String),
+    #[error("The clock is {drift_ms} ms off the venue's (limit {limit_ms} ms): only orders that reduce are taken")]
+    ClockDrift { drift_ms: i64, limit_ms: i64 },
     #[error("{0}")]
     Storage(LedgerError),
 }
@@ -86,6 +89,7 @@ impl PlaceError {
             PlaceError::Refused(r) => r.code(),
             PlaceError::Price(p) => p.code(),
             PlaceError::UnknownSymbol(_) => "INVALID_SYMBOL",
+            PlaceError::ClockDrift { .. } => "CLOCK_DRIFT",
             PlaceError::Storage(e) => e.code(),
         }
     }
@@ -108,6 +112,12 @@ pub struct ExecutionConfig {
     /// The resolver's first and longest waits between queries.
     pub resolve_first: Duration,
     pub resolve_max: Duration,
+    /// How often the venue's clock is measured.
+    pub clock_every: Duration,
+    /// A drift over this is logged as a warning.
+    pub drift_warn: Duration,
+    /// A drift over this refuses orders that open (reducing ones still go).
+    pub drift_block: Duration,
 }
 
 impl Default for ExecutionConfig {
@@ -116,6 +126,9 @@ impl Default for ExecutionConfig {
             acceptance_window: Duration::from_millis(RECV_WINDOW_MS + 1_000),
             resolve_first: Duration::from_millis(200),
             resolve_max: Duration::from_secs(5),
+            clock_every: Duration::from_secs(60),
+            drift_warn: Duration::from_secs(1),
+            drift_block: Duration::from_secs(5),
         }
     }
 }
@@ -131,6 +144,8 @@ pub struct ExecutionStats {
     pub feed_errors: AtomicU64,
     pub foreign: AtomicU64,
     pub desync_closes: AtomicU64,
+    /// The last measured |venue clock − ours|, in ms.
+    pub drift_ms: AtomicI64,
 }
 
 #[derive(Clone)]
@@ -248,6 +263,7 @@ impl Executor {
         metrics::counter!(AMBIGUOUS).increment(0);
         metrics::counter!(FILLS).increment(0);
         metrics::counter!(FEED_ERRORS).increment(0);
+        metrics::gauge!(TIME_DRIFT).set(0.0);
         let filters = rest
             .exchange_info()
             .await?
@@ -308,6 +324,11 @@ impl Executor {
         venue_reduce_only: Option<bool>,
     ) -> Result<OrderRow, PlaceError> {
         let i = &self.inner;
+        let drift_ms = i.stats.drift_ms.load(Relaxed);
+        let limit_ms = i.config.drift_block.as_millis() as i64;
+        if drift_ms > limit_ms && !p.reduce_only {
+            return Err(PlaceError::ClockDrift { drift_ms, limit_ms });
+        }
         let symbol = p.symbol.to_ascii_uppercase();
         let filters = i
             .filters
@@ -594,6 +615,39 @@ impl Executor {
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "risk loop not told of a fill"),
+            }
+        }
+    }
+
+    /// Measures the venue's clock now: the offset signs requests, the drift gates
+    /// opening orders.
+    pub async fn sync_clock(&self) -> Result<i64, RestError> {
+        let i = &self.inner;
+        let offset = i.rest.sync_time().await?;
+        let drift = offset.abs();
+        i.stats.drift_ms.store(drift, Relaxed);
+        metrics::gauge!(TIME_DRIFT).set(drift as f64 / 1000.0);
+        if drift > i.config.drift_block.as_millis() as i64 {
+            tracing::error!(
+                drift_ms = drift,
+                "clock drift over the limit: orders that open are refused"
+            );
+        } else if drift > i.config.drift_warn.as_millis() as i64 {
+            tracing::warn!(drift_ms = drift, "clock drift");
+        }
+        Ok(offset)
+    }
+
+    /// Measures the clock every `clock_every` until cancelled.
+    pub async fn run_clock(self) {
+        let every = self.inner.config.clock_every;
+        loop {
+            if let Err(e) = self.sync_clock().await {
+                tracing::warn!(error = %e, "venue clock not measured");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.inner.cancel.cancelled() => return,
             }
         }
     }
