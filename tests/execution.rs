@@ -95,8 +95,21 @@ async fn venue() -> Venue {
     let prices = PriceChain::new(PriceChainConfig::default())
         .with_rest(reqwest::Client::new(), &sim.rest_url());
     let (out, events) = outbox("pms:", 10_000, 1);
+    // The simulator's own positions belong to no sub-account.
+    let house = [
+        ("BTCUSDT", "0.5"),
+        ("ETHUSDT", "-4"),
+        ("BTCUSDT_261225", "-0.2"),
+    ]
+    .into_iter()
+    .map(|(s, q)| (s.to_owned(), d(q)))
+    .collect();
     let exec = Executor::start(
-        ExecutionConfig::default(),
+        ExecutionConfig {
+            house,
+            fill_debounce: Duration::ZERO,
+            ..ExecutionConfig::default()
+        },
         db.pool.clone(),
         rest.clone(),
         prices,
@@ -658,4 +671,125 @@ async fn with_the_clock_six_seconds_off_orders_that_open_are_refused_and_closes_
         .place(market(&v.account, OrderSide::Buy, "0.002"))
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_books_what_the_stream_missed_and_cancels_only_our_orphans() {
+    let v = venue().await;
+    // A fill the stream never delivers.
+    v.sim.stream_fault(StreamFault::Drop, Selector::Next(1));
+    let o = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap();
+    assert_eq!(o.order.state, OrderState::Submitted);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        v.order_state(&o.client_order_id).await.0,
+        OrderState::Submitted
+    );
+    // An orphan of ours (a client id with our prefix the book does not know) and a
+    // foreign order, both resting on the venue.
+    let px = resting_bid(&v).to_string();
+    for cid in ["gs00000000000000000000000000000001", "manual-1"] {
+        v.rest
+            .signed(
+                Method::POST,
+                "/fapi/v1/order",
+                &[
+                    ("symbol", "BTCUSDT".to_owned()),
+                    ("side", "BUY".to_owned()),
+                    ("type", "LIMIT".to_owned()),
+                    ("timeInForce", "GTC".to_owned()),
+                    ("quantity", "0.002".to_owned()),
+                    ("price", px.clone()),
+                    ("newClientOrderId", cid.to_owned()),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let r = v.exec.reconcile().await.unwrap();
+    assert_eq!((r.orphans_cancelled, r.foreign_orders), (1, 1), "{r:?}");
+    assert_eq!(venue_open_orders(&v).await, vec!["manual-1".to_owned()]);
+    assert_eq!(
+        v.order_state(&o.client_order_id).await,
+        (OrderState::Filled, d("0.002"))
+    );
+    assert_eq!(v.executions().await, 1);
+    assert!(r.desynced.is_empty(), "{r:?}");
+    // Again: nothing more to do, nothing booked twice.
+    let again = v.exec.reconcile().await.unwrap();
+    assert_eq!(
+        (
+            again.orders_changed,
+            again.orphans_cancelled,
+            again.virtual_closes
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(v.executions().await, 1);
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM reconciliation_log ORDER BY id")
+        .fetch_all(&v.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        kinds.contains(&"ORPHAN_CANCELLED".to_owned())
+            && kinds.contains(&"ORDER_UPDATED".to_owned()),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desynced_symbol_refuses_opening_orders_and_a_flat_exchange_closes_the_book() {
+    let v = venue().await;
+    let o = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap();
+    v.wait_state(
+        &o.client_order_id,
+        OrderState::Filled,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(v.exec.reconcile().await.unwrap().desynced.is_empty());
+    // Someone trades 0.003 on the shared account behind the engine's back.
+    v.sim.set_position_quietly("BTCUSDT", d("0.505"));
+    let r = v.exec.reconcile().await.unwrap();
+    assert_eq!(
+        r.desynced,
+        vec![("BTCUSDT".to_owned(), d("0.005"), d("0.002"))]
+    );
+    let e = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "SYMBOL_DESYNC");
+    // Put right: in sync again, orders go.
+    v.sim.set_position_quietly("BTCUSDT", d("0.502"));
+    assert!(v.exec.reconcile().await.unwrap().desynced.is_empty());
+    v.exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The exchange loses everything but the house's: the book is closed virtually
+    // at the last fill price.
+    v.sim.set_position_quietly("BTCUSDT", d("0.5"));
+    let r = v.exec.reconcile().await.unwrap();
+    assert_eq!(r.virtual_closes, 1, "{r:?}");
+    assert!(ledger::open_positions(&v.db.pool, Some(&v.account))
+        .await
+        .unwrap()
+        .is_empty());
+    let reason: String =
+        sqlx::query_scalar("SELECT action FROM trade_executions WHERE type = 'VIRTUAL'")
+            .fetch_one(&v.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(reason, "RECONCILE");
 }

@@ -259,6 +259,27 @@ pub async fn book_net(pool: &PgPool, symbol: &str) -> Result<Decimal, LedgerErro
     .await?)
 }
 
+/// The symbols with open positions, and each one's open positions.
+pub async fn open_symbols(pool: &PgPool) -> Result<Vec<String>, LedgerError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT symbol FROM virtual_positions WHERE status = 'OPEN' ORDER BY symbol",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The price of the latest venue fill in `symbol`, if any.
+pub async fn last_fill_price(pool: &PgPool, symbol: &str) -> Result<Option<Decimal>, LedgerError> {
+    Ok(sqlx::query_scalar(
+        "SELECT price FROM trade_executions
+          WHERE symbol = $1 AND exchange_trade_id IS NOT NULL
+          ORDER BY timestamp DESC LIMIT 1",
+    )
+    .bind(symbol)
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// The account as the risk loop watches it; `None` when it does not exist.
 pub async fn watched(pool: &PgPool, id: &str) -> Result<Option<Account>, LedgerError> {
     let Some(a) = account(pool, id).await? else {

@@ -288,3 +288,33 @@ pub async fn record(
     .await?;
     Ok(())
 }
+
+/// Orders not in a final state created within `hours`, oldest first.
+pub async fn open_orders_since(pool: &PgPool, hours: i64) -> Result<Vec<OrderRow>, LedgerError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM orders o
+          WHERE o.state IN ('NEW', 'SUBMITTED', 'UNKNOWN', 'PARTIALLY_FILLED')
+            AND o.created_at > now() - make_interval(hours => $1::int)
+          ORDER BY o.created_at"
+    ))
+    .bind(hours as i32)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(row).collect()
+}
+
+/// One reconciliation action, for operators.
+pub async fn log_reconciliation(
+    pool: &PgPool,
+    kind: &str,
+    symbol: Option<&str>,
+    detail: Value,
+) -> Result<(), LedgerError> {
+    sqlx::query("INSERT INTO reconciliation_log (kind, symbol, detail) VALUES ($1, $2, $3)")
+        .bind(kind)
+        .bind(symbol)
+        .bind(detail)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -172,46 +172,63 @@ impl Executor {
                 metrics::counter!(DESYNC_CLOSES).increment(1);
                 tracing::warn!(account, position = position_id, symbol = %p.symbol, %exchange, %book,
                     "the exchange does not hold this position: closed virtually");
-                let booked = ledger::book_fill(
-                    &i.pool,
-                    &FillBooking {
-                        sub_account_id: account.to_owned(),
-                        symbol: p.symbol.clone(),
-                        fill: Fill {
-                            side,
-                            quantity: p.position.quantity,
-                            price,
-                            leverage: p.position.leverage,
-                        },
-                        fee: Decimal::ZERO,
-                        exchange_order_id: None,
-                        client_order_id: None,
-                        exchange_trade_id: None,
-                        order_type: "VIRTUAL".into(),
-                        origin: "MANUAL".into(),
-                        close_action: "DESYNC_CLOSE".into(),
-                        babysitter_excluded: p.babysitter_excluded,
-                    },
-                )
-                .await?;
-                if let ledger::Booked::Applied(a) = booked {
-                    i.outbox.event(
-                        "position_closed",
-                        json!({"subAccountId": account, "positionId": position_id, "symbol": p.symbol,
-                               "side": p.position.side.as_str(), "realizedPnl": super::risk_loop::num(a.outcome.realized),
-                               "newBalance": super::risk_loop::num(a.balance), "reason": "DESYNC_CLOSE"}),
-                        chrono::Utc::now().timestamp_millis(),
-                    );
-                    i.stats.desync_closes.fetch_add(1, Relaxed);
-                }
-                if let (Some(risk), Ok(Some(acc))) =
-                    (&i.risk, ledger::watched(&i.pool, account).await)
-                {
-                    let _ = risk.send(RiskInput::Book(acc)).await;
-                }
+                self.close_virtually(&p, price, "DESYNC_CLOSE").await?;
                 Ok(Closed::Virtual { price })
             }
         }
+    }
+
+    /// Closes `p` in the book only, at `price`, as `reason` (`DESYNC_CLOSE`,
+    /// `RECONCILE`): no order reaches the venue.
+    pub(super) async fn close_virtually(
+        &self,
+        p: &ledger::PositionRow,
+        price: Decimal,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
+        let i = &self.inner;
+        let side = match p.position.side {
+            Side::Long => OrderSide::Sell,
+            Side::Short => OrderSide::Buy,
+        };
+        let booked = ledger::book_fill(
+            &i.pool,
+            &FillBooking {
+                sub_account_id: p.sub_account_id.clone(),
+                symbol: p.symbol.clone(),
+                fill: Fill {
+                    side,
+                    quantity: p.position.quantity,
+                    price,
+                    leverage: p.position.leverage,
+                },
+                fee: Decimal::ZERO,
+                exchange_order_id: None,
+                client_order_id: None,
+                exchange_trade_id: None,
+                order_type: "VIRTUAL".into(),
+                origin: "MANUAL".into(),
+                close_action: reason.to_owned(),
+                babysitter_excluded: p.babysitter_excluded,
+            },
+        )
+        .await?;
+        if let ledger::Booked::Applied(a) = booked {
+            i.outbox.event(
+                "position_closed",
+                json!({"subAccountId": p.sub_account_id, "positionId": p.id, "symbol": p.symbol,
+                       "side": p.position.side.as_str(), "realizedPnl": super::risk_loop::num(a.outcome.realized),
+                       "newBalance": super::risk_loop::num(a.balance), "reason": reason}),
+                chrono::Utc::now().timestamp_millis(),
+            );
+            i.stats.desync_closes.fetch_add(1, Relaxed);
+        }
+        if let (Some(risk), Ok(Some(acc))) =
+            (&i.risk, ledger::watched(&i.pool, &p.sub_account_id).await)
+        {
+            let _ = risk.send(RiskInput::Book(acc)).await;
+        }
+        Ok(())
     }
 
     /// Closes every open position of `account`.

@@ -76,6 +76,8 @@ pub enum PlaceError {
     Price(PriceError),
     #[error("Unknown symbol {0}")]
     UnknownSymbol(String),
+    #[error("{0}: the exchange position disagrees with the sub-accounts'; only orders that reduce are taken until it is reconciled")]
+    SymbolDesync(String),
     #[error("The clock is {drift_ms} ms off the venue's (limit {limit_ms} ms): only orders that reduce are taken")]
     ClockDrift { drift_ms: i64, limit_ms: i64 },
     #[error("{0}")]
@@ -90,6 +92,7 @@ impl PlaceError {
             PlaceError::Price(p) => p.code(),
             PlaceError::UnknownSymbol(_) => "INVALID_SYMBOL",
             PlaceError::ClockDrift { .. } => "CLOCK_DRIFT",
+            PlaceError::SymbolDesync(_) => "SYMBOL_DESYNC",
             PlaceError::Storage(e) => e.code(),
         }
     }
@@ -118,6 +121,14 @@ pub struct ExecutionConfig {
     pub drift_warn: Duration,
     /// A drift over this refuses orders that open (reducing ones still go).
     pub drift_block: Duration,
+    /// Positions on the shared exchange account that belong to no sub-account (set by
+    /// the operator): reconciliation compares the exchange minus these with the book.
+    pub house: HashMap<String, Decimal>,
+    /// How often reconciliation runs (also after every user-stream reconnect).
+    pub reconcile_every: Duration,
+    /// A symbol filled this recently is not judged for desync: its fill may still be
+    /// on its way to the book.
+    pub fill_debounce: Duration,
 }
 
 impl Default for ExecutionConfig {
@@ -129,6 +140,9 @@ impl Default for ExecutionConfig {
             clock_every: Duration::from_secs(60),
             drift_warn: Duration::from_secs(1),
             drift_block: Duration::from_secs(5),
+            house: HashMap::new(),
+            reconcile_every: Duration::from_secs(60),
+            fill_debounce: Duration::from_secs(5),
         }
     }
 }
@@ -164,6 +178,13 @@ pub(super) struct Inner {
     pub(super) risk: Option<mpsc::Sender<RiskInput>>,
     pub(super) stats: Arc<ExecutionStats>,
     pub(super) cancel: CancellationToken,
+    /// Symbols whose exchange position disagrees with the book: orders that open are
+    /// refused on them until reconciliation finds them in line again.
+    pub(super) blocked: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// When each symbol last had a fill booked.
+    pub(super) last_fill: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
+    /// One reconciliation at a time.
+    pub(super) reconciling: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -300,6 +321,9 @@ impl Executor {
                 risk,
                 stats: Arc::default(),
                 cancel,
+                blocked: Default::default(),
+                last_fill: Default::default(),
+                reconciling: Default::default(),
             }),
         })
     }
@@ -330,6 +354,9 @@ impl Executor {
             return Err(PlaceError::ClockDrift { drift_ms, limit_ms });
         }
         let symbol = p.symbol.to_ascii_uppercase();
+        if !p.reduce_only && i.blocked.lock().expect("blocked lock").contains(&symbol) {
+            return Err(PlaceError::SymbolDesync(symbol));
+        }
         let filters = i
             .filters
             .get(&symbol)
@@ -562,6 +589,10 @@ impl Executor {
         };
         i.stats.fills_booked.fetch_add(1, Relaxed);
         metrics::counter!(FILLS).increment(1);
+        i.last_fill
+            .lock()
+            .expect("fills lock")
+            .insert(row.symbol.clone(), tokio::time::Instant::now());
         let now = now_ms();
         i.outbox.event(
             "order_filled",
@@ -655,8 +686,15 @@ impl Executor {
     /// One user-stream message.
     pub async fn on_feed(&self, feed: OrderFeed) {
         match feed {
-            // Reconciliation after a reconnect is the reconciler's; nothing to do here.
-            OrderFeed::Opened => {}
+            // Events may have been missed while the stream was down: read them back.
+            OrderFeed::Opened => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = me.reconcile().await {
+                        tracing::warn!(error = %e, "reconciliation after a reconnect failed");
+                    }
+                });
+            }
             OrderFeed::Update { order, .. } => self.on_update(*order).await,
         }
     }
@@ -764,7 +802,7 @@ impl Executor {
     }
 
     /// Applies what a venue order query says: accepted, its trades, its final state.
-    async fn adopt(
+    pub(super) async fn adopt(
         &self,
         client_id: &str,
         symbol: &str,

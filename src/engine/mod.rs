@@ -5,6 +5,7 @@
 pub mod closing;
 pub mod execution;
 pub mod prices;
+pub mod reconcile;
 pub mod risk_loop;
 
 use std::sync::Arc;

@@ -1,0 +1,250 @@
+//! Reconciliation: the engine's book against the venue, at start-up, every minute
+//! and after every user-stream reconnect (seed 001, seed 003 §1b).
+//!
+//! 1. Every order not final (last 24 h) is asked about: its state and trades are
+//!    adopted; one the venue never had is REJECTED once it can no longer arrive.
+//! 2. Open orders on the venue that nobody here owns: ours by client-id prefix are
+//!    orphans and are cancelled; foreign ones are reported and left alone.
+//! 3. Per symbol, the venue's net position (less the operator's house positions)
+//!    against Σ of the sub-accounts' positions. Equal: in sync. The exchange flat and
+//!    the book not: every virtual position on the symbol is closed virtually at the
+//!    last fill price (the seeds' rule). Otherwise: an alarm, and orders that open are
+//!    refused on that symbol until it is in line again. A symbol with a fill in the
+//!    last few seconds is left for the next run: its fill may still be in flight.
+//!
+//! Every action is a `reconciliation_log` row and a count.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering::Relaxed;
+
+use database::ledger;
+use database::orders::{self, Source};
+use reqwest::Method;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use trading::order::{OrderEvent, OrderState, CLIENT_ID_PREFIX};
+
+use super::closing::CloseError;
+use super::execution::Executor;
+
+pub const ACTIONS: &str = "greekstream_reconciliation_actions_total";
+pub const DESYNCED: &str = "greekstream_desynced_symbols";
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub orders_checked: usize,
+    pub orders_changed: usize,
+    pub orphans_cancelled: usize,
+    pub foreign_orders: usize,
+    /// (symbol, exchange less house, book).
+    pub desynced: Vec<(String, Decimal, Decimal)>,
+    pub virtual_closes: usize,
+}
+
+impl Executor {
+    async fn action(&self, kind: &'static str, symbol: Option<&str>, detail: Value) {
+        metrics::counter!(ACTIONS, "kind" => kind).increment(1);
+        if let Err(e) = orders::log_reconciliation(&self.inner.pool, kind, symbol, detail).await {
+            tracing::warn!(error = %e, kind, "reconciliation log not written");
+        }
+    }
+
+    /// One full reconciliation (waits for one already running).
+    pub async fn reconcile(&self) -> Result<ReconcileReport, CloseError> {
+        let i = &self.inner;
+        let _one = i.reconciling.lock().await;
+        let mut report = ReconcileReport::default();
+
+        // 1. Orders not final.
+        for o in orders::open_orders_since(&i.pool, 24).await? {
+            report.orders_checked += 1;
+            if o.order.state == OrderState::New {
+                // Written, never sent (the process stopped in between).
+                self.apply_event(&o.client_order_id, OrderEvent::NotSent, Source::Reconcile)
+                    .await?;
+                report.orders_changed += 1;
+                continue;
+            }
+            let q = [
+                ("symbol", o.symbol.clone()),
+                ("origClientOrderId", o.client_order_id.clone()),
+            ];
+            match i.rest.signed(Method::GET, "/fapi/v1/order", &q).await {
+                Ok(body) => {
+                    let Ok(v) = serde_json::from_str::<Value>(&body) else {
+                        continue;
+                    };
+                    self.adopt(&o.client_order_id, &o.symbol, &v, Source::Reconcile)
+                        .await?;
+                }
+                Err(e) if e.code() == Some(-2013) => {
+                    let venue_now = chrono::Utc::now().timestamp_millis()
+                        + i.rest.stats.time_offset_ms.load(Relaxed);
+                    let sent = o.sent_at_ms.unwrap_or(0);
+                    if venue_now >= sent + i.config.acceptance_window.as_millis() as i64 {
+                        self.apply_event(
+                            &o.client_order_id,
+                            OrderEvent::NotFound,
+                            Source::Reconcile,
+                        )
+                        .await?;
+                        self.action(
+                            "ORDER_NOT_FOUND",
+                            Some(&o.symbol),
+                            json!({"clientOrderId": o.client_order_id}),
+                        )
+                        .await;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(order = %o.client_order_id, error = %e, "order query failed");
+                    continue;
+                }
+            }
+            let now = orders::by_client_id(&i.pool, &o.client_order_id).await?;
+            if now.as_ref().is_some_and(|n| n.order != o.order) {
+                report.orders_changed += 1;
+                self.action(
+                    "ORDER_UPDATED",
+                    Some(&o.symbol),
+                    json!({"clientOrderId": o.client_order_id, "from": o.order.state.as_str(),
+                           "to": now.map(|n| n.order.state.as_str())}),
+                )
+                .await;
+            }
+        }
+
+        // 2. Open orders on the venue.
+        let body = i
+            .rest
+            .signed(Method::GET, "/fapi/v1/openOrders", &[])
+            .await?;
+        let open: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+        for v in open {
+            let cid = v["clientOrderId"].as_str().unwrap_or_default().to_owned();
+            let symbol = v["symbol"].as_str().unwrap_or_default().to_owned();
+            if !cid.starts_with(CLIENT_ID_PREFIX) {
+                report.foreign_orders += 1;
+                self.action(
+                    "FOREIGN_ORDER",
+                    Some(&symbol),
+                    json!({"clientOrderId": cid, "orderId": v["orderId"]}),
+                )
+                .await;
+                continue;
+            }
+            let ours = orders::by_client_id(&i.pool, &cid).await?;
+            if ours.as_ref().is_some_and(|o| !o.order.state.is_final()) {
+                continue;
+            }
+            let q = [
+                ("symbol", symbol.clone()),
+                ("origClientOrderId", cid.clone()),
+            ];
+            if i.rest
+                .signed(Method::DELETE, "/fapi/v1/order", &q)
+                .await
+                .is_ok()
+            {
+                report.orphans_cancelled += 1;
+                self.action(
+                    "ORPHAN_CANCELLED",
+                    Some(&symbol),
+                    json!({"clientOrderId": cid,
+                    "known": ours.is_some()}),
+                )
+                .await;
+            }
+        }
+
+        // 3. Positions.
+        let (rows, _) = i.rest.position_risk().await?;
+        let mut exchange: BTreeMap<String, Decimal> = BTreeMap::new();
+        for r in rows {
+            *exchange.entry(r.symbol).or_default() += r.amount;
+        }
+        let symbols: BTreeSet<String> = exchange
+            .keys()
+            .cloned()
+            .chain(ledger::open_symbols(&i.pool).await?)
+            .collect();
+        let recent = |s: &str| {
+            i.last_fill
+                .lock()
+                .expect("fills lock")
+                .get(s)
+                .is_some_and(|t| t.elapsed() < i.config.fill_debounce)
+        };
+        for s in symbols {
+            if recent(&s) {
+                continue;
+            }
+            let venue = exchange.get(&s).copied().unwrap_or_default()
+                - i.config.house.get(&s).copied().unwrap_or_default();
+            let book = ledger::book_net(&i.pool, &s).await?;
+            if venue == book {
+                if i.blocked.lock().expect("blocked lock").remove(&s) {
+                    self.action(
+                        "POSITION_IN_SYNC",
+                        Some(&s),
+                        json!({"net": venue.to_string()}),
+                    )
+                    .await;
+                }
+                continue;
+            }
+            if venue.is_zero() {
+                let price = match ledger::last_fill_price(&i.pool, &s).await? {
+                    Some(p) => p,
+                    None => match i.prices.mark(&s).await {
+                        Ok(q) => q.price,
+                        Err(_) => continue,
+                    },
+                };
+                for p in ledger::open_positions(&i.pool, None)
+                    .await?
+                    .into_iter()
+                    .filter(|p| p.symbol == s)
+                {
+                    self.close_virtually(&p, price, "RECONCILE").await?;
+                    report.virtual_closes += 1;
+                    self.action(
+                        "VIRTUAL_CLOSE",
+                        Some(&s),
+                        json!({"positionId": p.id,
+                        "subAccountId": p.sub_account_id, "price": price.to_string()}),
+                    )
+                    .await;
+                }
+                continue;
+            }
+            tracing::error!(symbol = %s, %venue, %book, "exchange position disagrees with the sub-accounts: orders that open are refused on it");
+            let newly = i.blocked.lock().expect("blocked lock").insert(s.clone());
+            if newly {
+                self.action(
+                    "POSITION_DESYNC",
+                    Some(&s),
+                    json!({"exchange": venue.to_string(), "book": book.to_string()}),
+                )
+                .await;
+            }
+            report.desynced.push((s, venue, book));
+        }
+        metrics::gauge!(DESYNCED).set(i.blocked.lock().expect("blocked lock").len() as f64);
+        Ok(report)
+    }
+
+    /// Reconciles now and every `reconcile_every` until cancelled.
+    pub async fn run_reconciler(self) {
+        let every = self.inner.config.reconcile_every;
+        loop {
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "reconciliation failed; retried next round");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.inner.cancel.cancelled() => return,
+            }
+        }
+    }
+}
