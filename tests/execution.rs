@@ -793,3 +793,101 @@ async fn a_desynced_symbol_refuses_opening_orders_and_a_flat_exchange_closes_the
             .unwrap();
     assert_eq!(reason, "RECONCILE");
 }
+
+/// What a process that died mid-order leaves behind, then a new engine on the same
+/// database: it adopts what the venue did, books each fill once, sends nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_a_new_engine_adopts_what_the_venue_did_and_sends_nothing_twice() {
+    let v = venue().await;
+    // 1. Written and sent; the process died before the reply and never heard the
+    //    stream (the events reach no one).
+    v.sim.stream_fault(StreamFault::Drop, Selector::Next(1));
+    let written = orders::insert_submitted(
+        &v.db.pool,
+        &orders::NewOrder {
+            sub_account_id: v.account.clone(),
+            symbol: "BTCUSDT".into(),
+            side: OrderSide::Buy,
+            kind: OrderKind::Market,
+            quantity: d("0.002"),
+            price: None,
+            leverage: d("10"),
+            reduce_only: false,
+            origin: "MANUAL".into(),
+            request_id: None,
+        },
+        chrono::Utc::now().timestamp_millis(),
+    )
+    .await
+    .unwrap();
+    v.rest
+        .signed(
+            Method::POST,
+            "/fapi/v1/order",
+            &[
+                ("symbol", "BTCUSDT".to_owned()),
+                ("side", "BUY".to_owned()),
+                ("type", "MARKET".to_owned()),
+                ("quantity", "0.002".to_owned()),
+                ("newClientOrderId", written.client_order_id.clone()),
+            ],
+        )
+        .await
+        .unwrap();
+    // 2. Written, never sent.
+    let never: String = sqlx::query_scalar(
+        "INSERT INTO orders (sub_account_id, client_order_id, symbol, side, type, quantity, leverage, state)
+         VALUES ($1::uuid, 'gs0000000000000000000000000000000a', 'BTCUSDT', 'BUY', 'MARKET', 0.002, 10, 'NEW')
+         RETURNING client_order_id",
+    )
+    .bind(&v.account)
+    .fetch_one(&v.db.pool)
+    .await
+    .unwrap();
+    let venue_before = v.venue_orders_all().await;
+
+    // The new engine: no stream, only the database and the venue.
+    let (out, _events) = outbox("pms:", 100, 2);
+    let fresh = Executor::start(
+        ExecutionConfig {
+            fill_debounce: Duration::ZERO,
+            ..ExecutionConfig::default()
+        },
+        v.db.pool.clone(),
+        v.rest.clone(),
+        PriceChain::new(PriceChainConfig::default())
+            .with_rest(reqwest::Client::new(), &v.sim.rest_url()),
+        None,
+        out,
+        None,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    fresh.reconcile().await.unwrap();
+    assert_eq!(
+        v.order_state(&written.client_order_id).await,
+        (OrderState::Filled, d("0.002"))
+    );
+    let row = orders::by_client_id(&v.db.pool, &never)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.order.state, row.order.reject_code.as_deref()),
+        (OrderState::Rejected, Some("NOT_SENT"))
+    );
+    assert_eq!(v.executions().await, 1);
+    assert_eq!(
+        v.venue_orders_all().await,
+        venue_before,
+        "nothing sent again"
+    );
+    // Twice is once.
+    fresh.reconcile().await.unwrap();
+    assert_eq!(v.executions().await, 1);
+    let pos = ledger::open_positions(&v.db.pool, Some(&v.account))
+        .await
+        .unwrap();
+    assert_eq!(pos[0].position.quantity, d("0.002"));
+}
