@@ -119,6 +119,13 @@ pub struct Config {
     /// Run the trading engine's risk loop: value every sub-account as marks move and
     /// publish `pnl_update`, `margin_update`, `margin_warning` and `<prefix>risk:{id}`.
     pub risk_loop: bool,
+    /// Run the order executor (placing, booking fills, reconciling) on the Binance
+    /// account, when the Binance source runs.
+    pub engine: bool,
+    /// Positions on the shared exchange account that belong to no sub-account
+    /// (`GS_HOUSE_POSITIONS=BTCUSDT:0.5,ETHUSDT:-4`); on the built-in simulator, its
+    /// own starting positions.
+    pub house_positions: std::collections::HashMap<String, rust_decimal::Decimal>,
     /// The local model's rate, and its cross-check of venue Greeks.
     pub model: ModelSettings,
     pub database_url: SecretUrl,
@@ -136,6 +143,33 @@ pub struct Config {
     pub ibkr: IbkrSettings,
     pub tastytrade: TastytradeSettings,
     pub binance: BinanceSettings,
+}
+
+/// `SYMBOL:quantity` pairs, comma-separated; quantities signed (short negative).
+fn parse_house(
+    v: &str,
+) -> Result<std::collections::HashMap<String, rust_decimal::Decimal>, String> {
+    v.split(',')
+        .map(|pair| {
+            let (symbol, q) = pair
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| format!("{pair:?} is not SYMBOL:quantity"))?;
+            let symbol = symbol.trim().to_ascii_uppercase();
+            if symbol.is_empty()
+                || !symbol
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(format!("{symbol:?} is not a symbol"));
+            }
+            let q = q
+                .trim()
+                .parse()
+                .map_err(|_| format!("{q:?} is not a quantity"))?;
+            Ok((symbol, q))
+        })
+        .collect()
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/greekstream";
@@ -270,6 +304,14 @@ impl Config {
             position_stream_capacity: env.positive("GS_POSITION_STREAM_CAPACITY", 4096)?,
             position_events: env.parse("GS_POSITION_EVENTS", true)?,
             risk_loop: env.parse("GS_RISK_LOOP", true)?,
+            engine: env.parse("GS_ENGINE", true)?,
+            house_positions: match env.raw("GS_HOUSE_POSITIONS") {
+                None => Default::default(),
+                Some(v) => parse_house(&v).map_err(|message| ConfigError {
+                    var: "GS_HOUSE_POSITIONS",
+                    message,
+                })?,
+            },
             model: ModelSettings {
                 rate: model_rate,
                 cross_check_delta,
@@ -549,6 +591,18 @@ mod tests {
         assert_eq!(c.writer.policy.batch_size, 50);
         assert_eq!(c.writer.policy.max_wait, Duration::from_secs(1));
         assert!(c.ibkr.enabled && c.ibkr.gateway_url.is_none() && !c.ibkr.accept_invalid_certs);
+    }
+
+    #[test]
+    fn house_positions_are_symbol_quantity_pairs_and_bad_ones_are_named() {
+        let c = cfg(&[("GS_HOUSE_POSITIONS", "btcusdt:0.5, ETHUSDT:-4")]).unwrap();
+        assert_eq!(c.house_positions.len(), 2);
+        assert_eq!(c.house_positions["BTCUSDT"], "0.5".parse().unwrap());
+        assert_eq!(c.house_positions["ETHUSDT"], "-4".parse().unwrap());
+        for bad in ["BTCUSDT", "BTCUSDT:lots", "BTC USDT:1"] {
+            let e = cfg(&[("GS_HOUSE_POSITIONS", bad)]).unwrap_err();
+            assert_eq!(e.var, "GS_HOUSE_POSITIONS", "{bad}");
+        }
     }
 
     #[test]

@@ -23,6 +23,9 @@ fn config(db: &TestDb, prefix: &str) -> Config {
         "METRICS_ADDR" | "CONTROL_ADDR" => Some("127.0.0.1:0".into()),
         "GS_SYNTHETIC" | "GS_IBKR" | "GS_TASTYTRADE" => Some("false".into()),
         "GS_REDIS_PREFIX" => Some(prefix.clone()),
+        // The position below is booked straight into the ledger, not traded on the
+        // venue: the executor's reconciliation would rightly close it.
+        "GS_ENGINE" => Some("false".into()),
         _ => None,
     })
     .unwrap()
@@ -119,5 +122,97 @@ async fn accounts_in_the_ledger_are_valued_at_the_venue_marks_and_published() {
         .query_async::<()>(&mut c)
         .await
         .unwrap();
+    app.shutdown().await;
+}
+
+/// The service as it runs by default: an order placed through its executor on the
+/// built-in simulator is filled, booked, and its account valued by the risk loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_executor_trades_on_the_simulator_and_the_risk_loop_values_it() {
+    use database::orders::OrderKind;
+    use greekstream::engine::execution::PlaceOrder;
+    use trading::order::OrderState;
+
+    let db = TestDb::new().await;
+    let prefix = unique_prefix("engine-exec");
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .expect("Redis (README set-up)");
+    pubsub
+        .psubscribe(format!("{prefix}events:*"))
+        .await
+        .unwrap();
+    let url = db.url();
+    let p = prefix.clone();
+    let cfg = Config::from_lookup(&move |k| match k {
+        "DATABASE_URL" => Some(url.clone()),
+        "METRICS_ADDR" | "CONTROL_ADDR" => Some("127.0.0.1:0".into()),
+        "GS_SYNTHETIC" | "GS_IBKR" | "GS_TASTYTRADE" => Some("false".into()),
+        "GS_REDIS_PREFIX" => Some(p.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
+    let app = App::start(cfg, recorder).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let exec = loop {
+        if let Some(e) = app.executor.get() {
+            break e.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the executor did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let a = ledger::create_account(
+        &db.pool,
+        &NewAccount {
+            name: "bot-2".into(),
+            kind: AccountKind::Bot,
+            user_id: None,
+            initial_balance: Decimal::from(10_000),
+            liquidation_mode: LiquidationMode::Adl30,
+            maintenance_rate: "0.005".parse().unwrap(),
+        },
+    )
+    .await
+    .unwrap();
+    let o = exec
+        .place(PlaceOrder {
+            sub_account_id: a.id.clone(),
+            symbol: "BTCUSDT".into(),
+            side: OrderSide::Buy,
+            kind: OrderKind::Market,
+            quantity: "0.002".parse().unwrap(),
+            price: None,
+            leverage: Decimal::from(10),
+            reduce_only: false,
+            origin: "BOT".into(),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let mut stream = pubsub.on_message();
+    let mut seen = std::collections::BTreeSet::new();
+    while !(seen.contains("order_filled") && seen.contains("pnl_update")) {
+        let m = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("events so far: {seen:?}"))
+            .unwrap();
+        let v: Value = serde_json::from_str(&m.get_payload::<String>().unwrap()).unwrap();
+        if v["subAccountId"] == a.id.as_str() {
+            seen.insert(m.get_channel_name().rsplit(':').next().unwrap().to_owned());
+        }
+    }
+    let row = database::orders::by_client_id(&db.pool, &o.client_order_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.order.state, OrderState::Filled);
     app.shutdown().await;
 }

@@ -77,6 +77,8 @@ pub struct App {
     pub hub: PositionHub,
     /// Book changes for the risk loop (when it runs).
     pub risk_inputs: Option<mpsc::Sender<RiskInput>>,
+    /// The order executor, once it has read the venue's symbols and reconciled.
+    pub executor: Arc<tokio::sync::OnceCell<crate::engine::execution::Executor>>,
     cancel: CancellationToken,
     sources: Vec<JoinHandle<()>>,
     servers: Vec<JoinHandle<()>>,
@@ -171,24 +173,56 @@ impl App {
             activity,
             alive,
         );
-        let sources = Sources::start(&cfg, &pipeline, &cancel).await?;
-        let risk_inputs = if cfg.risk_loop {
-            let boot_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-            let (out, rx) = outbox(&cfg.binance.redis_prefix, 10_000, boot_ms);
+        let trading = cfg.engine && cfg.binance.enabled;
+        let (feed_tx, feed_rx) = mpsc::channel(4096);
+        let sources = Sources::start(&cfg, &pipeline, &cancel, trading.then_some(feed_tx)).await?;
+        let boot_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        let (out, bus_rx) = outbox(&cfg.binance.redis_prefix, 10_000, boot_ms);
+        if cfg.risk_loop || trading {
             let link = RedisLink::open(cfg.redis_url.expose(), "engine bus", outbox_errors)?;
-            servers.push(tokio::spawn(run_writer(link, rx, cancel.clone())));
+            servers.push(tokio::spawn(run_writer(link, bus_rx, cancel.clone())));
+        }
+        let risk_inputs = if cfg.risk_loop {
             let (tx, rx) = mpsc::channel(1024);
             servers.push(tokio::spawn(crate::engine::run_engine_risk_loop(
                 pool.clone(),
                 Some(sources.binance_stats.prices.clone()),
                 rx,
-                out,
+                out.clone(),
                 cancel.clone(),
             )));
             Some(tx)
         } else {
             None
         };
+        let executor = Arc::new(tokio::sync::OnceCell::new());
+        if let (true, Some((rest_url, keys))) = (trading, sources.binance_rest.clone()) {
+            // On the built-in simulator, its starting positions are the house's.
+            let house = match &sources.binance_sim {
+                Some(sim) => sim
+                    .positions()
+                    .into_iter()
+                    .filter(|(s, _)| !s.contains('-'))
+                    .collect(),
+                None => cfg.house_positions.clone(),
+            };
+            servers.push(tokio::spawn(crate::engine::run_executor(
+                crate::engine::ExecutorSetup {
+                    pool: pool.clone(),
+                    rest_url,
+                    keys,
+                    redis_url: cfg.redis_url.expose().to_owned(),
+                    prefix: cfg.binance.redis_prefix.clone(),
+                    house,
+                    prices: sources.binance_stats.prices.clone(),
+                    outbox: out.clone(),
+                    risk: risk_inputs.clone(),
+                    feed: feed_rx,
+                    ready: executor.clone(),
+                },
+                cancel.clone(),
+            )));
+        }
         Ok(Self {
             metrics_addr,
             control_addr,
@@ -201,6 +235,7 @@ impl App {
             binance_stats: sources.binance_stats,
             hub,
             risk_inputs,
+            executor,
             cancel,
             sources: sources.tasks,
             servers,

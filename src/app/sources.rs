@@ -9,7 +9,7 @@ use std::time::Duration;
 use simulators::binance::{BinanceSim, BinanceSimConfig};
 use simulators::ibkr::{IbkrSim, IbkrSimConfig};
 use simulators::tastytrade::{TastytradeSim, TastytradeSimConfig};
-use streaming::binance::{run_binance, BinanceConfig, BinanceStats};
+use streaming::binance::{run_binance, BinanceConfig, BinanceStats, OrderFeed};
 use streaming::ibkr::{run_ibkr, IbkrConfig, IbkrStats};
 use streaming::synthetic::{run_synthetic, SyntheticConfig};
 use streaming::tastytrade::{run_tastytrade, TastytradeConfig, TastytradeStats};
@@ -34,13 +34,17 @@ pub(super) struct Sources {
     pub tastytrade_stats: Arc<TastytradeStats>,
     pub binance_sim: Option<BinanceSim>,
     pub binance_stats: Arc<BinanceStats>,
+    /// The Binance REST root and keys the source uses (the engine trades there).
+    pub binance_rest: Option<(String, streaming::binance::rest::Keys)>,
 }
 
 impl Sources {
+    /// `orders`: where the Binance user stream's order updates go (the engine).
     pub async fn start(
         cfg: &Config,
         pipeline: &Pipeline,
         cancel: &CancellationToken,
+        orders: Option<Sender<OrderFeed>>,
     ) -> Result<Self, AppError> {
         let mut s = Sources {
             tasks: Vec::new(),
@@ -50,6 +54,7 @@ impl Sources {
             tastytrade_stats: Arc::default(),
             binance_sim: None,
             binance_stats: Arc::default(),
+            binance_rest: None,
         };
         if cfg.synthetic.enabled {
             s.tasks
@@ -73,15 +78,17 @@ impl Sources {
             s.tastytrade_sim = sim;
         }
         if cfg.binance.enabled {
-            let (task, sim) = start_binance(
+            let (task, sim, rest) = start_binance(
                 cfg,
                 pipeline.sender(),
                 s.binance_stats.clone(),
                 cancel.clone(),
+                orders,
             )
             .await?;
             s.tasks.push(task);
             s.binance_sim = sim;
+            s.binance_rest = Some(rest);
         }
         Ok(s)
     }
@@ -221,7 +228,15 @@ async fn start_binance(
     tx: Sender<BrokerEvent>,
     stats: Arc<BinanceStats>,
     cancel: CancellationToken,
-) -> Result<(JoinHandle<()>, Option<BinanceSim>), AppError> {
+    orders: Option<Sender<OrderFeed>>,
+) -> Result<
+    (
+        JoinHandle<()>,
+        Option<BinanceSim>,
+        (String, streaming::binance::rest::Keys),
+    ),
+    AppError,
+> {
     use streaming::binance::rest::Keys;
     use streaming::secret::Secret;
     let b = &cfg.binance;
@@ -259,6 +274,8 @@ async fn start_binance(
     client.account = b.account.clone();
     client.symbols = b.symbols.clone();
     client.positions_refresh = b.positions_refresh;
+    client.orders = orders;
+    let rest = (client.rest_url.clone(), client.keys.clone());
     let price_cache = if b.price_cache {
         let pc = PriceCacheConfig {
             prefix: b.redis_prefix.clone(),
@@ -293,7 +310,7 @@ async fn start_binance(
             let _ = pc.await;
         }
     });
-    Ok((task, sim))
+    Ok((task, sim, rest))
 }
 
 /// The sources this configuration runs, with their silence windows.

@@ -279,15 +279,17 @@ impl Executor {
         outbox: Outbox,
         risk: Option<mpsc::Sender<RiskInput>>,
         cancel: CancellationToken,
-    ) -> Result<Self, RestError> {
+    ) -> Result<Self, (RestError, PriceChain)> {
         metrics::counter!(ORDERS).increment(0);
         metrics::counter!(AMBIGUOUS).increment(0);
         metrics::counter!(FILLS).increment(0);
         metrics::counter!(FEED_ERRORS).increment(0);
         metrics::gauge!(TIME_DRIFT).set(0.0);
-        let filters = rest
-            .exchange_info()
-            .await?
+        let info = match rest.exchange_info().await {
+            Ok(info) => info,
+            Err(e) => return Err((e, prices)),
+        };
+        let filters = info
             .into_iter()
             .filter(|s| s.status == "TRADING")
             .map(|s| {

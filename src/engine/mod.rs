@@ -55,3 +55,114 @@ pub async fn run_engine_risk_loop(
     )
     .await;
 }
+
+/// What the service hands the executor task.
+pub struct ExecutorSetup {
+    pub pool: PgPool,
+    pub rest_url: String,
+    pub keys: streaming::binance::rest::Keys,
+    pub redis_url: String,
+    pub prefix: String,
+    pub house: std::collections::HashMap<String, rust_decimal::Decimal>,
+    pub prices: Arc<Prices>,
+    pub outbox: Outbox,
+    pub risk: Option<mpsc::Sender<RiskInput>>,
+    pub feed: mpsc::Receiver<streaming::binance::OrderFeed>,
+    /// Set once the executor is up (it has read the venue and reconciled).
+    pub ready: Arc<tokio::sync::OnceCell<execution::Executor>>,
+}
+
+impl std::fmt::Debug for ExecutorSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys or the Redis URL.
+        f.debug_struct("ExecutorSetup")
+            .field("rest_url", &self.rest_url)
+            .field("house", &self.house)
+            .finish()
+    }
+}
+
+/// Starts the executor (retrying until the venue answers), recovers — reconciles
+/// the orders and positions a previous run left — and only then takes the user
+/// stream's updates, measures the clock and reconciles every minute.
+pub async fn run_executor(setup: ExecutorSetup, cancel: CancellationToken) {
+    let ExecutorSetup {
+        pool,
+        rest_url,
+        keys,
+        redis_url,
+        prefix,
+        house,
+        prices,
+        outbox,
+        risk,
+        feed,
+        ready,
+    } = setup;
+    let rest = match streaming::binance::rest::Rest::new(&rest_url, keys, Duration::from_secs(5)) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the executor cannot build its REST client");
+            return;
+        }
+    };
+    let mut chain = prices::PriceChain::new(prices::PriceChainConfig {
+        prefix,
+        ..Default::default()
+    })
+    .with_stream(prices.clone())
+    .with_rest(reqwest::Client::new(), &rest_url);
+    if let Ok(client) = redis::Client::open(redis_url.as_str()) {
+        chain = chain.with_cache(client);
+    }
+    let config = execution::ExecutionConfig {
+        house,
+        ..Default::default()
+    };
+    let mut retry = streaming::retry::task_restart();
+    let mut chain = Some(chain);
+    let executor = loop {
+        let attempt = execution::Executor::start(
+            config.clone(),
+            pool.clone(),
+            rest.clone(),
+            chain.take().expect("kept until started"),
+            Some(prices.clone()),
+            outbox.clone(),
+            risk.clone(),
+            cancel.clone(),
+        )
+        .await;
+        match attempt {
+            Ok(e) => break e,
+            Err((e, back)) => {
+                chain = Some(back);
+                let wait = retry.next_backoff().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "the executor cannot read the venue yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        }
+    };
+    if let Err(e) = executor.sync_clock().await {
+        tracing::warn!(error = %e, "venue clock not measured at start-up");
+    }
+    match executor.reconcile().await {
+        Ok(r) => tracing::info!(
+            checked = r.orders_checked,
+            changed = r.orders_changed,
+            orphans = r.orphans_cancelled,
+            desynced = r.desynced.len(),
+            "recovered: the book is reconciled with the venue"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "start-up reconciliation failed; retried every minute")
+        }
+    }
+    let _ = ready.set(executor.clone());
+    tokio::spawn(executor.clone().run_clock());
+    tokio::spawn(executor.clone().run_reconciler());
+    executor.run_feed(feed).await;
+}
