@@ -48,6 +48,8 @@ pub struct Inputs {
     pub writer_running: bool,
     /// Each configured source: its last event and its silence window.
     pub sources: Vec<(Broker, Option<DateTime<Utc>>, Duration)>,
+    /// The trading engine is still reconciling with the venue after start-up.
+    pub engine_recovering: bool,
 }
 
 fn seconds_since(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
@@ -78,6 +80,12 @@ pub fn assess(i: &Inputs) -> Vec<Problem> {
         problems.push(Problem {
             check: "processor",
             message: "the processor task has stopped".into(),
+        });
+    }
+    if i.engine_recovering {
+        problems.push(Problem {
+            check: "engine",
+            message: "the trading engine is RECOVERING: reconciling orders and positions with the venue before it takes commands".into(),
         });
     }
     for &(broker, last, window) in &i.sources {
@@ -119,6 +127,30 @@ pub struct HealthMonitor {
     activity: Arc<SourceActivity>,
     alive: Arc<PipelineAlive>,
     sources: Vec<(Broker, Duration)>,
+    engine: Arc<EngineStatus>,
+}
+
+/// Whether the trading engine has finished recovering (set by the executor).
+#[derive(Debug)]
+pub struct EngineStatus {
+    recovering: std::sync::atomic::AtomicBool,
+}
+
+impl EngineStatus {
+    /// `recovering`: true when an engine runs and has yet to reconcile.
+    pub fn new(recovering: bool) -> Self {
+        Self {
+            recovering: recovering.into(),
+        }
+    }
+
+    pub fn recovered(&self) {
+        self.recovering.store(false, Ordering::Relaxed);
+    }
+
+    pub fn is_recovering(&self) -> bool {
+        self.recovering.load(Ordering::Relaxed)
+    }
 }
 
 impl HealthMonitor {
@@ -128,6 +160,7 @@ impl HealthMonitor {
         activity: Arc<SourceActivity>,
         alive: Arc<PipelineAlive>,
         sources: Vec<(Broker, Duration)>,
+        engine: Arc<EngineStatus>,
     ) -> Self {
         Self {
             started: Utc::now(),
@@ -136,6 +169,7 @@ impl HealthMonitor {
             activity,
             alive,
             sources,
+            engine,
         }
     }
 
@@ -147,6 +181,7 @@ impl HealthMonitor {
             writer_window: self.writer_window,
             processor_running: self.alive.processor.load(Ordering::Relaxed),
             writer_running: self.alive.writer.load(Ordering::Relaxed),
+            engine_recovering: self.engine.is_recovering(),
             sources: self
                 .sources
                 .iter()
@@ -159,7 +194,7 @@ impl HealthMonitor {
     pub fn check(&self) -> Vec<Problem> {
         let problems = assess(&self.inputs());
         let failing = |check: &str| problems.iter().any(|p| p.check == check);
-        let checks = ["writer", "processor"]
+        let checks = ["writer", "processor", "engine"]
             .into_iter()
             .chain(self.sources.iter().map(|(b, _)| b.as_str()));
         for check in checks {
@@ -215,12 +250,23 @@ mod tests {
                 Some(now - chrono::Duration::seconds(1)),
                 Duration::from_secs(60),
             )],
+            engine_recovering: false,
         }
     }
 
     #[test]
     fn all_well_is_no_problem() {
         assert!(assess(&healthy(Utc::now())).is_empty());
+    }
+
+    #[test]
+    fn a_recovering_engine_is_unhealthy_until_it_has_reconciled() {
+        let mut i = healthy(Utc::now());
+        i.engine_recovering = true;
+        let p = assess(&i);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].check, "engine");
+        assert!(p[0].message.contains("RECOVERING"));
     }
 
     #[test]

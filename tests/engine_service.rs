@@ -144,6 +144,12 @@ async fn the_services_executor_trades_on_the_simulator_and_the_risk_loop_values_
         .psubscribe(format!("{prefix}events:*"))
         .await
         .unwrap();
+    pubsub
+        .psubscribe(format!("{prefix}engine:*"))
+        .await
+        .unwrap();
+    // Listening from now: what is published before a stream exists is not kept.
+    let mut stream = pubsub.into_on_message();
     let url = db.url();
     let p = prefix.clone();
     let cfg = Config::from_lookup(&move |k| match k {
@@ -197,16 +203,20 @@ async fn the_services_executor_trades_on_the_simulator_and_the_risk_loop_values_
         })
         .await
         .unwrap();
-    let mut stream = pubsub.on_message();
     let mut seen = std::collections::BTreeSet::new();
-    while !(seen.contains("order_filled") && seen.contains("pnl_update")) {
-        let m = tokio::time::timeout(Duration::from_secs(30), stream.next())
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(seen.contains("order_filled")
+        && seen.contains("pnl_update")
+        && seen.contains("recovery_complete"))
+    {
+        let m = tokio::time::timeout_at(deadline, stream.next())
             .await
             .unwrap_or_else(|_| panic!("events so far: {seen:?}"))
             .unwrap();
         let v: Value = serde_json::from_str(&m.get_payload::<String>().unwrap()).unwrap();
-        if v["subAccountId"] == a.id.as_str() {
-            seen.insert(m.get_channel_name().rsplit(':').next().unwrap().to_owned());
+        let channel = m.get_channel_name().to_owned();
+        if v["subAccountId"] == a.id.as_str() || channel.ends_with("engine:recovery_complete") {
+            seen.insert(channel.rsplit(':').next().unwrap().to_owned());
         }
     }
     let row = database::orders::by_client_id(&db.pool, &o.client_order_id)

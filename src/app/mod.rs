@@ -131,12 +131,15 @@ impl App {
         let hub = PositionHub::new(cfg.position_stream_capacity);
         let activity = Arc::new(SourceActivity::default());
         let alive = Arc::new(PipelineAlive::default());
+        let trading = cfg.engine && cfg.binance.enabled;
+        let engine_status = Arc::new(crate::health::EngineStatus::new(trading));
         let monitor = HealthMonitor::new(
             cfg.writer.health.clone(),
             cfg.health_writer_window,
             activity.clone(),
             alive.clone(),
             configured_sources(&cfg),
+            engine_status.clone(),
         );
         let metrics_app = Router::new().route(
             "/metrics",
@@ -173,7 +176,6 @@ impl App {
             activity,
             alive,
         );
-        let trading = cfg.engine && cfg.binance.enabled;
         let (feed_tx, feed_rx) = mpsc::channel(4096);
         let sources = Sources::start(&cfg, &pipeline, &cancel, trading.then_some(feed_tx)).await?;
         let boot_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
@@ -219,6 +221,7 @@ impl App {
                     risk: risk_inputs.clone(),
                     feed: feed_rx,
                     ready: executor.clone(),
+                    status: engine_status.clone(),
                 },
                 cancel.clone(),
             )));

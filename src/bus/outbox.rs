@@ -77,6 +77,19 @@ impl Outbox {
         });
     }
 
+    /// Queues an engine-wide event on `{prefix}engine:{kind}`: not account-scoped, so
+    /// not under `events:` (which the gateway routes by `subAccountId`).
+    pub fn engine_event(&self, kind: &str, mut data: Value) {
+        let seq = self.seq.fetch_add(1, Relaxed) + 1;
+        if let Value::Object(m) = &mut data {
+            m.insert("seq".into(), seq.into());
+        }
+        self.push(BusWrite::Publish {
+            channel: format!("{}engine:{kind}", self.prefix),
+            payload: data.to_string(),
+        });
+    }
+
     /// Queues `SET {prefix}{key} value EX ttl`.
     pub fn set(&self, key: &str, value: &Value, ttl: Duration) {
         self.push(BusWrite::Set {

@@ -70,6 +70,8 @@ pub struct ExecutorSetup {
     pub feed: mpsc::Receiver<streaming::binance::OrderFeed>,
     /// Set once the executor is up (it has read the venue and reconciled).
     pub ready: Arc<tokio::sync::OnceCell<execution::Executor>>,
+    /// Told when recovery is over (`/health` says RECOVERING until then).
+    pub status: Arc<crate::health::EngineStatus>,
 }
 
 impl std::fmt::Debug for ExecutorSetup {
@@ -98,6 +100,7 @@ pub async fn run_executor(setup: ExecutorSetup, cancel: CancellationToken) {
         risk,
         feed,
         ready,
+        status,
     } = setup;
     let rest = match streaming::binance::rest::Rest::new(&rest_url, keys, Duration::from_secs(5)) {
         Ok(r) => r,
@@ -162,6 +165,11 @@ pub async fn run_executor(setup: ExecutorSetup, cancel: CancellationToken) {
         }
     }
     let _ = ready.set(executor.clone());
+    status.recovered();
+    outbox.engine_event(
+        "recovery_complete",
+        serde_json::json!({"ts": chrono::Utc::now().timestamp_millis()}),
+    );
     tokio::spawn(executor.clone().run_clock());
     tokio::spawn(executor.clone().run_reconciler());
     executor.run_feed(feed).await;
