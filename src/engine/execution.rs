@@ -49,6 +49,12 @@ pub const AMBIGUOUS: &str = "greekstream_orders_ambiguous_total";
 pub const FILLS: &str = "greekstream_fills_booked_total";
 pub const FEED_ERRORS: &str = "greekstream_order_feed_errors_total";
 pub const TIME_DRIFT: &str = "greekstream_time_drift_seconds";
+/// Command accepted → request on the wire (the engine's own cost).
+pub const OVERHEAD: &str = "greekstream_order_overhead_seconds";
+/// Request on the wire → the venue's reply.
+pub const ACK: &str = "greekstream_order_ack_seconds";
+/// A fill's user-stream frame → booked and its events queued.
+pub const FILL_BOOKING: &str = "greekstream_fill_booking_seconds";
 
 /// An order a sub-account asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +166,35 @@ pub struct ExecutionStats {
     pub desync_closes: AtomicU64,
     /// The last measured |venue clock − ours|, in ms.
     pub drift_ms: AtomicI64,
+    /// Recent latencies in µs (the newest `LATENCY_SAMPLES` of each), for reports.
+    pub latencies: std::sync::Mutex<Latencies>,
+}
+
+/// How many recent samples of each latency are kept.
+pub const LATENCY_SAMPLES: usize = 100_000;
+
+#[derive(Debug, Default)]
+pub struct Latencies {
+    pub overhead_us: std::collections::VecDeque<u32>,
+    pub ack_us: std::collections::VecDeque<u32>,
+    pub fill_booking_us: std::collections::VecDeque<u32>,
+}
+
+fn sample(q: &mut std::collections::VecDeque<u32>, d: Duration) {
+    if q.len() == LATENCY_SAMPLES {
+        q.pop_front();
+    }
+    q.push_back(d.as_micros().min(u32::MAX as u128) as u32);
+}
+
+impl ExecutionStats {
+    fn record(
+        &self,
+        pick: fn(&mut Latencies) -> &mut std::collections::VecDeque<u32>,
+        d: Duration,
+    ) {
+        sample(pick(&mut self.latencies.lock().expect("latency lock")), d);
+    }
 }
 
 #[derive(Clone)]
@@ -350,6 +385,7 @@ impl Executor {
         venue_reduce_only: Option<bool>,
     ) -> Result<OrderRow, PlaceError> {
         let i = &self.inner;
+        let accepted = std::time::Instant::now();
         let drift_ms = i.stats.drift_ms.load(Relaxed);
         let limit_ms = i.config.drift_block.as_millis() as i64;
         if drift_ms > limit_ms && !p.reduce_only {
@@ -452,7 +488,15 @@ impl Executor {
         if venue_reduce {
             params.push(("reduceOnly", "true".to_owned()));
         }
-        let wire = match i.rest.signed(Method::POST, "/fapi/v1/order", &params).await {
+        let on_wire = std::time::Instant::now();
+        let overhead = on_wire - accepted;
+        metrics::histogram!(OVERHEAD).record(overhead.as_secs_f64());
+        i.stats.record(|l| &mut l.overhead_us, overhead);
+        let reply = i.rest.signed(Method::POST, "/fapi/v1/order", &params).await;
+        let ack = on_wire.elapsed();
+        metrics::histogram!(ACK).record(ack.as_secs_f64());
+        i.stats.record(|l| &mut l.ack_us, ack);
+        let wire = match reply {
             Ok(body) => match serde_json::from_str::<Value>(&body)
                 .ok()
                 .and_then(|v| v["orderId"].as_u64())
@@ -703,6 +747,8 @@ impl Executor {
 
     async fn on_update(&self, u: OrderUpdate) {
         let i = &self.inner;
+        let received = std::time::Instant::now();
+        let trade = u.execution_type == "TRADE";
         if !u.client_order_id.starts_with(machine::CLIENT_ID_PREFIX) {
             i.stats.foreign.fetch_add(1, Relaxed);
             return;
@@ -735,6 +781,11 @@ impl Executor {
                 metrics::counter!(FEED_ERRORS, "kind" => "storage").increment(1);
                 tracing::error!(order = %u.client_order_id, error = %err, "order update not stored");
             }
+        }
+        if trade {
+            let took = received.elapsed();
+            metrics::histogram!(FILL_BOOKING).record(took.as_secs_f64());
+            i.stats.record(|l| &mut l.fill_booking_us, took);
         }
     }
 
