@@ -108,9 +108,8 @@ fn side(s: &str) -> Result<Side, LedgerError> {
     }
 }
 
-const ACCOUNT_COLUMNS: &str =
-    "id::text, user_id::text, name, type, initial_balance, current_balance, \
-     status, liquidation_mode, maintenance_rate";
+const ACCOUNT_COLUMNS: &str = "s.id::text, s.user_id::text, s.name, s.type, s.initial_balance, \
+     s.current_balance, s.status, s.liquidation_mode, s.maintenance_rate";
 
 fn account_row(r: &sqlx::postgres::PgRow) -> Result<AccountRow, LedgerError> {
     let mode: String = r.try_get(7)?;
@@ -130,7 +129,7 @@ fn account_row(r: &sqlx::postgres::PgRow) -> Result<AccountRow, LedgerError> {
 
 pub async fn create_account(pool: &PgPool, new: &NewAccount) -> Result<AccountRow, LedgerError> {
     let row = sqlx::query(&format!(
-        "INSERT INTO sub_accounts (name, type, user_id, initial_balance, current_balance, liquidation_mode, maintenance_rate)
+        "INSERT INTO sub_accounts AS s (name, type, user_id, initial_balance, current_balance, liquidation_mode, maintenance_rate)
          VALUES ($1, $2, $3::uuid, $4, $4, $5, $6) RETURNING {ACCOUNT_COLUMNS}"
     ))
     .bind(&new.name)
@@ -159,7 +158,7 @@ pub async fn account(pool: &PgPool, id: &str) -> Result<Option<AccountRow>, Ledg
         return Ok(None);
     }
     let row = sqlx::query(&format!(
-        "SELECT {ACCOUNT_COLUMNS} FROM sub_accounts
+        "SELECT {ACCOUNT_COLUMNS} FROM sub_accounts s
           WHERE id = $1::uuid"
     ))
     .bind(id)
@@ -282,18 +281,93 @@ pub async fn last_fill_price(pool: &PgPool, symbol: &str) -> Result<Option<Decim
 
 /// The account as the risk loop watches it; `None` when it does not exist.
 pub async fn watched(pool: &PgPool, id: &str) -> Result<Option<Account>, LedgerError> {
-    let Some(a) = account(pool, id).await? else {
+    Ok(watched_with_rules(pool, id).await?.map(|(a, _)| a))
+}
+
+/// The account as the risk loop watches it and its rules, in one round trip (the
+/// order path reads both before every order).
+pub async fn watched_with_rules(
+    pool: &PgPool,
+    id: &str,
+) -> Result<Option<(Account, RiskRules)>, LedgerError> {
+    if !is_uuid(id) {
+        return Ok(None);
+    }
+    let row = sqlx::query(&format!(
+        "SELECT {ACCOUNT_COLUMNS}, r.max_leverage, r.max_notional_per_trade, r.max_total_exposure,
+                r.max_symbol_exposure, r.max_daily_loss, r.liquidation_threshold,
+                coalesce((SELECT json_agg(json_build_object(
+                            'id', p.id::text, 'symbol', p.symbol, 'side', p.side,
+                            'quantity', p.quantity::text, 'entry', p.entry_price::text,
+                            'leverage', p.leverage::text, 'excluded', p.babysitter_excluded,
+                            'opened', (extract(epoch FROM p.opened_at) * 1000)::bigint)
+                          ORDER BY p.opened_at, p.id)
+                            FROM virtual_positions p
+                           WHERE p.sub_account_id = s.id AND p.status = 'OPEN'), '[]'::json)::text
+           FROM sub_accounts s
+           LEFT JOIN LATERAL (SELECT * FROM risk_rules
+                               WHERE sub_account_id = s.id OR is_global
+                               ORDER BY is_global LIMIT 1) r ON true
+          WHERE s.id = $1::uuid"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(r) = row else {
         return Ok(None);
     };
-    let rules = rules_for(pool, id).await?;
-    let positions = open_positions(pool, Some(id)).await?;
-    Ok(Some(to_watched(a, &rules, positions)))
+    let a = account_row(&r)?;
+    let rules = match r.try_get::<Option<Decimal>, _>(9)? {
+        None => RiskRules::default(),
+        Some(max_leverage) => RiskRules {
+            max_leverage,
+            max_notional_per_trade: r.try_get(10)?,
+            max_total_exposure: r.try_get(11)?,
+            max_symbol_exposure: r.try_get(12)?,
+            max_daily_loss: r.try_get(13)?,
+            liquidation_threshold: r.try_get(14)?,
+        },
+    };
+    #[derive(serde::Deserialize)]
+    struct Open {
+        id: String,
+        symbol: String,
+        side: String,
+        quantity: String,
+        entry: String,
+        leverage: String,
+        excluded: bool,
+        opened: i64,
+    }
+    let text: String = r.try_get(15)?;
+    let open: Vec<Open> =
+        serde_json::from_str(&text).map_err(|e| corrupt("open positions", &e.to_string()))?;
+    let dec = |what: &'static str, v: &str| v.parse::<Decimal>().map_err(|_| corrupt(what, v));
+    let positions = open
+        .into_iter()
+        .map(|p| {
+            Ok(PositionRow {
+                sub_account_id: a.id.clone(),
+                position: Position {
+                    side: side(&p.side)?,
+                    quantity: dec("quantity", &p.quantity)?,
+                    entry_price: dec("entry_price", &p.entry)?,
+                    leverage: dec("leverage", &p.leverage)?,
+                },
+                babysitter_excluded: p.excluded,
+                opened_at: DateTime::from_timestamp_millis(p.opened).unwrap_or_default(),
+                id: p.id,
+                symbol: p.symbol,
+            })
+        })
+        .collect::<Result<Vec<_>, LedgerError>>()?;
+    Ok(Some((to_watched(a, &rules, positions), rules)))
 }
 
 /// Every account, as the risk loop watches it (start-up).
 pub async fn all_watched(pool: &PgPool) -> Result<Vec<Account>, LedgerError> {
     let rows = sqlx::query(&format!(
-        "SELECT {ACCOUNT_COLUMNS} FROM sub_accounts ORDER BY id"
+        "SELECT {ACCOUNT_COLUMNS} FROM sub_accounts s ORDER BY s.id"
     ))
     .fetch_all(pool)
     .await?;

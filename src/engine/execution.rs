@@ -399,10 +399,9 @@ impl Executor {
             .filters
             .get(&symbol)
             .ok_or_else(|| PlaceError::UnknownSymbol(symbol.clone()))?;
-        let account = ledger::watched(&i.pool, &p.sub_account_id)
+        let (account, rules) = ledger::watched_with_rules(&i.pool, &p.sub_account_id)
             .await?
             .ok_or(PlaceError::AccountNotFound)?;
-        let rules = ledger::rules_for(&i.pool, &p.sub_account_id).await?;
         let mark = i
             .prices
             .mark(&symbol)
