@@ -37,6 +37,7 @@ struct Venue {
     rest: Rest,
     account: String,
     events: mpsc::Receiver<BusWrite>,
+    stream: Arc<streaming::binance::prices::Prices>,
     cancel: CancellationToken,
 }
 
@@ -85,16 +86,17 @@ async fn venue_with(sim_cfg: BinanceSimConfig) -> Venue {
     let mut cfg = BinanceConfig::new(sim.rest_url(), sim.ws_url(), keys.clone());
     cfg.orders = Some(feed_tx);
     cfg.positions_refresh = Duration::from_secs(3600);
+    cfg.symbols = vec!["BTCUSDT".into(), "ETHUSDT".into()];
     let (tx, mut rx) = mpsc::channel(4096);
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    tokio::spawn(run_binance(
-        cfg,
-        tx,
-        Arc::new(BinanceStats::default()),
-        cancel.clone(),
-    ));
+    // The client's in-process prices are the executor's first price source, as in
+    // the service.
+    let stats = Arc::new(BinanceStats::default());
+    let stream = stats.prices.clone();
+    tokio::spawn(run_binance(cfg, tx, stats, cancel.clone()));
     let rest = Rest::new(&sim.rest_url(), keys, Duration::from_secs(1)).unwrap();
     let prices = PriceChain::new(PriceChainConfig::default())
+        .with_stream(stream.clone())
         .with_rest(reqwest::Client::new(), &sim.rest_url());
     let (out, events) = outbox("pms:", 10_000, 1);
     // The simulator's own positions belong to no sub-account.
@@ -115,7 +117,7 @@ async fn venue_with(sim_cfg: BinanceSimConfig) -> Venue {
         db.pool.clone(),
         rest.clone(),
         prices,
-        None,
+        Some(stream.clone()),
         out,
         None,
         cancel.clone(),
@@ -136,6 +138,7 @@ async fn venue_with(sim_cfg: BinanceSimConfig) -> Venue {
         rest,
         account,
         events,
+        stream,
         cancel,
     }
 }
@@ -1068,4 +1071,56 @@ async fn soak_a_thousand_orders_with_faults_leave_the_book_equal_to_the_venue() 
         stats.resolved.load(std::sync::atomic::Ordering::Relaxed),
         stats.duplicates.load(std::sync::atomic::Ordering::Relaxed)
     );
+}
+
+/// A 429 stops the engine's requests until the venue's pause is over: an order
+/// placed meanwhile is refused locally (nothing sent), never sent into the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_429_no_order_is_sent_during_the_pause() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let v = venue_with(BinanceSimConfig {
+        orders_per_10s: 1,
+        ..BinanceSimConfig::default()
+    })
+    .await;
+    simulators::testkit::wait_for("a streamed mark", Duration::from_secs(10), || {
+        v.stream.get("BTCUSDT").is_some_and(|e| e.mark.is_some())
+    })
+    .await;
+    let first = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap();
+    assert_eq!(first.order.state, OrderState::Submitted);
+    // Over the venue's order count: 429, refused before its engine.
+    let second = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.order.state,
+        OrderState::Rejected,
+        "{:?}",
+        second.order
+    );
+    let requests = v.sim.stats().rest_requests.load(Relaxed);
+    // During the pause: refused here, not sent.
+    let third = v
+        .exec
+        .place(market(&v.account, OrderSide::Buy, "0.002"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (third.order.state, third.order.reject_code.as_deref()),
+        (OrderState::Rejected, Some("NOT_CONNECTED"))
+    );
+    assert_eq!(
+        v.sim.stats().rest_requests.load(Relaxed),
+        requests,
+        "no request during the pause"
+    );
+    // The venue's own count: one order executed.
+    assert_eq!(v.sim.stats().orders.load(Relaxed), 1);
 }
