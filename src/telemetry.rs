@@ -18,6 +18,12 @@ pub const BATCH_BUCKETS: &[f64] = &[
 /// explain the first buckets, a mis-scaled or mis-signed feed the last.
 pub const DEVIATION_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0];
 
+/// Order latencies (seconds): the engine's own overhead (goal ≤ 1 ms), the venue's
+/// acknowledgement, a fill's booking (goal ≤ 20 ms).
+pub const ORDER_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
 pub fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
@@ -36,6 +42,18 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
         .set_buckets_for_metric(
             Matcher::Full(processor::pipeline::MODEL_DELTA_DEVIATION.into()),
             DEVIATION_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(crate::engine::execution::OVERHEAD.into()),
+            ORDER_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(crate::engine::execution::ACK.into()),
+            ORDER_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(crate::engine::execution::FILL_BOOKING.into()),
+            ORDER_BUCKETS,
         )?
         .install_recorder()?;
     describe();

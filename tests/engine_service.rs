@@ -226,3 +226,41 @@ async fn the_services_executor_trades_on_the_simulator_and_the_risk_loop_values_
     assert_eq!(row.order.state, OrderState::Filled);
     app.shutdown().await;
 }
+
+/// Every metric the trading dashboard queries is one the engine defines.
+#[test]
+fn the_trading_dashboard_queries_only_metrics_we_export() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dashboard = std::fs::read_to_string(format!(
+        "{root}/grafana/dashboards/greekstream-trading.json"
+    ))
+    .unwrap();
+    let mut sources = String::new();
+    for dir in ["src", "streaming/src", "processor/src", "database/src"] {
+        let mut stack = vec![std::path::PathBuf::from(format!("{root}/{dir}"))];
+        while let Some(p) = stack.pop() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|x| x == "rs") {
+                    sources.push_str(&std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+    }
+    let mut names: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("greekstream_"))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 15, "{names:?}");
+    for n in names {
+        let base = n.trim_end_matches("_bucket");
+        assert!(
+            sources.contains(&format!("\"{base}\"")),
+            "the dashboard queries {n}, which nothing defines"
+        );
+    }
+}
