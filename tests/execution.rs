@@ -1124,3 +1124,76 @@ async fn after_a_429_no_order_is_sent_during_the_pause() {
     // The venue's own count: one order executed.
     assert_eq!(v.sim.stats().orders.load(Relaxed), 1);
 }
+
+fn scale(v: &Venue, account: &str, n: usize) -> Vec<PlaceOrder> {
+    let mark = v.sim.mark("BTCUSDT").unwrap();
+    (0..n)
+        .map(|k| {
+            let px = (mark * (d("0.97") - Decimal::new(k as i64, 3))).round_dp(1);
+            limit(account, OrderSide::Buy, "0.002", px)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_goes_in_venue_batches_of_five_and_a_failed_batch_leaves_its_orders_unknown() {
+    let v = venue().await;
+    sqlx::query("INSERT INTO risk_rules (is_global, max_total_exposure) VALUES (true, 100000)")
+        .execute(&v.db.pool)
+        .await
+        .unwrap();
+    let rows = v.exec.place_batch(scale(&v, &v.account, 7)).await.unwrap();
+    assert_eq!(rows.len(), 7);
+    assert!(rows
+        .iter()
+        .all(|r| r.order.state == OrderState::Submitted && r.order.venue_id.is_some()));
+    assert_eq!(venue_open_orders(&v).await.len(), 7);
+    // The whole batch request hangs past the client's timeout: every element is
+    // unknown, and each is resolved by asking, none resent.
+    v.sim
+        .order_fault(OrderFault::AcceptThenTimeout, Selector::Next(1));
+    let rows = v.exec.place_batch(scale(&v, &v.account, 3)).await.unwrap();
+    assert!(
+        rows.iter().all(|r| r.order.state == OrderState::Unknown),
+        "{rows:?}"
+    );
+    for r in &rows {
+        v.wait_state(
+            &r.client_order_id,
+            OrderState::Submitted,
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(v.venue_orders(&r.client_order_id).await, 1);
+    }
+    assert_eq!(venue_open_orders(&v).await.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_over_the_limits_in_sum_is_refused_whole_before_anything_is_sent() {
+    let v = venue().await;
+    // Each leg ~116 USDT is within the 200 per trade; five add up past the 500 exposure.
+    let e = v
+        .exec
+        .place_batch(scale(&v, &v.account, 5))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "MAX_EXPOSURE_EXCEEDED", "{e}");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&v.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert!(venue_open_orders(&v).await.is_empty());
+    let other = second_account(&v).await;
+    let mut mixed = scale(&v, &v.account, 2);
+    mixed[1].sub_account_id = other;
+    assert_eq!(
+        v.exec.place_batch(mixed).await.unwrap_err().code(),
+        "INVALID_ORDER"
+    );
+    assert_eq!(
+        v.exec.place_batch(Vec::new()).await.unwrap_err().code(),
+        "INVALID_ORDER"
+    );
+}

@@ -197,6 +197,29 @@ impl ExecutionStats {
     }
 }
 
+/// What [`Executor::ticket`] read for an order.
+#[derive(Debug, Clone)]
+pub(super) struct Ticket {
+    pub(super) symbol: String,
+    pub(super) filters: VenueFilters,
+    pub(super) rules: trading::risk::RiskRules,
+    pub(super) mark: Decimal,
+    pub(super) view: trading::risk::AccountView,
+    /// The account's signed position in the symbol, if any.
+    pub(super) here: Option<Decimal>,
+}
+
+pub(super) fn request_of(symbol: &str, p: &PlaceOrder) -> OrderRequest {
+    OrderRequest {
+        symbol: symbol.to_owned(),
+        side: p.side,
+        quantity: p.quantity,
+        limit: p.price,
+        leverage: p.leverage,
+        reduce_only: p.reduce_only,
+    }
+}
+
 #[derive(Clone)]
 pub struct Executor {
     pub(super) inner: Arc<Inner>,
@@ -235,7 +258,7 @@ fn now_ms() -> i64 {
 }
 
 /// What a REST error says about an order placement.
-fn wire_of(e: &RestError) -> Wire {
+pub(super) fn wire_of(e: &RestError) -> Wire {
     match e {
         RestError::Api { status, code, msg } => Wire::Api {
             status: *status,
@@ -253,7 +276,7 @@ fn wire_of(e: &RestError) -> Wire {
     }
 }
 
-fn event_of(reply: Reply) -> OrderEvent {
+pub(super) fn event_of(reply: Reply) -> OrderEvent {
     match reply {
         Reply::Accepted { venue_id } => OrderEvent::Accepted { venue_id },
         Reply::Rejected { code, message } => OrderEvent::Rejected { code, message },
@@ -386,60 +409,16 @@ impl Executor {
     ) -> Result<OrderRow, PlaceError> {
         let i = &self.inner;
         let accepted = std::time::Instant::now();
-        let drift_ms = i.stats.drift_ms.load(Relaxed);
-        let limit_ms = i.config.drift_block.as_millis() as i64;
-        if drift_ms > limit_ms && !p.reduce_only {
-            return Err(PlaceError::ClockDrift { drift_ms, limit_ms });
-        }
-        let symbol = p.symbol.to_ascii_uppercase();
-        if !p.reduce_only && i.blocked.lock().expect("blocked lock").contains(&symbol) {
-            return Err(PlaceError::SymbolDesync(symbol));
-        }
-        let filters = i
-            .filters
-            .get(&symbol)
-            .ok_or_else(|| PlaceError::UnknownSymbol(symbol.clone()))?;
-        let (account, rules) = ledger::watched_with_rules(&i.pool, &p.sub_account_id)
-            .await?
-            .ok_or(PlaceError::AccountNotFound)?;
-        let mark = i
-            .prices
-            .mark(&symbol)
-            .await
-            .map_err(PlaceError::Price)?
-            .price;
-        let stream_mark = |s: &str| {
-            if s == symbol {
-                return Some(mark);
-            }
-            i.stream
-                .as_ref()
-                .and_then(|p| p.get(s))
-                .and_then(|e| e.mark)
-        };
-        let symbols: Vec<_> = account.positions.iter().map(|p| p.symbol.clone()).collect();
-        let here = account
-            .positions
-            .iter()
-            .find(|q| *q.symbol == *symbol)
-            .map(|q| q.position.signed());
-        let view =
-            Prepared::new(account).view(|k| stream_mark(&symbols[k]), &symbol, Decimal::ZERO);
+        let t = self.ticket(&p).await?;
         let approved = check_view(
-            &view,
-            &rules,
-            filters,
-            mark,
-            OrderRequest {
-                symbol: symbol.clone(),
-                side: p.side,
-                quantity: p.quantity,
-                limit: p.price,
-                leverage: p.leverage,
-                reduce_only: p.reduce_only,
-            },
+            &t.view,
+            &t.rules,
+            &t.filters,
+            t.mark,
+            request_of(&t.symbol, &p),
         )
         .map_err(PlaceError::Refused)?;
+        let (symbol, here) = (t.symbol, t.here);
         let req = approved.request();
         let sent_at = now_ms() + i.rest.stats.time_offset_ms.load(Relaxed);
         let row = orders::insert_submitted(
@@ -521,13 +500,64 @@ impl Executor {
             .transition(&row.client_order_id, event, Source::Rest)
             .await?;
         if ambiguous {
-            i.stats.ambiguous.fetch_add(1, Relaxed);
-            metrics::counter!(AMBIGUOUS).increment(1);
-            let me = self.clone();
-            let (cid, sym) = (row.client_order_id.clone(), symbol.clone());
-            tokio::spawn(async move { me.resolve(&cid, &sym, sent_at).await });
+            self.resolve_later(&row.client_order_id, &symbol, sent_at);
         }
         Ok(after.unwrap_or(row))
+    }
+
+    /// Everything an order of `p`'s account and symbol is checked against: the gates
+    /// (clock drift, a desynced symbol), the venue's filters, the account and its
+    /// rules in one read, a fresh price, and the account's view at the marks.
+    pub(super) async fn ticket(&self, p: &PlaceOrder) -> Result<Ticket, PlaceError> {
+        let i = &self.inner;
+        let drift_ms = i.stats.drift_ms.load(Relaxed);
+        let limit_ms = i.config.drift_block.as_millis() as i64;
+        if drift_ms > limit_ms && !p.reduce_only {
+            return Err(PlaceError::ClockDrift { drift_ms, limit_ms });
+        }
+        let symbol = p.symbol.to_ascii_uppercase();
+        if !p.reduce_only && i.blocked.lock().expect("blocked lock").contains(&symbol) {
+            return Err(PlaceError::SymbolDesync(symbol));
+        }
+        let filters = i
+            .filters
+            .get(&symbol)
+            .cloned()
+            .ok_or_else(|| PlaceError::UnknownSymbol(symbol.clone()))?;
+        let (account, rules) = ledger::watched_with_rules(&i.pool, &p.sub_account_id)
+            .await?
+            .ok_or(PlaceError::AccountNotFound)?;
+        let mark = i
+            .prices
+            .mark(&symbol)
+            .await
+            .map_err(PlaceError::Price)?
+            .price;
+        let stream_mark = |s: &str| {
+            if s == symbol {
+                return Some(mark);
+            }
+            i.stream
+                .as_ref()
+                .and_then(|p| p.get(s))
+                .and_then(|e| e.mark)
+        };
+        let symbols: Vec<_> = account.positions.iter().map(|p| p.symbol.clone()).collect();
+        let here = account
+            .positions
+            .iter()
+            .find(|q| *q.symbol == *symbol)
+            .map(|q| q.position.signed());
+        let view =
+            Prepared::new(account).view(|k| stream_mark(&symbols[k]), &symbol, Decimal::ZERO);
+        Ok(Ticket {
+            symbol,
+            filters,
+            rules,
+            mark,
+            view,
+            here,
+        })
     }
 
     /// Applies `event` to the order with `client_id` in one transaction, booking a new
@@ -800,6 +830,16 @@ impl Executor {
                 _ = cancel.cancelled() => return,
             }
         }
+    }
+
+    /// Counts an ambiguous reply and starts resolving it.
+    pub(super) fn resolve_later(&self, client_id: &str, symbol: &str, sent_at: i64) {
+        let i = &self.inner;
+        i.stats.ambiguous.fetch_add(1, Relaxed);
+        metrics::counter!(AMBIGUOUS).increment(1);
+        let me = self.clone();
+        let (cid, sym) = (client_id.to_owned(), symbol.to_owned());
+        tokio::spawn(async move { me.resolve(&cid, &sym, sent_at).await });
     }
 
     /// Asks the venue about an UNKNOWN order until it answers for it.

@@ -2,6 +2,7 @@
 //! ([`risk_loop`]) and the price an order is checked at ([`prices`]). Storage is
 //! `database::ledger`; the gateway's Redis is written through `bus::outbox`.
 
+pub mod batch;
 pub mod closing;
 pub mod execution;
 pub mod prices;

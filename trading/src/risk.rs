@@ -250,6 +250,36 @@ fn multiple(x: Decimal, of: Decimal) -> bool {
     of <= Decimal::ZERO || (x / of).fract().is_zero()
 }
 
+/// `view` as if the approved `req` had filled at `price` (the symbol marked at
+/// `mark`): how the legs of a scale or a basket are checked — each against the account
+/// with the legs before it in place, so that legs within the limits one by one cannot
+/// add up past them.
+pub fn assume_filled(view: &mut AccountView, req: &OrderRequest, price: Decimal, mark: Decimal) {
+    let before = view.here.as_ref().map(|m| m.position.clone());
+    let fill = crate::position::Fill {
+        side: req.side,
+        quantity: req.quantity,
+        price,
+        leverage: req.leverage,
+    };
+    let Ok(o) = crate::position::apply_fill(before.as_ref(), &fill) else {
+        return;
+    };
+    let sum = |p: Option<&crate::position::Position>,
+               f: fn(&crate::position::Position) -> Decimal| {
+        p.map_or(Decimal::ZERO, f)
+    };
+    view.notional +=
+        sum(o.after.as_ref(), |p| p.notional()) - sum(before.as_ref(), |p| p.notional());
+    view.initial_margin +=
+        sum(o.after.as_ref(), |p| p.margin()) - sum(before.as_ref(), |p| p.margin());
+    let upnl =
+        |p: Option<&crate::position::Position>| p.map_or(Decimal::ZERO, |p| p.unrealized(mark));
+    view.unrealized += upnl(o.after.as_ref()) - upnl(before.as_ref());
+    view.balance += o.realized;
+    view.here = o.after.map(|position| Marked { position, mark });
+}
+
 /// Checks `req` against the account at `mark`. See the module documentation.
 pub fn check(
     account: &AccountState,
@@ -474,6 +504,28 @@ mod tests {
             max_total_exposure: d("200000"),
             ..RiskRules::default()
         }
+    }
+
+    #[test]
+    fn legs_within_the_limits_one_by_one_cannot_add_up_past_them() {
+        let state = account("100000", vec![]);
+        let rules = RiskRules {
+            max_notional_per_trade: d("1000"),
+            max_total_exposure: d("2500"),
+            ..RiskRules::default()
+        };
+        let mut view = AccountView::of(&state, "BTCUSDT");
+        let leg = || OrderRequest {
+            limit: Some(d("100")),
+            ..order(OrderSide::Buy, "9", "10")
+        };
+        for _ in 0..2 {
+            let ok = check_view(&view, &rules, &filters(), d("100"), leg()).unwrap();
+            assume_filled(&mut view, ok.request(), d("100"), d("100"));
+        }
+        assert_eq!(view.notional, d("1800"));
+        let e = check_view(&view, &rules, &filters(), d("100"), leg()).unwrap_err();
+        assert_eq!(e.code(), "MAX_EXPOSURE_EXCEEDED", "{e}");
     }
 
     #[test]

@@ -1,0 +1,152 @@
+//! Several orders of one sub-account in one symbol (a scale: limits at several
+//! prices), checked together and sent in the venue's batches of five.
+//!
+//! Each leg is checked against the account with the legs before it assumed filled
+//! (`trading::risk::assume_filled`), so legs within the limits one by one cannot add
+//! up past them; the first refused leg refuses the whole batch, before anything is
+//! written or sent. Every leg is written SUBMITTED first. The venue answers each
+//! element on its own: an order, or its error (kept, or "unknown" for the ambiguous
+//! codes). A batch request that fails as a whole (timeout, 5xx) leaves every one of
+//! its elements UNKNOWN, resolved one by one — never resent.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use database::orders::{self, NewOrder, OrderRow, Source};
+use reqwest::Method;
+use serde_json::{json, Value};
+use trading::order::{classify, Reply, Wire};
+use trading::risk::{assume_filled, check_view, Refusal};
+
+use super::execution::{request_of, Executor, PlaceError, PlaceOrder};
+
+/// The venue's largest batch.
+pub const VENUE_BATCH: usize = 5;
+/// The most legs one request may carry.
+pub const MAX_LEGS: usize = 50;
+
+impl Executor {
+    pub async fn place_batch(&self, legs: Vec<PlaceOrder>) -> Result<Vec<OrderRow>, PlaceError> {
+        let i = &self.inner;
+        let Some(first) = legs.first() else {
+            return Err(PlaceError::Refused(Refusal::Invalid(
+                "a batch needs at least one order",
+            )));
+        };
+        if legs.len() > MAX_LEGS {
+            return Err(PlaceError::Refused(Refusal::Invalid(
+                "a batch has at most 50 orders",
+            )));
+        }
+        if legs.iter().any(|l| {
+            l.sub_account_id != first.sub_account_id
+                || !l.symbol.eq_ignore_ascii_case(&first.symbol)
+        }) {
+            return Err(PlaceError::Refused(Refusal::Invalid(
+                "the orders of a batch share one sub-account and one symbol",
+            )));
+        }
+        let mut t = self.ticket(first).await?;
+        let mut approved = Vec::with_capacity(legs.len());
+        for leg in &legs {
+            let a = check_view(
+                &t.view,
+                &t.rules,
+                &t.filters,
+                t.mark,
+                request_of(&t.symbol, leg),
+            )
+            .map_err(PlaceError::Refused)?;
+            let price = a.request().limit.unwrap_or(t.mark);
+            assume_filled(&mut t.view, a.request(), price, t.mark);
+            approved.push((leg, a));
+        }
+        let sent_at =
+            chrono::Utc::now().timestamp_millis() + i.rest.stats.time_offset_ms.load(Relaxed);
+        let mut rows = Vec::with_capacity(approved.len());
+        for (leg, a) in &approved {
+            let req = a.request();
+            rows.push(
+                orders::insert_submitted(
+                    &i.pool,
+                    &NewOrder {
+                        sub_account_id: leg.sub_account_id.clone(),
+                        symbol: t.symbol.clone(),
+                        side: req.side,
+                        kind: leg.kind,
+                        quantity: req.quantity,
+                        price: req.limit,
+                        leverage: req.leverage,
+                        reduce_only: req.reduce_only,
+                        origin: leg.origin.clone(),
+                        request_id: leg.request_id.clone(),
+                    },
+                    sent_at,
+                )
+                .await?,
+            );
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(VENUE_BATCH) {
+            let elements: Vec<Value> = chunk
+                .iter()
+                .map(|r| {
+                    let mut e = json!({
+                        "symbol": r.symbol, "side": orders::side_str(r.side), "type": r.kind,
+                        "quantity": r.order.quantity.normalize().to_string(),
+                        "newClientOrderId": r.client_order_id,
+                    });
+                    if let Some(px) = r.price {
+                        e["price"] = json!(px.normalize().to_string());
+                        e["timeInForce"] = json!("GTC");
+                    }
+                    e
+                })
+                .collect();
+            let params = [("batchOrders", Value::Array(elements).to_string())];
+            let replies: Vec<Wire> = match i
+                .rest
+                .signed(Method::POST, "/fapi/v1/batchOrders", &params)
+                .await
+            {
+                Ok(body) => {
+                    let v: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(k, _)| match v.get(k) {
+                            Some(e) if e["orderId"].is_u64() => Wire::Ok {
+                                venue_id: e["orderId"].as_u64().unwrap_or_default().to_string(),
+                            },
+                            Some(e) if e["code"].is_i64() => Wire::Api {
+                                status: 400,
+                                code: e["code"].as_i64().unwrap_or_default(),
+                                message: e["msg"].as_str().unwrap_or_default().to_owned(),
+                            },
+                            // An element the reply does not account for: unknown.
+                            _ => Wire::Broken {
+                                detail: "no reply for this element".into(),
+                            },
+                        })
+                        .collect()
+                }
+                Err(e) => {
+                    let w = super::execution::wire_of(&e);
+                    chunk.iter().map(|_| w.clone()).collect()
+                }
+            };
+            for (row, wire) in chunk.iter().zip(replies) {
+                let reply = classify(wire);
+                let ambiguous = matches!(reply, Reply::Unknown { .. });
+                let event = super::execution::event_of(reply);
+                let after = self
+                    .apply_event(&row.client_order_id, event, Source::Rest)
+                    .await?;
+                if ambiguous {
+                    self.resolve_later(&row.client_order_id, &row.symbol, sent_at);
+                }
+                out.push(after.unwrap_or_else(|| row.clone()));
+            }
+        }
+        Ok(out)
+    }
+}
