@@ -10,6 +10,7 @@ pub mod bus;
 pub mod config;
 pub mod engine;
 pub mod health;
+pub mod order_cli;
 pub mod pipeline;
 pub mod price;
 pub mod supervisor;

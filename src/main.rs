@@ -36,6 +36,10 @@ enum Command {
     /// The trading core's checks, offline.
     #[command(subcommand)]
     Risk(RiskCommand),
+    /// The executor against the configured Binance account: place one order, or
+    /// reconcile the book with the venue once (prints one JSON object).
+    #[command(subcommand)]
+    Order(greekstream::order_cli::OrderCommand),
 }
 
 #[derive(Subcommand)]
@@ -222,6 +226,19 @@ async fn main() -> anyhow::Result<()> {
                 BenchCommand::Copy { rows, seed } => bench::copy(&cfg, rows, seed).await?,
             };
             println!("{out}");
+        }
+        Command::Order(cmd) => {
+            telemetry::init_logging("warn");
+            match greekstream::order_cli::run(&cfg, &cmd).await {
+                Ok(out) => println!("{out}"),
+                Err(e) => {
+                    eprintln!(
+                        "{}",
+                        serde_json::json!({ "error": e.message, "code": e.code })
+                    );
+                    std::process::exit(2);
+                }
+            }
         }
         Command::Sim(_) | Command::Price(_) | Command::Risk(_) => {
             unreachable!("handled before the configuration is read")
