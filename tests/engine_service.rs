@@ -66,6 +66,7 @@ async fn accounts_in_the_ledger_are_valued_at_the_venue_marks_and_published() {
             origin: "BOT".into(),
             close_action: "CLOSE".into(),
             babysitter_excluded: false,
+            closes: None,
         },
     )
     .await

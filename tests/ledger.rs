@@ -56,6 +56,7 @@ fn booking(
         origin: "MANUAL".into(),
         close_action: "CLOSE".into(),
         babysitter_excluded: false,
+        closes: None,
     }
 }
 
@@ -312,5 +313,49 @@ async fn unknown_and_malformed_accounts_are_not_found() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), "INVALID_FILL");
+    assert_eq!(identity_breaks(p).await, 0);
+}
+
+/// Two closes of one position racing (a user's close and reconciliation's): the
+/// second finds the position gone and books nothing — it must not open a new one.
+#[tokio::test]
+async fn a_close_of_a_position_already_closed_books_nothing() {
+    let db = TestDb::new().await;
+    let p = &db.pool;
+    let a = new_account(p, "1000").await;
+    applied(
+        ledger::book_fill(p, &booking(&a, OrderSide::Buy, "1", "100", "0", Some("t1")))
+            .await
+            .unwrap(),
+    );
+    let pos = ledger::open_positions(p, Some(&a)).await.unwrap().remove(0);
+    let close = || FillBooking {
+        closes: Some(pos.id.clone()),
+        close_action: "RECONCILE".into(),
+        ..booking(&a, OrderSide::Sell, "1", "105", "0", None)
+    };
+    let (c1, c2) = (close(), close());
+    let (first, second) = tokio::join!(ledger::book_fill(p, &c1), ledger::book_fill(p, &c2));
+    let results = [first.unwrap(), second.unwrap()];
+    assert_eq!(
+        results.iter().filter(|b| **b == Booked::Duplicate).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        ledger::open_positions(p, Some(&a))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no short opened"
+    );
+    assert_eq!(
+        ledger::account(p, &a)
+            .await
+            .unwrap()
+            .unwrap()
+            .current_balance,
+        d("1005")
+    );
     assert_eq!(identity_breaks(p).await, 0);
 }

@@ -489,12 +489,16 @@ pub struct FillBooking {
     /// The action of a closing part (`CLOSE`, `LIMIT_CLOSE`, `LIQUIDATE`, …).
     pub close_action: String,
     pub babysitter_excluded: bool,
+    /// A close of this very position (a virtual close): booked only while it is
+    /// still the open one, so a close racing another close cannot open a new one.
+    pub closes: Option<String>,
 }
 
 /// What booking a fill did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Booked {
-    /// This venue trade was booked before; nothing changed.
+    /// This venue trade was booked before (or the position to close is no longer
+    /// the open one); nothing changed.
     Duplicate,
     Applied(Box<Applied>),
 }
@@ -661,6 +665,14 @@ pub async fn book_fill_in(tx: &mut PgConnection, b: &FillBooking) -> Result<Book
         ))
     })
     .transpose()?;
+    if let Some(target) = &b.closes {
+        let still_open = current.as_ref().is_some_and(|(id, p)| {
+            id == target && p.side != b.fill.side.opens() && p.quantity == b.fill.quantity
+        });
+        if !still_open {
+            return Ok(Booked::Duplicate);
+        }
+    }
     let outcome = apply_fill(current.as_ref().map(|(_, p)| p), &b.fill)?;
     let fee_closing = if outcome.closed.is_zero() {
         Decimal::ZERO

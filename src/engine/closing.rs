@@ -210,6 +210,7 @@ impl Executor {
                 origin: "MANUAL".into(),
                 close_action: reason.to_owned(),
                 babysitter_excluded: p.babysitter_excluded,
+                closes: Some(p.id.clone()),
             },
         )
         .await?;

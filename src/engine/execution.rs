@@ -628,6 +628,7 @@ impl Executor {
                         origin: row.origin.clone(),
                         close_action: "CLOSE".into(),
                         babysitter_excluded: false,
+                        closes: None,
                     },
                 )
                 .await?,
