@@ -96,6 +96,14 @@ pub async fn run(cfg: &Config, cmd: &OrderCommand) -> Result<Value, CliError> {
     let exec = Executor::start(
         ExecutionConfig {
             house: cfg.house_positions.clone(),
+            // The service's lock: an operator's run never overlaps the engine's.
+            lock: redis::Client::open(cfg.redis_url.expose())
+                .ok()
+                .map(|client| crate::engine::reconcile::ReconcileLock {
+                    client,
+                    key: format!("{}lock:reconcile", cfg.binance.redis_prefix),
+                    ttl: Duration::from_secs(30),
+                }),
             ..ExecutionConfig::default()
         },
         pool,

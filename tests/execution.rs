@@ -1197,3 +1197,80 @@ async fn a_scale_over_the_limits_in_sum_is_refused_whole_before_anything_is_sent
         "INVALID_ORDER"
     );
 }
+
+/// Two engines never reconcile at once: a lock held by another owner skips the
+/// round and is left alone; a free one is taken and given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_takes_the_redis_lock_and_leaves_anothers_alone() {
+    use greekstream::engine::reconcile::ReconcileLock;
+    let v = venue().await;
+    let prefix = simulators::testkit::unique_prefix("reconcile-lock");
+    let key = format!("{prefix}lock:reconcile");
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis (README set-up)");
+    let (out, _events) = outbox("pms:", 100, 3);
+    let locked = Executor::start(
+        ExecutionConfig {
+            house: [
+                ("BTCUSDT", "0.5"),
+                ("ETHUSDT", "-4"),
+                ("BTCUSDT_261225", "-0.2"),
+            ]
+            .into_iter()
+            .map(|(s, q)| (s.to_owned(), d(q)))
+            .collect(),
+            lock: Some(ReconcileLock {
+                client: client.clone(),
+                key: key.clone(),
+                ttl: Duration::from_secs(30),
+            }),
+            ..ExecutionConfig::default()
+        },
+        v.db.pool.clone(),
+        v.rest.clone(),
+        PriceChain::new(PriceChainConfig::default())
+            .with_rest(reqwest::Client::new(), &v.sim.rest_url()),
+        None,
+        out,
+        None,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    redis::cmd("SET")
+        .arg(&key)
+        .arg("another-engine")
+        .arg("PX")
+        .arg(30_000)
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    let r = locked.reconcile().await.unwrap();
+    assert!(r.skipped, "{r:?}");
+    let holder: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        holder.as_deref(),
+        Some("another-engine"),
+        "not ours to release"
+    );
+    redis::cmd("DEL")
+        .arg(&key)
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    let r = locked.reconcile().await.unwrap();
+    assert!(!r.skipped, "{r:?}");
+    let holder: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(holder, None, "released after the round");
+}

@@ -135,6 +135,8 @@ pub struct ExecutionConfig {
     /// A symbol filled this recently is not judged for desync: its fill may still be
     /// on its way to the book.
     pub fill_debounce: Duration,
+    /// The lock that keeps two engines from reconciling at once.
+    pub lock: Option<super::reconcile::ReconcileLock>,
 }
 
 impl Default for ExecutionConfig {
@@ -149,6 +151,7 @@ impl Default for ExecutionConfig {
             house: HashMap::new(),
             reconcile_every: Duration::from_secs(60),
             fill_debounce: Duration::from_secs(5),
+            lock: None,
         }
     }
 }

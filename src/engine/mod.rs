@@ -110,6 +110,7 @@ pub async fn run_executor(setup: ExecutorSetup, cancel: CancellationToken) {
             return;
         }
     };
+    let prefix_for_lock = prefix.clone();
     let mut chain = prices::PriceChain::new(prices::PriceChainConfig {
         prefix,
         ..Default::default()
@@ -119,8 +120,17 @@ pub async fn run_executor(setup: ExecutorSetup, cancel: CancellationToken) {
     if let Ok(client) = redis::Client::open(redis_url.as_str()) {
         chain = chain.with_cache(client);
     }
+    let lock =
+        redis::Client::open(redis_url.as_str())
+            .ok()
+            .map(|client| reconcile::ReconcileLock {
+                client,
+                key: format!("{prefix_for_lock}lock:reconcile"),
+                ttl: Duration::from_secs(30),
+            });
     let config = execution::ExecutionConfig {
         house,
+        lock,
         ..Default::default()
     };
     let mut retry = streaming::retry::task_restart();

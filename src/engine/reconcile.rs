@@ -30,8 +30,69 @@ use super::execution::Executor;
 pub const ACTIONS: &str = "greekstream_reconciliation_actions_total";
 pub const DESYNCED: &str = "greekstream_desynced_symbols";
 
+/// `SET {key} {token} NX PX {ttl}` around a reconciliation, released only by its
+/// owner: two engines (or an engine and an operator's `greekstream order reconcile`)
+/// never reconcile at once. Redis unreachable: the round is skipped (fail closed) and
+/// retried at the next.
+#[derive(Clone)]
+pub struct ReconcileLock {
+    pub client: redis::Client,
+    /// `pms:lock:reconcile`.
+    pub key: String,
+    pub ttl: std::time::Duration,
+}
+
+impl std::fmt::Debug for ReconcileLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the client: its URL can carry a password.
+        f.debug_struct("ReconcileLock")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+const RELEASE: &str =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+impl ReconcileLock {
+    /// The lock's token if taken; `None` if another holds it.
+    async fn take(&self) -> Result<Option<String>, redis::RedisError> {
+        let mut c = self.client.get_multiplexed_async_connection().await?;
+        let token = format!(
+            "{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        );
+        let got: Option<String> = redis::cmd("SET")
+            .arg(&self.key)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.ttl.as_millis() as u64)
+            .query_async(&mut c)
+            .await?;
+        Ok(got.map(|_| token))
+    }
+
+    async fn release(&self, token: &str) {
+        let Ok(mut c) = self.client.get_multiplexed_async_connection().await else {
+            return;
+        };
+        // Compare and delete in one step (EVAL: no script cache needed).
+        let _: Result<i64, _> = redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(&self.key)
+            .arg(token)
+            .query_async(&mut c)
+            .await;
+    }
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReconcileReport {
+    /// Another engine held the lock (or Redis could not be asked): nothing was done.
+    pub skipped: bool,
     pub orders_checked: usize,
     pub orders_changed: usize,
     pub orphans_cancelled: usize,
@@ -53,6 +114,36 @@ impl Executor {
     pub async fn reconcile(&self) -> Result<ReconcileReport, CloseError> {
         let i = &self.inner;
         let _one = i.reconciling.lock().await;
+        let token = match &i.config.lock {
+            None => None,
+            Some(lock) => match lock.take().await {
+                Ok(Some(token)) => Some(token),
+                Ok(None) => {
+                    metrics::counter!(ACTIONS, "kind" => "SKIPPED_LOCKED").increment(1);
+                    return Ok(ReconcileReport {
+                        skipped: true,
+                        ..Default::default()
+                    });
+                }
+                Err(e) => {
+                    metrics::counter!(ACTIONS, "kind" => "SKIPPED_NO_LOCK").increment(1);
+                    tracing::warn!(error = %e, "reconciliation lock unavailable: this round is skipped");
+                    return Ok(ReconcileReport {
+                        skipped: true,
+                        ..Default::default()
+                    });
+                }
+            },
+        };
+        let result = self.reconcile_locked().await;
+        if let (Some(lock), Some(token)) = (&i.config.lock, token) {
+            lock.release(&token).await;
+        }
+        result
+    }
+
+    async fn reconcile_locked(&self) -> Result<ReconcileReport, CloseError> {
+        let i = &self.inner;
         let mut report = ReconcileReport::default();
 
         // 1. Orders not final.
