@@ -31,6 +31,11 @@ fn engine(db: &TestDb, sim: &BinanceSim, args: &[&str]) -> Command {
             "GS_HOUSE_POSITIONS",
             "BTCUSDT:0.5,ETHUSDT:-4,BTCUSDT_261225:-0.2",
         )
+        // This test's own Redis keys (the reconciliation lock among them).
+        .env(
+            "GS_REDIS_PREFIX",
+            format!("gs-crash-{}:", db.url().rsplit('/').next().unwrap_or("x")),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     c
