@@ -1274,3 +1274,38 @@ async fn reconciliation_takes_the_redis_lock_and_leaves_anothers_alone() {
         .unwrap();
     assert_eq!(holder, None, "released after the round");
 }
+
+/// A limit partly filled on arrival, then cancelled: the filled part is booked once,
+/// the order ends CANCELED with what it filled, the rest never fills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_fill_then_a_cancel_books_the_filled_part_once() {
+    let v = venue().await;
+    v.sim.pause_market(true);
+    let (_, asks, _) = v.sim.book("BTCUSDT").unwrap();
+    let (&best, _) = asks.iter().next().unwrap();
+    // Only 0.001 for sale at the best ask: a 0.003 buy there fills a third.
+    assert!(v.sim.set_level("BTCUSDT", false, best, d("0.001")));
+    let o = v
+        .exec
+        .place(limit(&v.account, OrderSide::Buy, "0.003", best))
+        .await
+        .unwrap();
+    v.wait_state(
+        &o.client_order_id,
+        OrderState::PartiallyFilled,
+        Duration::from_secs(10),
+    )
+    .await;
+    let cancelled = v.exec.cancel(&v.account, &o.id).await.unwrap();
+    assert_eq!(cancelled.order.state, OrderState::Canceled);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        v.order_state(&o.client_order_id).await,
+        (OrderState::Canceled, d("0.001"))
+    );
+    assert_eq!(v.executions().await, 1);
+    let pos = ledger::open_positions(&v.db.pool, Some(&v.account))
+        .await
+        .unwrap();
+    assert_eq!(pos[0].position.quantity, d("0.001"));
+}
