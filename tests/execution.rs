@@ -1309,3 +1309,64 @@ async fn a_partial_fill_then_a_cancel_books_the_filled_part_once() {
         .unwrap();
     assert_eq!(pos[0].position.quantity, d("0.001"));
 }
+
+/// The venue fills a resting order while the engine has not heard yet (its stream
+/// events are late) and the account cancels: the venue refuses the cancel, the engine
+/// reads the venue's record instead of calling the order cancelled, and when the late
+/// event comes the fill is not booked twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_racing_the_fill_finds_it_filled_and_books_it_once() {
+    let v = venue().await;
+    v.sim.pause_market(true);
+    let (bids, _, _) = v.sim.book("BTCUSDT").unwrap();
+    let (&best_bid, _) = bids.iter().next_back().unwrap();
+    v.sim.stream_fault(
+        StreamFault::Delay(Duration::from_secs(2)),
+        Selector::Next(1),
+    );
+    let o = v
+        .exec
+        .place(limit(&v.account, OrderSide::Buy, "0.002", best_bid))
+        .await
+        .unwrap();
+    assert_eq!(o.order.state, OrderState::Submitted);
+    // The market trades down through it; the venue fills it.
+    v.sim.move_price("BTCUSDT", -50);
+    v.sim.pause_market(false);
+    let q = [
+        ("symbol", "BTCUSDT".to_owned()),
+        ("origClientOrderId", o.client_order_id.clone()),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = v
+            .rest
+            .signed(Method::GET, "/fapi/v1/order", &q)
+            .await
+            .unwrap();
+        let status: Value = serde_json::from_str(&body).unwrap();
+        if status["status"] == "FILLED" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the venue never filled it: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    v.sim.pause_market(true);
+    assert_eq!(
+        v.order_state(&o.client_order_id).await.0,
+        OrderState::Submitted,
+        "not heard yet"
+    );
+    let after = v.exec.cancel(&v.account, &o.id).await.unwrap();
+    assert_eq!(after.order.state, OrderState::Filled, "{after:?}");
+    // The late stream events arrive: nothing more is booked.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        v.order_state(&o.client_order_id).await,
+        (OrderState::Filled, d("0.002"))
+    );
+    assert_eq!(v.executions().await, 1, "booked once");
+}
