@@ -16,7 +16,6 @@ use trading::order::{OrderEvent, OrderState};
 use trading::position::{Fill, OrderSide, Side};
 
 use super::execution::{Executor, PlaceError, PlaceOrder};
-use super::risk_loop::RiskInput;
 
 pub const DESYNC_CLOSES: &str = "greekstream_desync_closes_total";
 
@@ -224,11 +223,7 @@ impl Executor {
             );
             i.stats.desync_closes.fetch_add(1, Relaxed);
         }
-        if let (Some(risk), Ok(Some(acc))) =
-            (&i.risk, ledger::watched(&i.pool, &p.sub_account_id).await)
-        {
-            let _ = risk.send(RiskInput::Book(acc)).await;
-        }
+        self.book_changed(&p.sub_account_id).await;
         Ok(())
     }
 

@@ -137,6 +137,10 @@ pub struct ExecutionConfig {
     pub fill_debounce: Duration,
     /// The lock that keeps two engines from reconciling at once.
     pub lock: Option<super::reconcile::ReconcileLock>,
+    /// How long the order path trusts an account's book read from the ledger. The
+    /// engine's own writes refresh it at once; this bounds how long a change made
+    /// outside the engine (an operator's SQL) can go unseen.
+    pub book_ttl: Duration,
 }
 
 impl Default for ExecutionConfig {
@@ -152,6 +156,7 @@ impl Default for ExecutionConfig {
             reconcile_every: Duration::from_secs(60),
             fill_debounce: Duration::from_secs(5),
             lock: None,
+            book_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -246,6 +251,17 @@ pub(super) struct Inner {
     pub(super) last_fill: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
     /// One reconciliation at a time.
     pub(super) reconciling: tokio::sync::Mutex<()>,
+    /// Each account's book and rules, and when they were read.
+    #[allow(clippy::type_complexity)]
+    pub(super) books: std::sync::Mutex<
+        HashMap<
+            String,
+            (
+                Arc<(Prepared, trading::risk::RiskRules)>,
+                std::time::Instant,
+            ),
+        >,
+    >,
 }
 
 impl std::fmt::Debug for Executor {
@@ -387,6 +403,7 @@ impl Executor {
                 blocked: Default::default(),
                 last_fill: Default::default(),
                 reconciling: Default::default(),
+                books: Default::default(),
             }),
         })
     }
@@ -527,9 +544,12 @@ impl Executor {
             .get(&symbol)
             .cloned()
             .ok_or_else(|| PlaceError::UnknownSymbol(symbol.clone()))?;
-        let (account, rules) = ledger::watched_with_rules(&i.pool, &p.sub_account_id)
+        let cached = self
+            .book_of(&p.sub_account_id)
             .await?
             .ok_or(PlaceError::AccountNotFound)?;
+        let (prepared, rules) = (&cached.0, cached.1.clone());
+        let account = prepared.account();
         let mark = i
             .prices
             .mark(&symbol)
@@ -551,8 +571,7 @@ impl Executor {
             .iter()
             .find(|q| *q.symbol == *symbol)
             .map(|q| q.position.signed());
-        let view =
-            Prepared::new(account).view(|k| stream_mark(&symbols[k]), &symbol, Decimal::ZERO);
+        let view = prepared.view(|k| stream_mark(&symbols[k]), &symbol, Decimal::ZERO);
         Ok(Ticket {
             symbol,
             filters,
@@ -718,14 +737,49 @@ impl Executor {
                 );
             }
         }
-        if let Some(risk) = &i.risk {
-            match ledger::watched(&i.pool, &row.sub_account_id).await {
-                Ok(Some(account)) => {
-                    let _ = risk.send(RiskInput::Book(account)).await;
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "risk loop not told of a fill"),
+        self.book_changed(&row.sub_account_id).await;
+    }
+
+    /// The account's book and rules as the order path reads them: from memory, read
+    /// from the ledger when absent or older than `book_ttl`. The engine refreshes an
+    /// account after each of its own writes to it ([`Executor::book_changed`]), so
+    /// an order is checked without a database read before it.
+    pub(super) async fn book_of(
+        &self,
+        account: &str,
+    ) -> Result<Option<Arc<(Prepared, trading::risk::RiskRules)>>, LedgerError> {
+        let i = &self.inner;
+        if let Some((b, at)) = i.books.lock().expect("books lock").get(account) {
+            if at.elapsed() < i.config.book_ttl {
+                return Ok(Some(b.clone()));
             }
+        }
+        let Some((a, rules)) = ledger::watched_with_rules(&i.pool, account).await? else {
+            return Ok(None);
+        };
+        let b = Arc::new((Prepared::new(a), rules));
+        i.books
+            .lock()
+            .expect("books lock")
+            .insert(account.to_owned(), (b.clone(), std::time::Instant::now()));
+        Ok(Some(b))
+    }
+
+    /// After a write to `account` (a fill, a close): its book is read again, kept for
+    /// the order path, and handed to the risk loop.
+    pub(super) async fn book_changed(&self, account: &str) {
+        let i = &self.inner;
+        i.books.lock().expect("books lock").remove(account);
+        match self.book_of(account).await {
+            Ok(Some(b)) => {
+                if let Some(risk) = &i.risk {
+                    let _ = risk
+                        .send(RiskInput::Book(b.0.account().as_ref().clone()))
+                        .await;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "book not re-read after a write"),
         }
     }
 
