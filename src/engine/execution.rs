@@ -769,8 +769,18 @@ impl Executor {
     /// the order path, and handed to the risk loop.
     pub(super) async fn book_changed(&self, account: &str) {
         let i = &self.inner;
-        i.books.lock().expect("books lock").remove(account);
-        match self.book_of(account).await {
+        // Read first and replace after: meanwhile orders use the book one write old
+        // rather than each going to the database.
+        let fresh = ledger::watched_with_rules(&i.pool, account)
+            .await
+            .map(|o| o.map(|(a, rules)| Arc::new((Prepared::new(a), rules))));
+        if let Ok(Some(b)) = &fresh {
+            i.books
+                .lock()
+                .expect("books lock")
+                .insert(account.to_owned(), (b.clone(), std::time::Instant::now()));
+        }
+        match fresh {
             Ok(Some(b)) => {
                 if let Some(risk) = &i.risk {
                     let _ = risk
