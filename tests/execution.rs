@@ -1370,3 +1370,85 @@ async fn a_cancel_racing_the_fill_finds_it_filled_and_books_it_once() {
     );
     assert_eq!(v.executions().await, 1, "booked once");
 }
+
+/// The same fill told twice at once (the stream and a query): the second waits for
+/// the order's lock while the first books the fill. It must then see that trade as
+/// booked — counted once in the order's `filled`, booked once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_fill_told_twice_at_once_counts_once() {
+    use database::ledger::{Booked, FillBooking};
+    use trading::order::{Execution, OrderEvent};
+    let v = venue().await;
+    v.sim.stream_fault(StreamFault::Drop, Selector::Next(1));
+    let px = resting_bid(&v);
+    let o = v
+        .exec
+        .place(limit(&v.account, OrderSide::Buy, "0.002", px))
+        .await
+        .unwrap();
+    let fill = Execution {
+        trade_id: "777".into(),
+        quantity: d("0.002"),
+        price: px,
+        fee: Decimal::ZERO,
+    };
+    // The first teller holds the order's lock...
+    let mut tx = v.db.pool.begin().await.unwrap();
+    let mut row = orders::lock_by_client_id(&mut tx, &o.client_order_id)
+        .await
+        .unwrap()
+        .unwrap();
+    // ...while the second arrives and waits for it.
+    let exec = v.exec.clone();
+    let (cid, second_fill) = (o.client_order_id.clone(), fill.clone());
+    let second = tokio::spawn(async move {
+        exec.apply_event(&cid, OrderEvent::Fill(second_fill), orders::Source::Stream)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first books the fill and commits.
+    trading::order::apply(&mut row.order, OrderEvent::Fill(fill.clone())).unwrap();
+    let booked = ledger::book_fill_in(
+        &mut tx,
+        &FillBooking {
+            sub_account_id: v.account.clone(),
+            symbol: "BTCUSDT".into(),
+            fill: trading::position::Fill {
+                side: OrderSide::Buy,
+                quantity: fill.quantity,
+                price: px,
+                leverage: d("10"),
+            },
+            fee: Decimal::ZERO,
+            exchange_order_id: row.order.venue_id.clone(),
+            client_order_id: Some(o.client_order_id.clone()),
+            exchange_trade_id: Some("777".into()),
+            order_type: "LIMIT".into(),
+            origin: "MANUAL".into(),
+            close_action: "CLOSE".into(),
+            babysitter_excluded: false,
+            closes: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(booked, Booked::Applied(_)));
+    orders::record(
+        &mut tx,
+        &row.id,
+        &row.order,
+        "Fill",
+        orders::Source::Reconcile,
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    second.await.unwrap().unwrap();
+    assert_eq!(
+        v.order_state(&o.client_order_id).await,
+        (OrderState::Filled, d("0.002")),
+        "counted once"
+    );
+    assert_eq!(v.executions().await, 1, "booked once");
+}

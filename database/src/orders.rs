@@ -179,17 +179,30 @@ pub async fn insert_submitted(
 }
 
 /// The order with this client id, locked for the caller's transaction.
+///
+/// Locked first, read after: a statement that waits for a row lock keeps the
+/// snapshot it started with, so reading the order's booked trades in the locking
+/// statement could miss a trade the lock's previous holder just booked (and count
+/// its fill twice). The second statement sees everything committed before the lock.
 pub async fn lock_by_client_id(
     tx: &mut PgConnection,
     client_order_id: &str,
 ) -> Result<Option<OrderRow>, LedgerError> {
+    let locked: Option<String> =
+        sqlx::query_scalar("SELECT id::text FROM orders WHERE client_order_id = $1 FOR UPDATE")
+            .bind(client_order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(id) = locked else {
+        return Ok(None);
+    };
     let r = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM orders o WHERE o.client_order_id = $1 FOR UPDATE OF o"
+        "SELECT {COLUMNS} FROM orders o WHERE o.id = $1::uuid"
     ))
-    .bind(client_order_id)
-    .fetch_optional(&mut *tx)
+    .bind(id)
+    .fetch_one(&mut *tx)
     .await?;
-    r.as_ref().map(row).transpose()
+    row(&r).map(Some)
 }
 
 pub async fn by_client_id(

@@ -582,9 +582,10 @@ impl Executor {
         })
     }
 
-    /// Applies `event` to the order with `client_id` in one transaction, booking a new
-    /// fill with it; publishes what changed. `Ok(None)`: no such order of ours.
-    pub(super) async fn apply_event(
+    /// Applies a venue's word on the order with `client_id` (what the stream, the
+    /// REST reply or a query said) in one transaction, booking a new fill with it;
+    /// publishes what changed. `Ok(None)`: no such order of ours.
+    pub async fn apply_event(
         &self,
         client_id: &str,
         event: OrderEvent,
@@ -656,6 +657,11 @@ impl Executor {
                 .await?,
             ),
         };
+        if matches!(booked, Some(Booked::Duplicate)) {
+            // The ledger already holds this trade: nothing to record (rolled back).
+            i.stats.duplicates.fetch_add(1, Relaxed);
+            return Ok(Some(row));
+        }
         orders::record(&mut tx, &row.id, &row.order, name, source, detail).await?;
         tx.commit().await?;
         if let (Effect::Book(x), Some(booked)) = (&effect, booked) {
