@@ -104,6 +104,37 @@ impl RedisLink {
         }
     }
 
+    /// Runs `cmd` on `conn` (connecting when there is none) until it succeeds; a
+    /// failure drops the connection and waits the backoff. False once `cancel` fires:
+    /// what must be published is kept by its caller until then, in order.
+    pub async fn run_until_done(
+        &mut self,
+        conn: &mut Option<MultiplexedConnection>,
+        cmd: &redis::Cmd,
+        cancel: &CancellationToken,
+    ) -> bool {
+        loop {
+            if conn.is_none() {
+                *conn = self.connect(cancel).await;
+            }
+            let Some(c) = conn.as_mut() else {
+                return false;
+            };
+            match cmd.query_async::<redis::Value>(c).await {
+                Ok(_) => {
+                    self.succeeded();
+                    return true;
+                }
+                Err(e) => {
+                    *conn = None;
+                    if !self.failed(&e, cancel).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
     /// Every failure so far (connects and commands), for tests and status pages.
     pub fn errors(&self) -> Arc<AtomicU64> {
         self.errors.clone()

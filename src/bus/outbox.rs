@@ -122,42 +122,23 @@ pub async fn run_writer(
             _ = cancel.cancelled() => return,
         };
         let Some(w) = w else { return };
-        loop {
-            if conn.is_none() {
-                conn = link.connect(&cancel).await;
+        let cmd = match &w {
+            BusWrite::Publish { channel, payload } => {
+                let mut c = redis::cmd("PUBLISH");
+                c.arg(channel).arg(payload);
+                c
             }
-            let Some(c) = conn.as_mut() else { return };
-            let sent = match &w {
-                BusWrite::Publish { channel, payload } => redis::cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(payload)
-                    .query_async::<i64>(c)
-                    .await
-                    .map(drop),
-                BusWrite::Set { key, value, ttl } => {
-                    redis::cmd("SET")
-                        .arg(key)
-                        .arg(value)
-                        .arg("EX")
-                        .arg(ttl.as_secs().max(1))
-                        .query_async::<()>(c)
-                        .await
-                }
-            };
-            match sent {
-                Ok(()) => {
-                    metrics::counter!(WRITTEN).increment(1);
-                    link.succeeded();
-                    break;
-                }
-                Err(e) => {
-                    conn = None;
-                    if !link.failed(&e, &cancel).await {
-                        return;
-                    }
-                }
+            BusWrite::Set { key, value, ttl } => {
+                let mut c = redis::cmd("SET");
+                c.arg(key).arg(value).arg("EX").arg(ttl.as_secs().max(1));
+                c
             }
+        };
+        // A write that fails is retried before the next, so order holds.
+        if !link.run_until_done(&mut conn, &cmd, &cancel).await {
+            return;
         }
+        metrics::counter!(WRITTEN).increment(1);
     }
 }
 

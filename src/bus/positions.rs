@@ -51,33 +51,12 @@ pub async fn run_publisher(
         for m in messages {
             // Each message is retried until it is published: the hub's own resync
             // takes over if this falls too far behind.
-            loop {
-                if conn.is_none() {
-                    conn = link.connect(&cancel).await;
-                    if conn.is_none() {
-                        return;
-                    }
-                }
-                let c = conn.as_mut().expect("connected above");
-                match redis::cmd("PUBLISH")
-                    .arg(&channel)
-                    .arg(&m)
-                    .query_async::<i64>(c)
-                    .await
-                {
-                    Ok(_) => {
-                        metrics::counter!(PUBLISHED).increment(1);
-                        link.succeeded();
-                        break;
-                    }
-                    Err(e) => {
-                        conn = None;
-                        if !link.failed(&e, &cancel).await {
-                            return;
-                        }
-                    }
-                }
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(&channel).arg(&m);
+            if !link.run_until_done(&mut conn, &cmd, &cancel).await {
+                return;
             }
+            metrics::counter!(PUBLISHED).increment(1);
         }
     }
 }

@@ -303,20 +303,6 @@ pub(super) fn event_of(reply: Reply) -> OrderEvent {
     }
 }
 
-fn name_of(e: &OrderEvent) -> &'static str {
-    match e {
-        OrderEvent::Sent => "Sent",
-        OrderEvent::Accepted { .. } => "Accepted",
-        OrderEvent::Ambiguous { .. } => "Ambiguous",
-        OrderEvent::Rejected { .. } => "Rejected",
-        OrderEvent::NotFound => "NotFound",
-        OrderEvent::Fill(_) => "Fill",
-        OrderEvent::Canceled => "Canceled",
-        OrderEvent::Expired => "Expired",
-        OrderEvent::NotSent => "NotSent",
-    }
-}
-
 fn detail_of(e: &OrderEvent) -> Value {
     match e {
         OrderEvent::Accepted { venue_id } => json!({"venueOrderId": venue_id}),
@@ -614,7 +600,7 @@ impl Executor {
         let Some(mut row) = orders::lock_by_client_id(&mut tx, client_id).await? else {
             return Ok(None);
         };
-        let name = name_of(&event);
+        let name = event.name();
         let detail = detail_of(&event);
         let effect = match machine::apply(&mut row.order, event) {
             Ok(e) => e,

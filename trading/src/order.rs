@@ -158,17 +158,20 @@ pub struct InvalidTransition {
     pub event: &'static str,
 }
 
-fn event_name(e: &OrderEvent) -> &'static str {
-    match e {
-        OrderEvent::Sent => "Sent",
-        OrderEvent::Accepted { .. } => "Accepted",
-        OrderEvent::Ambiguous { .. } => "Ambiguous",
-        OrderEvent::Rejected { .. } => "Rejected",
-        OrderEvent::NotFound => "NotFound",
-        OrderEvent::Fill(_) => "Fill",
-        OrderEvent::Canceled => "Canceled",
-        OrderEvent::Expired => "Expired",
-        OrderEvent::NotSent => "NotSent",
+impl OrderEvent {
+    /// The event's name, as `order_events.event` records it.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            OrderEvent::Sent => "Sent",
+            OrderEvent::Accepted { .. } => "Accepted",
+            OrderEvent::Ambiguous { .. } => "Ambiguous",
+            OrderEvent::Rejected { .. } => "Rejected",
+            OrderEvent::NotFound => "NotFound",
+            OrderEvent::Fill(_) => "Fill",
+            OrderEvent::Canceled => "Canceled",
+            OrderEvent::Expired => "Expired",
+            OrderEvent::NotSent => "NotSent",
+        }
     }
 }
 
@@ -178,7 +181,7 @@ pub fn apply(order: &mut Order, event: OrderEvent) -> Result<Effect, InvalidTran
     use OrderState as S;
     let invalid = |order: &Order, event: &OrderEvent| InvalidTransition {
         state: order.state.as_str(),
-        event: event_name(event),
+        event: event.name(),
     };
     let effect = match (order.state, event) {
         (S::New, E::Sent) => {
