@@ -241,7 +241,12 @@ async fn a_market_order_is_written_placed_filled_and_booked_once() {
         .place(market(&v.account, OrderSide::Buy, "0.002"))
         .await
         .unwrap();
-    assert_eq!(o.order.state, OrderState::Submitted);
+    // Accepted; already filled if the stream told first (a market order fills at once).
+    assert!(
+        matches!(o.order.state, OrderState::Submitted | OrderState::Filled),
+        "{:?}",
+        o.order
+    );
     assert!(o.order.venue_id.is_some());
     v.wait_state(
         &o.client_order_id,
@@ -1092,7 +1097,15 @@ async fn after_a_429_no_order_is_sent_during_the_pause() {
         .place(market(&v.account, OrderSide::Buy, "0.002"))
         .await
         .unwrap();
-    assert_eq!(first.order.state, OrderState::Submitted);
+    // Accepted; already filled if the stream told first (a market order fills at once).
+    assert!(
+        matches!(
+            first.order.state,
+            OrderState::Submitted | OrderState::Filled
+        ),
+        "{:?}",
+        first.order
+    );
     // Over the venue's order count: 429, refused before its engine.
     let second = v
         .exec
