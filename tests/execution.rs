@@ -1334,7 +1334,7 @@ async fn a_cancel_racing_the_fill_finds_it_filled_and_books_it_once() {
     let (bids, _, _) = v.sim.book("BTCUSDT").unwrap();
     let (&best_bid, _) = bids.iter().next_back().unwrap();
     v.sim.stream_fault(
-        StreamFault::Delay(Duration::from_secs(2)),
+        StreamFault::Delay(Duration::from_secs(6)),
         Selector::Next(1),
     );
     let o = v
@@ -1376,7 +1376,7 @@ async fn a_cancel_racing_the_fill_finds_it_filled_and_books_it_once() {
     let after = v.exec.cancel(&v.account, &o.id).await.unwrap();
     assert_eq!(after.order.state, OrderState::Filled, "{after:?}");
     // The late stream events arrive: nothing more is booked.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
     assert_eq!(
         v.order_state(&o.client_order_id).await,
         (OrderState::Filled, d("0.002"))
