@@ -595,25 +595,55 @@ impl Executor {
         event: OrderEvent,
         source: Source,
     ) -> Result<Option<OrderRow>, LedgerError> {
+        self.transition_with(client_id, None, event, source).await
+    }
+
+    /// [`Executor::transition`], first taking the venue's order id when the order
+    /// has none yet — in the same transaction, so a stream update costs one.
+    async fn transition_with(
+        &self,
+        client_id: &str,
+        venue_id: Option<String>,
+        event: OrderEvent,
+        source: Source,
+    ) -> Result<Option<OrderRow>, LedgerError> {
         let i = &self.inner;
         let mut tx = i.pool.begin().await?;
         let Some(mut row) = orders::lock_by_client_id(&mut tx, client_id).await? else {
             return Ok(None);
         };
+        let adopted = match venue_id {
+            Some(v) if row.order.venue_id.is_none() => {
+                let accepted = OrderEvent::Accepted { venue_id: v };
+                let detail = detail_of(&accepted);
+                let changed = matches!(
+                    machine::apply(&mut row.order, accepted),
+                    Ok(Effect::Changed)
+                );
+                changed.then_some(detail)
+            }
+            _ => None,
+        };
         let name = event.name();
         let detail = detail_of(&event);
-        let effect = match machine::apply(&mut row.order, event) {
+        if let Some(accepted) = adopted {
+            orders::record(&mut tx, &row.id, &row.order, "Accepted", source, accepted).await?;
+        }
+        let applied = machine::apply(&mut row.order, event);
+        let effect = match applied {
             Ok(e) => e,
             Err(invalid) => {
                 i.stats.feed_errors.fetch_add(1, Relaxed);
                 metrics::counter!(FEED_ERRORS, "kind" => "invalid_transition").increment(1);
                 tracing::warn!(order = client_id, error = %invalid, "order event ignored");
+                tx.commit().await?;
                 return Ok(Some(row));
             }
         };
         let booked = match &effect {
             Effect::Nothing => {
                 i.stats.duplicates.fetch_add(1, Relaxed);
+                tx.commit().await?;
                 return Ok(Some(row));
             }
             Effect::Changed => None,
@@ -644,7 +674,8 @@ impl Executor {
             ),
         };
         if matches!(booked, Some(Booked::Duplicate)) {
-            // The ledger already holds this trade: nothing to record (rolled back).
+            // The ledger already holds this trade: nothing to record (rolled back,
+            // with the venue id, which the next update brings again).
             i.stats.duplicates.fetch_add(1, Relaxed);
             return Ok(Some(row));
         }
@@ -843,10 +874,8 @@ impl Executor {
             return;
         }
         let venue_id = u.order_id.to_string();
-        let mut events = vec![OrderEvent::Accepted { venue_id }];
-        match u.execution_type.as_str() {
-            "NEW" => {}
-            "TRADE" => events.push(OrderEvent::Fill(Execution {
+        let event = match u.execution_type.as_str() {
+            "TRADE" => OrderEvent::Fill(Execution {
                 trade_id: u.trade_id.to_string(),
                 quantity: u.last_filled_qty,
                 price: u.last_filled_price,
@@ -855,21 +884,25 @@ impl Executor {
                 } else {
                     Decimal::ZERO
                 },
-            })),
-            "CANCELED" => events.push(OrderEvent::Canceled),
-            "EXPIRED" => events.push(OrderEvent::Expired),
-            "REJECTED" => events.push(OrderEvent::Rejected {
+            }),
+            "CANCELED" => OrderEvent::Canceled,
+            "EXPIRED" => OrderEvent::Expired,
+            "REJECTED" => OrderEvent::Rejected {
                 code: "REJECTED".into(),
                 message: "rejected by the venue".into(),
-            }),
-            _ => {}
-        }
-        for e in events {
-            if let Err(err) = self.transition(&u.client_order_id, e, Source::Stream).await {
-                i.stats.feed_errors.fetch_add(1, Relaxed);
-                metrics::counter!(FEED_ERRORS, "kind" => "storage").increment(1);
-                tracing::error!(order = %u.client_order_id, error = %err, "order update not stored");
-            }
+            },
+            // NEW, and what changes nothing here (AMENDMENT, CALCULATED): the venue id.
+            _ => OrderEvent::Accepted {
+                venue_id: venue_id.clone(),
+            },
+        };
+        let stored = self
+            .transition_with(&u.client_order_id, Some(venue_id), event, Source::Stream)
+            .await;
+        if let Err(err) = stored {
+            i.stats.feed_errors.fetch_add(1, Relaxed);
+            metrics::counter!(FEED_ERRORS, "kind" => "storage").increment(1);
+            tracing::error!(order = %u.client_order_id, error = %err, "order update not stored");
         }
         if trade {
             let took = received.elapsed();

@@ -325,16 +325,17 @@ impl Executor {
         Ok(report)
     }
 
-    /// Reconciles now and every `reconcile_every` until cancelled.
+    /// Reconciles every `reconcile_every` until cancelled (the first round one period
+    /// after start: start-up recovery has just reconciled).
     pub async fn run_reconciler(self) {
         let every = self.inner.config.reconcile_every;
         loop {
-            if let Err(e) = self.reconcile().await {
-                tracing::warn!(error = %e, "reconciliation failed; retried next round");
-            }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = self.inner.cancel.cancelled() => return,
+            }
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "reconciliation failed; retried next round");
             }
         }
     }
