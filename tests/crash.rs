@@ -198,3 +198,202 @@ async fn bad_order_commands_say_why_with_a_code_and_exit_2() {
         "no secret in errors"
     );
 }
+
+/// The service itself (`greekstream`, the whole process) with the engine on.
+fn service(db: &TestDb, sim: &BinanceSim, prefix: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_greekstream"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db.url())
+        .env("GS_BINANCE_API_KEY", &sim.config().api_key)
+        .env("GS_BINANCE_API_SECRET", &sim.config().secret)
+        .env("GS_BINANCE_REST_URL", sim.rest_url())
+        .env("GS_BINANCE_WS_URL", sim.ws_url())
+        .env(
+            "GS_HOUSE_POSITIONS",
+            "BTCUSDT:0.5,ETHUSDT:-4,BTCUSDT_261225:-0.2",
+        )
+        .env("GS_SYNTHETIC", "false")
+        .env("GS_IBKR", "false")
+        .env("GS_TASTYTRADE", "false")
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("CONTROL_ADDR", "127.0.0.1:0")
+        .env("GS_REDIS_PREFIX", prefix)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// Waits for the service's `recovery_complete` on `events` (subscribed before it
+/// started), or fails with what the process said.
+async fn recovered(
+    events: &mut (impl futures_util::Stream<Item = redis::Msg> + Unpin),
+    child: &mut std::process::Child,
+) {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), events.next()).await {
+            Ok(Some(m)) if m.get_channel_name().ends_with("engine:recovery_complete") => return,
+            Ok(_) => {}
+            Err(_) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("the service exited ({status}) before it recovered");
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the service did not recover"
+                );
+            }
+        }
+    }
+}
+
+/// The service killed (SIGKILL) after the venue filled an order and the fill frame
+/// reached it, before the fill was booked: the booking transaction is held up by a
+/// lock on the account row (taken by this test), so the kill lands inside it. The
+/// restarted service recovers: the order FILLED, its fill booked once, the position
+/// there, and nothing sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_venue_fill_and_booking_the_restarted_service_books_it_once() {
+    let sim = BinanceSim::bind(BinanceSimConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let db = TestDb::new().await;
+    let prefix = simulators::testkit::unique_prefix("crash-fill");
+    let account = ledger::create_account(
+        &db.pool,
+        &NewAccount {
+            name: "crash-fill".into(),
+            kind: AccountKind::User,
+            user_id: None,
+            initial_balance: Decimal::from(10_000),
+            liquidation_mode: LiquidationMode::Adl30,
+            maintenance_rate: "0.005".parse().unwrap(),
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    // A bid resting at the best bid, placed by a first engine process.
+    sim.pause_market(true);
+    let (bids, _, _) = sim.book("BTCUSDT").unwrap();
+    let (&best_bid, _) = bids.iter().next_back().unwrap();
+    let out = engine(
+        &db,
+        &sim,
+        &[
+            "place",
+            "--account",
+            &account,
+            "--symbol",
+            "BTCUSDT",
+            "--side",
+            "buy",
+            "--quantity",
+            "0.002",
+            "--price",
+            &best_bid.to_string(),
+        ],
+    )
+    .env("GS_REDIS_PREFIX", &prefix)
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let placed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(placed["state"], "SUBMITTED", "{placed}");
+    let cid = placed["clientOrderId"].as_str().unwrap().to_owned();
+
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .expect("Redis (README set-up)");
+    pubsub
+        .psubscribe(format!("{prefix}engine:*"))
+        .await
+        .unwrap();
+    let mut events = pubsub.into_on_message();
+    let mut running = service(&db, &sim, &prefix).spawn().unwrap();
+    recovered(&mut events, &mut running).await;
+
+    // The account row locked: the service's booking of the fill will wait on it.
+    let mut lock = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sub_accounts WHERE id = $1::uuid FOR UPDATE")
+        .bind(&account)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    // The market trades down through the bid: the venue fills it and tells the stream.
+    sim.move_price("BTCUSDT", -50);
+    sim.pause_market(false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // A backend of this database waiting for a row lock: the booking, in flight.
+        let waiting: Vec<String> = sqlx::query_scalar(
+            "SELECT query FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        if let Some(q) = waiting.first() {
+            assert!(q.contains("FROM sub_accounts"), "waiting: {q}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fill never reached the booking"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.kill().unwrap();
+    running.wait().unwrap();
+    lock.rollback().await.unwrap();
+    let left = orders::by_client_id(&db.pool, &cid).await.unwrap().unwrap();
+    assert_eq!(
+        (left.order.state, left.order.filled),
+        (OrderState::Submitted, Decimal::ZERO),
+        "the dead service booked nothing"
+    );
+    let booked: i64 = sqlx::query_scalar("SELECT count(*) FROM trade_executions")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(booked, 0);
+
+    // Restarted: recovery reconciles the order with the venue before it is healthy.
+    let mut restarted = service(&db, &sim, &prefix).spawn().unwrap();
+    recovered(&mut events, &mut restarted).await;
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+    let after = orders::by_client_id(&db.pool, &cid).await.unwrap().unwrap();
+    assert_eq!(
+        (after.order.state, after.order.filled),
+        (OrderState::Filled, "0.002".parse().unwrap())
+    );
+    let booked: i64 = sqlx::query_scalar("SELECT count(*) FROM trade_executions")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(booked, 1, "the fill booked once");
+    let positions = ledger::open_positions(&db.pool, Some(&account))
+        .await
+        .unwrap();
+    assert_eq!(positions.len(), 1);
+    assert_eq!(
+        positions[0].position.quantity,
+        "0.002".parse::<Decimal>().unwrap()
+    );
+    assert_eq!(
+        sim.stats()
+            .orders
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "nothing sent twice"
+    );
+}
