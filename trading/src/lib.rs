@@ -3,7 +3,7 @@
 //! deltas floored at zero ([`balance`]), an account's margin numbers ([`account`]) and
 //! its valuation at the marks ([`evaluate`]), pre-trade checks ([`risk`]), which price
 //! is fresh enough to use ([`price`]), and the risk loop's throttles and warnings
-//! ([`monitor`]).
+//! ([`monitor`]), and the gateway's commands parsed and validated ([`command`]).
 //! Many sub-accounts share one exchange account; each has its own book here, and the
 //! exchange sees only their net.
 //!
@@ -14,6 +14,7 @@
 pub mod account;
 pub mod balance;
 pub mod close;
+pub mod command;
 pub mod evaluate;
 pub mod monitor;
 pub mod order;
