@@ -114,7 +114,7 @@ pub struct BinanceSettings {
 pub struct Config {
     /// Updates a position-stream subscriber may fall behind before it resyncs.
     pub position_stream_capacity: usize,
-    /// Publish position updates to Redis `<prefix>events:position_update`.
+    /// Publish position updates to Redis `<prefix>greeks:position_update`.
     pub position_events: bool,
     /// Run the trading engine's risk loop: value every sub-account as marks move and
     /// publish `pnl_update`, `margin_update`, `margin_warning` and `<prefix>risk:{id}`.
@@ -130,6 +130,9 @@ pub struct Config {
     pub model: ModelSettings,
     pub database_url: SecretUrl,
     pub redis_url: SecretUrl,
+    /// The bearer token the gateway sends on `POST /v1/cmd/{type}`
+    /// (`GS_CONTROL_TOKEN`); without it, commands over HTTP are off.
+    pub control_token: Option<streaming::secret::Secret>,
     pub metrics_addr: SocketAddr,
     pub control_addr: SocketAddr,
     pub channel_capacity: usize,
@@ -322,6 +325,10 @@ impl Config {
                 &["postgres", "postgresql"],
             )?,
             redis_url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
+            control_token: env
+                .raw("GS_CONTROL_TOKEN")
+                .filter(|t| !t.is_empty())
+                .map(streaming::secret::Secret::new),
             metrics_addr: env.parse("METRICS_ADDR", "127.0.0.1:9464".parse().expect("literal"))?,
             control_addr: env.parse("CONTROL_ADDR", "127.0.0.1:8888".parse().expect("literal"))?,
             channel_capacity: env.positive("GS_CHANNEL_CAPACITY", 10_000)?,

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bus;
 pub mod config;
 pub mod engine;
+pub mod gateway;
 pub mod health;
 pub mod order_cli;
 pub mod pipeline;

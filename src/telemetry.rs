@@ -110,7 +110,7 @@ fn describe() {
     );
     describe_counter!(
         crate::bus::positions::PUBLISHED,
-        "position updates published to Redis <prefix>events:position_update"
+        "position updates published to Redis <prefix>greeks:position_update"
     );
     describe_counter!(
         crate::bus::positions::PUBLISH_ERRORS,

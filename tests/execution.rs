@@ -222,7 +222,10 @@ impl Venue {
     fn events(&mut self) -> Vec<(String, Value)> {
         let mut out = Vec::new();
         while let Ok(w) = self.events.try_recv() {
-            if let BusWrite::Publish { channel, payload } = w {
+            if let BusWrite::Publish {
+                channel, payload, ..
+            } = w
+            {
                 out.push((
                     channel.rsplit(':').next().unwrap().to_owned(),
                     serde_json::from_str(&payload).unwrap(),

@@ -54,7 +54,9 @@ fn account(id: &str, balance: &str, symbols: &[&str]) -> Account {
 /// A kind of write seen by the test: (event type or "snapshot", JSON).
 fn decode(w: BusWrite) -> (String, Value) {
     match w {
-        BusWrite::Publish { channel, payload } => (
+        BusWrite::Publish {
+            channel, payload, ..
+        } => (
             channel.rsplit(':').next().unwrap().to_owned(),
             serde_json::from_str(&payload).unwrap(),
         ),

@@ -143,6 +143,109 @@ pub async fn create_account(pool: &PgPool, new: &NewAccount) -> Result<AccountRo
     account_row(&row)
 }
 
+/// Sets an account's status (freeze, unfreeze); `None` when there is no such account.
+pub async fn set_status(
+    pool: &PgPool,
+    id: &str,
+    status: AccountStatus,
+) -> Result<Option<AccountRow>, LedgerError> {
+    if !is_uuid(id) {
+        return Ok(None);
+    }
+    let row = sqlx::query(&format!(
+        "UPDATE sub_accounts s SET status = $2, updated_at = now() WHERE id = $1::uuid
+         RETURNING {ACCOUNT_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(status.as_str())
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(account_row).transpose()
+}
+
+/// Changes what is given of an account's name, liquidation mode and maintenance rate.
+pub async fn update_account(
+    pool: &PgPool,
+    id: &str,
+    name: Option<&str>,
+    mode: Option<LiquidationMode>,
+    maintenance_rate: Option<Decimal>,
+) -> Result<Option<AccountRow>, LedgerError> {
+    if !is_uuid(id) {
+        return Ok(None);
+    }
+    let row = sqlx::query(&format!(
+        "UPDATE sub_accounts s
+            SET name = coalesce($2, name), liquidation_mode = coalesce($3, liquidation_mode),
+                maintenance_rate = coalesce($4, maintenance_rate), updated_at = now()
+          WHERE id = $1::uuid
+         RETURNING {ACCOUNT_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(name)
+    .bind(mode.map(LiquidationMode::as_str))
+    .bind(maintenance_rate)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(account_row).transpose()
+}
+
+/// Sets what is given of an account's rules (`account: None`: the global rules),
+/// creating its row from the defaults; returns the rules as they now stand.
+pub async fn set_rules(
+    pool: &PgPool,
+    account: Option<&str>,
+    patch: &trading::command::RulesPatch,
+) -> Result<RiskRules, LedgerError> {
+    if account.is_some_and(|a| !is_uuid(a)) {
+        return Err(LedgerError::AccountNotFound(
+            account.unwrap_or_default().to_owned(),
+        ));
+    }
+    let conflict = match account {
+        Some(_) => "(sub_account_id)",
+        None => "(is_global) WHERE is_global",
+    };
+    let r = sqlx::query(&format!(
+        "INSERT INTO risk_rules AS r (sub_account_id, is_global, max_leverage, max_notional_per_trade,
+                max_total_exposure, max_symbol_exposure, max_daily_loss, liquidation_threshold)
+         VALUES ($1::uuid, $1 IS NULL, coalesce($2, 100), coalesce($3, 200), coalesce($4, 500), $5, $6,
+                 coalesce($7, 0.90))
+         ON CONFLICT {conflict} DO UPDATE SET
+                max_leverage = coalesce($2, r.max_leverage),
+                max_notional_per_trade = coalesce($3, r.max_notional_per_trade),
+                max_total_exposure = coalesce($4, r.max_total_exposure),
+                max_symbol_exposure = coalesce($5, r.max_symbol_exposure),
+                max_daily_loss = coalesce($6, r.max_daily_loss),
+                liquidation_threshold = coalesce($7, r.liquidation_threshold)
+         RETURNING max_leverage, max_notional_per_trade, max_total_exposure, max_symbol_exposure,
+                   max_daily_loss, liquidation_threshold"
+    ))
+    .bind(account)
+    .bind(patch.max_leverage)
+    .bind(patch.max_notional_per_trade)
+    .bind(patch.max_total_exposure)
+    .bind(patch.max_symbol_exposure)
+    .bind(patch.max_daily_loss)
+    .bind(patch.liquidation_threshold)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("23503") => {
+            LedgerError::AccountNotFound(account.unwrap_or_default().to_owned())
+        }
+        _ => e.into(),
+    })?;
+    Ok(RiskRules {
+        max_leverage: r.try_get(0)?,
+        max_notional_per_trade: r.try_get(1)?,
+        max_total_exposure: r.try_get(2)?,
+        max_symbol_exposure: r.try_get(3)?,
+        max_daily_loss: r.try_get(4)?,
+        liquidation_threshold: r.try_get(5)?,
+    })
+}
+
 /// Whether `id` is a uuid in its canonical text form: anything else cannot name an
 /// account, and is "not found" rather than a database error.
 pub fn is_uuid(id: &str) -> bool {

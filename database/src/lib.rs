@@ -6,6 +6,7 @@
 //! Must not depend on: the binary, Redis or any venue client (it takes snapshots,
 //! whoever produced them).
 
+pub mod commands;
 pub mod copy;
 pub mod latency;
 pub mod ledger;

@@ -49,6 +49,8 @@ pub enum AppError {
     Cancelled,
     #[error(transparent)]
     Redis(#[from] crate::bus::InvalidRedisUrl),
+    #[error("the command gateway cannot start: {0}")]
+    Gateway(String),
 }
 
 impl std::fmt::Debug for App {
@@ -145,8 +147,13 @@ impl App {
             "/metrics",
             get(move || std::future::ready(metrics.render())),
         );
-        let control_app =
-            crate::api::router(hub.clone()).merge(crate::health::router(monitor.clone()));
+        let gateway = Arc::new(tokio::sync::OnceCell::new());
+        let control_app = crate::api::router(hub.clone())
+            .merge(crate::health::router(monitor.clone()))
+            .merge(crate::gateway::http::router(
+                gateway.clone(),
+                cfg.control_token.clone(),
+            ));
         let mut servers = vec![
             serve("metrics", metrics_listener, metrics_app),
             serve("control", control_listener, control_app),
@@ -225,6 +232,22 @@ impl App {
                 },
                 cancel.clone(),
             )));
+        }
+        if trading {
+            let g = crate::gateway::Gateway::new(pool.clone(), executor.clone(), out.clone())
+                .await
+                .map_err(|e| AppError::Gateway(e.to_string()))?;
+            let _ = gateway.set(g.clone());
+            let (url, prefix, c) = (
+                cfg.redis_url.expose().to_owned(),
+                cfg.binance.redis_prefix.clone(),
+                cancel.clone(),
+            );
+            servers.push(tokio::spawn(async move {
+                if let Err(e) = crate::gateway::bus::run_consumer(g, &url, prefix, c).await {
+                    tracing::error!(error = %e, "the command bus cannot start");
+                }
+            }));
         }
         Ok(Self {
             metrics_addr,

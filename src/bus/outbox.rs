@@ -31,6 +31,9 @@ pub enum BusWrite {
     Publish {
         channel: String,
         payload: String,
+        /// Also appended to the capped `{prefix}events:log` stream (account events:
+        /// a gateway that reconnects catches up from a `seq`).
+        log: Option<String>,
     },
     Set {
         key: String,
@@ -74,6 +77,7 @@ impl Outbox {
         self.push(BusWrite::Publish {
             channel: format!("{}events:{kind}", self.prefix),
             payload: data.to_string(),
+            log: Some(format!("{}events:log", self.prefix)),
         });
     }
 
@@ -87,6 +91,7 @@ impl Outbox {
         self.push(BusWrite::Publish {
             channel: format!("{}engine:{kind}", self.prefix),
             payload: data.to_string(),
+            log: None,
         });
     }
 
@@ -106,6 +111,12 @@ impl Outbox {
     }
 }
 
+/// How many events the `events:log` stream keeps (about: trimmed with `~`).
+pub const EVENT_LOG_LEN: usize = 50_000;
+
+const PUBLISH_AND_LOG: &str = "redis.call('PUBLISH', ARGV[1], ARGV[2]); \
+     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'channel', ARGV[1], 'data', ARGV[2])";
+
 /// Sends the queue to Redis in order, through `link`, until `cancel` or until every
 /// [`Outbox`] is dropped and the queue is empty. A write that fails is retried (after
 /// the link's backoff) before the next, so order holds across an outage.
@@ -123,9 +134,28 @@ pub async fn run_writer(
         };
         let Some(w) = w else { return };
         let cmd = match &w {
-            BusWrite::Publish { channel, payload } => {
+            BusWrite::Publish {
+                channel,
+                payload,
+                log: None,
+            } => {
                 let mut c = redis::cmd("PUBLISH");
                 c.arg(channel).arg(payload);
+                c
+            }
+            // Published and logged in one step, so the log and the live stream agree.
+            BusWrite::Publish {
+                channel,
+                payload,
+                log: Some(stream),
+            } => {
+                let mut c = redis::cmd("EVAL");
+                c.arg(PUBLISH_AND_LOG)
+                    .arg(1)
+                    .arg(stream)
+                    .arg(channel)
+                    .arg(payload)
+                    .arg(EVENT_LOG_LEN);
                 c
             }
             BusWrite::Set { key, value, ttl } => {
@@ -153,7 +183,10 @@ mod tests {
         out.event("margin_update", serde_json::json!({"subAccountId": "a"}), 6);
         let mut seqs = Vec::new();
         for kind in ["pnl_update", "margin_update"] {
-            let Some(BusWrite::Publish { channel, payload }) = rx.recv().await else {
+            let Some(BusWrite::Publish {
+                channel, payload, ..
+            }) = rx.recv().await
+            else {
                 panic!("a publish")
             };
             assert_eq!(channel, format!("t:events:{kind}"));

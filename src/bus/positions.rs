@@ -1,4 +1,4 @@
-//! Publishes every unified position update to Redis `<prefix>events:position_update`
+//! Publishes every unified position update to Redis `<prefix>greeks:position_update`
 //! as JSON `{"seq", "position"}` (the same position shape as the read API). After
 //! falling behind (or at start) the publisher sends each position of the book's
 //! snapshot with `"resync": true` and the snapshot's `seq`, so a consumer that
@@ -18,7 +18,7 @@ pub const PUBLISHED: &str = "greekstream_position_events_published_total";
 pub const PUBLISH_ERRORS: &str = "greekstream_position_events_errors_total";
 
 pub fn channel(prefix: &str) -> String {
-    format!("{prefix}events:position_update")
+    format!("{prefix}greeks:position_update")
 }
 
 pub async fn run_publisher(

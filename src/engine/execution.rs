@@ -262,6 +262,8 @@ pub(super) struct Inner {
             ),
         >,
     >,
+    /// Wakes whoever waits for an order to change ([`Executor::settle`]).
+    pub(super) changed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Executor {
@@ -272,7 +274,7 @@ impl std::fmt::Debug for Executor {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -318,12 +320,12 @@ fn detail_of(e: &OrderEvent) -> Value {
     }
 }
 
-fn num(d: Decimal) -> Value {
+pub(crate) fn num(d: Decimal) -> Value {
     use rust_decimal::prelude::ToPrimitive;
     d.to_f64().map_or(Value::Null, Value::from)
 }
 
-const fn position_side(side: OrderSide) -> &'static str {
+pub(crate) const fn position_side(side: OrderSide) -> &'static str {
     match side {
         OrderSide::Buy => "LONG",
         OrderSide::Sell => "SHORT",
@@ -390,6 +392,7 @@ impl Executor {
                 last_fill: Default::default(),
                 reconciling: Default::default(),
                 books: Default::default(),
+                changed: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -681,6 +684,7 @@ impl Executor {
         }
         orders::record(&mut tx, &row.id, &row.order, name, source, detail).await?;
         tx.commit().await?;
+        i.changed.notify_waiters();
         if let (Effect::Book(x), Some(booked)) = (&effect, booked) {
             self.after_fill(&row, x, booked).await;
         }
@@ -763,6 +767,30 @@ impl Executor {
         self.book_changed(&row.sub_account_id).await;
     }
 
+    /// The order with `client_id` once it is final (filled, cancelled, rejected,
+    /// expired), or as it stands after `within`.
+    pub async fn settle(
+        &self,
+        client_id: &str,
+        within: Duration,
+    ) -> Result<Option<OrderRow>, LedgerError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before the read: a change between the two still wakes us.
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let row = orders::by_client_id(&self.inner.pool, client_id).await?;
+            match &row {
+                Some(r) if !r.order.state.is_final() => {}
+                _ => return Ok(row),
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Ok(row);
+            }
+        }
+    }
+
     /// The account's book and rules as the order path reads them: from memory, read
     /// from the ledger when absent or older than `book_ttl`. The engine refreshes an
     /// account after each of its own writes to it ([`Executor::book_changed`]), so
@@ -790,7 +818,12 @@ impl Executor {
 
     /// After a write to `account` (a fill, a close): its book is read again, kept for
     /// the order path, and handed to the risk loop.
-    pub(super) async fn book_changed(&self, account: &str) {
+    /// Drops every cached book (the global rules changed): each is read again.
+    pub(crate) fn forget_books(&self) {
+        self.inner.books.lock().expect("books lock").clear();
+    }
+
+    pub(crate) async fn book_changed(&self, account: &str) {
         let i = &self.inner;
         // Read first and replace after: meanwhile orders use the book one write old
         // rather than each going to the database.

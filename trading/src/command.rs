@@ -71,13 +71,13 @@ macro_rules! kinds {
 
 kinds! {
     Trade = "trade", kill = false, admin = false, supported = true;
-    Validate = "validate", kill = false, admin = false, supported = true;
+    Validate = "validate", kill = false, admin = false, supported = false;
     Limit = "limit", kill = false, admin = false, supported = true;
     Scale = "scale", kill = false, admin = false, supported = true;
     Basket = "basket", kill = false, admin = false, supported = true;
     Close = "close", kill = true, admin = false, supported = true;
     CloseAll = "close_all", kill = true, admin = false, supported = true;
-    LimitClose = "limit_close", kill = false, admin = false, supported = true;
+    LimitClose = "limit_close", kill = false, admin = false, supported = false;
     CancelOrder = "cancel_order", kill = true, admin = false, supported = true;
     CancelAllOrders = "cancel_all_orders", kill = true, admin = false, supported = true;
     AccountCreate = "account_create", kill = true, admin = true, supported = true;
@@ -202,7 +202,11 @@ pub fn decode(raw: &[u8], queue_kind: &str) -> Result<Envelope, Undecodable> {
         .filter(|r| visible_id(r))
         .ok_or(Undecodable::NoRequestId)?;
     let int = |k: &str| fields.get(k).and_then(Value::as_i64);
-    let role = match text("role").as_deref().map(str::to_ascii_uppercase).as_deref() {
+    let role = match text("role")
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
         Some("ADMIN") => Role::Admin,
         _ => Role::User,
     };
@@ -299,10 +303,17 @@ pub enum Command {
     Limit(OrderSpec),
     Scale(ScaleSpec),
     Basket(Vec<OrderSpec>),
-    Close { position_id: String },
+    Close {
+        position_id: String,
+    },
     CloseAll,
-    LimitClose { position_id: String, price: Decimal },
-    CancelOrder { order_id: String },
+    LimitClose {
+        position_id: String,
+        price: Decimal,
+    },
+    CancelOrder {
+        order_id: String,
+    },
     CancelAllOrders,
     AccountCreate(NewAccountSpec),
     AccountUpdate {
@@ -310,8 +321,14 @@ pub enum Command {
         liquidation_mode: Option<LiquidationMode>,
         maintenance_rate: Option<Decimal>,
     },
-    BalanceAdjust { amount: Decimal, reason: String },
-    RiskRulesSet { global: bool, rules: RulesPatch },
+    BalanceAdjust {
+        amount: Decimal,
+        reason: String,
+    },
+    RiskRulesSet {
+        global: bool,
+        rules: RulesPatch,
+    },
     AccountFreeze,
     AccountUnfreeze,
 }
@@ -396,7 +413,8 @@ fn id(m: &Map<String, Value>, k: &str) -> Result<String, Rejected> {
         .ok_or_else(|| missing(&format!("Missing {k}")))
 }
 
-const TRADE_FIELDS: &str = "Missing required fields: subAccountId, symbol, side, quantity, leverage";
+const TRADE_FIELDS: &str =
+    "Missing required fields: subAccountId, symbol, side, quantity, leverage";
 
 fn order_spec(
     m: &Map<String, Value>,
@@ -419,9 +437,8 @@ fn order_spec(
     ) else {
         return Err(missing(missing_message));
     };
-    let side = side_of(&side).ok_or_else(|| {
-        Rejected::new(400, "INVALID_SIDE", "side must be LONG or SHORT")
-    })?;
+    let side = side_of(&side)
+        .ok_or_else(|| Rejected::new(400, "INVALID_SIDE", "side must be LONG or SHORT"))?;
     Ok(OrderSpec {
         symbol: normalize_symbol(&symbol),
         side,
@@ -453,7 +470,11 @@ fn scale(m: &Map<String, Value>, has_account: bool) -> Result<ScaleSpec, Rejecte
         ));
     }
     let side = side_of(&side).ok_or_else(|| {
-        Rejected::new(400, "INVALID_SIDE", format!("Invalid side '{side}'. Use LONG or SHORT."))
+        Rejected::new(
+            400,
+            "INVALID_SIDE",
+            format!("Invalid side '{side}'. Use LONG or SHORT."),
+        )
     })?;
     let leverage = match leverage {
         Some(l) if l > Decimal::ZERO && l <= Decimal::from(125) => l,
@@ -473,7 +494,9 @@ fn scale(m: &Map<String, Value>, has_account: bool) -> Result<ScaleSpec, Rejecte
     for (i, o) in orders.iter().enumerate() {
         let n = i + 1;
         let Value::Object(o) = o else {
-            bad.push(format!("Order #{n}: must be an object with price and quantity"));
+            bad.push(format!(
+                "Order #{n}: must be an object with price and quantity"
+            ));
             continue;
         };
         match (positive(o, "price"), positive(o, "quantity")) {
@@ -548,8 +571,12 @@ fn rules_patch(m: &Map<String, Value>) -> Result<RulesPatch, Rejected> {
 fn liquidation_mode(m: &Map<String, Value>) -> Result<Option<LiquidationMode>, Rejected> {
     string(m, "liquidationMode")?
         .map(|s| {
-            LiquidationMode::parse(&s)
-                .ok_or_else(|| invalid("liquidationMode", "must be ADL_30, INSTANT_CLOSE or TAKEOVER"))
+            LiquidationMode::parse(&s).ok_or_else(|| {
+                invalid(
+                    "liquidationMode",
+                    "must be ADL_30, INSTANT_CLOSE or TAKEOVER",
+                )
+            })
         })
         .transpose()
 }
@@ -576,7 +603,10 @@ pub fn parse(env: &Envelope) -> Result<Command, Rejected> {
     };
     if let Some(t) = env.fields.get("type").and_then(Value::as_str) {
         if t != kind.name() {
-            return Err(invalid("type", &format!("'{t}' sent on the '{}' queue", kind.name())));
+            return Err(invalid(
+                "type",
+                &format!("'{t}' sent on the '{}' queue", kind.name()),
+            ));
         }
     }
     if !kind.supported() {
@@ -659,7 +689,9 @@ pub fn parse(env: &Envelope) -> Result<Command, Rejected> {
             let amount = decimal(m, "amount")?;
             let reason = string(m, "reason")?;
             let (Some(amount), Some(reason), true) = (amount, reason, has_account) else {
-                return Err(missing("Missing required fields: subAccountId, amount, reason"));
+                return Err(missing(
+                    "Missing required fields: subAccountId, amount, reason",
+                ));
             };
             Ok(Command::BalanceAdjust { amount, reason })
         }
@@ -732,7 +764,11 @@ mod tests {
 
     #[test]
     fn missing_and_js_falsy_fields_get_the_routes_message() {
-        for patch in [json!({"quantity": 0}), json!({"symbol": ""}), json!({"leverage": null})] {
+        for patch in [
+            json!({"quantity": 0}),
+            json!({"symbol": ""}),
+            json!({"leverage": null}),
+        ] {
             let r = parse(&env("trade", trade(patch))).unwrap_err();
             assert_eq!((r.status, r.code), (400, "MISSING_FIELDS"));
             assert_eq!(r.body["error"], TRADE_FIELDS);
@@ -776,17 +812,24 @@ mod tests {
         big["pad"] = json!("x".repeat(MAX_COMMAND_BYTES));
         assert_eq!(parse(&env("trade", big)).unwrap_err().status, 413);
         assert_eq!(
-            parse(&env("frobnicate", trade(json!({})))).unwrap_err().code,
+            parse(&env("frobnicate", trade(json!({}))))
+                .unwrap_err()
+                .code,
             "UNKNOWN_COMMAND"
         );
         assert_eq!(
-            parse(&env("trade", trade(json!({"type": "limit"})))).unwrap_err().code,
+            parse(&env("trade", trade(json!({"type": "limit"}))))
+                .unwrap_err()
+                .code,
             "INVALID_FIELD"
         );
         let r = parse(&env("chase_start", trade(json!({})))).unwrap_err();
         assert_eq!((r.status, r.code), (501, "NOT_SUPPORTED_YET"));
-        let r = parse(&env("balance_adjust", json!({"requestId": "r", "subAccountId": "a",
-                                                    "amount": -5, "reason": "fee"})))
+        let r = parse(&env(
+            "balance_adjust",
+            json!({"requestId": "r", "subAccountId": "a",
+                                                    "amount": -5, "reason": "fee"}),
+        ))
         .unwrap_err();
         assert_eq!((r.status, r.code), (403, "FORBIDDEN"));
         let c = parse(&env("balance_adjust", json!({"requestId": "r", "subAccountId": "a",
@@ -808,8 +851,10 @@ mod tests {
                 .map(|i| json!({"price": 100 + i, "quantity": 1}))
                 .collect()
         };
-        let base = |o: Value| json!({"requestId": "r", "subAccountId": "a", "symbol": "BTCUSDT",
-                                     "side": "LONG", "leverage": 10, "orders": o});
+        let base = |o: Value| {
+            json!({"requestId": "r", "subAccountId": "a", "symbol": "BTCUSDT",
+                                     "side": "LONG", "leverage": 10, "orders": o})
+        };
         assert_eq!(
             parse(&env("scale", base(orders(3)))).unwrap_err().code,
             "SCALE_INVALID_COUNT"
@@ -817,7 +862,10 @@ mod tests {
         let mut dup = orders(5);
         dup[4]["price"] = json!(100);
         let r = parse(&env("scale", base(dup))).unwrap_err();
-        assert_eq!(r.body["errors"][0]["message"], "Order #5: duplicate price 100");
+        assert_eq!(
+            r.body["errors"][0]["message"],
+            "Order #5: duplicate price 100"
+        );
         let Command::Scale(s) = parse(&env("scale", base(orders(5)))).unwrap() else {
             panic!("not a scale");
         };

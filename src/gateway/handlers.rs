@@ -1,0 +1,469 @@
+//! Each command carried out on the engine, answered with the JS route's status and
+//! body (js-gateway §4) — with the deliberate differences docs/trading/ lists.
+
+use std::time::{Duration, Instant};
+
+use database::commands;
+use database::ledger::{self, AccountKind, AccountRow, NewAccount, PositionRow};
+use database::orders::{self, OrderKind, OrderRow};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use trading::balance::Reason;
+use trading::command::{Command, Envelope, OrderSpec};
+use trading::order::OrderState;
+use trading::risk::AccountStatus;
+
+use super::{storage, Gateway, Reply};
+use crate::engine::closing::{CloseError, Closed};
+use crate::engine::execution::{num, position_side, Executor, PlaceError, PlaceOrder};
+
+/// How long `trade` waits for its market order's fill before answering without it.
+const FILL_WAIT: Duration = Duration::from_secs(5);
+
+pub(super) async fn run(
+    g: &Gateway,
+    exec: &Executor,
+    env: &Envelope,
+    account: Option<&str>,
+    cmd: Command,
+) -> Reply {
+    let started = Instant::now();
+    let account = account.unwrap_or_default().to_owned();
+    let origin = if env.source == "bot" { "BOT" } else { "MANUAL" };
+    let place = |s: &OrderSpec, kind: OrderKind| PlaceOrder {
+        sub_account_id: account.clone(),
+        symbol: s.symbol.clone(),
+        side: s.side,
+        kind,
+        quantity: s.quantity,
+        price: s.price,
+        leverage: s.leverage,
+        reduce_only: s.reduce_only,
+        origin: origin.to_owned(),
+        request_id: Some(env.request_id.clone()),
+    };
+    let latency = |mut r: Reply| {
+        let ms = started.elapsed().as_millis() as u64;
+        if let Value::Object(m) = &mut r.body {
+            m.insert("serverLatencyMs".into(), ms.into());
+        }
+        r.headers = Some(json!({"X-Server-Latency-Ms": ms.to_string()}));
+        r
+    };
+    match cmd {
+        Command::Trade(s) => latency(trade(g, exec, place(&s, OrderKind::Market)).await),
+        Command::Limit(s) => {
+            let o = match exec.place(place(&s, OrderKind::Limit)).await {
+                Ok(o) => o,
+                Err(e) => return place_error(e),
+            };
+            if let Some(r) = venue_rejected(&o) {
+                return r;
+            }
+            order_placed(g, &o, json!({}));
+            latency(Reply::ok(
+                201,
+                json!({"success": true, "order": order_json(&o)}),
+            ))
+        }
+        Command::Scale(s) => {
+            let legs = s
+                .orders
+                .iter()
+                .map(|(price, quantity)| {
+                    place(
+                        &OrderSpec {
+                            symbol: s.symbol.clone(),
+                            side: s.side,
+                            quantity: *quantity,
+                            leverage: s.leverage,
+                            price: Some(*price),
+                            reduce_only: false,
+                        },
+                        OrderKind::Limit,
+                    )
+                })
+                .collect();
+            let placed = match exec.place_batch(legs).await {
+                Ok(p) => p,
+                Err(e) => return place_error(e),
+            };
+            let total = placed.len();
+            let mut results = Vec::with_capacity(total);
+            let mut ok = 0;
+            for (i, o) in placed.iter().enumerate() {
+                let price = o.price.map_or(Value::Null, num);
+                if o.order.state == OrderState::Rejected {
+                    results.push(json!({"success": false, "price": price,
+                                        "error": o.order.reject_message}));
+                } else {
+                    ok += 1;
+                    order_placed(g, o, json!({"scaleIndex": i, "scaleTotal": total}));
+                    results.push(json!({"success": true, "orderId": o.id, "price": price}));
+                }
+            }
+            latency(Reply::ok(
+                if ok > 0 { 201 } else { 400 },
+                json!({"placed": ok, "failed": total - ok, "total": total, "results": results}),
+            ))
+        }
+        Command::Basket(legs) => {
+            let mut by_symbol: Vec<(String, Vec<PlaceOrder>)> = Vec::new();
+            for l in &legs {
+                let p = place(l, OrderKind::Market);
+                match by_symbol.iter_mut().find(|(s, _)| *s == l.symbol) {
+                    Some((_, v)) => v.push(p),
+                    None => by_symbol.push((l.symbol.clone(), vec![p])),
+                }
+            }
+            let mut results = Vec::new();
+            let mut ok = 0;
+            for (symbol, group) in by_symbol {
+                match exec.place_batch(group).await {
+                    Ok(placed) => {
+                        for o in placed {
+                            let fine = o.order.state != OrderState::Rejected;
+                            ok += usize::from(fine);
+                            results.push(json!({"symbol": symbol, "success": fine,
+                                                "order": order_json(&o)}));
+                        }
+                    }
+                    Err(e) => results.push(json!({"symbol": symbol, "success": false,
+                                                  "error": e.to_string(), "code": e.code()})),
+                }
+            }
+            let total = legs.len();
+            latency(Reply::ok(
+                if ok > 0 { 201 } else { 400 },
+                json!({"success": ok > 0, "placed": ok, "failed": total - ok, "total": total,
+                       "results": results}),
+            ))
+        }
+        Command::Close { position_id } => close(exec, &account, &position_id).await,
+        Command::CloseAll => {
+            let open = match ledger::open_positions(&g.pool, Some(&account)).await {
+                Ok(p) => p,
+                Err(e) => return storage(e),
+            };
+            let total = open.len();
+            let mut results = Vec::with_capacity(total);
+            let mut closed = 0;
+            for p in open {
+                let r = close(exec, &account, &p.id).await;
+                let success = r.status < 400;
+                closed += usize::from(success);
+                let mut item = json!({"positionId": p.id, "symbol": p.symbol, "success": success});
+                if !success {
+                    item["error"] = r.body["error"].clone();
+                }
+                results.push(item);
+            }
+            Reply::ok(
+                200,
+                json!({"closed": closed, "total": total, "results": results}),
+            )
+        }
+        Command::CancelOrder { order_id } => match exec.cancel(&account, &order_id).await {
+            Ok(_) => Reply::ok(200, json!({"success": true})),
+            Err(CloseError::OrderNotOpen(_)) => {
+                Reply::error(400, "ORDER_NOT_OPEN", "Order is not pending")
+            }
+            Err(e) => close_error(e),
+        },
+        Command::CancelAllOrders => {
+            let open = match orders::open_orders_of(&g.pool, &account, None).await {
+                Ok(o) => o,
+                Err(e) => return storage(e),
+            };
+            let total = open.len();
+            let mut cancelled = 0;
+            for o in open {
+                match exec.cancel(&account, &o.id).await {
+                    Ok(_) | Err(CloseError::OrderNotOpen(_)) => cancelled += 1,
+                    Err(e) => {
+                        tracing::warn!(order = %o.id, error = %e, "cancel-all: one order not cancelled")
+                    }
+                }
+            }
+            Reply::ok(
+                200,
+                json!({"cancelled": cancelled, "failed": total - cancelled, "total": total}),
+            )
+        }
+        Command::AccountCreate(a) => {
+            if a.owner_user_id
+                .as_deref()
+                .is_some_and(|u| !ledger::is_uuid(u))
+            {
+                return Reply::error(400, "INVALID_FIELD", "Invalid ownerUserId: must be a UUID");
+            }
+            let new = NewAccount {
+                name: a.name,
+                kind: if a.bot {
+                    AccountKind::Bot
+                } else {
+                    AccountKind::User
+                },
+                user_id: a.owner_user_id,
+                initial_balance: a.initial_balance,
+                liquidation_mode: a.liquidation_mode,
+                maintenance_rate: a.maintenance_rate.unwrap_or(Decimal::new(5, 3)),
+            };
+            match ledger::create_account(&g.pool, &new).await {
+                Ok(row) => Reply::ok(201, account_json(&row)),
+                Err(ledger::LedgerError::Sql(sqlx::Error::Database(d)))
+                    if d.code().as_deref() == Some("23514") =>
+                {
+                    Reply::error(
+                        400,
+                        "INVALID_FIELD",
+                        "Invalid account: a value is out of range",
+                    )
+                }
+                Err(e) => storage(e),
+            }
+        }
+        Command::AccountUpdate {
+            name,
+            liquidation_mode,
+            maintenance_rate,
+        } => {
+            let r = ledger::update_account(
+                &g.pool,
+                &account,
+                name.as_deref(),
+                liquidation_mode,
+                maintenance_rate,
+            )
+            .await;
+            changed_account(exec, &account, r).await
+        }
+        Command::BalanceAdjust { amount, reason } => {
+            match ledger::change_balance(&g.pool, &account, amount, Reason::AdminAdjust, None).await
+            {
+                Ok(c) => {
+                    exec.book_changed(&account).await;
+                    tracing::info!(account = %account, %amount, reason = %reason, "balance adjusted");
+                    Reply::ok(
+                        200,
+                        json!({"success": true, "subAccountId": account, "before": num(c.before),
+                               "newBalance": num(c.after), "change": num(c.change),
+                               "absorbed": num(c.absorbed), "reason": reason}),
+                    )
+                }
+                Err(e) => storage(e),
+            }
+        }
+        Command::RiskRulesSet { global, rules } => {
+            let target = (!global).then_some(account.as_str());
+            match ledger::set_rules(&g.pool, target, &rules).await {
+                Ok(r) => {
+                    if global {
+                        exec.forget_books();
+                    } else {
+                        exec.book_changed(&account).await;
+                    }
+                    Reply::ok(
+                        200,
+                        json!({"success": true, "global": global,
+                               "subAccountId": target,
+                               "rules": {"maxLeverage": num(r.max_leverage),
+                                         "maxNotionalPerTrade": num(r.max_notional_per_trade),
+                                         "maxTotalExposure": num(r.max_total_exposure),
+                                         "maxSymbolExposure": r.max_symbol_exposure.map_or(Value::Null, num),
+                                         "maxDailyLoss": r.max_daily_loss.map_or(Value::Null, num),
+                                         "liquidationThreshold": num(r.liquidation_threshold)}}),
+                    )
+                }
+                Err(ledger::LedgerError::AccountNotFound(_)) => {
+                    trading::command::Rejected::account_not_found().into()
+                }
+                Err(e) => storage(e),
+            }
+        }
+        Command::AccountFreeze | Command::AccountUnfreeze => {
+            let to = if matches!(cmd, Command::AccountFreeze) {
+                AccountStatus::Frozen
+            } else {
+                AccountStatus::Active
+            };
+            let r = ledger::set_status(&g.pool, &account, to).await;
+            changed_account(exec, &account, r).await
+        }
+        Command::Validate(_) | Command::LimitClose { .. } => Reply::error(
+            501,
+            "NOT_SUPPORTED_YET",
+            format!("'{}' is not supported by this engine yet", env.kind),
+        ),
+    }
+}
+
+async fn changed_account(
+    exec: &Executor,
+    account: &str,
+    r: Result<Option<AccountRow>, ledger::LedgerError>,
+) -> Reply {
+    match r {
+        Ok(Some(row)) => {
+            exec.book_changed(account).await;
+            Reply::ok(200, account_json(&row))
+        }
+        Ok(None) => trading::command::Rejected::account_not_found().into(),
+        Err(e) => storage(e),
+    }
+}
+
+async fn trade(g: &Gateway, exec: &Executor, p: PlaceOrder) -> Reply {
+    let o = match exec.place(p).await {
+        Ok(o) => o,
+        Err(e) => return place_error(e),
+    };
+    if let Some(r) = venue_rejected(&o) {
+        return r;
+    }
+    let o = match exec.settle(&o.client_order_id, FILL_WAIT).await {
+        Ok(Some(settled)) => settled,
+        Ok(None) => o,
+        Err(e) => return storage(e),
+    };
+    if let Some(r) = venue_rejected(&o) {
+        return r;
+    }
+    let trades = match commands::trades_of_order(&g.pool, &o.client_order_id).await {
+        Ok(t) => t,
+        Err(e) => return storage(e),
+    };
+    let position = match ledger::open_positions(&g.pool, Some(&o.sub_account_id)).await {
+        Ok(ps) => ps
+            .iter()
+            .find(|p| p.symbol == o.symbol)
+            .map_or(Value::Null, position_json),
+        Err(e) => return storage(e),
+    };
+    let trade = trades
+        .as_array()
+        .and_then(|t| t.last())
+        .cloned()
+        .unwrap_or(Value::Null);
+    Reply::ok(
+        201,
+        json!({"success": true, "order": order_json(&o), "position": position, "trade": trade,
+               "trades": trades, "pending": !o.order.state.is_final()}),
+    )
+}
+
+async fn close(exec: &Executor, account: &str, position_id: &str) -> Reply {
+    match exec.close(account, position_id).await {
+        Ok(Closed::Order(o)) => match venue_rejected(&o) {
+            Some(r) => r,
+            None => Reply::ok(
+                200,
+                json!({"success": true, "positionId": position_id, "order": order_json(&o)}),
+            ),
+        },
+        Ok(Closed::Virtual { price }) => Reply::ok(
+            200,
+            json!({"success": true, "positionId": position_id, "price": num(price),
+                   "source": "virtual_only", "reason": "no_exchange_position"}),
+        ),
+        Err(e) => close_error(e),
+    }
+}
+
+fn close_error(e: CloseError) -> Reply {
+    match e {
+        CloseError::PositionNotFound => {
+            Reply::error(404, "POSITION_NOT_FOUND", "Position not found")
+        }
+        CloseError::OrderNotFound => Reply::error(404, "ORDER_NOT_FOUND", "Order not found"),
+        CloseError::OrderNotOpen(s) => Reply::error(400, "ORDER_NOT_OPEN", format!("Order is {s}")),
+        CloseError::Place(p) => place_error(p),
+        CloseError::Storage(e) => storage(e),
+        CloseError::Venue(v) => Reply::error(503, "EXCHANGE_ERROR", format!("Exchange error: {v}")),
+    }
+}
+
+/// The JS validator's refusal body: `{success:false, errors, error, reasons}`.
+fn refused(status: u16, code: &'static str, message: String) -> Reply {
+    Reply {
+        status,
+        code: Some(code),
+        body: json!({"success": false, "errors": [{"code": code, "message": message}],
+                     "error": message, "reasons": [message]}),
+        headers: None,
+    }
+}
+
+fn place_error(e: PlaceError) -> Reply {
+    let code = e.code();
+    match e {
+        PlaceError::AccountNotFound => trading::command::Rejected::account_not_found().into(),
+        PlaceError::Storage(s) => storage(s),
+        PlaceError::ClockDrift { .. } => refused(503, code, e.to_string()),
+        PlaceError::SymbolDesync(_) => refused(409, code, e.to_string()),
+        PlaceError::Refused(_) | PlaceError::Price(_) | PlaceError::UnknownSymbol(_) => {
+            refused(400, code, e.to_string())
+        }
+    }
+}
+
+/// The venue said no: its code mapped as the JS did (js-gateway §6), its message kept.
+fn venue_rejected(o: &OrderRow) -> Option<Reply> {
+    if o.order.state != OrderState::Rejected {
+        return None;
+    }
+    let code = match o.order.reject_code.as_deref() {
+        Some("-4164") => "EXCHANGE_MIN_NOTIONAL",
+        Some("-2019") => "EXCHANGE_MARGIN_INSUFFICIENT",
+        Some("-1111") => "EXCHANGE_PRECISION",
+        Some("-1116") => "EXCHANGE_INVALID_ORDER",
+        Some("-4003") => "EXCHANGE_QTY_TOO_SMALL",
+        _ => "EXCHANGE_REJECTED",
+    };
+    let message = format!(
+        "Exchange error: {}",
+        o.order.reject_message.as_deref().unwrap_or("rejected")
+    );
+    let mut r = refused(400, code, message);
+    r.body["order"] = order_json(o);
+    Some(r)
+}
+
+fn order_placed(g: &Gateway, o: &OrderRow, extra: Value) {
+    let mut data = json!({"subAccountId": o.sub_account_id, "symbol": o.symbol,
+                          "side": position_side(o.side), "price": o.price.map_or(Value::Null, num),
+                          "quantity": num(o.order.quantity),
+                          "notional": o.price.map_or(Value::Null, |p| num(p * o.order.quantity)),
+                          "orderId": o.id, "exchangeOrderId": o.order.venue_id});
+    if let (Value::Object(m), Value::Object(e)) = (&mut data, extra) {
+        m.extend(e);
+    }
+    g.outbox
+        .event("order_placed", data, chrono::Utc::now().timestamp_millis());
+}
+
+pub(super) fn order_json(o: &OrderRow) -> Value {
+    json!({"id": o.id, "subAccountId": o.sub_account_id, "clientOrderId": o.client_order_id,
+           "symbol": o.symbol, "side": position_side(o.side), "type": o.kind,
+           "price": o.price.map_or(Value::Null, num), "quantity": num(o.order.quantity),
+           "filledQuantity": num(o.order.filled), "leverage": num(o.leverage),
+           "reduceOnly": o.reduce_only, "status": o.order.state.as_str(),
+           "exchangeOrderId": o.order.venue_id, "rejectCode": o.order.reject_code,
+           "rejectMessage": o.order.reject_message})
+}
+
+fn position_json(p: &PositionRow) -> Value {
+    let q = &p.position;
+    json!({"id": p.id, "subAccountId": p.sub_account_id, "symbol": p.symbol,
+           "side": q.side.as_str(), "entryPrice": num(q.entry_price), "quantity": num(q.quantity),
+           "notional": num(q.notional()), "leverage": num(q.leverage), "margin": num(q.margin()),
+           "status": "OPEN", "babysitterExcluded": p.babysitter_excluded,
+           "openedAt": p.opened_at.to_rfc3339()})
+}
+
+fn account_json(a: &AccountRow) -> Value {
+    json!({"id": a.id, "userId": a.user_id, "name": a.name, "type": a.kind,
+           "initialBalance": num(a.initial_balance), "currentBalance": num(a.current_balance),
+           "status": a.status.as_str(), "liquidationMode": a.liquidation_mode.as_str(),
+           "maintenanceRate": num(a.maintenance_rate)})
+}

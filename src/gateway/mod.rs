@@ -1,0 +1,340 @@
+//! The JS gateway's contract (js-gateway §2): commands in — from the Redis bus
+//! ([`bus`]) or over HTTP ([`http`]) — through one pipeline ([`Gateway::execute`]):
+//!
+//! parse (pure, `trading::command`) → the sub-account and its owner → the
+//! idempotency gate (PostgreSQL) → the account's lane (one command at a time per
+//! sub-account, kill switches first) → the deadline → the handler → the result,
+//! stored with its audit line, and returned.
+//!
+//! Every command that can be answered is answered, with the HTTP status and body
+//! the JS route returns and a stable `code` when it failed.
+
+pub mod bus;
+mod handlers;
+pub mod http;
+mod lanes;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use database::commands::{self, Audit, Gate, Request};
+use database::ledger;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+use trading::command::{self, Command, Envelope, Rejected, Role};
+
+use crate::bus::outbox::Outbox;
+use crate::engine::execution::{now_ms, Executor};
+
+pub const COMMANDS: &str = "greekstream_gateway_commands_total";
+pub const REJECTED: &str = "greekstream_gateway_rejected_total";
+pub const UNDECODABLE: &str = "greekstream_gateway_undecodable_total";
+pub const DURATION: &str = "greekstream_gateway_command_seconds";
+
+/// A command's answer: what the gateway's route returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    /// Stable, when it failed.
+    pub code: Option<&'static str>,
+    pub body: Value,
+    pub headers: Option<Value>,
+}
+
+impl Reply {
+    pub fn ok(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            code: None,
+            body,
+            headers: None,
+        }
+    }
+
+    pub fn error(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Rejected::new(status, code, message).into()
+    }
+}
+
+impl From<Rejected> for Reply {
+    fn from(r: Rejected) -> Self {
+        Self {
+            status: r.status,
+            code: Some(r.code),
+            body: r.body,
+            headers: None,
+        }
+    }
+}
+
+/// The result envelope (§2.1) for `env`'s request.
+pub fn result_json(kind: &str, request_id: &str, r: &Reply, started: i64, finished: i64) -> Value {
+    let mut v = json!({
+        "v": 1, "type": kind, "requestId": request_id, "ok": r.status < 400,
+        "httpStatus": r.status, "body": r.body, "startedAt": started, "finishedAt": finished,
+    });
+    if let Some(c) = r.code {
+        v["code"] = c.into();
+    }
+    if let Some(h) = &r.headers {
+        v["headers"] = h.clone();
+    }
+    v
+}
+
+/// The pipeline every command goes through. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    pub(crate) pool: PgPool,
+    pub(crate) executor: Arc<OnceCell<Executor>>,
+    pub(crate) outbox: Outbox,
+    lanes: lanes::Lanes,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").finish_non_exhaustive()
+    }
+}
+
+/// Says what a dead engine's running commands became.
+fn restarted_body() -> Value {
+    json!({"error": "The engine restarted while this command ran; its orders were reconciled with the venue and the events tell what happened",
+           "errors": [{"code": "ENGINE_RESTARTED", "message": "The engine restarted while this command ran"}]})
+}
+
+impl Gateway {
+    /// A gateway over `executor` (set once the engine has recovered; until then
+    /// commands are answered 503). Commands a previous engine left running are
+    /// answered first (`ENGINE_RESTARTED`), and forgotten after 24 h.
+    pub async fn new(
+        pool: PgPool,
+        executor: Arc<OnceCell<Executor>>,
+        outbox: Outbox,
+    ) -> Result<Self, ledger::LedgerError> {
+        for k in command::Kind::ALL {
+            metrics::counter!(COMMANDS, "type" => k.name()).increment(0);
+        }
+        metrics::counter!(UNDECODABLE).increment(0);
+        let abandoned = commands::abandon_running(&pool, &restarted_body()).await?;
+        if abandoned > 0 {
+            tracing::warn!(
+                abandoned,
+                "commands a previous engine left running are answered ENGINE_RESTARTED"
+            );
+        }
+        commands::sweep(&pool).await?;
+        Ok(Self {
+            pool,
+            executor,
+            outbox,
+            lanes: lanes::Lanes::default(),
+        })
+    }
+
+    pub fn ready(&self) -> bool {
+        self.executor.get().is_some()
+    }
+
+    /// Runs one command to its answer.
+    pub async fn execute(&self, env: Envelope) -> Reply {
+        let started = Instant::now();
+        let kind = command::Kind::parse(&env.kind).map_or("unknown", |k| k.name());
+        metrics::counter!(COMMANDS, "type" => kind).increment(1);
+        let (reply, gated, account) = self.run(&env).await;
+        if let Some(code) = reply.code {
+            metrics::counter!(REJECTED, "type" => kind, "code" => code).increment(1);
+        }
+        metrics::histogram!(DURATION, "type" => kind).record(started.elapsed().as_secs_f64());
+        let audit = Audit {
+            request_id: &env.request_id,
+            kind: &env.kind,
+            sub_account_id: account.as_deref().or(env.sub_account_id.as_deref()),
+            user_id: env.user_id.as_deref(),
+            role: env.role.as_str(),
+            source: &env.source,
+            status: reply.status,
+            code: reply.code,
+            command: &env.body(),
+            result: &reply.body,
+        };
+        if let Err(e) = commands::finish(&self.pool, gated, &audit).await {
+            tracing::error!(request = %env.request_id, error = %e, "command result not stored");
+        }
+        reply
+    }
+
+    /// The answer, whether the idempotency gate was passed, and the account.
+    async fn run(&self, env: &Envelope) -> (Reply, bool, Option<String>) {
+        let cmd = match command::parse(env) {
+            Ok(c) => c,
+            Err(r) => return (r.into(), false, None),
+        };
+        let Some(exec) = self.executor.get().cloned() else {
+            return (
+                Reply::error(503, "ENGINE_RECOVERING", "Trading engine unavailable"),
+                false,
+                None,
+            );
+        };
+        let account = match self.account_of(env, &cmd).await {
+            Ok(a) => a,
+            Err(r) => return (r, false, None),
+        };
+        let body = env.body();
+        let gate = commands::gate(
+            &self.pool,
+            &Request {
+                request_id: &env.request_id,
+                kind: &env.kind,
+                sub_account_id: account.as_deref(),
+                idempotency_key: env.idempotency_key.as_deref(),
+                body: &body,
+            },
+        )
+        .await;
+        match gate {
+            Ok(Gate::Start) => {}
+            Ok(Gate::Done { status, body }) => {
+                let code = body["errors"][0]["code"].as_str().map(code_of);
+                let reply = Reply {
+                    status,
+                    code,
+                    body,
+                    headers: None,
+                };
+                return (reply, false, account);
+            }
+            Ok(Gate::Running) => {
+                return (
+                    Reply::error(
+                        409,
+                        "IDEMPOTENCY_IN_PROGRESS",
+                        "Request already in progress",
+                    ),
+                    false,
+                    account,
+                )
+            }
+            Ok(Gate::KeyReused) => {
+                return (
+                    Reply::error(
+                        422,
+                        "IDEMPOTENCY_KEY_REUSED",
+                        "Idempotency-Key was already used with a different body",
+                    ),
+                    false,
+                    account,
+                )
+            }
+            Err(e) => return (storage(e), false, account),
+        }
+        let lane_key = account.clone().unwrap_or_default();
+        let kill = command::Kind::parse(&env.kind).is_some_and(|k| k.kill_switch());
+        let (env2, account2) = (env.clone(), account.clone());
+        let this = self.clone();
+        let job = async move {
+            if env2.expired(now_ms()) {
+                return Reply::error(
+                    408,
+                    "COMMAND_EXPIRED",
+                    "The command's deadline passed before it could start",
+                );
+            }
+            handlers::run(&this, &exec, &env2, account2.as_deref(), cmd).await
+        };
+        let reply = self.lanes.run(&lane_key, kill, job).await;
+        (reply, true, account)
+    }
+
+    /// The sub-account the command acts on, checked: it exists, and the sender owns
+    /// it (or is an admin); a position or order named belongs to it.
+    async fn account_of(&self, env: &Envelope, cmd: &Command) -> Result<Option<String>, Reply> {
+        let named = match cmd {
+            Command::Close { position_id } | Command::LimitClose { position_id, .. } => {
+                match commands::position_owner(&self.pool, position_id).await {
+                    Ok(Some((owner, _))) => Some(owner),
+                    Ok(None) => {
+                        return Err(Reply::error(
+                            404,
+                            "POSITION_NOT_FOUND",
+                            "Position not found",
+                        ))
+                    }
+                    Err(e) => return Err(storage(e)),
+                }
+            }
+            Command::CancelOrder { order_id } => {
+                match commands::order_owner(&self.pool, order_id).await {
+                    Ok(Some(owner)) => Some(owner),
+                    Ok(None) => {
+                        return Err(Reply::error(404, "ORDER_NOT_FOUND", "Order not found"))
+                    }
+                    Err(e) => return Err(storage(e)),
+                }
+            }
+            _ => None,
+        };
+        let account = match (&named, &env.sub_account_id) {
+            (Some(owner), Some(given)) if owner != given => {
+                let what = if matches!(cmd, Command::CancelOrder { .. }) {
+                    "order"
+                } else {
+                    "position"
+                };
+                return Err(Reply::error(
+                    403,
+                    "FORBIDDEN",
+                    format!("You do not own this {what}"),
+                ));
+            }
+            (Some(owner), _) => owner.clone(),
+            (None, Some(given)) if cmd.needs_account() => given.clone(),
+            (None, _) => return Ok(None),
+        };
+        let row = match ledger::account(&self.pool, &account).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(Rejected::account_not_found().into()),
+            Err(e) => return Err(storage(e)),
+        };
+        if env.role != Role::Admin && (env.user_id.is_none() || row.user_id != env.user_id) {
+            return Err(Reply::error(
+                403,
+                "FORBIDDEN",
+                "You do not own this sub-account",
+            ));
+        }
+        Ok(Some(account))
+    }
+}
+
+/// A stored code read back as one of ours (stable strings only).
+fn code_of(s: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "ACCOUNT_NOT_FOUND",
+        "FORBIDDEN",
+        "COMMAND_EXPIRED",
+        "ENGINE_RESTARTED",
+        "INVALID_FIELD",
+        "MISSING_FIELDS",
+        "POSITION_NOT_FOUND",
+        "ORDER_NOT_FOUND",
+        "ORDER_NOT_OPEN",
+        "EXCHANGE_REJECTED",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == s)
+        .copied()
+        .unwrap_or("REPLAYED_ERROR")
+}
+
+pub(crate) fn storage(e: ledger::LedgerError) -> Reply {
+    tracing::error!(error = %e, "command storage failed");
+    Reply::error(
+        500,
+        "DATABASE_ERROR",
+        "Internal error: the database did not answer",
+    )
+}

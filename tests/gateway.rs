@@ -1,0 +1,465 @@
+//! The JS gateway's contract end to end: commands through the Redis bus and over
+//! HTTP into the running service (its engine on the built-in Binance simulator),
+//! results on `pms:result:{requestId}`, idempotency in PostgreSQL, refusals with
+//! stable codes, and the audit log.
+
+mod common;
+
+use std::time::Duration;
+
+use database::ledger::{self, AccountKind, NewAccount};
+use database::testing::TestDb;
+use greekstream::app::App;
+use greekstream::config::Config;
+use redis::AsyncCommands;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use simulators::testkit::unique_prefix;
+use trading::evaluate::LiquidationMode;
+
+const TOKEN: &str = "test-control-token-5f2c";
+const USER: &str = "9a0d3c1e-0000-4000-8000-000000000001";
+const OTHER_USER: &str = "9a0d3c1e-0000-4000-8000-000000000002";
+
+struct Engine {
+    app: App,
+    db: TestDb,
+    prefix: String,
+    redis: redis::aio::MultiplexedConnection,
+    account: String,
+}
+
+async fn engine() -> Engine {
+    let db = TestDb::new().await;
+    let prefix = unique_prefix("gw");
+    let (url, p) = (db.url(), prefix.clone());
+    let cfg = Config::from_lookup(&move |k| match k {
+        "DATABASE_URL" => Some(url.clone()),
+        "METRICS_ADDR" | "CONTROL_ADDR" => Some("127.0.0.1:0".into()),
+        "GS_SYNTHETIC" | "GS_IBKR" | "GS_TASTYTRADE" => Some("false".into()),
+        "GS_REDIS_PREFIX" => Some(p.clone()),
+        "GS_CONTROL_TOKEN" => Some(TOKEN.into()),
+        _ => None,
+    })
+    .unwrap();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
+    let app = App::start(cfg, recorder).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.executor.get().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the engine did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let account = ledger::create_account(
+        &db.pool,
+        &NewAccount {
+            name: "gw".into(),
+            kind: AccountKind::User,
+            user_id: Some(USER.into()),
+            initial_balance: Decimal::from(10_000),
+            liquidation_mode: LiquidationMode::Adl30,
+            maintenance_rate: "0.005".parse().unwrap(),
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    let redis = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis (README set-up)");
+    Engine {
+        app,
+        db,
+        prefix,
+        redis,
+        account,
+    }
+}
+
+static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn request_id() -> String {
+    format!(
+        "req-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+impl Engine {
+    fn envelope(&self, kind: &str, body: Value) -> Value {
+        let mut v = json!({"v": 1, "type": kind, "requestId": request_id(),
+                           "subAccountId": self.account, "userId": USER, "role": "USER",
+                           "source": "http", "ts": now(), "deadlineTs": now() + 15_000});
+        if let (Value::Object(m), Value::Object(b)) = (&mut v, body) {
+            m.extend(b);
+        }
+        v
+    }
+
+    async fn push(&mut self, kind: &str, env: &Value) {
+        let _: i64 = self
+            .redis
+            .rpush(format!("{}cmd:{kind}", self.prefix), env.to_string())
+            .await
+            .unwrap();
+    }
+
+    async fn result(&mut self, request_id: &str) -> Value {
+        let key = format!("{}result:{request_id}", self.prefix);
+        let mut c = redis::Client::open("redis://127.0.0.1:6379")
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let got: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(&key)
+            .arg(30)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        serde_json::from_str(&got.expect("a result within 30 s").1).unwrap()
+    }
+
+    /// Sends `env` on the bus and waits for its result.
+    async fn send(&mut self, kind: &str, env: Value) -> Value {
+        self.push(kind, &env).await;
+        self.result(env["requestId"].as_str().unwrap()).await
+    }
+
+    async fn orders(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn market(q: &str) -> Value {
+    json!({"symbol": "BTC/USDT:USDT", "side": "LONG", "quantity": q, "leverage": 10})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trade_through_the_bus_fills_and_its_result_carries_the_position() {
+    let mut e = engine().await;
+    let env = e.envelope("trade", market("0.002"));
+    let r = e.send("trade", env.clone()).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["requestId"], env["requestId"]);
+    assert_eq!(r["body"]["order"]["status"], "FILLED", "{r}");
+    assert_eq!(r["body"]["position"]["side"], "LONG", "{r}");
+    assert_eq!(r["body"]["position"]["quantity"], 0.002, "{r}");
+    assert!(r["headers"]["X-Server-Latency-Ms"].is_string());
+    // The audit log has it, with who asked.
+    let (kind, user, status): (String, Option<String>, i32) =
+        sqlx::query_as("SELECT kind, user_id, http_status FROM audit_log WHERE request_id = $1")
+            .bind(env["requestId"].as_str().unwrap())
+            .fetch_one(&e.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (kind.as_str(), user.as_deref(), status),
+        ("trade", Some(USER), 201)
+    );
+    // Append-only.
+    assert!(sqlx::query("DELETE FROM audit_log")
+        .execute(&e.db.pool)
+        .await
+        .is_err());
+    // The heartbeat is there while the engine takes commands.
+    let hb: Option<String> = e
+        .redis
+        .get(format!("{}engine:heartbeat", e.prefix))
+        .await
+        .unwrap();
+    assert!(hb.is_some(), "no heartbeat");
+    // Closing it through the bus (a kill switch).
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    let env = e.envelope("close", json!({"positionId": pos}));
+    let r = e.send("close", env).await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    e.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_idempotency_key_from_two_gateways_at_once_places_one_order() {
+    let mut e = engine().await;
+    let mut first = e.envelope("trade", market("0.002"));
+    first["idempotencyKey"] = "key-1".into();
+    let mut second = first.clone();
+    second["requestId"] = request_id().into();
+    e.push("trade", &first).await;
+    e.push("trade", &second).await;
+    let a = e.result(first["requestId"].as_str().unwrap()).await;
+    let b = e.result(second["requestId"].as_str().unwrap()).await;
+    assert_eq!(e.orders().await, 1, "one order: {a} {b}");
+    let statuses = [a["httpStatus"].as_u64(), b["httpStatus"].as_u64()];
+    assert!(statuses.contains(&Some(201)), "{a} {b}");
+    for r in [&a, &b] {
+        let s = r["httpStatus"].as_u64().unwrap();
+        assert!(
+            s == 201 || (s == 409 && r["code"] == "IDEMPOTENCY_IN_PROGRESS"),
+            "{r}"
+        );
+    }
+    // Once done: the same key and body → the first result, no new order.
+    let mut again = first.clone();
+    again["requestId"] = request_id().into();
+    let r = e.send("trade", again).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    assert_eq!(e.orders().await, 1);
+    // A redelivered requestId → the first result.
+    let r = e.send("trade", first.clone()).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    // The same key with another body → 422.
+    let mut other = e.envelope("trade", market("0.003"));
+    other["idempotencyKey"] = "key-1".into();
+    let r = e.send("trade", other).await;
+    assert_eq!(
+        (r["httpStatus"].as_u64(), r["code"].as_str()),
+        (Some(422), Some("IDEMPOTENCY_KEY_REUSED"))
+    );
+    assert_eq!(e.orders().await, 1);
+    e.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_commands_get_a_stable_code_and_the_consumer_keeps_going() {
+    let mut e = engine().await;
+    // Unanswerable (no requestId, not JSON): dropped with a logged reason.
+    let _: i64 = e
+        .redis
+        .rpush(format!("{}cmd:trade", e.prefix), "{not json")
+        .await
+        .unwrap();
+    let _: i64 = e
+        .redis
+        .rpush(format!("{}cmd:trade", e.prefix), r#"{"symbol":"BTCUSDT"}"#)
+        .await
+        .unwrap();
+    let cases: Vec<(&str, Value, u64, &str)> = vec![
+        (
+            "trade",
+            json!({"symbol": "BTCUSDT", "side": "LONG"}),
+            400,
+            "MISSING_FIELDS",
+        ),
+        (
+            "trade",
+            json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": "NaN", "leverage": 10}),
+            400,
+            "INVALID_FIELD",
+        ),
+        (
+            "trade",
+            json!({"symbol": "BTCUSDT", "side": "UP", "quantity": 1, "leverage": 10}),
+            400,
+            "INVALID_SIDE",
+        ),
+        (
+            "trade",
+            json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": [1], "leverage": 10}),
+            400,
+            "INVALID_FIELD",
+        ),
+        (
+            "trade",
+            json!({"subAccountId": "00000000-0000-4000-8000-000000000000", "symbol": "BTCUSDT",
+                         "side": "LONG", "quantity": 0.002, "leverage": 10}),
+            404,
+            "ACCOUNT_NOT_FOUND",
+        ),
+        (
+            "trade",
+            json!({"userId": OTHER_USER, "symbol": "BTCUSDT", "side": "LONG",
+                         "quantity": 0.002, "leverage": 10}),
+            403,
+            "FORBIDDEN",
+        ),
+        (
+            "trade",
+            json!({"deadlineTs": now() - 1, "symbol": "BTCUSDT", "side": "LONG",
+                         "quantity": 0.002, "leverage": 10}),
+            408,
+            "COMMAND_EXPIRED",
+        ),
+        (
+            "trade",
+            json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": 5, "leverage": 10}),
+            400,
+            "MAX_NOTIONAL_EXCEEDED",
+        ),
+        (
+            "trade",
+            json!({"symbol": "NOPEUSDT", "side": "LONG", "quantity": 1, "leverage": 10}),
+            400,
+            "INVALID_SYMBOL",
+        ),
+        (
+            "trade",
+            json!({"pad": "x".repeat(70_000), "symbol": "BTCUSDT", "side": "LONG",
+                         "quantity": 0.002, "leverage": 10}),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (
+            "balance_adjust",
+            json!({"amount": 5, "reason": "gift"}),
+            403,
+            "FORBIDDEN",
+        ),
+        ("chase_start", json!({}), 501, "NOT_SUPPORTED_YET"),
+        (
+            "cancel_order",
+            json!({"orderId": "00000000-0000-4000-8000-000000000000"}),
+            404,
+            "ORDER_NOT_FOUND",
+        ),
+        (
+            "close",
+            json!({"positionId": "nope"}),
+            404,
+            "POSITION_NOT_FOUND",
+        ),
+    ];
+    for (kind, body, status, code) in cases {
+        let env = e.envelope(kind, body.clone());
+        let r = e.send(kind, env).await;
+        assert_eq!(
+            (
+                r["httpStatus"].as_u64(),
+                r["code"].as_str(),
+                r["ok"].as_bool()
+            ),
+            (Some(status), Some(code), Some(false)),
+            "{kind} {body}: {r}"
+        );
+        assert!(r["body"]["error"].is_string(), "{r}");
+    }
+    assert_eq!(e.orders().await, 0, "nothing refused was sent");
+    // And it still trades.
+    let env = e.envelope("trade", market("0.002"));
+    let r = e.send("trade", env).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    e.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_change_accounts_only_through_the_engine() {
+    let mut e = engine().await;
+    let admin = |e: &Engine, kind: &str, body: Value| {
+        let mut v = e.envelope(kind, body);
+        v["role"] = "ADMIN".into();
+        v
+    };
+    let r = e
+        .send(
+            "account_create",
+            admin(
+                &e,
+                "account_create",
+                json!({"name": "bot-7", "accountType": "BOT",
+                                                                    "initialBalance": 500}),
+            ),
+        )
+        .await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    assert_eq!(r["body"]["type"], "BOT");
+    let id = r["body"]["id"].as_str().unwrap().to_owned();
+    let mut adjust = admin(
+        &e,
+        "balance_adjust",
+        json!({"amount": "-20.5", "reason": "fee refund"}),
+    );
+    adjust["subAccountId"] = id.clone().into();
+    let r = e.send("balance_adjust", adjust).await;
+    assert_eq!(r["body"]["newBalance"], 479.5, "{r}");
+    let row = ledger::account(&e.db.pool, &id).await.unwrap().unwrap();
+    assert_eq!(row.current_balance, "479.5".parse::<Decimal>().unwrap());
+    // Frozen: orders refused; unfrozen: taken again.
+    let r = e
+        .send("account_freeze", admin(&e, "account_freeze", json!({})))
+        .await;
+    assert_eq!(r["body"]["status"], "FROZEN", "{r}");
+    let r = e.send("trade", e.envelope("trade", market("0.002"))).await;
+    assert_eq!(
+        (r["httpStatus"].as_u64(), r["code"].as_str()),
+        (Some(400), Some("ACCOUNT_FROZEN")),
+        "{r}"
+    );
+    let r = e
+        .send("account_unfreeze", admin(&e, "account_unfreeze", json!({})))
+        .await;
+    assert_eq!(r["body"]["status"], "ACTIVE", "{r}");
+    // Rules: a max notional under the order's refuses it.
+    let r = e
+        .send(
+            "risk_rules_set",
+            admin(&e, "risk_rules_set", json!({"maxNotionalPerTrade": 10})),
+        )
+        .await;
+    assert_eq!(
+        r["body"]["rules"]["maxNotionalPerTrade"].as_f64(),
+        Some(10.0),
+        "{r}"
+    );
+    let r = e.send("trade", e.envelope("trade", market("0.002"))).await;
+    assert_eq!(r["code"], "MAX_NOTIONAL_EXCEEDED", "{r}");
+    e.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_over_http_need_the_token_and_answer_like_the_bus() {
+    let e = engine().await;
+    let addr = e.app.control_addr;
+    let body = e.envelope("trade", market("0.002")).to_string();
+    let (status, out) = common::http_post(addr, "/v1/cmd/trade", &[], &body).await;
+    assert_eq!(status, 401, "{out}");
+    assert!(!out.contains(TOKEN));
+    let auth = format!("Bearer {TOKEN}");
+    let (status, out) = common::http_post(
+        addr,
+        "/v1/cmd/trade",
+        &[("Authorization", &auth), ("Idempotency-Key", "http-1")],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["body"]["order"]["status"], "FILLED", "{r}");
+    // The same key, another body → 422.
+    let other = e.envelope("trade", market("0.003")).to_string();
+    let (status, out) = common::http_post(
+        addr,
+        "/v1/cmd/trade",
+        &[("Authorization", &auth), ("Idempotency-Key", "http-1")],
+        &other,
+    )
+    .await;
+    assert_eq!(status, 422, "{out}");
+    let (status, out) = common::http_post(
+        addr,
+        "/v1/cmd/frobnicate",
+        &[("Authorization", &auth)],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 404, "{out}");
+    let (status, out) =
+        common::http_post(addr, "/v1/cmd/trade", &[("Authorization", &auth)], "{oops").await;
+    assert_eq!(status, 400, "{out}");
+    assert!(out.contains("INVALID_JSON"), "{out}");
+    assert_eq!(e.orders().await, 1);
+    e.app.shutdown().await;
+}
