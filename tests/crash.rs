@@ -16,11 +16,10 @@ use simulators::binance::{BinanceSim, BinanceSimConfig};
 use trading::evaluate::LiquidationMode;
 use trading::order::OrderState;
 
-fn engine(db: &TestDb, sim: &BinanceSim, args: &[&str]) -> Command {
+/// The binary on this test's database and simulator, nothing else inherited.
+fn binary(db: &TestDb, sim: &BinanceSim) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_greekstream"));
-    c.arg("order")
-        .args(args)
-        .env_clear()
+    c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", db.url())
         .env("GS_BINANCE_API_KEY", &sim.config().api_key)
@@ -30,7 +29,14 @@ fn engine(db: &TestDb, sim: &BinanceSim, args: &[&str]) -> Command {
         .env(
             "GS_HOUSE_POSITIONS",
             "BTCUSDT:0.5,ETHUSDT:-4,BTCUSDT_261225:-0.2",
-        )
+        );
+    c
+}
+
+fn engine(db: &TestDb, sim: &BinanceSim, args: &[&str]) -> Command {
+    let mut c = binary(db, sim);
+    c.arg("order")
+        .args(args)
         // This test's own Redis keys (the reconciliation lock among them).
         .env(
             "GS_REDIS_PREFIX",
@@ -201,19 +207,8 @@ async fn bad_order_commands_say_why_with_a_code_and_exit_2() {
 
 /// The service itself (`greekstream`, the whole process) with the engine on.
 fn service(db: &TestDb, sim: &BinanceSim, prefix: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_greekstream"));
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", db.url())
-        .env("GS_BINANCE_API_KEY", &sim.config().api_key)
-        .env("GS_BINANCE_API_SECRET", &sim.config().secret)
-        .env("GS_BINANCE_REST_URL", sim.rest_url())
-        .env("GS_BINANCE_WS_URL", sim.ws_url())
-        .env(
-            "GS_HOUSE_POSITIONS",
-            "BTCUSDT:0.5,ETHUSDT:-4,BTCUSDT_261225:-0.2",
-        )
-        .env("GS_SYNTHETIC", "false")
+    let mut c = binary(db, sim);
+    c.env("GS_SYNTHETIC", "false")
         .env("GS_IBKR", "false")
         .env("GS_TASTYTRADE", "false")
         .env("METRICS_ADDR", "127.0.0.1:0")
