@@ -133,6 +133,9 @@ pub struct Config {
     /// The bearer token the gateway sends on `POST /v1/cmd/{type}`
     /// (`GS_CONTROL_TOKEN`); without it, commands over HTTP are off.
     pub control_token: Option<streaming::secret::Secret>,
+    /// The gateway's JWT secret (`GS_JWT_SECRET`, HS256): users' own tokens are then
+    /// accepted on the control API, their identity taken from the token.
+    pub jwt_secret: Option<streaming::secret::Secret>,
     pub metrics_addr: SocketAddr,
     pub control_addr: SocketAddr,
     pub channel_capacity: usize,
@@ -327,6 +330,10 @@ impl Config {
             redis_url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
             control_token: env
                 .raw("GS_CONTROL_TOKEN")
+                .filter(|t| !t.is_empty())
+                .map(streaming::secret::Secret::new),
+            jwt_secret: env
+                .raw("GS_JWT_SECRET")
                 .filter(|t| !t.is_empty())
                 .map(streaming::secret::Secret::new),
             metrics_addr: env.parse("METRICS_ADDR", "127.0.0.1:9464".parse().expect("literal"))?,

@@ -18,6 +18,7 @@ use simulators::testkit::unique_prefix;
 use trading::evaluate::LiquidationMode;
 
 const TOKEN: &str = "test-control-token-5f2c";
+const JWT_SECRET: &str = "test-jwt-secret-77a1";
 const USER: &str = "9a0d3c1e-0000-4000-8000-000000000001";
 const OTHER_USER: &str = "9a0d3c1e-0000-4000-8000-000000000002";
 
@@ -39,6 +40,7 @@ async fn engine() -> Engine {
         "GS_SYNTHETIC" | "GS_IBKR" | "GS_TASTYTRADE" => Some("false".into()),
         "GS_REDIS_PREFIX" => Some(p.clone()),
         "GS_CONTROL_TOKEN" => Some(TOKEN.into()),
+        "GS_JWT_SECRET" => Some(JWT_SECRET.into()),
         _ => None,
     })
     .unwrap();
@@ -461,5 +463,200 @@ async fn commands_over_http_need_the_token_and_answer_like_the_bus() {
     assert_eq!(status, 400, "{out}");
     assert!(out.contains("INVALID_JSON"), "{out}");
     assert_eq!(e.orders().await, 1);
+    e.app.shutdown().await;
+}
+
+fn jwt(user: &str, role: &str) -> String {
+    let exp = now() / 1000 + 3600;
+    format!(
+        "Bearer {}",
+        greekstream::gateway::auth::sign_hs256(
+            JWT_SECRET,
+            &json!({"id": user, "role": role, "exp": exp})
+        )
+    )
+}
+
+async fn get(e: &Engine, path: &str, auth: &str) -> (u16, Value) {
+    let (status, body) = common::http_request(
+        e.app.control_addr,
+        "GET",
+        path,
+        &[("Authorization", auth)],
+        "",
+    )
+    .await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_validate_answer_the_js_bodies_for_their_owner_only() {
+    let mut e = engine().await;
+    let r = e.send("trade", e.envelope("trade", market("0.002"))).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    let gw = format!("Bearer {TOKEN}");
+    let path = format!("/v1/accounts/{}/positions", e.account);
+    let (status, v) = get(&e, &path, &gw).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["positions"][0]["quantity"], 0.002, "{v}");
+    assert_eq!(v["positions"][0]["side"], "LONG");
+    assert!(
+        v["positions"][0]["markPrice"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    assert_eq!(v["summary"]["positionCount"], 1);
+    assert_eq!(v["account"]["id"], e.account.as_str());
+    // The owner's own token reads; another user's is refused; a forged one too.
+    let (status, v) = get(
+        &e,
+        &format!("/v1/accounts/{}/balance", e.account),
+        &jwt(USER, "USER"),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["balance"].as_f64().unwrap() > 9_000.0, "{v}");
+    let (status, v) = get(
+        &e,
+        &format!("/v1/accounts/{}/margin", e.account),
+        &jwt(OTHER_USER, "USER"),
+    )
+    .await;
+    assert_eq!(
+        (status, v["errors"][0]["code"].as_str()),
+        (403, Some("FORBIDDEN")),
+        "{v}"
+    );
+    let (status, _) = get(
+        &e,
+        &format!("/v1/accounts/{}/margin", e.account),
+        &jwt(OTHER_USER, "ADMIN"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let forged = jwt(USER, "USER").replace("Bearer ", "Bearer x");
+    let (status, _) = get(&e, &format!("/v1/accounts/{}/margin", e.account), &forged).await;
+    assert_eq!(status, 401);
+    let (status, v) = get(
+        &e,
+        "/v1/accounts/00000000-0000-4000-8000-000000000000/margin",
+        &gw,
+    )
+    .await;
+    assert_eq!(
+        (status, v["errors"][0]["code"].as_str()),
+        (404, Some("ACCOUNT_NOT_FOUND")),
+        "{v}"
+    );
+    // A user's token names the user of a command, whatever the body says.
+    let mut env = e.envelope("trade", market("0.002"));
+    env["userId"] = OTHER_USER.into();
+    let (status, out) = common::http_request(
+        e.app.control_addr,
+        "POST",
+        "/v1/cmd/trade",
+        &[("Authorization", &jwt(USER, "USER"))],
+        &env.to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
+    // Validate, prices, markets.
+    let body =
+        json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": 5, "leverage": 10}).to_string();
+    let (status, out) = common::http_request(
+        e.app.control_addr,
+        "POST",
+        &format!("/v1/accounts/{}/validate", e.account),
+        &[("Authorization", &gw)],
+        &body,
+    )
+    .await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((status, v["valid"].as_bool()), (200, Some(false)), "{v}");
+    assert_eq!(v["errors"][0]["code"], "MAX_NOTIONAL_EXCEEDED");
+    let r = e
+        .send("validate", e.envelope("validate", market("0.001")))
+        .await;
+    assert_eq!(r["body"]["valid"], true, "{r}");
+    assert!(
+        r["body"]["computedValues"]["requiredMargin"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{r}"
+    );
+    let (status, v) = get(&e, "/v1/prices/btcusdt", &gw).await;
+    assert_eq!(
+        (status, v["symbol"].as_str()),
+        (200, Some("BTCUSDT")),
+        "{v}"
+    );
+    let (status, v) = get(&e, "/v1/markets/BTCUSDT", &gw).await;
+    assert!(
+        status == 200 && v["tickSize"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    let (status, v) = get(&e, "/v1/nothing-here", &gw).await;
+    assert_eq!(
+        (status, v["errors"][0]["code"].as_str()),
+        (404, Some("NOT_FOUND")),
+        "{v}"
+    );
+    e.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_close_goes_out_only_when_the_exchange_holds_the_side() {
+    let mut e = engine().await;
+    let r = e.send("trade", e.envelope("trade", market("0.002"))).await;
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    let mark = r["body"]["trade"]["price"].as_f64().unwrap();
+    let price = format!("{:.1}", mark * 1.02);
+    let r = e
+        .send(
+            "limit_close",
+            e.envelope("limit_close", json!({"positionId": pos, "price": price})),
+        )
+        .await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    assert_eq!(r["body"]["order"]["reduceOnly"], true, "{r}");
+    assert_eq!(r["body"]["order"]["side"], "SHORT", "{r}");
+    // Another sub-account's short while the exchange is net long: not sent.
+    let mut create = e.envelope(
+        "account_create",
+        json!({"name": "shorty", "initialBalance": 1000, "ownerUserId": USER}),
+    );
+    create["role"] = "ADMIN".into();
+    let r = e.send("account_create", create).await;
+    let other = r["body"]["id"].as_str().unwrap().to_owned();
+    let mut short = e.envelope(
+        "trade",
+        json!({"symbol": "BTCUSDT", "side": "SHORT", "quantity": "0.002", "leverage": 10}),
+    );
+    short["subAccountId"] = other.clone().into();
+    let r = e.send("trade", short).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    let short_pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    let before = e.orders().await;
+    // Named from the wrong sub-account: refused as not its own.
+    let wrong = e.envelope(
+        "limit_close",
+        json!({"positionId": short_pos, "price": price}),
+    );
+    let r = e.send("limit_close", wrong).await;
+    assert_eq!(r["code"], "FORBIDDEN", "{r}");
+    let mut close = e.envelope(
+        "limit_close",
+        json!({"positionId": short_pos, "price": price}),
+    );
+    close["subAccountId"] = other.clone().into();
+    let r = e.send("limit_close", close).await;
+    assert_eq!(
+        (r["httpStatus"].as_u64(), r["code"].as_str()),
+        (Some(400), Some("POSITION_DESYNC")),
+        "{r}"
+    );
+    assert_eq!(r["body"]["exchangeSide"], "LONG", "{r}");
+    assert_eq!(r["body"]["virtualSide"], "SHORT", "{r}");
+    assert_eq!(e.orders().await, before, "nothing sent");
     e.app.shutdown().await;
 }

@@ -153,7 +153,9 @@ impl App {
             .merge(crate::gateway::http::router(
                 gateway.clone(),
                 cfg.control_token.clone(),
-            ));
+                cfg.jwt_secret.clone(),
+            ))
+            .fallback(crate::gateway::http::not_found);
         let mut servers = vec![
             serve("metrics", metrics_listener, metrics_app),
             serve("control", control_listener, control_app),

@@ -33,6 +33,13 @@ pub enum CloseError {
     Storage(#[from] LedgerError),
     #[error("venue: {0}")]
     Venue(#[from] RestError),
+    /// A limit close the exchange's position does not back (no position, or the
+    /// other side): not sent.
+    #[error("Position desynced with exchange — no matching exchange position, order not sent")]
+    Desync {
+        exchange_side: Option<&'static str>,
+        virtual_side: &'static str,
+    },
 }
 
 impl CloseError {
@@ -44,6 +51,7 @@ impl CloseError {
             CloseError::Place(e) => e.code(),
             CloseError::Storage(e) => e.code(),
             CloseError::Venue(_) => "EXCHANGE_ERROR",
+            CloseError::Desync { .. } => "POSITION_DESYNC",
         }
     }
 }
@@ -175,6 +183,58 @@ impl Executor {
                 Ok(Closed::Virtual { price })
             }
         }
+    }
+
+    /// Places a reduce-only limit order at `price` for all of one of `account`'s
+    /// positions — only when the exchange holds a position on the same side (seed
+    /// 003 §1a); otherwise nothing is sent.
+    pub async fn limit_close(
+        &self,
+        account: &str,
+        position_id: &str,
+        price: Decimal,
+    ) -> Result<OrderRow, CloseError> {
+        let i = &self.inner;
+        let p = ledger::open_position_of(&i.pool, account, position_id)
+            .await?
+            .ok_or(CloseError::PositionNotFound)?;
+        let exchange = self.exchange_net(&p.symbol).await?;
+        let virtual_side = p.position.side.as_str();
+        let exchange_side = match exchange {
+            e if e.is_zero() => None,
+            e if e.is_sign_positive() => Some("LONG"),
+            _ => Some("SHORT"),
+        };
+        if exchange_side != Some(virtual_side) {
+            tracing::warn!(account, position = position_id, symbol = %p.symbol, %exchange,
+                "limit close not sent: the exchange does not hold this position's side");
+            return Err(CloseError::Desync {
+                exchange_side,
+                virtual_side,
+            });
+        }
+        let side = match p.position.side {
+            Side::Long => OrderSide::Sell,
+            Side::Short => OrderSide::Buy,
+        };
+        let covers = exchange.abs() >= p.position.quantity;
+        Ok(self
+            .place_with(
+                PlaceOrder {
+                    sub_account_id: account.to_owned(),
+                    symbol: p.symbol.clone(),
+                    side,
+                    kind: OrderKind::Limit,
+                    quantity: p.position.quantity,
+                    price: Some(price),
+                    leverage: p.position.leverage,
+                    reduce_only: true,
+                    origin: "MANUAL".into(),
+                    request_id: None,
+                },
+                Some(covers),
+            )
+            .await?)
     }
 
     /// Closes `p` in the book only, at `price`, as `reason` (`DESYNC_CLOSE`,

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod closing;
 pub mod execution;
 pub mod prices;
+pub mod reads;
 pub mod reconcile;
 pub mod risk_loop;
 

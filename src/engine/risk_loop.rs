@@ -60,7 +60,7 @@ impl Default for RiskLoopConfig {
 }
 
 /// A JSON number for the gateway (decision 7: numbers, not strings).
-pub(super) fn num(d: Decimal) -> Value {
+pub(crate) fn num(d: Decimal) -> Value {
     d.to_f64().map_or(Value::Null, Value::from)
 }
 

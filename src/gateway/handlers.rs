@@ -31,16 +31,9 @@ pub(super) async fn run(
     let account = account.unwrap_or_default().to_owned();
     let origin = if env.source == "bot" { "BOT" } else { "MANUAL" };
     let place = |s: &OrderSpec, kind: OrderKind| PlaceOrder {
-        sub_account_id: account.clone(),
-        symbol: s.symbol.clone(),
-        side: s.side,
         kind,
-        quantity: s.quantity,
         price: s.price,
-        leverage: s.leverage,
-        reduce_only: s.reduce_only,
-        origin: origin.to_owned(),
-        request_id: Some(env.request_id.clone()),
+        ..market_order(&account, s, origin, Some(env.request_id.clone()))
     };
     let latency = |mut r: Reply| {
         let ms = started.elapsed().as_millis() as u64;
@@ -166,7 +159,7 @@ pub(super) async fn run(
         Command::CancelOrder { order_id } => match exec.cancel(&account, &order_id).await {
             Ok(_) => Reply::ok(200, json!({"success": true})),
             Err(CloseError::OrderNotOpen(_)) => {
-                Reply::error(400, "ORDER_NOT_OPEN", "Order is not pending")
+                Reply::error("ORDER_NOT_OPEN", "Order is not pending")
             }
             Err(e) => close_error(e),
         },
@@ -195,7 +188,7 @@ pub(super) async fn run(
                 .as_deref()
                 .is_some_and(|u| !ledger::is_uuid(u))
             {
-                return Reply::error(400, "INVALID_FIELD", "Invalid ownerUserId: must be a UUID");
+                return Reply::error("INVALID_FIELD", "Invalid ownerUserId: must be a UUID");
             }
             let new = NewAccount {
                 name: a.name,
@@ -214,11 +207,7 @@ pub(super) async fn run(
                 Err(ledger::LedgerError::Sql(sqlx::Error::Database(d)))
                     if d.code().as_deref() == Some("23514") =>
                 {
-                    Reply::error(
-                        400,
-                        "INVALID_FIELD",
-                        "Invalid account: a value is out of range",
-                    )
+                    Reply::error("INVALID_FIELD", "Invalid account: a value is out of range")
                 }
                 Err(e) => storage(e),
             }
@@ -290,11 +279,81 @@ pub(super) async fn run(
             let r = ledger::set_status(&g.pool, &account, to).await;
             changed_account(exec, &account, r).await
         }
-        Command::Validate(_) | Command::LimitClose { .. } => Reply::error(
-            501,
-            "NOT_SUPPORTED_YET",
-            format!("'{}' is not supported by this engine yet", env.kind),
+        Command::Validate(s) => validate(exec, &place(&s, OrderKind::Market)).await,
+        Command::LimitClose { position_id, price } => {
+            match exec.limit_close(&account, &position_id, price).await {
+                Ok(o) => match venue_rejected(&o) {
+                    Some(r) => r,
+                    None => Reply::ok(201, json!({"success": true, "order": order_json(&o)})),
+                },
+                Err(CloseError::Desync {
+                    exchange_side,
+                    virtual_side,
+                }) => Reply {
+                    status: 400,
+                    code: Some("POSITION_DESYNC"),
+                    body: json!({"error": "Position desynced with exchange — no matching exchange position, order not sent",
+                                 "desync": true, "exchangeSide": exchange_side, "virtualSide": virtual_side,
+                                 "errors": [{"code": "POSITION_DESYNC", "message": "no matching exchange position"}]}),
+                    headers: None,
+                },
+                Err(CloseError::Venue(_)) => Reply {
+                    status: 503,
+                    code: Some("EXCHANGE_ERROR"),
+                    body: json!({"error": "Exchange sync check failed — order not sent to avoid bad trade",
+                                 "desync": true,
+                                 "errors": [{"code": "EXCHANGE_ERROR", "message": "exchange sync check failed"}]}),
+                    headers: None,
+                },
+                Err(e) => close_error(e),
+            }
+        }
+    }
+}
+
+/// The JS validator's answer (§4.2): always 200, `valid` says.
+pub(super) async fn validate(exec: &Executor, p: &PlaceOrder) -> Reply {
+    let refusal = |code: &str, message: String| {
+        Reply::ok(
+            200,
+            json!({"valid": false, "errors": [{"code": code, "message": message}]}),
+        )
+    };
+    match exec.validate(p).await {
+        Ok(Ok(n)) => Reply::ok(
+            200,
+            json!({"valid": true, "errors": [],
+                   "computedValues": {"price": num(n.price), "notional": num(n.notional),
+                                      "requiredMargin": num(n.required_margin),
+                                      "availableBalance": num(n.available),
+                                      "currentExposure": num(n.exposure_after - n.notional),
+                                      "exposureAfter": num(n.exposure_after),
+                                      "equity": num(n.equity), "marginUsageAfter": num(n.usage_after)}}),
         ),
+        Ok(Err(r)) => refusal(r.code(), r.to_string()),
+        Err(PlaceError::Storage(e)) => storage(e),
+        Err(e) => refusal(e.code(), e.to_string()),
+    }
+}
+
+/// `s` as a market order of `account`'s.
+pub(super) fn market_order(
+    account: &str,
+    s: &OrderSpec,
+    origin: &str,
+    request_id: Option<String>,
+) -> PlaceOrder {
+    PlaceOrder {
+        sub_account_id: account.to_owned(),
+        symbol: s.symbol.clone(),
+        side: s.side,
+        kind: OrderKind::Market,
+        quantity: s.quantity,
+        price: None,
+        leverage: s.leverage,
+        reduce_only: s.reduce_only,
+        origin: origin.to_owned(),
+        request_id,
     }
 }
 
@@ -372,21 +431,20 @@ async fn close(exec: &Executor, account: &str, position_id: &str) -> Reply {
 
 fn close_error(e: CloseError) -> Reply {
     match e {
-        CloseError::PositionNotFound => {
-            Reply::error(404, "POSITION_NOT_FOUND", "Position not found")
-        }
-        CloseError::OrderNotFound => Reply::error(404, "ORDER_NOT_FOUND", "Order not found"),
-        CloseError::OrderNotOpen(s) => Reply::error(400, "ORDER_NOT_OPEN", format!("Order is {s}")),
+        CloseError::PositionNotFound => Reply::error("POSITION_NOT_FOUND", "Position not found"),
+        CloseError::OrderNotFound => Reply::error("ORDER_NOT_FOUND", "Order not found"),
+        CloseError::OrderNotOpen(s) => Reply::error("ORDER_NOT_OPEN", format!("Order is {s}")),
         CloseError::Place(p) => place_error(p),
         CloseError::Storage(e) => storage(e),
-        CloseError::Venue(v) => Reply::error(503, "EXCHANGE_ERROR", format!("Exchange error: {v}")),
+        CloseError::Venue(v) => Reply::error("EXCHANGE_ERROR", format!("Exchange error: {v}")),
+        e @ CloseError::Desync { .. } => Reply::error("POSITION_DESYNC", e.to_string()),
     }
 }
 
 /// The JS validator's refusal body: `{success:false, errors, error, reasons}`.
-fn refused(status: u16, code: &'static str, message: String) -> Reply {
+fn refused(code: &'static str, message: String) -> Reply {
     Reply {
-        status,
+        status: trading::command::status_of(code),
         code: Some(code),
         body: json!({"success": false, "errors": [{"code": code, "message": message}],
                      "error": message, "reasons": [message]}),
@@ -394,15 +452,15 @@ fn refused(status: u16, code: &'static str, message: String) -> Reply {
     }
 }
 
-fn place_error(e: PlaceError) -> Reply {
+pub(super) fn place_error(e: PlaceError) -> Reply {
     let code = e.code();
     match e {
         PlaceError::AccountNotFound => trading::command::Rejected::account_not_found().into(),
         PlaceError::Storage(s) => storage(s),
-        PlaceError::ClockDrift { .. } => refused(503, code, e.to_string()),
-        PlaceError::SymbolDesync(_) => refused(409, code, e.to_string()),
+        PlaceError::ClockDrift { .. } => refused(code, e.to_string()),
+        PlaceError::SymbolDesync(_) => refused(code, e.to_string()),
         PlaceError::Refused(_) | PlaceError::Price(_) | PlaceError::UnknownSymbol(_) => {
-            refused(400, code, e.to_string())
+            refused(code, e.to_string())
         }
     }
 }
@@ -424,7 +482,7 @@ fn venue_rejected(o: &OrderRow) -> Option<Reply> {
         "Exchange error: {}",
         o.order.reject_message.as_deref().unwrap_or("rejected")
     );
-    let mut r = refused(400, code, message);
+    let mut r = refused(code, message);
     r.body["order"] = order_json(o);
     Some(r)
 }
@@ -461,7 +519,7 @@ fn position_json(p: &PositionRow) -> Value {
            "openedAt": p.opened_at.to_rfc3339()})
 }
 
-fn account_json(a: &AccountRow) -> Value {
+pub(super) fn account_json(a: &AccountRow) -> Value {
     json!({"id": a.id, "userId": a.user_id, "name": a.name, "type": a.kind,
            "initialBalance": num(a.initial_balance), "currentBalance": num(a.current_balance),
            "status": a.status.as_str(), "liquidationMode": a.liquidation_mode.as_str(),

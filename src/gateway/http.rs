@@ -1,38 +1,64 @@
-//! The commands over HTTP (js-gateway §2.2): `POST /v1/cmd/{type}`, body = the
-//! envelope (a missing `requestId` is made up; `Idempotency-Key` header = the
-//! envelope's key), reply = the result envelope with `httpStatus` as the status.
-//! Authenticated by `Authorization: Bearer <GS_CONTROL_TOKEN>`; without a token
-//! configured, commands over HTTP are off (503).
+//! The control API's trading routes (js-gateway §2.2):
+//!
+//! - `POST /v1/cmd/{type}`: body = the envelope (a missing `requestId` is made up
+//!   and returned in `X-Request-Id`; the `Idempotency-Key` header is the envelope's
+//!   key); reply = the result envelope, with `httpStatus` as the status.
+//! - Reads: `GET /v1/accounts/{id}/positions|balance|margin`,
+//!   `POST /v1/accounts/{id}/validate`, `GET /v1/prices/{symbol}`,
+//!   `GET /v1/markets/{symbol}` — bodies as the JS routes'.
+//!
+//! Authenticated ([`auth`]): the gateway's bearer token, or a user's JWT. A JWT's
+//! user and role replace the envelope's; the gateway may name its user on reads with
+//! `X-User-Id` / `X-User-Role` (checked like a command's). Without a token
+//! configured, the routes answer 503 `COMMANDS_DISABLED`.
+
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use streaming::secret::Secret;
 use tokio::sync::OnceCell;
-use trading::command::{self, MAX_COMMAND_BYTES};
+use trading::command::{self, normalize_symbol, Role, MAX_COMMAND_BYTES};
 
-use super::{result_json, Gateway, Reply, UNDECODABLE};
-use crate::engine::execution::now_ms;
+use super::auth::{authenticate, Caller};
+use super::{handlers, owns, result_json, Gateway, Reply, UNDECODABLE};
+use crate::engine::execution::{now_ms, Executor};
+use crate::engine::risk_loop::{margin_update, num, snapshot};
 
 #[derive(Clone)]
 struct Http {
     gateway: Arc<OnceCell<Gateway>>,
     token: Option<Secret>,
+    jwt: Option<Secret>,
 }
 
 /// The routes, served before the gateway exists (the database opens after the
-/// listener): until then, and while the engine recovers, commands get 503.
-pub fn router(gateway: Arc<OnceCell<Gateway>>, token: Option<Secret>) -> Router {
+/// listener): until then, and while the engine recovers, they answer 503.
+pub fn router(
+    gateway: Arc<OnceCell<Gateway>>,
+    token: Option<Secret>,
+    jwt: Option<Secret>,
+) -> Router {
     Router::new()
         .route("/v1/cmd/{kind}", post(command))
+        .route("/v1/accounts/{id}/positions", get(positions))
+        .route("/v1/accounts/{id}/balance", get(balance))
+        .route("/v1/accounts/{id}/margin", get(margin))
+        .route("/v1/accounts/{id}/validate", post(validate))
+        .route("/v1/prices/{symbol}", get(price))
+        .route("/v1/markets/{symbol}", get(market))
         // Room to read an oversized command and say so (413 with a code).
         .layer(DefaultBodyLimit::max(4 * MAX_COMMAND_BYTES))
-        .with_state(Http { gateway, token })
+        .with_state(Http {
+            gateway,
+            token,
+            jwt,
+        })
 }
 
 fn reply(status: u16, body: Value) -> Response {
@@ -40,17 +66,45 @@ fn reply(status: u16, body: Value) -> Response {
     (code, Json(body)).into_response()
 }
 
-fn error(status: u16, code: &'static str, message: &str) -> Response {
-    let r = Reply::error(status, code, message);
-    reply(
-        status,
-        json!({"ok": false, "httpStatus": status, "code": code, "body": r.body}),
-    )
+/// A failure outside a command: the JS flat error body with its code.
+pub fn error(code: &'static str, message: &str) -> Response {
+    let r = Reply::error(code, message);
+    reply(r.status, r.body)
 }
 
-/// Constant-time comparison: the token's length and bytes leak nothing by timing.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Answers unknown routes on the control listener.
+pub async fn not_found() -> Response {
+    error("NOT_FOUND", "No such route")
+}
+
+impl Http {
+    /// The caller and the recovered engine, or the response that refuses.
+    fn admit(&self, headers: &HeaderMap) -> Result<(Caller, &Gateway, Executor), Reply> {
+        if self.token.is_none() && self.jwt.is_none() {
+            return Err(Reply::error(
+                "COMMANDS_DISABLED",
+                "The control API's trading routes need GS_CONTROL_TOKEN",
+            ));
+        }
+        let caller = authenticate(
+            headers.get("authorization").and_then(|v| v.to_str().ok()),
+            self.token.as_ref(),
+            self.jwt.as_ref(),
+            now_ms() / 1000,
+        )
+        .map_err(|e| Reply::error("UNAUTHORIZED", e.to_string()))?;
+        let Some((g, exec)) = self
+            .gateway
+            .get()
+            .and_then(|g| g.executor.get().map(|e| (g, e.clone())))
+        else {
+            return Err(Reply::error(
+                "ENGINE_RECOVERING",
+                "Trading engine unavailable",
+            ));
+        };
+        Ok((caller, g, exec))
+    }
 }
 
 async fn command(
@@ -59,59 +113,192 @@ async fn command(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(token) = &h.token else {
-        return error(
-            503,
-            "COMMANDS_DISABLED",
-            "Commands over HTTP need GS_CONTROL_TOKEN",
-        );
-    };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !same(given.as_bytes(), token.expose().as_bytes()) {
-        return error(401, "UNAUTHORIZED", "Authentication required");
-    }
-    let Some(gateway) = h.gateway.get().filter(|g| g.ready()) else {
-        return error(503, "ENGINE_RECOVERING", "Trading engine unavailable");
+    let (caller, gateway, _) = match h.admit(&headers) {
+        Ok(x) => x,
+        Err(r) => return to_response(r),
     };
     let started = now_ms();
-    // The envelope's requestId, or one made up; the header's idempotency key.
     let mut raw = body.to_vec();
     if let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(&raw) {
-        let mut changed = false;
         if !m.contains_key("requestId") {
             m.insert("requestId".into(), made_up_request_id().into());
-            changed = true;
         }
         if let Some(k) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
             m.insert("idempotencyKey".into(), k.into());
-            changed = true;
         }
-        if changed {
-            raw = serde_json::to_vec(&Value::Object(m)).unwrap_or(raw);
+        // A user's token says who they are; the body cannot.
+        if let Caller::User { user_id, role } = &caller {
+            m.insert("userId".into(), user_id.as_str().into());
+            m.insert("role".into(), role.as_str().into());
         }
+        raw = serde_json::to_vec(&Value::Object(m)).unwrap_or(raw);
     }
     let env = match command::decode(&raw, &kind) {
         Ok(e) => e,
         Err(e) => {
             metrics::counter!(UNDECODABLE, "code" => e.code()).increment(1);
-            return error(400, e.code(), &e.to_string());
+            return error(e.code(), &e.to_string());
         }
     };
     let request_id = env.request_id.clone();
     let r = gateway.execute(env).await;
-    let status = r.status;
     let mut resp = reply(
-        status,
+        r.status,
         result_json(&kind, &request_id, &r, started, now_ms()),
     );
     if let Ok(v) = request_id.parse() {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// The account `id`, checked against the caller: a JWT's user must own it; the
+/// gateway's token is trusted, unless it names its user in `X-User-Id`.
+async fn readable(
+    g: &Gateway,
+    caller: &Caller,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<database::ledger::AccountRow, Reply> {
+    let row = g.account_row(id).await?;
+    let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
+    let (user, role) = match caller {
+        Caller::User { user_id, role } => (Some(user_id.as_str()), *role),
+        Caller::Gateway => match header("x-user-id") {
+            Some(u) => (
+                Some(u),
+                match header("x-user-role") {
+                    Some(r) if r.eq_ignore_ascii_case("ADMIN") => Role::Admin,
+                    _ => Role::User,
+                },
+            ),
+            None => (None, Role::Admin),
+        },
+    };
+    owns(&row, user, role)?;
+    Ok(row)
+}
+
+fn to_response(r: Reply) -> Response {
+    reply(r.status, r.body)
+}
+
+/// The account valued now: `{account, positions, summary, rules}` (§4.16).
+async fn valued(h: &Http, headers: &HeaderMap, id: &str) -> Result<Value, Reply> {
+    let (caller, g, exec) = h.admit(headers)?;
+    let row = readable(g, &caller, headers, id).await?;
+    let (e, rules) = match exec.valuation(id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return Err(command::Rejected::account_not_found().into()),
+        Err(e) => return Err(handlers::place_error(e)),
+    };
+    let snap = snapshot(&e, now_ms());
+    let mut summary = margin_update(&e);
+    summary["liquidationMode"] = row.liquidation_mode.as_str().into();
+    Ok(json!({
+        "account": handlers::account_json(&row),
+        "positions": snap["positions"],
+        "summary": summary,
+        "rules": {"maxLeverage": num(rules.max_leverage),
+                  "maxNotionalPerTrade": num(rules.max_notional_per_trade),
+                  "maxTotalExposure": num(rules.max_total_exposure),
+                  "liquidationThreshold": num(rules.liquidation_threshold)},
+    }))
+}
+
+async fn positions(State(h): State<Http>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    match valued(&h, &headers, &id).await {
+        Ok(v) => reply(200, v),
+        Err(r) => to_response(r),
+    }
+}
+
+async fn balance(State(h): State<Http>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    match valued(&h, &headers, &id).await {
+        Ok(v) => reply(200, v["summary"].clone()),
+        Err(r) => to_response(r),
+    }
+}
+
+async fn margin(State(h): State<Http>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    match valued(&h, &headers, &id).await {
+        Ok(v) => {
+            let a = &v["account"];
+            let mut body = v["summary"].clone();
+            body["account"] = json!({"id": a["id"], "name": a["name"], "status": a["status"],
+                                     "liquidationMode": a["liquidationMode"]});
+            body["rules"] = v["rules"].clone();
+            reply(200, body)
+        }
+        Err(r) => to_response(r),
+    }
+}
+
+async fn validate(
+    State(h): State<Http>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (caller, g, exec) = match h.admit(&headers) {
+        Ok(x) => x,
+        Err(r) => return to_response(r),
+    };
+    if let Err(r) = readable(g, &caller, &headers, &id).await {
+        return to_response(r);
+    }
+    let mut m = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => m,
+        _ => return error("INVALID_JSON", "The body must be a JSON object"),
+    };
+    m.insert("requestId".into(), made_up_request_id().into());
+    m.insert("subAccountId".into(), id.as_str().into());
+    let raw = serde_json::to_vec(&Value::Object(m)).unwrap_or_default();
+    let env = match command::decode(&raw, "validate") {
+        Ok(e) => e,
+        Err(e) => return error(e.code(), &e.to_string()),
+    };
+    let spec = match command::parse(&env) {
+        Ok(command::Command::Validate(s)) => s,
+        Ok(_) => return error("INTERNAL", "Internal error"),
+        Err(r) => return reply(r.status, r.body),
+    };
+    let r = handlers::validate(&exec, &handlers::market_order(&id, &spec, "MANUAL", None)).await;
+    reply(r.status, r.body)
+}
+
+async fn price(State(h): State<Http>, Path(symbol): Path<String>, headers: HeaderMap) -> Response {
+    let (_, _, exec) = match h.admit(&headers) {
+        Ok(x) => x,
+        Err(r) => return to_response(r),
+    };
+    let symbol = normalize_symbol(&symbol);
+    match exec.mark(&symbol).await {
+        Ok(p) => reply(
+            200,
+            json!({"symbol": symbol, "price": num(p), "mark": num(p), "timestamp": now_ms()}),
+        ),
+        Err(e) => to_response(handlers::place_error(e)),
+    }
+}
+
+async fn market(State(h): State<Http>, Path(symbol): Path<String>, headers: HeaderMap) -> Response {
+    let (_, _, exec) = match h.admit(&headers) {
+        Ok(x) => x,
+        Err(r) => return to_response(r),
+    };
+    let symbol = normalize_symbol(&symbol);
+    match exec.filters(&symbol) {
+        Some(f) => reply(
+            200,
+            json!({"symbol": symbol, "tickSize": num(f.tick), "stepSize": num(f.step),
+                   "minNotional": num(f.min_notional),
+                   "pricePrecision": f.tick.normalize().scale(),
+                   "quantityPrecision": f.step.normalize().scale(),
+                   "percentPriceUp": num(f.up), "percentPriceDown": num(f.down)}),
+        ),
+        None => error("INVALID_SYMBOL", &format!("Unknown symbol {symbol}")),
+    }
 }
 
 /// A request id for HTTP callers that send none: unique in this process, and

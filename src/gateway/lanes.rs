@@ -38,7 +38,7 @@ impl Lanes {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "a command failed inside the engine");
-                    Reply::error(500, "INTERNAL", "Internal error")
+                    Reply::error("INTERNAL", "Internal error")
                 }
             };
             let _ = tx.send(reply);
@@ -50,14 +50,10 @@ impl Lanes {
             lane.start.send(job)
         };
         if sent.is_err() {
-            return Reply::error(
-                500,
-                "INTERNAL",
-                "Internal error: the account's lane stopped",
-            );
+            return Reply::error("INTERNAL", "Internal error: the account's lane stopped");
         }
         rx.await
-            .unwrap_or_else(|_| Reply::error(500, "INTERNAL", "Internal error"))
+            .unwrap_or_else(|_| Reply::error("INTERNAL", "Internal error"))
     }
 
     fn lane(&self, account: &str) -> Lane {

@@ -9,6 +9,7 @@
 //! Every command that can be answered is answered, with the HTTP status and body
 //! the JS route returns and a stable `code` when it failed.
 
+pub mod auth;
 pub mod bus;
 mod handlers;
 pub mod http;
@@ -52,8 +53,9 @@ impl Reply {
         }
     }
 
-    pub fn error(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Rejected::new(status, code, message).into()
+    /// A failure with `code` (its status is the code's: `command::status_of`).
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        Rejected::new(code, message).into()
     }
 }
 
@@ -173,7 +175,7 @@ impl Gateway {
         };
         let Some(exec) = self.executor.get().cloned() else {
             return (
-                Reply::error(503, "ENGINE_RECOVERING", "Trading engine unavailable"),
+                Reply::error("ENGINE_RECOVERING", "Trading engine unavailable"),
                 false,
                 None,
             );
@@ -208,11 +210,7 @@ impl Gateway {
             }
             Ok(Gate::Running) => {
                 return (
-                    Reply::error(
-                        409,
-                        "IDEMPOTENCY_IN_PROGRESS",
-                        "Request already in progress",
-                    ),
+                    Reply::error("IDEMPOTENCY_IN_PROGRESS", "Request already in progress"),
                     false,
                     account,
                 )
@@ -220,7 +218,6 @@ impl Gateway {
             Ok(Gate::KeyReused) => {
                 return (
                     Reply::error(
-                        422,
                         "IDEMPOTENCY_KEY_REUSED",
                         "Idempotency-Key was already used with a different body",
                     ),
@@ -237,7 +234,6 @@ impl Gateway {
         let job = async move {
             if env2.expired(now_ms()) {
                 return Reply::error(
-                    408,
                     "COMMAND_EXPIRED",
                     "The command's deadline passed before it could start",
                 );
@@ -256,11 +252,7 @@ impl Gateway {
                 match commands::position_owner(&self.pool, position_id).await {
                     Ok(Some((owner, _))) => Some(owner),
                     Ok(None) => {
-                        return Err(Reply::error(
-                            404,
-                            "POSITION_NOT_FOUND",
-                            "Position not found",
-                        ))
+                        return Err(Reply::error("POSITION_NOT_FOUND", "Position not found"))
                     }
                     Err(e) => return Err(storage(e)),
                 }
@@ -268,9 +260,7 @@ impl Gateway {
             Command::CancelOrder { order_id } => {
                 match commands::order_owner(&self.pool, order_id).await {
                     Ok(Some(owner)) => Some(owner),
-                    Ok(None) => {
-                        return Err(Reply::error(404, "ORDER_NOT_FOUND", "Order not found"))
-                    }
+                    Ok(None) => return Err(Reply::error("ORDER_NOT_FOUND", "Order not found")),
                     Err(e) => return Err(storage(e)),
                 }
             }
@@ -284,7 +274,6 @@ impl Gateway {
                     "position"
                 };
                 return Err(Reply::error(
-                    403,
                     "FORBIDDEN",
                     format!("You do not own this {what}"),
                 ));
@@ -293,20 +282,29 @@ impl Gateway {
             (None, Some(given)) if cmd.needs_account() => given.clone(),
             (None, _) => return Ok(None),
         };
-        let row = match ledger::account(&self.pool, &account).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return Err(Rejected::account_not_found().into()),
-            Err(e) => return Err(storage(e)),
-        };
-        if env.role != Role::Admin && (env.user_id.is_none() || row.user_id != env.user_id) {
-            return Err(Reply::error(
-                403,
-                "FORBIDDEN",
-                "You do not own this sub-account",
-            ));
-        }
+        let row = self.account_row(&account).await?;
+        owns(&row, env.user_id.as_deref(), env.role)?;
         Ok(Some(account))
     }
+}
+
+impl Gateway {
+    /// The account, or the refusal to answer with.
+    pub(crate) async fn account_row(&self, id: &str) -> Result<ledger::AccountRow, Reply> {
+        match ledger::account(&self.pool, id).await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(Rejected::account_not_found().into()),
+            Err(e) => Err(storage(e)),
+        }
+    }
+}
+
+/// Whether `user` (with `role`) may act on `row`: admins on any, users on their own.
+pub(crate) fn owns(row: &ledger::AccountRow, user: Option<&str>, role: Role) -> Result<(), Reply> {
+    if role == Role::Admin || (user.is_some() && row.user_id.as_deref() == user) {
+        return Ok(());
+    }
+    Err(Reply::error("FORBIDDEN", "You do not own this sub-account"))
 }
 
 /// A stored code read back as one of ours (stable strings only).
@@ -333,7 +331,6 @@ fn code_of(s: &str) -> &'static str {
 pub(crate) fn storage(e: ledger::LedgerError) -> Reply {
     tracing::error!(error = %e, "command storage failed");
     Reply::error(
-        500,
         "DATABASE_ERROR",
         "Internal error: the database did not answer",
     )

@@ -65,6 +65,17 @@ pub async fn http_post(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    http_request(addr, "POST", path, headers, body).await
+}
+
+/// One plain HTTP/1.1 request of any method.
+pub async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let extra: String = headers
         .iter()
         .map(|(k, v)| format!("{k}: {v}\r\n"))
@@ -72,7 +83,7 @@ pub async fn http_post(
     http(
         addr,
         format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
             body.len()
         ),
     )

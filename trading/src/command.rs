@@ -71,13 +71,13 @@ macro_rules! kinds {
 
 kinds! {
     Trade = "trade", kill = false, admin = false, supported = true;
-    Validate = "validate", kill = false, admin = false, supported = false;
+    Validate = "validate", kill = false, admin = false, supported = true;
     Limit = "limit", kill = false, admin = false, supported = true;
     Scale = "scale", kill = false, admin = false, supported = true;
     Basket = "basket", kill = false, admin = false, supported = true;
     Close = "close", kill = true, admin = false, supported = true;
     CloseAll = "close_all", kill = true, admin = false, supported = true;
-    LimitClose = "limit_close", kill = false, admin = false, supported = false;
+    LimitClose = "limit_close", kill = false, admin = false, supported = true;
     CancelOrder = "cancel_order", kill = true, admin = false, supported = true;
     CancelAllOrders = "cancel_all_orders", kill = true, admin = false, supported = true;
     AccountCreate = "account_create", kill = true, admin = true, supported = true;
@@ -169,12 +169,34 @@ pub struct Rejected {
     pub body: Value,
 }
 
+/// The HTTP status of every error code: the one place codes meet statuses.
+/// Codes not listed (the risk refusals, the venue's rejections) are 400.
+pub fn status_of(code: &str) -> u16 {
+    match code {
+        "UNAUTHORIZED" => 401,
+        "FORBIDDEN" => 403,
+        "ACCOUNT_NOT_FOUND" | "POSITION_NOT_FOUND" | "ORDER_NOT_FOUND" | "UNKNOWN_COMMAND"
+        | "NOT_FOUND" => 404,
+        "METHOD_NOT_ALLOWED" => 405,
+        "COMMAND_EXPIRED" => 408,
+        "IDEMPOTENCY_IN_PROGRESS" | "SYMBOL_DESYNC" => 409,
+        "PAYLOAD_TOO_LARGE" => 413,
+        "IDEMPOTENCY_KEY_REUSED" => 422,
+        "INTERNAL" | "DATABASE_ERROR" => 500,
+        "NOT_SUPPORTED_YET" => 501,
+        "ENGINE_RECOVERING" | "ENGINE_RESTARTED" | "EXCHANGE_ERROR" | "CLOCK_DRIFT"
+        | "COMMANDS_DISABLED" => 503,
+        _ => 400,
+    }
+}
+
 impl Rejected {
-    /// `{error, errors:[{code, message}]}`: the JS flat error body, with the code.
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    /// `{error, errors:[{code, message}]}`: the JS flat error body, with the code;
+    /// the status is the code's ([`status_of`]).
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         let message = message.into();
         Self {
-            status,
+            status: status_of(code),
             code,
             body: json!({"error": message, "errors": [{"code": code, "message": message}]}),
         }
@@ -182,7 +204,7 @@ impl Rejected {
 
     /// Unknown sub-account: the same shape everywhere (Decision 7).
     pub fn account_not_found() -> Self {
-        Self::new(404, "ACCOUNT_NOT_FOUND", "Sub-account not found")
+        Self::new("ACCOUNT_NOT_FOUND", "Sub-account not found")
     }
 }
 
@@ -350,7 +372,7 @@ impl Command {
 
 /// A field that is there but unusable.
 fn invalid(field: &str, why: &str) -> Rejected {
-    Rejected::new(400, "INVALID_FIELD", format!("Invalid {field}: {why}"))
+    Rejected::new("INVALID_FIELD", format!("Invalid {field}: {why}"))
 }
 
 /// JS-truthy: absent, `null`, `0`, `""` and `false` count as missing.
@@ -403,7 +425,7 @@ fn boolean(m: &Map<String, Value>, k: &str) -> Result<bool, Rejected> {
 }
 
 fn missing(message: &str) -> Rejected {
-    Rejected::new(400, "MISSING_FIELDS", message)
+    Rejected::new("MISSING_FIELDS", message)
 }
 
 /// An id the engine looks up (a position, an order): any short visible string.
@@ -438,7 +460,7 @@ fn order_spec(
         return Err(missing(missing_message));
     };
     let side = side_of(&side)
-        .ok_or_else(|| Rejected::new(400, "INVALID_SIDE", "side must be LONG or SHORT"))?;
+        .ok_or_else(|| Rejected::new("INVALID_SIDE", "side must be LONG or SHORT"))?;
     Ok(OrderSpec {
         symbol: normalize_symbol(&symbol),
         side,
@@ -464,14 +486,12 @@ fn scale(m: &Map<String, Value>, has_account: bool) -> Result<ScaleSpec, Rejecte
     };
     if !(5..=30).contains(&orders.len()) {
         return Err(Rejected::new(
-            400,
             "SCALE_INVALID_COUNT",
             format!("Order count must be between 5 and 30. Got {}", orders.len()),
         ));
     }
     let side = side_of(&side).ok_or_else(|| {
         Rejected::new(
-            400,
             "INVALID_SIDE",
             format!("Invalid side '{side}'. Use LONG or SHORT."),
         )
@@ -480,7 +500,6 @@ fn scale(m: &Map<String, Value>, has_account: bool) -> Result<ScaleSpec, Rejecte
         Some(l) if l > Decimal::ZERO && l <= Decimal::from(125) => l,
         l => {
             return Err(Rejected::new(
-                400,
                 "INVALID_LEVERAGE",
                 format!(
                     "Invalid leverage {}. Must be 1–125.",
@@ -586,7 +605,6 @@ fn liquidation_mode(m: &Map<String, Value>) -> Result<Option<LiquidationMode>, R
 pub fn parse(env: &Envelope) -> Result<Command, Rejected> {
     if env.bytes > MAX_COMMAND_BYTES {
         return Err(Rejected::new(
-            413,
             "PAYLOAD_TOO_LARGE",
             format!(
                 "Command is {} bytes; the limit is {MAX_COMMAND_BYTES}",
@@ -596,7 +614,6 @@ pub fn parse(env: &Envelope) -> Result<Command, Rejected> {
     }
     let Some(kind) = Kind::parse(&env.kind) else {
         return Err(Rejected::new(
-            404,
             "UNKNOWN_COMMAND",
             format!("Unknown command type '{}'", env.kind),
         ));
@@ -611,13 +628,12 @@ pub fn parse(env: &Envelope) -> Result<Command, Rejected> {
     }
     if !kind.supported() {
         return Err(Rejected::new(
-            501,
             "NOT_SUPPORTED_YET",
             format!("'{}' is not supported by this engine yet", kind.name()),
         ));
     }
     if kind.admin() && env.role != Role::Admin {
-        return Err(Rejected::new(403, "FORBIDDEN", "Admin access required"));
+        return Err(Rejected::new("FORBIDDEN", "Admin access required"));
     }
     let m = &env.fields;
     let has_account = env.sub_account_id.is_some();
@@ -722,7 +738,6 @@ pub fn parse(env: &Envelope) -> Result<Command, Rejected> {
         | Kind::SurfAdjust
         | Kind::SurfStop
         | Kind::BabysitterClose => Err(Rejected::new(
-            501,
             "NOT_SUPPORTED_YET",
             format!("'{}' is not supported by this engine yet", kind.name()),
         )),

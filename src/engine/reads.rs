@@ -1,0 +1,67 @@
+//! What the gateway reads from the engine (js-gateway §2.2, §4.2, §4.16): an
+//! account valued now at the marks, and an order checked without placing it.
+
+use rust_decimal::Decimal;
+use trading::evaluate::Evaluation;
+use trading::risk::{check_view, Numbers, Refusal, RiskRules, VenueFilters};
+
+use super::execution::{request_of, Executor, PlaceError, PlaceOrder};
+
+impl Executor {
+    /// `account` valued at the freshest marks the price chain has (a position
+    /// without one is valued at its entry); `None` when there is no such account.
+    pub async fn valuation(
+        &self,
+        account: &str,
+    ) -> Result<Option<(Evaluation, RiskRules)>, PlaceError> {
+        let Some(book) = self.book_of(account).await? else {
+            return Ok(None);
+        };
+        let (prepared, rules) = (&book.0, book.1.clone());
+        let mut marks = Vec::with_capacity(prepared.account().positions.len());
+        for p in &prepared.account().positions {
+            marks.push(
+                self.inner
+                    .prices
+                    .mark(&p.symbol)
+                    .await
+                    .ok()
+                    .map(|q| q.price),
+            );
+        }
+        Ok(Some((
+            prepared.value(|k| marks.get(k).copied().flatten()),
+            rules,
+        )))
+    }
+
+    /// The pre-trade check of `p` without placing it: its numbers, or why it would be
+    /// refused. `Err` when it cannot be checked (no account, no price, unknown symbol).
+    pub async fn validate(&self, p: &PlaceOrder) -> Result<Result<Numbers, Refusal>, PlaceError> {
+        let t = self.ticket(p).await?;
+        Ok(check_view(
+            &t.view,
+            &t.rules,
+            &t.filters,
+            t.mark,
+            request_of(&t.symbol, p),
+        )
+        .map(|a| a.numbers().clone()))
+    }
+
+    /// The mark `symbol` would be checked at now.
+    pub async fn mark(&self, symbol: &str) -> Result<Decimal, PlaceError> {
+        Ok(self
+            .inner
+            .prices
+            .mark(symbol)
+            .await
+            .map_err(PlaceError::Price)?
+            .price)
+    }
+
+    /// The venue's filters for `symbol`, as read at start-up.
+    pub fn filters(&self, symbol: &str) -> Option<VenueFilters> {
+        self.inner.filters.get(symbol).cloned()
+    }
+}
