@@ -136,6 +136,9 @@ pub struct Config {
     /// The gateway's JWT secret (`GS_JWT_SECRET`, HS256): users' own tokens are then
     /// accepted on the control API, their identity taken from the token.
     pub jwt_secret: Option<streaming::secret::Secret>,
+    /// Names this engine's in-flight command list (`GS_ENGINE_ID`, default `main`):
+    /// engines sharing one Redis need different names.
+    pub engine_id: String,
     pub metrics_addr: SocketAddr,
     pub control_addr: SocketAddr,
     pub channel_capacity: usize,
@@ -332,6 +335,10 @@ impl Config {
                 .raw("GS_CONTROL_TOKEN")
                 .filter(|t| !t.is_empty())
                 .map(streaming::secret::Secret::new),
+            engine_id: env
+                .raw("GS_ENGINE_ID")
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| "main".into()),
             jwt_secret: env
                 .raw("GS_JWT_SECRET")
                 .filter(|t| !t.is_empty())

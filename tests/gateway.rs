@@ -30,15 +30,14 @@ struct Engine {
     account: String,
 }
 
-async fn engine() -> Engine {
-    let db = TestDb::new().await;
-    let prefix = unique_prefix("gw");
-    let (url, p) = (db.url(), prefix.clone());
+/// The service on `db_url` under `prefix`, its Redis at `redis_url`, recovered.
+async fn start(db_url: String, prefix: String, redis_url: String) -> App {
     let cfg = Config::from_lookup(&move |k| match k {
-        "DATABASE_URL" => Some(url.clone()),
+        "DATABASE_URL" => Some(db_url.clone()),
+        "REDIS_URL" => Some(redis_url.clone()),
         "METRICS_ADDR" | "CONTROL_ADDR" => Some("127.0.0.1:0".into()),
         "GS_SYNTHETIC" | "GS_IBKR" | "GS_TASTYTRADE" => Some("false".into()),
-        "GS_REDIS_PREFIX" => Some(p.clone()),
+        "GS_REDIS_PREFIX" => Some(prefix.clone()),
         "GS_CONTROL_TOKEN" => Some(TOKEN.into()),
         "GS_JWT_SECRET" => Some(JWT_SECRET.into()),
         _ => None,
@@ -56,6 +55,17 @@ async fn engine() -> Engine {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    app
+}
+
+async fn engine() -> Engine {
+    engine_via("redis://127.0.0.1:6379".into()).await
+}
+
+async fn engine_via(redis_url: String) -> Engine {
+    let db = TestDb::new().await;
+    let prefix = unique_prefix("gw");
+    let app = start(db.url(), prefix.clone(), redis_url).await;
     let account = ledger::create_account(
         &db.pool,
         &NewAccount {
@@ -94,7 +104,29 @@ fn request_id() -> String {
     )
 }
 
+/// Deletes every Redis key under `prefix` (the events log among them).
+async fn forget_keys(prefix: &str) {
+    let mut c = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: i64 = c.del(keys).await.unwrap();
+    }
+}
+
 impl Engine {
+    async fn finish(self) {
+        self.app.shutdown().await;
+        forget_keys(&self.prefix).await;
+    }
+
     fn envelope(&self, kind: &str, body: Value) -> Value {
         let mut v = json!({"v": 1, "type": kind, "requestId": request_id(),
                            "subAccountId": self.account, "userId": USER, "role": "USER",
@@ -191,7 +223,7 @@ async fn a_trade_through_the_bus_fills_and_its_result_carries_the_position() {
     let env = e.envelope("close", json!({"positionId": pos}));
     let r = e.send("close", env).await;
     assert_eq!(r["httpStatus"], 200, "{r}");
-    e.app.shutdown().await;
+    e.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +265,7 @@ async fn the_same_idempotency_key_from_two_gateways_at_once_places_one_order() {
         (Some(422), Some("IDEMPOTENCY_KEY_REUSED"))
     );
     assert_eq!(e.orders().await, 1);
-    e.app.shutdown().await;
+    e.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,7 +386,7 @@ async fn bad_commands_get_a_stable_code_and_the_consumer_keeps_going() {
     let env = e.envelope("trade", market("0.002"));
     let r = e.send("trade", env).await;
     assert_eq!(r["httpStatus"], 201, "{r}");
-    e.app.shutdown().await;
+    e.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,7 +450,7 @@ async fn admin_commands_change_accounts_only_through_the_engine() {
     );
     let r = e.send("trade", e.envelope("trade", market("0.002"))).await;
     assert_eq!(r["code"], "MAX_NOTIONAL_EXCEEDED", "{r}");
-    e.app.shutdown().await;
+    e.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,7 +495,7 @@ async fn commands_over_http_need_the_token_and_answer_like_the_bus() {
     assert_eq!(status, 400, "{out}");
     assert!(out.contains("INVALID_JSON"), "{out}");
     assert_eq!(e.orders().await, 1);
-    e.app.shutdown().await;
+    e.finish().await;
 }
 
 fn jwt(user: &str, role: &str) -> String {
@@ -601,7 +633,7 @@ async fn reads_and_validate_answer_the_js_bodies_for_their_owner_only() {
         (404, Some("NOT_FOUND")),
         "{v}"
     );
-    e.app.shutdown().await;
+    e.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -658,5 +690,199 @@ async fn a_limit_close_goes_out_only_when_the_exchange_holds_the_side() {
     assert_eq!(r["body"]["exchangeSide"], "LONG", "{r}");
     assert_eq!(r["body"]["virtualSide"], "SHORT", "{r}");
     assert_eq!(e.orders().await, before, "nothing sent");
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_under_the_consumer_loses_no_command() {
+    let proxy = database::testing::TcpProxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    let mut e = engine_via(format!("redis://{}", proxy.addr)).await;
+    let r = e.send("trade", e.envelope("trade", market("0.002"))).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    // Redis unreachable (every connection closed, new ones refused) while a command
+    // waits in its queue.
+    proxy.cut();
+    let env = e.envelope("trade", market("0.002"));
+    e.push("trade", &env).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.restore();
+    let r = e.result(env["requestId"].as_str().unwrap()).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    // Then half-open for good (a forgotten flow) with the next one waiting.
+    proxy.blackhole();
+    let env = e.envelope("trade", market("0.002"));
+    e.push("trade", &env).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.restore();
+    let r = e.result(env["requestId"].as_str().unwrap()).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    assert_eq!(e.orders().await, 3, "each command once");
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_of_an_unknown_type_is_answered_not_left_to_time_out() {
+    let mut e = engine().await;
+    let env = e.envelope("frobnicate", json!({}));
+    let r = e.send("frobnicate", env).await;
+    assert_eq!(
+        (r["httpStatus"].as_u64(), r["code"].as_str()),
+        (Some(404), Some("UNKNOWN_COMMAND")),
+        "{r}"
+    );
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seq_keeps_rising_across_an_engine_restart_and_the_log_keeps_the_events() {
+    use futures_util::StreamExt;
+    let mut e = engine().await;
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .psubscribe(format!("{}events:*", e.prefix))
+        .await
+        .unwrap();
+    let mut events = pubsub.into_on_message();
+    let r = e.send("trade", e.envelope("trade", market("0.002"))).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    let mut before = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("order_filled")
+            .unwrap();
+        let v: Value = serde_json::from_str(&m.get_payload::<String>().unwrap()).unwrap();
+        assert!(v["subAccountId"].is_string() && v["ts"].is_i64(), "{v}");
+        before = before.max(v["seq"].as_u64().unwrap());
+        if m.get_channel_name().ends_with("order_filled") {
+            break;
+        }
+    }
+    let (db_url, prefix) = (e.db.url(), e.prefix.clone());
     e.app.shutdown().await;
+    e.app = start(db_url, prefix.clone(), "redis://127.0.0.1:6379".into()).await;
+    let m = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let m = events.next().await.unwrap();
+            let v: Value = serde_json::from_str(&m.get_payload::<String>().unwrap()).unwrap();
+            let seq = v["seq"].as_u64().unwrap();
+            // What the first engine still had queued may arrive late; the new
+            // engine's events are the ones above every seq seen so far.
+            if seq > before {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("an event from the restarted engine");
+    assert!(m["seq"].as_u64().unwrap() < 1 << 53, "{m}");
+    // The capped log holds them in publish order, seq rising.
+    let log: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{prefix}events:log"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut e.redis)
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = log
+        .iter()
+        .map(|(_, fields)| {
+            let data = &fields.iter().find(|(k, _)| k == "data").unwrap().1;
+            serde_json::from_str::<Value>(data).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(seqs.len() >= 2, "{seqs:?}");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}events:log"))
+        .query_async(&mut e.redis)
+        .await
+        .unwrap();
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_a_dead_engine_left_in_flight_are_answered_at_the_next_start() {
+    let db = TestDb::new().await;
+    let prefix = unique_prefix("gw-replay");
+    let account = ledger::create_account(
+        &db.pool,
+        &NewAccount {
+            name: "replay".into(),
+            kind: AccountKind::User,
+            user_id: Some(USER.into()),
+            initial_balance: Decimal::from(10_000),
+            liquidation_mode: LiquidationMode::Adl30,
+            maintenance_rate: "0.005".parse().unwrap(),
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    let mut redis = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // One taken but never started, one that was running when the engine died.
+    let envelope = |rid: &str| {
+        json!({"v": 1, "type": "trade", "requestId": rid, "subAccountId": account,
+               "userId": USER, "role": "USER", "symbol": "BTCUSDT", "side": "LONG",
+               "quantity": 0.002, "leverage": 10})
+    };
+    let (fresh, running) = (request_id(), request_id());
+    sqlx::query(
+        "INSERT INTO command_requests (request_id, kind, sub_account_id, body, state)
+         VALUES ($1, 'trade', $2, '{}', 'RUNNING')",
+    )
+    .bind(&running)
+    .bind(&account)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let inflight = format!("{prefix}inflight:main");
+    for rid in [&fresh, &running] {
+        let _: i64 = redis
+            .rpush(&inflight, envelope(rid).to_string())
+            .await
+            .unwrap();
+    }
+    let app = start(db.url(), prefix.clone(), "redis://127.0.0.1:6379".into()).await;
+    let result = |rid: String| {
+        let key = format!("{prefix}result:{rid}");
+        let mut c = redis.clone();
+        async move {
+            let got: Option<(String, String)> = redis::cmd("BLPOP")
+                .arg(&key)
+                .arg(30)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            serde_json::from_str::<Value>(&got.expect("a result").1).unwrap()
+        }
+    };
+    let r = result(fresh.clone()).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    let r = result(running.clone()).await;
+    assert_eq!(
+        (r["httpStatus"].as_u64(), r["code"].as_str()),
+        (Some(503), Some("ENGINE_RESTARTED")),
+        "{r}"
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        n, 1,
+        "the one never started ran once; the running one not again"
+    );
+    let left: i64 = redis.llen(&inflight).await.unwrap();
+    assert_eq!(left, 0, "nothing left in flight");
+    app.shutdown().await;
+    forget_keys(&prefix).await;
 }

@@ -240,13 +240,16 @@ impl App {
                 .await
                 .map_err(|e| AppError::Gateway(e.to_string()))?;
             let _ = gateway.set(g.clone());
+            let engine_id = cfg.engine_id.clone();
             let (url, prefix, c) = (
                 cfg.redis_url.expose().to_owned(),
                 cfg.binance.redis_prefix.clone(),
                 cancel.clone(),
             );
             servers.push(tokio::spawn(async move {
-                if let Err(e) = crate::gateway::bus::run_consumer(g, &url, prefix, c).await {
+                if let Err(e) =
+                    crate::gateway::bus::run_consumer(g, &url, prefix, &engine_id, c).await
+                {
                     tracing::error!(error = %e, "the command bus cannot start");
                 }
             }));

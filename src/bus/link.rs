@@ -18,6 +18,18 @@ use tokio_util::sync::CancellationToken;
 #[error("invalid Redis URL: {0}")]
 pub struct InvalidRedisUrl(redis::RedisError);
 
+/// How long connecting may take, and a reply: past either, the connection is taken
+/// for dead and replaced. Without them a half-open connection (a Redis that went away
+/// without a word, a forgotten NAT flow) would hang its user for good.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn connection_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT)
+}
+
 /// A named connection to Redis with its retry state.
 pub struct RedisLink {
     client: redis::Client,
@@ -61,8 +73,9 @@ impl RedisLink {
     /// A connection, retrying until one is made; `None` once `cancel` fires.
     pub async fn connect(&mut self, cancel: &CancellationToken) -> Option<MultiplexedConnection> {
         loop {
+            let config = connection_config();
             let made = tokio::select! {
-                c = self.client.get_multiplexed_async_connection() => c,
+                c = self.client.get_multiplexed_async_connection_with_config(&config) => c,
                 _ = cancel.cancelled() => return None,
             };
             match made {
