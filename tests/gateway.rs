@@ -886,3 +886,77 @@ async fn commands_a_dead_engine_left_in_flight_are_answered_at_the_next_start() 
     app.shutdown().await;
     forget_keys(&prefix).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_published_contract_is_what_the_engine_takes_and_publishes() {
+    use futures_util::StreamExt;
+    let mut e = engine().await;
+    let (status, body) = common::http_get(e.app.control_addr, "/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    // Every command's published example is taken (whatever the book then says).
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for (name, s) in schemas.iter().filter(|(n, _)| n.starts_with("Command.")) {
+        let kind = &name["Command.".len()..];
+        let mut env = s["example"].clone();
+        env["requestId"] = request_id().into();
+        env["userId"] = USER.into();
+        if env.get("subAccountId").is_some() {
+            env["subAccountId"] = e.account.clone().into();
+        }
+        let r = e.send(kind, env.clone()).await;
+        let code = r["code"].as_str().unwrap_or("");
+        assert!(
+            ![
+                "MISSING_FIELDS",
+                "INVALID_FIELD",
+                "INVALID_SIDE",
+                "UNKNOWN_COMMAND",
+                "NOT_SUPPORTED_YET",
+                "FORBIDDEN"
+            ]
+            .contains(&code),
+            "{kind}: the published example {env} was refused: {r}"
+        );
+    }
+    // Unfrozen, then every event a trade and its close publish matches its schema.
+    let mut unfreeze = e.envelope("account_unfreeze", json!({}));
+    unfreeze["role"] = "ADMIN".into();
+    e.send("account_unfreeze", unfreeze).await;
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .psubscribe(format!("{}events:*", e.prefix))
+        .await
+        .unwrap();
+    let mut events = pubsub.into_on_message();
+    let r = e.send("trade", e.envelope("trade", market("0.002"))).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    let r = e
+        .send("close", e.envelope("close", json!({"positionId": pos})))
+        .await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    let checker = common::schema::Schema::load();
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(seen.contains("order_filled")
+        && seen.contains("position_updated")
+        && seen.contains("position_closed")
+        && seen.contains("margin_update"))
+    {
+        let m = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("events so far: {seen:?}"))
+            .unwrap();
+        let kind = m.get_channel_name().rsplit(':').next().unwrap().to_owned();
+        let v: Value = serde_json::from_str(&m.get_payload::<String>().unwrap()).unwrap();
+        let schema = &schemas
+            .get(&format!("Event.{kind}"))
+            .unwrap_or_else(|| panic!("{kind} is published but not documented"));
+        let errors = checker.check_with(schema, &v);
+        assert!(errors.is_empty(), "{kind}: {errors:?}\n{v}");
+        seen.insert(kind);
+    }
+    e.finish().await;
+}

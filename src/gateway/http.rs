@@ -52,6 +52,7 @@ pub fn router(
         .route("/v1/accounts/{id}/validate", post(validate))
         .route("/v1/prices/{symbol}", get(price))
         .route("/v1/markets/{symbol}", get(market))
+        .route("/v1/openapi.json", get(openapi))
         // Room to read an oversized command and say so (413 with a code).
         .layer(DefaultBodyLimit::max(4 * MAX_COMMAND_BYTES))
         .with_state(Http {
@@ -299,6 +300,11 @@ async fn market(State(h): State<Http>, Path(symbol): Path<String>, headers: Head
         ),
         None => error("INVALID_SYMBOL", &format!("Unknown symbol {symbol}")),
     }
+}
+
+/// The contract as a document (no token needed: it holds no data).
+async fn openapi() -> Response {
+    reply(200, super::schema::openapi())
 }
 
 /// A request id for HTTP callers that send none: unique in this process, and
