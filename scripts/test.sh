@@ -17,6 +17,8 @@ cargo build --quiet --bin greekstream
 bash scripts/compat/ibind.sh
 bash scripts/compat/tastytrade.sh
 bash scripts/compat/binance.sh
+# The JS gateway's own Redis client (ioredis, from npm) through the command bus.
+bash scripts/compat/gateway.sh
 # Sweep any test database left by a killed run (tests drop their own on success or panic).
 psql "${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}" -tAc \
   "SELECT 'DROP DATABASE IF EXISTS ' || quote_ident(datname) || ' WITH (FORCE);' FROM pg_database WHERE datname LIKE 'gs_test_%'" \
