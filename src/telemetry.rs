@@ -55,6 +55,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
             Matcher::Full(crate::engine::execution::FILL_BOOKING.into()),
             ORDER_BUCKETS,
         )?
+        .set_buckets_for_metric(
+            Matcher::Full(crate::gateway::DURATION.into()),
+            ORDER_BUCKETS,
+        )?
         .install_recorder()?;
     describe();
     processor::pipeline::register_metrics();
@@ -84,6 +88,27 @@ fn describe() {
     );
     describe_histogram!(BATCH_ROWS, Unit::Count, "rows per batch");
     describe_counter!(EVENTS_RECEIVED, "broker events reaching the processor");
+    describe_counter!(
+        crate::gateway::COMMANDS,
+        "gateway commands taken (bus and HTTP), by type"
+    );
+    describe_counter!(
+        crate::gateway::REJECTED,
+        "gateway commands answered with an error, by type and code"
+    );
+    describe_counter!(
+        crate::gateway::UNDECODABLE,
+        "gateway input without a requestId to answer on, dropped, by code"
+    );
+    describe_histogram!(
+        crate::gateway::DURATION,
+        Unit::Seconds,
+        "a gateway command from taken to answered, by type"
+    );
+    describe_counter!(
+        crate::gateway::bus::REPLAYED,
+        "commands run again: stranded by a lost connection or left in flight by a dead engine"
+    );
     describe_counter!(
         processor::pipeline::MODEL_GREEKS,
         "option snapshots whose missing Greeks the local model filled in (greeks_source = model)"

@@ -80,6 +80,7 @@ pub async fn run_consumer(
     engine_id: &str,
     cancel: CancellationToken,
 ) -> Result<(), crate::bus::link::InvalidRedisUrl> {
+    metrics::counter!(REPLAYED).increment(0);
     let results = RedisLink::open(redis_url, "command results", BUS_ERRORS)?;
     let inflight = format!("{prefix}inflight:{engine_id}");
     let (tx, rx) = mpsc::unbounded_channel();
