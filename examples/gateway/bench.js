@@ -46,6 +46,16 @@ async function main() {
   for (const id of ids) {
     await client.send('validate', { subAccountId: id, symbol: 'BTCUSDT', side: 'LONG', quantity: 0.001, leverage: 10 });
   }
+  // Event publish (its ts, stamped by the engine) → received here.
+  const eventLag = [];
+  const Redis = require('ioredis');
+  const sub = new Redis(process.env.REDIS_URL || 'redis://127.0.0.1:6379');
+  sub.on('pmessage', (_p, channel, payload) => {
+    if (channel.endsWith(':log')) return;
+    const d = JSON.parse(payload);
+    if (typeof d.ts === 'number') eventLag.push(Date.now() - d.ts);
+  });
+  await sub.psubscribe(`${process.env.PREFIX || 'pms:'}events:*`);
   const total = Math.round(rate * seconds);
   const rtt = [];
   const server = [];
@@ -69,7 +79,8 @@ async function main() {
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       if (seen.has(r.requestId)) duplicates++;
       seen.add(r.requestId);
-      statuses[r.httpStatus] = (statuses[r.httpStatus] || 0) + 1;
+      const label = r.code ? `${r.httpStatus} ${r.code}` : `${r.httpStatus}`;
+      statuses[label] = (statuses[label] || 0) + 1;
       rtt.push(ms);
       const s = Number(r.headers && r.headers['X-Server-Latency-Ms']);
       if (Number.isFinite(s)) {
@@ -86,7 +97,9 @@ async function main() {
     achievedRate: +(total / (sent / 1000)).toFixed(1),
     statuses, lost, duplicates,
     roundTripMs: f(rtt), serverLatencyMs: f(server), contractOverheadMs: f(overhead),
+    events: eventLag.length, eventPublishToReceiptMs: f(eventLag),
   }));
+  sub.disconnect();
   client.close();
 }
 
