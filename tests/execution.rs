@@ -10,7 +10,7 @@ use database::ledger::{self, AccountKind, NewAccount};
 use database::orders::{self, OrderKind};
 use database::testing::TestDb;
 use greekstream::bus::outbox::{outbox, BusWrite};
-use greekstream::engine::execution::{ExecutionConfig, Executor, PlaceOrder};
+use greekstream::engine::execution::{ExecutionConfig, Executor, PlaceError, PlaceOrder};
 use greekstream::engine::prices::{PriceChain, PriceChainConfig};
 use reqwest::Method;
 use rust_decimal::Decimal;
@@ -1083,11 +1083,13 @@ async fn soak_a_thousand_orders_with_faults_leave_the_book_equal_to_the_venue() 
 
 /// A 429 stops the engine's requests until the venue's pause is over: an order
 /// placed meanwhile is refused locally (nothing sent), never sent into the limit.
+/// (The engine keeps the venue's order limit itself; the 429 comes from another
+/// client on the shared account spending the budget behind its back.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_429_no_order_is_sent_during_the_pause() {
     use std::sync::atomic::Ordering::Relaxed;
     let v = venue_with(BinanceSimConfig {
-        orders_per_10s: 1,
+        orders_per_10s: 2,
         ..BinanceSimConfig::default()
     })
     .await;
@@ -1109,6 +1111,30 @@ async fn after_a_429_no_order_is_sent_during_the_pause() {
         "{:?}",
         first.order
     );
+    // Another client on the account (its own connection and counts) takes the
+    // window's last order.
+    let other = Rest::new(
+        &v.sim.rest_url(),
+        Keys {
+            api_key: Secret::new(v.sim.config().api_key.clone()),
+            secret: Secret::new(v.sim.config().secret.clone()),
+        },
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    other
+        .signed(
+            Method::POST,
+            "/fapi/v1/order",
+            &[
+                ("symbol", "BTCUSDT".to_owned()),
+                ("side", "BUY".to_owned()),
+                ("type", "MARKET".to_owned()),
+                ("quantity", "0.002".to_owned()),
+            ],
+        )
+        .await
+        .unwrap();
     // Over the venue's order count: 429, refused before its engine.
     let second = v
         .exec
@@ -1122,23 +1148,26 @@ async fn after_a_429_no_order_is_sent_during_the_pause() {
         second.order
     );
     let requests = v.sim.stats().rest_requests.load(Relaxed);
-    // During the pause: refused here, not sent.
-    let third = v
+    // During the pause: refused here, not sent (by the pause, or already by the
+    // order budget, which the refusal taught the window is full).
+    match v
         .exec
         .place(market(&v.account, OrderSide::Buy, "0.002"))
         .await
-        .unwrap();
-    assert_eq!(
-        (third.order.state, third.order.reject_code.as_deref()),
-        (OrderState::Rejected, Some("NOT_CONNECTED"))
-    );
+    {
+        Ok(third) => assert_eq!(
+            (third.order.state, third.order.reject_code.as_deref()),
+            (OrderState::Rejected, Some("NOT_CONNECTED"))
+        ),
+        Err(e) => assert_eq!(e.code(), "ORDER_RATE_LIMITED", "{e}"),
+    }
     assert_eq!(
         v.sim.stats().rest_requests.load(Relaxed),
         requests,
         "no request during the pause"
     );
-    // The venue's own count: one order executed.
-    assert_eq!(v.sim.stats().orders.load(Relaxed), 1);
+    // The venue's own count: ours and the other client's.
+    assert_eq!(v.sim.stats().orders.load(Relaxed), 2);
 }
 
 fn scale(v: &Venue, account: &str, n: usize) -> Vec<PlaceOrder> {
@@ -1467,4 +1496,53 @@ async fn the_same_fill_told_twice_at_once_counts_once() {
         "counted once"
     );
     assert_eq!(v.executions().await, 1, "booked once");
+}
+
+/// The venue's new-order limit kept on our side: an order over it is refused before
+/// it is written or sent (the venue would refuse it, -1015), with when to retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_over_the_venues_order_limit_are_refused_before_they_are_written() {
+    // The venue states its limits in exchangeInfo; the executor reads them there.
+    let v = venue_with(BinanceSimConfig {
+        hang: Duration::from_secs(3),
+        orders_per_10s: 2,
+        orders_per_minute: 2,
+        ..BinanceSimConfig::default()
+    })
+    .await;
+    // Not across a minute boundary (both windows would start again).
+    let in_minute = v.sim.server_time() % 60_000;
+    if in_minute > 55_000 {
+        tokio::time::sleep(Duration::from_millis((60_000 - in_minute + 200) as u64)).await;
+    }
+    let bid = resting_bid(&v);
+    for _ in 0..2 {
+        v.exec
+            .place(limit(&v.account, OrderSide::Buy, "0.002", bid))
+            .await
+            .unwrap();
+    }
+    let e = v
+        .exec
+        .place(limit(&v.account, OrderSide::Buy, "0.002", bid))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "ORDER_RATE_LIMITED", "{e}");
+    let PlaceError::RateLimited(b) = e else {
+        panic!("not a rate limit")
+    };
+    assert!(b.retry_after_ms > 0 && b.retry_after_ms <= 60_000, "{b:?}");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&v.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "the refused order was not written");
+    assert_eq!(
+        v.sim
+            .stats()
+            .orders
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "nor sent"
+    );
 }

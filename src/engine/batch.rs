@@ -62,6 +62,8 @@ impl Executor {
         }
         let sent_at =
             chrono::Utc::now().timestamp_millis() + i.rest.stats.time_offset_ms.load(Relaxed);
+        // All of the batch or none of it: a half-placed scale is worse than a retry.
+        self.take_budget(sent_at, approved.len() as u64)?;
         let mut rows = Vec::with_capacity(approved.len());
         for (leg, a) in &approved {
             let req = a.request();

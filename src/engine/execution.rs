@@ -88,6 +88,8 @@ pub enum PlaceError {
     ClockDrift { drift_ms: i64, limit_ms: i64 },
     #[error("{0}")]
     Storage(LedgerError),
+    #[error("{0}")]
+    RateLimited(trading::budget::OverBudget),
 }
 
 impl PlaceError {
@@ -100,6 +102,7 @@ impl PlaceError {
             PlaceError::ClockDrift { .. } => "CLOCK_DRIFT",
             PlaceError::SymbolDesync(_) => "SYMBOL_DESYNC",
             PlaceError::Storage(e) => e.code(),
+            PlaceError::RateLimited(_) => "ORDER_RATE_LIMITED",
         }
     }
 }
@@ -141,6 +144,10 @@ pub struct ExecutionConfig {
     /// engine's own writes refresh it at once; this bounds how long a change made
     /// outside the engine (an operator's SQL) can go unseen.
     pub book_ttl: Duration,
+    /// Our own cap on new orders, below the venue's: the venue's limits (read from
+    /// `exchangeInfo`; Binance's 300 per 10 s and 1 200 per minute when it states
+    /// none) apply in any case.
+    pub order_limits: Option<trading::budget::Limits>,
 }
 
 impl Default for ExecutionConfig {
@@ -157,6 +164,7 @@ impl Default for ExecutionConfig {
             fill_debounce: Duration::from_secs(5),
             lock: None,
             book_ttl: Duration::from_secs(10),
+            order_limits: None,
         }
     }
 }
@@ -264,6 +272,9 @@ pub(super) struct Inner {
     >,
     /// Wakes whoever waits for an order to change ([`Executor::settle`]).
     pub(super) changed: tokio::sync::Notify,
+    /// The venue's new-order limits, kept here so an order it would refuse is not
+    /// written or sent.
+    pub(super) budget: std::sync::Mutex<trading::budget::OrderBudget>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -350,10 +361,22 @@ impl Executor {
         metrics::counter!(FILLS).increment(0);
         metrics::counter!(FEED_ERRORS).increment(0);
         metrics::gauge!(TIME_DRIFT).set(0.0);
-        let info = match rest.exchange_info().await {
-            Ok(info) => info,
+        let (info, venue_limits) = match rest.exchange_info_and_order_limits().await {
+            Ok(x) => x,
             Err(e) => return Err((e, prices)),
         };
+        let mut limits = trading::budget::Limits::default();
+        for (secs, limit) in venue_limits {
+            match secs {
+                10 => limits.per_10s = limit,
+                60 => limits.per_minute = limit,
+                _ => {}
+            }
+        }
+        if let Some(own) = config.order_limits {
+            limits.per_10s = limits.per_10s.min(own.per_10s);
+            limits.per_minute = limits.per_minute.min(own.per_minute);
+        }
         let filters = info
             .into_iter()
             .filter(|s| s.status == "TRADING")
@@ -393,6 +416,7 @@ impl Executor {
                 reconciling: Default::default(),
                 books: Default::default(),
                 changed: tokio::sync::Notify::new(),
+                budget: std::sync::Mutex::new(trading::budget::OrderBudget::new(limits)),
             }),
         })
     }
@@ -430,6 +454,7 @@ impl Executor {
         let (symbol, here) = (t.symbol, t.here);
         let req = approved.request();
         let sent_at = now_ms() + i.rest.stats.time_offset_ms.load(Relaxed);
+        self.take_budget(sent_at, 1)?;
         let row = orders::insert_submitted(
             &i.pool,
             &NewOrder {
@@ -765,6 +790,26 @@ impl Executor {
             }
         }
         self.book_changed(&row.sub_account_id).await;
+    }
+
+    /// Takes `n` new orders from the venue's limits at venue time `venue_now`, after
+    /// raising our counts to what the venue last said it counted.
+    pub(super) fn take_budget(&self, venue_now: i64, n: u64) -> Result<(), PlaceError> {
+        let st = &self.inner.rest.stats;
+        let mut b = self.inner.budget.lock().expect("budget lock");
+        let at = st.order_count_at_ms.load(Relaxed);
+        if at > 0 {
+            let offset = st.time_offset_ms.load(Relaxed);
+            b.observe(
+                at + offset,
+                Some(st.order_count_10s.load(Relaxed)),
+                Some(st.order_count_1m.load(Relaxed)),
+            );
+        }
+        b.take(venue_now, n).map_err(|e| {
+            metrics::counter!(ORDERS, "outcome" => "rate_limited").increment(1);
+            PlaceError::RateLimited(e)
+        })
     }
 
     /// The order with `client_id` once it is final (filled, cancelled, rejected,

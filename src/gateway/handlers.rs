@@ -457,11 +457,18 @@ pub(super) fn place_error(e: PlaceError) -> Reply {
     match e {
         PlaceError::AccountNotFound => trading::command::Rejected::account_not_found().into(),
         PlaceError::Storage(s) => storage(s),
-        PlaceError::ClockDrift { .. } => refused(code, e.to_string()),
-        PlaceError::SymbolDesync(_) => refused(code, e.to_string()),
-        PlaceError::Refused(_) | PlaceError::Price(_) | PlaceError::UnknownSymbol(_) => {
-            refused(code, e.to_string())
+        PlaceError::RateLimited(b) => {
+            let mut r = refused(code, e.to_string());
+            r.body["retryAfterMs"] = b.retry_after_ms.into();
+            r.headers =
+                Some(json!({"Retry-After": (b.retry_after_ms.max(0) / 1000 + 1).to_string()}));
+            r
         }
+        PlaceError::ClockDrift { .. }
+        | PlaceError::SymbolDesync(_)
+        | PlaceError::Refused(_)
+        | PlaceError::Price(_)
+        | PlaceError::UnknownSymbol(_) => refused(code, e.to_string()),
     }
 }
 

@@ -178,6 +178,7 @@ pub fn status_of(code: &str) -> u16 {
         "ACCOUNT_NOT_FOUND" | "POSITION_NOT_FOUND" | "ORDER_NOT_FOUND" | "UNKNOWN_COMMAND"
         | "NOT_FOUND" => 404,
         "METHOD_NOT_ALLOWED" => 405,
+        "ORDER_RATE_LIMITED" => 429,
         "COMMAND_EXPIRED" => 408,
         "IDEMPOTENCY_IN_PROGRESS" | "SYMBOL_DESYNC" => 409,
         "PAYLOAD_TOO_LARGE" => 413,

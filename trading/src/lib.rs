@@ -13,6 +13,7 @@
 
 pub mod account;
 pub mod balance;
+pub mod budget;
 pub mod close;
 pub mod command;
 pub mod evaluate;

@@ -720,8 +720,8 @@ fn exchange_info(state: &SimState) -> Value {
         "timezone": "UTC", "serverTime": state.now_ms(), "futuresType": "U_MARGINED",
         "rateLimits": [
             {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": w},
-            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
-            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300}
+            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": state.cfg.orders_per_minute},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": state.cfg.orders_per_10s}
         ],
         "exchangeFilters": [],
         "assets": [{"asset": "USDT", "marginAvailable": true, "autoAssetExchange": "-10000"}],

@@ -75,6 +75,11 @@ impl RestError {
 pub struct RestStats {
     pub requests: AtomicU64,
     pub used_weight: AtomicU64,
+    /// The venue's new-order counts in its current 10 s and 1 min windows, as of
+    /// `order_count_at_ms` (our clock), from the last reply that carried them.
+    pub order_count_10s: AtomicU64,
+    pub order_count_1m: AtomicU64,
+    pub order_count_at_ms: AtomicI64,
     pub time_offset_ms: AtomicI64,
     pub rate_limited: AtomicU64,
     pub banned: AtomicU64,
@@ -241,6 +246,13 @@ impl Rest {
             self.stats.used_weight.store(w, Relaxed);
             metrics::gauge!(USED_WEIGHT, "api" => api_of(path)).set(w as f64);
         }
+        if let Some(c) = header("x-mbx-order-count-10s").and_then(|c| c.parse::<u64>().ok()) {
+            self.stats.order_count_10s.store(c, Relaxed);
+            if let Some(m) = header("x-mbx-order-count-1m").and_then(|c| c.parse::<u64>().ok()) {
+                self.stats.order_count_1m.store(m, Relaxed);
+            }
+            self.stats.order_count_at_ms.store(now_ms(), Relaxed);
+        }
         let retry_after = header("retry-after");
         let body = resp
             .text()
@@ -325,6 +337,17 @@ impl Rest {
         Ok(wire::parse_exchange_info(
             &self.public("/fapi/v1/exchangeInfo", &[]).await?,
         )?)
+    }
+
+    /// [`Rest::exchange_info`] and the venue's new-order limits, from one request.
+    pub async fn exchange_info_and_order_limits(
+        &self,
+    ) -> Result<(Vec<SymbolInfo>, Vec<(u64, u64)>), RestError> {
+        let body = self.public("/fapi/v1/exchangeInfo", &[]).await?;
+        Ok((
+            wire::parse_exchange_info(&body)?,
+            wire::parse_order_limits(&body)?,
+        ))
     }
 
     pub async fn depth(&self, symbol: &str, limit: u32) -> Result<DepthSnapshot, RestError> {

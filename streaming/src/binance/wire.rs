@@ -701,6 +701,40 @@ pub fn parse_exchange_info(body: &str) -> Result<Vec<SymbolInfo>, WireError> {
     Ok(serde_json::from_str::<Raw>(body)?.symbols)
 }
 
+/// The new-order limits `exchangeInfo` states (`rateLimits` of type ORDERS), each as
+/// (window in seconds, orders allowed in it).
+pub fn parse_order_limits(body: &str) -> Result<Vec<(u64, u64)>, WireError> {
+    #[derive(Deserialize)]
+    struct Limit {
+        #[serde(rename = "rateLimitType")]
+        kind: String,
+        interval: String,
+        #[serde(rename = "intervalNum")]
+        num: u64,
+        limit: u64,
+    }
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(rename = "rateLimits", default)]
+        limits: Vec<Limit>,
+    }
+    Ok(serde_json::from_str::<Raw>(body)?
+        .limits
+        .into_iter()
+        .filter(|l| l.kind == "ORDERS")
+        .filter_map(|l| {
+            let unit = match l.interval.as_str() {
+                "SECOND" => 1,
+                "MINUTE" => 60,
+                "HOUR" => 3_600,
+                "DAY" => 86_400,
+                _ => return None,
+            };
+            Some((unit * l.num, l.limit))
+        })
+        .collect())
+}
+
 pub fn parse_server_time(body: &str) -> Result<i64, WireError> {
     #[derive(Deserialize)]
     struct Raw {
@@ -933,5 +967,19 @@ mod tests {
         assert_eq!(parse_listen_key(r#"{"listenKey":"abc"}"#), Ok("abc".into()));
         let info = parse_exchange_info(r#"{"symbols":[{"symbol":"BTCUSDT","pair":"BTCUSDT","contractType":"PERPETUAL","deliveryDate":4133404800000,"status":"TRADING","filters":[{"filterType":"PRICE_FILTER","minPrice":"0.10","maxPrice":"1000000","tickSize":"0.10"},{"filterType":"LOT_SIZE","minQty":"0.001","maxQty":"1000","stepSize":"0.001"}]}]}"#).unwrap();
         assert_eq!(info[0].tick_and_step(), (Some(d("0.1")), Some(d("0.001"))));
+    }
+
+    #[test]
+    fn order_limits_are_read_from_exchange_info() {
+        let body = r#"{"rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
+            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300}],
+            "symbols": []}"#;
+        assert_eq!(
+            parse_order_limits(body).unwrap(),
+            vec![(60, 1200), (10, 300)]
+        );
+        assert_eq!(parse_order_limits(r#"{"symbols": []}"#).unwrap(), vec![]);
     }
 }
