@@ -495,6 +495,18 @@ async fn commands_over_http_need_the_token_and_answer_like_the_bus() {
     assert_eq!(status, 400, "{out}");
     assert!(out.contains("INVALID_JSON"), "{out}");
     assert_eq!(e.orders().await, 1);
+    // No secret in the audit log, in any form.
+    let leaked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log
+          WHERE command::text LIKE '%' || $1 || '%' OR result::text LIKE '%' || $1 || '%'
+             OR command::text LIKE '%' || $2 || '%' OR result::text LIKE '%' || $2 || '%'",
+    )
+    .bind(TOKEN)
+    .bind(JWT_SECRET)
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(leaked, 0);
     e.finish().await;
 }
 
@@ -904,20 +916,37 @@ async fn the_published_contract_is_what_the_engine_takes_and_publishes() {
         if env.get("subAccountId").is_some() {
             env["subAccountId"] = e.account.clone().into();
         }
-        let r = e.send(kind, env.clone()).await;
-        let code = r["code"].as_str().unwrap_or("");
-        assert!(
-            ![
-                "MISSING_FIELDS",
-                "INVALID_FIELD",
-                "INVALID_SIDE",
-                "UNKNOWN_COMMAND",
-                "NOT_SUPPORTED_YET",
-                "FORBIDDEN"
-            ]
-            .contains(&code),
-            "{kind}: the published example {env} was refused: {r}"
+        let by_bus = e.send(kind, env.clone()).await;
+        // And over HTTP, as another request.
+        env["requestId"] = request_id().into();
+        let (status, out) = common::http_post(
+            e.app.control_addr,
+            &format!("/v1/cmd/{kind}"),
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            &env.to_string(),
+        )
+        .await;
+        let by_http: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            Some(u64::from(status)),
+            by_http["httpStatus"].as_u64(),
+            "{out}"
         );
+        for r in [by_bus, by_http] {
+            let code = r["code"].as_str().unwrap_or("");
+            assert!(
+                ![
+                    "MISSING_FIELDS",
+                    "INVALID_FIELD",
+                    "INVALID_SIDE",
+                    "UNKNOWN_COMMAND",
+                    "NOT_SUPPORTED_YET",
+                    "FORBIDDEN"
+                ]
+                .contains(&code),
+                "{kind}: the published example {env} was refused: {r}"
+            );
+        }
     }
     // Unfrozen, then every event a trade and its close publish matches its schema.
     let mut unfreeze = e.envelope("account_unfreeze", json!({}));
@@ -959,4 +988,27 @@ async fn the_published_contract_is_what_the_engine_takes_and_publishes() {
         seen.insert(kind);
     }
     e.finish().await;
+}
+
+/// The contract's document for people names every event and every error code the
+/// engine can send.
+#[test]
+fn the_gateway_doc_names_every_event_and_code() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/trading/gateway.md"
+    ))
+    .unwrap();
+    for (event, _) in greekstream::gateway::schema::EVENTS {
+        assert!(
+            doc.contains(&format!("`{event}`")),
+            "{event} is not in the doc"
+        );
+    }
+    for code in greekstream::gateway::schema::ERROR_CODES {
+        assert!(
+            doc.contains(&format!("`{code}`")),
+            "{code} is not in the doc"
+        );
+    }
 }
