@@ -218,6 +218,18 @@ async fn a_trade_through_the_bus_fills_and_its_result_carries_the_position() {
         .await
         .unwrap();
     assert!(hb.is_some(), "no heartbeat");
+    // A sell of twice the long flips it: the JS `flipped` body.
+    let flip = json!({"symbol": "BTCUSDT", "side": "SHORT", "quantity": "0.003", "leverage": 10});
+    let f = e.send("trade", e.envelope("trade", flip)).await;
+    assert_eq!(f["httpStatus"], 201, "{f}");
+    assert_eq!(
+        f["body"]["flipped"]["closedPosition"]["side"], "LONG",
+        "{f}"
+    );
+    assert!(f["body"]["flipped"]["closePnl"].is_number(), "{f}");
+    assert_eq!(f["body"]["position"]["side"], "SHORT", "{f}");
+    assert_eq!(f["body"]["position"]["quantity"], 0.001, "{f}");
+    let r = f;
     // Closing it through the bus (a kill switch).
     let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
     let env = e.envelope("close", json!({"positionId": pos}));

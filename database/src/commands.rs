@@ -220,3 +220,22 @@ pub async fn trades_of_order(pool: &PgPool, client_order_id: &str) -> Result<Val
     .fetch_one(pool)
     .await?)
 }
+
+/// A position, open or not, as the JS `VirtualPosition` row (numbers as JSON numbers).
+pub async fn position_row_json(pool: &PgPool, id: &str) -> Result<Option<Value>, LedgerError> {
+    if !crate::ledger::is_uuid(id) {
+        return Ok(None);
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT jsonb_build_object(
+                    'id', id, 'subAccountId', sub_account_id, 'symbol', symbol, 'side', side,
+                    'entryPrice', entry_price, 'quantity', quantity, 'notional', notional,
+                    'leverage', leverage, 'margin', margin, 'liquidationPrice', liquidation_price,
+                    'status', status, 'realizedPnl', realized_pnl,
+                    'babysitterExcluded', babysitter_excluded, 'openedAt', opened_at, 'closedAt', closed_at)
+           FROM virtual_positions WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}

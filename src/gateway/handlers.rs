@@ -404,11 +404,24 @@ async fn trade(g: &Gateway, exec: &Executor, p: PlaceOrder) -> Reply {
         .and_then(|t| t.last())
         .cloned()
         .unwrap_or(Value::Null);
-    Reply::ok(
-        201,
-        json!({"success": true, "order": order_json(&o), "position": position, "trade": trade,
-               "trades": trades, "pending": !o.order.state.is_final()}),
-    )
+    let mut body = json!({"success": true, "order": order_json(&o), "position": position,
+                          "trade": trade, "trades": trades, "pending": !o.order.state.is_final()});
+    // A flip: the fill closed the opposite position first (JS `flipped`).
+    let closed = trades.as_array().into_iter().flatten().find(|t| {
+        !position.is_null() && !t["realizedPnl"].is_null() && t["positionId"] != position["id"]
+    });
+    if let Some(t) = closed {
+        if let Some(id) = t["positionId"].as_str() {
+            match commands::position_row_json(&g.pool, id).await {
+                Ok(Some(p)) if p["status"] != "OPEN" => {
+                    body["flipped"] = json!({"closedPosition": p, "closePnl": t["realizedPnl"]});
+                }
+                Ok(_) => {}
+                Err(e) => return storage(e),
+            }
+        }
+    }
+    Reply::ok(201, body)
 }
 
 async fn close(exec: &Executor, account: &str, position_id: &str) -> Reply {
