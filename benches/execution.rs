@@ -163,6 +163,8 @@ async fn main() {
         s.fills_booked.load(std::sync::atomic::Ordering::Relaxed)
     );
     percentiles("overhead", l.overhead_us.make_contiguous());
+    percentiles("  checks", l.checks_us.make_contiguous());
+    percentiles("  row write", l.write_us.make_contiguous());
     percentiles("ack", l.ack_us.make_contiguous());
     percentiles("fill booking", l.fill_booking_us.make_contiguous());
     cancel.cancel();

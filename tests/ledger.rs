@@ -359,3 +359,54 @@ async fn a_close_of_a_position_already_closed_books_nothing() {
     );
     assert_eq!(identity_breaks(p).await, 0);
 }
+
+/// A fill being booked for an account does not hold up writing that account's next
+/// order: the booking locks the account row against other bookings and balance
+/// changes only (`FOR NO KEY UPDATE`), not against the order row's foreign-key check
+/// (`FOR KEY SHARE`), which `FOR UPDATE` would block until the booking commits.
+#[tokio::test]
+async fn an_order_is_written_while_a_fill_of_its_account_is_being_booked() {
+    use database::orders::{self, NewOrder, OrderKind};
+    let db = TestDb::new().await;
+    let account = new_account(&db.pool, "1000").await;
+    let mut booking_tx = db.pool.begin().await.unwrap();
+    ledger::book_fill_in(
+        &mut booking_tx,
+        &booking(&account, OrderSide::Buy, "0.01", "50000", "0.1", Some("t1")),
+    )
+    .await
+    .unwrap();
+    // The booking is still open (not committed): the order's write must not wait.
+    let order = NewOrder {
+        sub_account_id: account.clone(),
+        symbol: "BTCUSDT".into(),
+        side: OrderSide::Buy,
+        kind: OrderKind::Market,
+        quantity: d("0.01"),
+        price: None,
+        leverage: d("10"),
+        reduce_only: false,
+        origin: "MANUAL".into(),
+        request_id: None,
+    };
+    let write = orders::insert_submitted(&db.pool, &order, 1);
+    let written = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
+    assert!(
+        written.is_ok_and(|r| r.is_ok()),
+        "the order waited for the booking's lock"
+    );
+    booking_tx.commit().await.unwrap();
+    // Bookings still serialize on the account.
+    let mut first = db.pool.begin().await.unwrap();
+    ledger::book_fill_in(
+        &mut first,
+        &booking(&account, OrderSide::Buy, "0.01", "50000", "0.1", Some("t2")),
+    )
+    .await
+    .unwrap();
+    let later = booking(&account, OrderSide::Buy, "0.01", "50000", "0.1", Some("t3"));
+    let second = ledger::book_fill(&db.pool, &later);
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(500), second).await;
+    assert!(waited.is_err(), "a second booking must wait for the first");
+    first.commit().await.unwrap();
+}

@@ -515,7 +515,10 @@ async fn lock_balance(tx: &mut PgConnection, id: &str) -> Result<Decimal, Ledger
         return Err(LedgerError::AccountNotFound(id.to_owned()));
     }
     sqlx::query_scalar::<_, Decimal>(
-        "SELECT current_balance FROM sub_accounts WHERE id = $1::uuid FOR UPDATE",
+        // NO KEY: bookings and balance changes of the account serialize here, while
+        // rows that only reference it (a new order's foreign-key check takes FOR KEY
+        // SHARE) are not held up.
+        "SELECT current_balance FROM sub_accounts WHERE id = $1::uuid FOR NO KEY UPDATE",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
@@ -750,7 +753,7 @@ pub async fn book_fill_in(tx: &mut PgConnection, b: &FillBooking) -> Result<Book
     }
     let current = sqlx::query(
         "SELECT id::text, side, quantity, entry_price, leverage FROM virtual_positions
-          WHERE sub_account_id = $1::uuid AND symbol = $2 AND status = 'OPEN' FOR UPDATE",
+          WHERE sub_account_id = $1::uuid AND symbol = $2 AND status = 'OPEN' FOR NO KEY UPDATE",
     )
     .bind(&b.sub_account_id)
     .bind(&b.symbol)

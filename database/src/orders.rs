@@ -188,11 +188,12 @@ pub async fn lock_by_client_id(
     tx: &mut PgConnection,
     client_order_id: &str,
 ) -> Result<Option<OrderRow>, LedgerError> {
-    let locked: Option<String> =
-        sqlx::query_scalar("SELECT id::text FROM orders WHERE client_order_id = $1 FOR UPDATE")
-            .bind(client_order_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let locked: Option<String> = sqlx::query_scalar(
+        "SELECT id::text FROM orders WHERE client_order_id = $1 FOR NO KEY UPDATE",
+    )
+    .bind(client_order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(id) = locked else {
         return Ok(None);
     };

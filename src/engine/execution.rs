@@ -192,6 +192,10 @@ pub const LATENCY_SAMPLES: usize = 100_000;
 #[derive(Debug, Default)]
 pub struct Latencies {
     pub overhead_us: std::collections::VecDeque<u32>,
+    /// Of the overhead: the checks before the write (gates, book, price, risk).
+    pub checks_us: std::collections::VecDeque<u32>,
+    /// Of the overhead: the order row's write.
+    pub write_us: std::collections::VecDeque<u32>,
     pub ack_us: std::collections::VecDeque<u32>,
     pub fill_booking_us: std::collections::VecDeque<u32>,
 }
@@ -455,6 +459,8 @@ impl Executor {
         let req = approved.request();
         let sent_at = now_ms() + i.rest.stats.time_offset_ms.load(Relaxed);
         self.take_budget(sent_at, 1)?;
+        let checked = std::time::Instant::now();
+        i.stats.record(|l| &mut l.checks_us, checked - accepted);
         let row = orders::insert_submitted(
             &i.pool,
             &NewOrder {
@@ -472,6 +478,7 @@ impl Executor {
             sent_at,
         )
         .await?;
+        i.stats.record(|l| &mut l.write_us, checked.elapsed());
         i.stats.placed.fetch_add(1, Relaxed);
         let mut params = vec![
             ("symbol", symbol.clone()),
