@@ -16,6 +16,24 @@ use simulators::binance::{BinanceSim, BinanceSimConfig};
 use trading::evaluate::LiquidationMode;
 use trading::order::OrderState;
 
+/// A sub-account with 10 000 USDT.
+async fn account(db: &TestDb, name: &str) -> String {
+    ledger::create_account(
+        &db.pool,
+        &NewAccount {
+            name: name.into(),
+            kind: AccountKind::User,
+            user_id: None,
+            initial_balance: Decimal::from(10_000),
+            liquidation_mode: LiquidationMode::Adl30,
+            maintenance_rate: "0.005".parse().unwrap(),
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}
+
 /// The binary on this test's database and simulator, nothing else inherited.
 fn binary(db: &TestDb, sim: &BinanceSim) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_greekstream"));
@@ -59,20 +77,7 @@ async fn killed_between_order_written_and_venue_reply_the_next_engine_adopts_it_
     .await
     .unwrap();
     let db = TestDb::new().await;
-    let account = ledger::create_account(
-        &db.pool,
-        &NewAccount {
-            name: "crash".into(),
-            kind: AccountKind::User,
-            user_id: None,
-            initial_balance: Decimal::from(10_000),
-            liquidation_mode: LiquidationMode::Adl30,
-            maintenance_rate: "0.005".parse().unwrap(),
-        },
-    )
-    .await
-    .unwrap()
-    .id;
+    let account = account(&db, "crash").await;
     // The venue executes the next order and holds its reply for a minute.
     sim.order_fault(OrderFault::AcceptThenTimeout, Selector::Next(1));
     let mut child = engine(
@@ -256,20 +261,7 @@ async fn killed_between_venue_fill_and_booking_the_restarted_service_books_it_on
         .unwrap();
     let db = TestDb::new().await;
     let prefix = simulators::testkit::unique_prefix("crash-fill");
-    let account = ledger::create_account(
-        &db.pool,
-        &NewAccount {
-            name: "crash-fill".into(),
-            kind: AccountKind::User,
-            user_id: None,
-            initial_balance: Decimal::from(10_000),
-            liquidation_mode: LiquidationMode::Adl30,
-            maintenance_rate: "0.005".parse().unwrap(),
-        },
-    )
-    .await
-    .unwrap()
-    .id;
+    let account = account(&db, "crash-fill").await;
     // A bid resting at the best bid, placed by a first engine process.
     sim.pause_market(true);
     let (bids, _, _) = sim.book("BTCUSDT").unwrap();

@@ -58,18 +58,12 @@ async fn start(db_url: String, prefix: String, redis_url: String) -> App {
     app
 }
 
-async fn engine() -> Engine {
-    engine_via("redis://127.0.0.1:6379".into()).await
-}
-
-async fn engine_via(redis_url: String) -> Engine {
-    let db = TestDb::new().await;
-    let prefix = unique_prefix("gw");
-    let app = start(db.url(), prefix.clone(), redis_url).await;
-    let account = ledger::create_account(
+/// A sub-account of USER's with 10 000 USDT.
+async fn user_account(db: &TestDb, name: &str) -> String {
+    ledger::create_account(
         &db.pool,
         &NewAccount {
-            name: "gw".into(),
+            name: name.into(),
             kind: AccountKind::User,
             user_id: Some(USER.into()),
             initial_balance: Decimal::from(10_000),
@@ -79,7 +73,18 @@ async fn engine_via(redis_url: String) -> Engine {
     )
     .await
     .unwrap()
-    .id;
+    .id
+}
+
+async fn engine() -> Engine {
+    engine_via("redis://127.0.0.1:6379".into()).await
+}
+
+async fn engine_via(redis_url: String) -> Engine {
+    let db = TestDb::new().await;
+    let prefix = unique_prefix("gw");
+    let app = start(db.url(), prefix.clone(), redis_url).await;
+    let account = user_account(&db, "gw").await;
     let redis = redis::Client::open("redis://127.0.0.1:6379")
         .unwrap()
         .get_multiplexed_async_connection()
@@ -833,20 +838,7 @@ async fn seq_keeps_rising_across_an_engine_restart_and_the_log_keeps_the_events(
 async fn commands_a_dead_engine_left_in_flight_are_answered_at_the_next_start() {
     let db = TestDb::new().await;
     let prefix = unique_prefix("gw-replay");
-    let account = ledger::create_account(
-        &db.pool,
-        &NewAccount {
-            name: "replay".into(),
-            kind: AccountKind::User,
-            user_id: Some(USER.into()),
-            initial_balance: Decimal::from(10_000),
-            liquidation_mode: LiquidationMode::Adl30,
-            maintenance_rate: "0.005".parse().unwrap(),
-        },
-    )
-    .await
-    .unwrap()
-    .id;
+    let account = user_account(&db, "replay").await;
     let mut redis = redis::Client::open("redis://127.0.0.1:6379")
         .unwrap()
         .get_multiplexed_async_connection()
