@@ -592,6 +592,30 @@ fn tastytrade_credentials(
 
 #[cfg(test)]
 mod tests {
+    /// Every variable this module reads is in `.env.example`, the operator's list.
+    #[test]
+    fn every_variable_read_is_in_the_env_example() {
+        // `NAME=value`, or `# NAME=value` for one without a default.
+        let listed: std::collections::BTreeSet<&str> = include_str!("../.env.example")
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .filter_map(|l| l.split_once('=').map(|(name, _)| name))
+            .collect();
+        let source = include_str!("config.rs");
+        let mut missing = Vec::new();
+        for part in source.split('"').skip(1).step_by(2) {
+            let is_var = part.starts_with("GS_")
+                && part.len() > 3
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if is_var && !listed.contains(part) && !missing.contains(&part) {
+                missing.push(part);
+            }
+        }
+        assert!(missing.is_empty(), "not in .env.example: {missing:?}");
+    }
+
     use super::*;
     use std::collections::HashMap;
 
