@@ -274,8 +274,9 @@ pub(super) struct Inner {
             ),
         >,
     >,
-    /// Wakes whoever waits for an order to change ([`Executor::settle`]).
-    pub(super) changed: tokio::sync::Notify,
+    /// Wakes whoever waits for a given order to change ([`Executor::settle`]): only
+    /// that order's waiters, so a busy engine does not wake every waiter on every fill.
+    pub(super) watched: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     /// The venue's new-order limits, kept here so an order it would refuse is not
     /// written or sent.
     pub(super) budget: std::sync::Mutex<trading::budget::OrderBudget>,
@@ -335,10 +336,7 @@ fn detail_of(e: &OrderEvent) -> Value {
     }
 }
 
-pub(crate) fn num(d: Decimal) -> Value {
-    use rust_decimal::prelude::ToPrimitive;
-    d.to_f64().map_or(Value::Null, Value::from)
-}
+use super::risk_loop::num;
 
 pub(crate) const fn position_side(side: OrderSide) -> &'static str {
     match side {
@@ -419,7 +417,7 @@ impl Executor {
                 last_fill: Default::default(),
                 reconciling: Default::default(),
                 books: Default::default(),
-                changed: tokio::sync::Notify::new(),
+                watched: Default::default(),
                 budget: std::sync::Mutex::new(trading::budget::OrderBudget::new(limits)),
             }),
         })
@@ -716,7 +714,9 @@ impl Executor {
         }
         orders::record(&mut tx, &row.id, &row.order, name, source, detail).await?;
         tx.commit().await?;
-        i.changed.notify_waiters();
+        if let Some(n) = i.watched.lock().expect("watched lock").get(client_id) {
+            n.notify_waiters();
+        }
         if let (Effect::Book(x), Some(booked)) = (&effect, booked) {
             self.after_fill(&row, x, booked).await;
         }
@@ -827,20 +827,41 @@ impl Executor {
         within: Duration,
     ) -> Result<Option<OrderRow>, LedgerError> {
         let deadline = tokio::time::Instant::now() + within;
-        loop {
-            // Registered before the read: a change between the two still wakes us.
-            let changed = self.inner.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let row = orders::by_client_id(&self.inner.pool, client_id).await?;
-            match &row {
-                Some(r) if !r.order.state.is_final() => {}
-                _ => return Ok(row),
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Ok(row);
+        let notify = self
+            .inner
+            .watched
+            .lock()
+            .expect("watched lock")
+            .entry(client_id.to_owned())
+            .or_default()
+            .clone();
+        let settled = async {
+            loop {
+                // Registered before the read: a change between the two still wakes us.
+                let changed = notify.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                let row = orders::by_client_id(&self.inner.pool, client_id).await?;
+                match &row {
+                    Some(r) if !r.order.state.is_final() => {}
+                    _ => return Ok(row),
+                }
+                if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    return Ok(row);
+                }
             }
         }
+        .await;
+        let mut watched = self.inner.watched.lock().expect("watched lock");
+        // The last waiter for this order takes its entry away.
+        if watched
+            .get(client_id)
+            .is_some_and(|n| Arc::strong_count(n) <= 2)
+        {
+            watched.remove(client_id);
+        }
+        drop(notify);
+        settled
     }
 
     /// The account's book and rules as the order path reads them: from memory, read

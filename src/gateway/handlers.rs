@@ -15,7 +15,8 @@ use trading::risk::AccountStatus;
 
 use super::{storage, Gateway, Reply};
 use crate::engine::closing::{CloseError, Closed};
-use crate::engine::execution::{num, position_side, Executor, PlaceError, PlaceOrder};
+use crate::engine::execution::{position_side, Executor, PlaceError, PlaceOrder};
+use crate::engine::risk_loop::num;
 
 /// How long `trade` waits for its market order's fill before answering without it.
 const FILL_WAIT: Duration = Duration::from_secs(5);

@@ -308,21 +308,9 @@ pub(crate) fn owns(row: &ledger::AccountRow, user: Option<&str>, role: Role) -> 
     Err(Reply::error("FORBIDDEN", "You do not own this sub-account"))
 }
 
-/// A stored code read back as one of ours (stable strings only).
+/// A stored code read back as the contract's own (a `'static` one, from the one list).
 fn code_of(s: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "ACCOUNT_NOT_FOUND",
-        "FORBIDDEN",
-        "COMMAND_EXPIRED",
-        "ENGINE_RESTARTED",
-        "INVALID_FIELD",
-        "MISSING_FIELDS",
-        "POSITION_NOT_FOUND",
-        "ORDER_NOT_FOUND",
-        "ORDER_NOT_OPEN",
-        "EXCHANGE_REJECTED",
-    ];
-    KNOWN
+    schema::ERROR_CODES
         .iter()
         .find(|k| **k == s)
         .copied()
