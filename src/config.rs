@@ -139,6 +139,10 @@ pub struct Config {
     /// Names this engine's in-flight command list (`GS_ENGINE_ID`, default `main`):
     /// engines sharing one Redis need different names.
     pub engine_id: String,
+    /// Where orders are made durable before they are sent (`GS_ORDER_JOURNAL_DIR`,
+    /// default `var/journal`): local disk, kept across restarts, shared by the
+    /// service and `greekstream order` runs on the same database.
+    pub order_journal_dir: std::path::PathBuf,
     pub metrics_addr: SocketAddr,
     pub control_addr: SocketAddr,
     pub channel_capacity: usize,
@@ -339,6 +343,11 @@ impl Config {
                 .raw("GS_ENGINE_ID")
                 .filter(|e| !e.is_empty())
                 .unwrap_or_else(|| "main".into()),
+            order_journal_dir: env
+                .raw("GS_ORDER_JOURNAL_DIR")
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| crate::engine::execution::DEFAULT_JOURNAL_DIR.into())
+                .into(),
             jwt_secret: env
                 .raw("GS_JWT_SECRET")
                 .filter(|t| !t.is_empty())

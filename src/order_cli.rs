@@ -96,6 +96,7 @@ pub async fn run(cfg: &Config, cmd: &OrderCommand) -> Result<Value, CliError> {
     let exec = Executor::start(
         ExecutionConfig {
             house: cfg.house_positions.clone(),
+            journal_dir: cfg.order_journal_dir.clone(),
             // The service's lock: an operator's run never overlaps the engine's.
             lock: redis::Client::open(cfg.redis_url.expose())
                 .ok()
@@ -115,7 +116,7 @@ pub async fn run(cfg: &Config, cmd: &OrderCommand) -> Result<Value, CliError> {
         cancel,
     )
     .await
-    .map_err(|(e, _)| fail("EXCHANGE_ERROR", e))?;
+    .map_err(|(e, _)| fail(e.code(), e))?;
     exec.sync_clock()
         .await
         .map_err(|e| fail("EXCHANGE_ERROR", e))?;
@@ -148,6 +149,7 @@ pub async fn run(cfg: &Config, cmd: &OrderCommand) -> Result<Value, CliError> {
         OrderCommand::Reconcile => {
             let r = exec.reconcile().await.map_err(|e| fail(e.code(), e))?;
             Ok(json!({
+                "ordersJournaled": r.orders_journaled,
                 "ordersChecked": r.orders_checked, "ordersChanged": r.orders_changed,
                 "orphansCancelled": r.orphans_cancelled, "foreignOrders": r.foreign_orders,
                 "virtualCloses": r.virtual_closes,

@@ -34,6 +34,11 @@ async fn account(db: &TestDb, name: &str) -> String {
     .id
 }
 
+/// Where these tests' processes journal their orders (each database's files apart).
+fn journal_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("journal")
+}
+
 /// The binary on this test's database and simulator, nothing else inherited.
 fn binary(db: &TestDb, sim: &BinanceSim) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_greekstream"));
@@ -44,6 +49,7 @@ fn binary(db: &TestDb, sim: &BinanceSim) -> Command {
         .env("GS_BINANCE_API_SECRET", &sim.config().secret)
         .env("GS_BINANCE_REST_URL", sim.rest_url())
         .env("GS_BINANCE_WS_URL", sim.ws_url())
+        .env("GS_ORDER_JOURNAL_DIR", journal_dir())
         .env(
             "GS_HOUSE_POSITIONS",
             "BTCUSDT:0.5,ETHUSDT:-4,BTCUSDT_261225:-0.2",

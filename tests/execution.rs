@@ -817,6 +817,7 @@ async fn after_a_crash_a_new_engine_adopts_what_the_venue_did_and_sends_nothing_
     v.sim.stream_fault(StreamFault::Drop, Selector::Next(1));
     let written = orders::insert_submitted(
         &v.db.pool,
+        &orders::OrderIds::from_random([1; 16]),
         &orders::NewOrder {
             sub_account_id: v.account.clone(),
             symbol: "BTCUSDT".into(),

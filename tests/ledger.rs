@@ -389,7 +389,8 @@ async fn an_order_is_written_while_a_fill_of_its_account_is_being_booked() {
         origin: "MANUAL".into(),
         request_id: None,
     };
-    let write = orders::insert_submitted(&db.pool, &order, 1);
+    let ids = orders::OrderIds::from_random([7; 16]);
+    let write = orders::insert_submitted(&db.pool, &ids, &order, 1);
     let written = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
     assert!(
         written.is_ok_and(|r| r.is_ok()),

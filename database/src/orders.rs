@@ -26,6 +26,43 @@ impl OrderKind {
             OrderKind::Limit => "LIMIT",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "MARKET" => Some(OrderKind::Market),
+            "LIMIT" => Some(OrderKind::Limit),
+            _ => None,
+        }
+    }
+}
+
+/// An order's ids, chosen before anything is written or sent: the row's UUID and
+/// the client order id derived from it (`gs` + its 32 hex digits, ours by prefix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderIds {
+    pub id: String,
+    pub client_order_id: String,
+}
+
+impl OrderIds {
+    /// The ids of a version-4 UUID made of these 16 random bytes.
+    pub fn from_random(mut b: [u8; 16]) -> Self {
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let id = format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        );
+        Self {
+            client_order_id: trading::order::client_order_id(&id),
+            id,
+        }
+    }
 }
 
 /// Who said what changed an order (`order_events.source`).
@@ -62,6 +99,35 @@ pub struct NewOrder {
     pub reduce_only: bool,
     pub origin: String,
     pub request_id: Option<String>,
+}
+
+impl NewOrder {
+    /// What the `orders` table's checks would refuse, asked before the order is sent:
+    /// once it is on the wire its row must not fail to be written.
+    pub fn check(&self) -> Result<(), &'static str> {
+        let symbol_ok = (2..=30).contains(&self.symbol.len())
+            && self
+                .symbol
+                .bytes()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_');
+        if !symbol_ok {
+            return Err("the symbol is not a venue symbol");
+        }
+        if !matches!(self.origin.as_str(), "MANUAL" | "BOT" | "API") {
+            return Err("origin must be MANUAL, BOT or API");
+        }
+        if self.quantity <= Decimal::ZERO {
+            return Err("the quantity must be positive");
+        }
+        if self.leverage < Decimal::ONE {
+            return Err("the leverage must be at least 1");
+        }
+        match (self.kind, self.price) {
+            (_, Some(p)) if p <= Decimal::ZERO => Err("the price must be positive"),
+            (OrderKind::Limit, None) => Err("a limit order needs a price"),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,10 +200,34 @@ pub const fn side_str(side: OrderSide) -> &'static str {
     }
 }
 
+impl OrderRow {
+    /// The row [`insert_submitted`] writes, as it stands before the venue replies.
+    pub fn submitted(ids: &OrderIds, o: &NewOrder, sent_at_ms: i64) -> Self {
+        let mut order = Order::new(o.quantity);
+        order.state = OrderState::Submitted;
+        Self {
+            id: ids.id.clone(),
+            sub_account_id: o.sub_account_id.clone(),
+            client_order_id: ids.client_order_id.clone(),
+            symbol: o.symbol.clone(),
+            side: o.side,
+            kind: o.kind.as_str().to_owned(),
+            price: o.price,
+            leverage: o.leverage,
+            reduce_only: o.reduce_only,
+            origin: o.origin.clone(),
+            sent_at_ms: Some(sent_at_ms),
+            order,
+        }
+    }
+}
+
 /// Writes the order as SUBMITTED, sent at `sent_at_ms`, with its `Sent` event, in one
-/// statement; returns it with its client order id.
+/// statement, and returns its row. Idempotent: an order whose row is already there
+/// (a retried write, a journal replayed twice) is returned as it stands.
 pub async fn insert_submitted(
     pool: &PgPool,
+    ids: &OrderIds,
     o: &NewOrder,
     sent_at_ms: i64,
 ) -> Result<OrderRow, LedgerError> {
@@ -145,16 +235,18 @@ pub async fn insert_submitted(
         return Err(LedgerError::AccountNotFound(o.sub_account_id.clone()));
     }
     let r = sqlx::query(&format!(
-        "WITH id AS (SELECT gen_random_uuid() AS id),
-              o AS (
+        "WITH ins AS (
                 INSERT INTO orders (id, sub_account_id, client_order_id, symbol, side, type, quantity,
                                     price, leverage, reduce_only, state, origin, request_id, sent_at_ms)
-                SELECT id.id, $1::uuid, 'gs' || replace(id.id::text, '-', ''), $2, $3, $4, $5, $6, $7, $8,
-                       'SUBMITTED', $9, $10, $11 FROM id
+                VALUES ($12::uuid, $1::uuid, $13, $2, $3, $4, $5, $6, $7, $8, 'SUBMITTED', $9, $10, $11)
+                ON CONFLICT (client_order_id) DO NOTHING
                 RETURNING *),
               e AS (INSERT INTO order_events (order_id, event, source, state)
-                    SELECT id, 'Sent', 'ENGINE', 'SUBMITTED' FROM o)
-         SELECT {COLUMNS} FROM o"
+                    SELECT id, 'Sent', 'ENGINE', 'SUBMITTED' FROM ins)
+         SELECT {COLUMNS} FROM ins o
+         UNION ALL
+         SELECT {COLUMNS} FROM orders o
+          WHERE o.client_order_id = $13 AND NOT EXISTS (SELECT 1 FROM ins)"
     ))
     .bind(&o.sub_account_id)
     .bind(&o.symbol)
@@ -167,6 +259,8 @@ pub async fn insert_submitted(
     .bind(&o.origin)
     .bind(&o.request_id)
     .bind(sent_at_ms)
+    .bind(&ids.id)
+    .bind(&ids.client_order_id)
     .fetch_one(pool)
     .await
     .map_err(|e| match &e {
@@ -331,4 +425,60 @@ pub async fn log_reconciliation(
         .execute(pool)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order() -> NewOrder {
+        NewOrder {
+            sub_account_id: "5f0c3c8e-1d2b-4c1a-9a51-0d6f3a7b2c11".into(),
+            symbol: "BTCUSDT_261225".into(),
+            side: OrderSide::Buy,
+            kind: OrderKind::Limit,
+            quantity: "0.002".parse().unwrap(),
+            price: Some("60000".parse().unwrap()),
+            leverage: Decimal::ONE,
+            reduce_only: false,
+            origin: "API".into(),
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn ids_are_a_version_4_uuid_and_its_client_id() {
+        let ids = OrderIds::from_random([0xff; 16]);
+        assert_eq!(ids.id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        assert_eq!(ids.client_order_id, "gsffffffffffff4fffbfffffffffffffff");
+        assert!(ids
+            .client_order_id
+            .starts_with(trading::order::CLIENT_ID_PREFIX));
+        assert_eq!(ids.client_order_id.len(), 34, "the venue takes at most 36");
+        let zero = OrderIds::from_random([0; 16]);
+        assert_eq!(zero.id, "00000000-0000-4000-8000-000000000000");
+    }
+
+    #[test]
+    fn what_the_table_refuses_is_refused_before_the_send() {
+        assert_eq!(order().check(), Ok(()));
+        let cases: [(&str, fn(&mut NewOrder)); 7] = [
+            ("lower case", |o| o.symbol = "btcusdt".into()),
+            ("too short", |o| o.symbol = "B".into()),
+            ("origin", |o| o.origin = "GATEWAY".into()),
+            ("quantity", |o| o.quantity = Decimal::ZERO),
+            ("leverage", |o| o.leverage = "0.5".parse().unwrap()),
+            ("price", |o| o.price = Some(Decimal::ZERO)),
+            ("limit without price", |o| o.price = None),
+        ];
+        for (what, spoil) in cases {
+            let mut o = order();
+            spoil(&mut o);
+            assert!(o.check().is_err(), "{what}");
+        }
+        let mut market = order();
+        market.kind = OrderKind::Market;
+        market.price = None;
+        assert_eq!(market.check(), Ok(()));
+    }
 }

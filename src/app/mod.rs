@@ -231,6 +231,7 @@ impl App {
                     feed: feed_rx,
                     ready: executor.clone(),
                     status: engine_status.clone(),
+                    journal_dir: cfg.order_journal_dir.clone(),
                 },
                 cancel.clone(),
             )));

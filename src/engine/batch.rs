@@ -4,7 +4,7 @@
 //! Each leg is checked against the account with the legs before it assumed filled
 //! (`trading::risk::assume_filled`), so legs within the limits one by one cannot add
 //! up past them; the first refused leg refuses the whole batch, before anything is
-//! written or sent. Every leg is written SUBMITTED first. The venue answers each
+//! written or sent. Every leg is journaled first (one append). The venue answers each
 //! element on its own: an order, or its error (kept, or "unknown" for the ambiguous
 //! codes). A batch request that fails as a whole (timeout, 5xx) leaves every one of
 //! its elements UNKNOWN, resolved one by one — never resent.
@@ -64,29 +64,25 @@ impl Executor {
             chrono::Utc::now().timestamp_millis() + i.rest.stats.time_offset_ms.load(Relaxed);
         // All of the batch or none of it: a half-placed scale is worse than a retry.
         self.take_budget(sent_at, approved.len() as u64)?;
-        let mut rows = Vec::with_capacity(approved.len());
-        for (leg, a) in &approved {
-            let req = a.request();
-            rows.push(
-                orders::insert_submitted(
-                    &i.pool,
-                    &NewOrder {
-                        sub_account_id: leg.sub_account_id.clone(),
-                        symbol: t.symbol.clone(),
-                        side: req.side,
-                        kind: leg.kind,
-                        quantity: req.quantity,
-                        price: req.limit,
-                        leverage: req.leverage,
-                        reduce_only: req.reduce_only,
-                        origin: leg.origin.clone(),
-                        request_id: leg.request_id.clone(),
-                    },
-                    sent_at,
-                )
-                .await?,
-            );
-        }
+        let new = approved
+            .iter()
+            .map(|(leg, a)| {
+                let req = a.request();
+                NewOrder {
+                    sub_account_id: leg.sub_account_id.clone(),
+                    symbol: t.symbol.clone(),
+                    side: req.side,
+                    kind: leg.kind,
+                    quantity: req.quantity,
+                    price: req.limit,
+                    leverage: req.leverage,
+                    reduce_only: req.reduce_only,
+                    origin: leg.origin.clone(),
+                    request_id: leg.request_id.clone(),
+                }
+            })
+            .collect();
+        let rows = self.write_ahead(new, sent_at).await?;
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(VENUE_BATCH) {
             let elements: Vec<Value> = chunk

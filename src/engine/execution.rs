@@ -90,6 +90,9 @@ pub enum PlaceError {
     Storage(LedgerError),
     #[error("{0}")]
     RateLimited(trading::budget::OverBudget),
+    /// The order's record could not be made durable: nothing was sent.
+    #[error("{0}")]
+    Journal(super::journal::JournalError),
 }
 
 impl PlaceError {
@@ -103,6 +106,7 @@ impl PlaceError {
             PlaceError::SymbolDesync(_) => "SYMBOL_DESYNC",
             PlaceError::Storage(e) => e.code(),
             PlaceError::RateLimited(_) => "ORDER_RATE_LIMITED",
+            PlaceError::Journal(_) => "JOURNAL_UNAVAILABLE",
         }
     }
 }
@@ -148,7 +152,13 @@ pub struct ExecutionConfig {
     /// `exchangeInfo`; Binance's 300 per 10 s and 1 200 per minute when it states
     /// none) apply in any case.
     pub order_limits: Option<trading::budget::Limits>,
+    /// Where this process's order journal lives ([`super::journal`]); reconciliation
+    /// replays the journals other processes left here.
+    pub journal_dir: std::path::PathBuf,
 }
+
+/// The journal's directory when none is configured (`GS_ORDER_JOURNAL_DIR`).
+pub const DEFAULT_JOURNAL_DIR: &str = "var/journal";
 
 impl Default for ExecutionConfig {
     fn default() -> Self {
@@ -165,6 +175,7 @@ impl Default for ExecutionConfig {
             lock: None,
             book_ttl: Duration::from_secs(10),
             order_limits: None,
+            journal_dir: DEFAULT_JOURNAL_DIR.into(),
         }
     }
 }
@@ -194,8 +205,10 @@ pub struct Latencies {
     pub overhead_us: std::collections::VecDeque<u32>,
     /// Of the overhead: the checks before the write (gates, book, price, risk).
     pub checks_us: std::collections::VecDeque<u32>,
-    /// Of the overhead: the order row's write.
+    /// Of the overhead: the order's journal append, durable.
     pub write_us: std::collections::VecDeque<u32>,
+    /// The order row's commit, beside the venue call (not part of the overhead).
+    pub row_us: std::collections::VecDeque<u32>,
     pub ack_us: std::collections::VecDeque<u32>,
     pub fill_booking_us: std::collections::VecDeque<u32>,
 }
@@ -280,6 +293,31 @@ pub(super) struct Inner {
     /// The venue's new-order limits, kept here so an order it would refuse is not
     /// written or sent.
     pub(super) budget: std::sync::Mutex<trading::budget::OrderBudget>,
+    /// Orders are durable here before they are sent; their rows follow.
+    pub(super) journal: super::journal::Journal,
+    /// The database the journal's orders belong to.
+    pub(super) scope: String,
+    /// Orders sent whose rows are still being written: `true` once written. Whoever
+    /// reads such an order waits for its row.
+    pub(super) rows: std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
+}
+
+/// Why the executor did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("venue: {0}")]
+    Venue(#[from] RestError),
+    #[error("{0}")]
+    Journal(#[from] super::journal::JournalError),
+}
+
+impl StartError {
+    pub const fn code(&self) -> &'static str {
+        match self {
+            StartError::Venue(_) => "EXCHANGE_ERROR",
+            StartError::Journal(_) => "JOURNAL_UNAVAILABLE",
+        }
+    }
 }
 
 impl std::fmt::Debug for Executor {
@@ -357,7 +395,7 @@ impl Executor {
         outbox: Outbox,
         risk: Option<mpsc::Sender<RiskInput>>,
         cancel: CancellationToken,
-    ) -> Result<Self, (RestError, PriceChain)> {
+    ) -> Result<Self, (StartError, PriceChain)> {
         metrics::counter!(ORDERS).increment(0);
         metrics::counter!(AMBIGUOUS).increment(0);
         metrics::counter!(FILLS).increment(0);
@@ -365,7 +403,12 @@ impl Executor {
         metrics::gauge!(TIME_DRIFT).set(0.0);
         let (info, venue_limits) = match rest.exchange_info_and_order_limits().await {
             Ok(x) => x,
-            Err(e) => return Err((e, prices)),
+            Err(e) => return Err((e.into(), prices)),
+        };
+        let scope = super::journal::scope_of(&pool);
+        let journal = match super::journal::Journal::open(&config.journal_dir, &scope) {
+            Ok(j) => j,
+            Err(e) => return Err((e.into(), prices)),
         };
         let mut limits = trading::budget::Limits::default();
         for (secs, limit) in venue_limits {
@@ -419,6 +462,9 @@ impl Executor {
                 books: Default::default(),
                 watched: Default::default(),
                 budget: std::sync::Mutex::new(trading::budget::OrderBudget::new(limits)),
+                journal,
+                scope,
+                rows: Default::default(),
             }),
         })
     }
@@ -459,23 +505,19 @@ impl Executor {
         self.take_budget(sent_at, 1)?;
         let checked = std::time::Instant::now();
         i.stats.record(|l| &mut l.checks_us, checked - accepted);
-        let row = orders::insert_submitted(
-            &i.pool,
-            &NewOrder {
-                sub_account_id: p.sub_account_id.clone(),
-                symbol: symbol.clone(),
-                side: req.side,
-                kind: p.kind,
-                quantity: req.quantity,
-                price: req.limit,
-                leverage: req.leverage,
-                reduce_only: req.reduce_only,
-                origin: p.origin.clone(),
-                request_id: p.request_id.clone(),
-            },
-            sent_at,
-        )
-        .await?;
+        let new = NewOrder {
+            sub_account_id: p.sub_account_id.clone(),
+            symbol: symbol.clone(),
+            side: req.side,
+            kind: p.kind,
+            quantity: req.quantity,
+            price: req.limit,
+            leverage: req.leverage,
+            reduce_only: req.reduce_only,
+            origin: p.origin.clone(),
+            request_id: p.request_id.clone(),
+        };
+        let row = self.write_ahead(vec![new], sent_at).await?.remove(0);
         i.stats.record(|l| &mut l.write_us, checked.elapsed());
         i.stats.placed.fetch_add(1, Relaxed);
         let mut params = vec![
@@ -631,6 +673,122 @@ impl Executor {
         self.transition_with(client_id, None, event, source).await
     }
 
+    /// Makes `orders` durable in the journal, then starts writing their rows; returns
+    /// them as they stand (SUBMITTED, sent at `sent_at`). Refused before anything is
+    /// written: an order its row's checks would refuse (once sent, its row must not
+    /// fail). Every order gets fresh random ids.
+    pub(super) async fn write_ahead(
+        &self,
+        orders: Vec<NewOrder>,
+        sent_at: i64,
+    ) -> Result<Vec<OrderRow>, PlaceError> {
+        use ring::rand::SecureRandom;
+        let i = &self.inner;
+        let random = ring::rand::SystemRandom::new();
+        let mut ids = Vec::with_capacity(orders.len());
+        for o in &orders {
+            o.check()
+                .map_err(|why| PlaceError::Refused(Refusal::Invalid(why)))?;
+            let mut b = [0u8; 16];
+            random
+                .fill(&mut b)
+                .map_err(|_| PlaceError::Refused(Refusal::Invalid("no random source")))?;
+            ids.push(orders::OrderIds::from_random(b));
+        }
+        let entries: Vec<_> = ids
+            .iter()
+            .zip(&orders)
+            .map(|(ids, o)| super::journal::Entry::new(ids, o, sent_at))
+            .collect();
+        i.journal
+            .append(&entries)
+            .await
+            .map_err(PlaceError::Journal)?;
+        Ok(ids
+            .into_iter()
+            .zip(orders)
+            .map(|(ids, o)| {
+                let row = OrderRow::submitted(&ids, &o, sent_at);
+                self.write_row(ids, o, sent_at);
+                row
+            })
+            .collect())
+    }
+
+    /// Writes a journaled order's row, retrying while the database is away (the order
+    /// is on its way to the venue: its row must follow). Readers of the order wait
+    /// for it ([`Executor::row_written`]).
+    fn write_row(&self, ids: orders::OrderIds, o: NewOrder, sent_at: i64) {
+        let (written, rx) = tokio::sync::watch::channel(false);
+        let client_id = ids.client_order_id.clone();
+        self.inner
+            .rows
+            .lock()
+            .expect("rows lock")
+            .insert(client_id.clone(), rx);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let i = &me.inner;
+            let started = std::time::Instant::now();
+            let mut wait = Duration::from_millis(20);
+            loop {
+                match orders::insert_submitted(&i.pool, &ids, &o, sent_at).await {
+                    Ok(_) => {
+                        i.journal.settled(1);
+                        i.stats.record(|l| &mut l.row_us, started.elapsed());
+                        let _ = written.send(true);
+                        break;
+                    }
+                    Err(e @ LedgerError::AccountNotFound(_)) => {
+                        // Checked just before: only an account removed in between.
+                        tracing::error!(client_order_id = %client_id, error = %e, "a sent order's row was refused; it stays in the journal");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(client_order_id = %client_id, error = %e, retry_in_ms = wait.as_millis() as u64, "a sent order's row is not written yet");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            // The journal keeps it: the next reconciliation writes it.
+                            _ = i.cancel.cancelled() => break,
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+            i.rows.lock().expect("rows lock").remove(&client_id);
+        });
+    }
+
+    /// Returns once the row of the order with `client_id` is written, if it is one
+    /// this executor sent and is still writing.
+    pub(super) async fn row_written(&self, client_id: &str) {
+        let pending = self
+            .inner
+            .rows
+            .lock()
+            .expect("rows lock")
+            .get(client_id)
+            .cloned();
+        if let Some(mut rx) = pending {
+            let _ = rx.wait_for(|w| *w).await;
+        }
+    }
+
+    /// Returns once every row being written when it was called is written.
+    pub(super) async fn rows_written(&self) {
+        let pending: Vec<_> = self
+            .inner
+            .rows
+            .lock()
+            .expect("rows lock")
+            .values()
+            .cloned()
+            .collect();
+        for mut rx in pending {
+            let _ = rx.wait_for(|w| *w).await;
+        }
+    }
+
     /// [`Executor::transition`], first taking the venue's order id when the order
     /// has none yet — in the same transaction, so a stream update costs one.
     async fn transition_with(
@@ -641,6 +799,8 @@ impl Executor {
         source: Source,
     ) -> Result<Option<OrderRow>, LedgerError> {
         let i = &self.inner;
+        // The venue can answer (and fill) before the row of an order it got is written.
+        self.row_written(client_id).await;
         let mut tx = i.pool.begin().await?;
         let Some(mut row) = orders::lock_by_client_id(&mut tx, client_id).await? else {
             return Ok(None);

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod closing;
 pub mod execution;
+pub mod journal;
 pub mod prices;
 pub mod reads;
 pub mod reconcile;
@@ -74,6 +75,7 @@ pub struct ExecutorSetup {
     pub ready: Arc<tokio::sync::OnceCell<execution::Executor>>,
     /// Told when recovery is over (`/health` says RECOVERING until then).
     pub status: Arc<crate::health::EngineStatus>,
+    pub journal_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for ExecutorSetup {
@@ -103,6 +105,7 @@ pub async fn run_executor(setup: ExecutorSetup, cancel: CancellationToken) {
         feed,
         ready,
         status,
+        journal_dir,
     } = setup;
     let rest = match streaming::binance::rest::Rest::new(&rest_url, keys, Duration::from_secs(5)) {
         Ok(r) => r,
@@ -132,6 +135,7 @@ pub async fn run_executor(setup: ExecutorSetup, cancel: CancellationToken) {
     let config = execution::ExecutionConfig {
         house,
         lock,
+        journal_dir,
         ..Default::default()
     };
     let mut retry = streaming::retry::task_restart();

@@ -1,6 +1,8 @@
 //! Reconciliation: the engine's book against the venue, at start-up, every minute
 //! and after every user-stream reconnect (seed 001, seed 003 §1b).
 //!
+//! 0. The orders that processes which stopped left only in their journals get their
+//!    rows (`super::journal`), so the steps below see them as ours.
 //! 1. Every order not final (last 24 h) is asked about: its state and trades are
 //!    adopted; one the venue never had is REJECTED once it can no longer arrive.
 //! 2. Open orders on the venue that nobody here owns: ours by client-id prefix are
@@ -93,6 +95,8 @@ impl ReconcileLock {
 pub struct ReconcileReport {
     /// Another engine held the lock (or Redis could not be asked): nothing was done.
     pub skipped: bool,
+    /// Orders written back from the journals of processes that stopped.
+    pub orders_journaled: usize,
     pub orders_checked: usize,
     pub orders_changed: usize,
     pub orphans_cancelled: usize,
@@ -145,6 +149,20 @@ impl Executor {
     async fn reconcile_locked(&self) -> Result<ReconcileReport, CloseError> {
         let i = &self.inner;
         let mut report = ReconcileReport::default();
+
+        // 0. Every order sent has its row: the rows this process is writing, and
+        //    those a stopped process left in its journal only.
+        self.rows_written().await;
+        let replayed = super::journal::replay(&i.config.journal_dir, &i.scope, &i.pool).await?;
+        report.orders_journaled = replayed.orders;
+        if replayed.orders > 0 {
+            self.action(
+                "JOURNAL_REPLAYED",
+                None,
+                json!({"files": replayed.files, "orders": replayed.orders}),
+            )
+            .await;
+        }
 
         // 1. Orders not final.
         for o in orders::open_orders_since(&i.pool, 24).await? {

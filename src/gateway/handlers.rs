@@ -471,6 +471,13 @@ pub(super) fn place_error(e: PlaceError) -> Reply {
     match e {
         PlaceError::AccountNotFound => trading::command::Rejected::account_not_found().into(),
         PlaceError::Storage(s) => storage(s),
+        PlaceError::Journal(j) => {
+            tracing::error!(error = %j, "order journal not written: the order was not sent");
+            Reply::error(
+                code,
+                "Internal error: the order could not be recorded; it was not sent",
+            )
+        }
         PlaceError::RateLimited(b) => {
             let mut r = refused(code, e.to_string());
             r.body["retryAfterMs"] = b.retry_after_ms.into();

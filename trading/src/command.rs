@@ -185,8 +185,12 @@ pub fn status_of(code: &str) -> u16 {
         "IDEMPOTENCY_KEY_REUSED" => 422,
         "INTERNAL" | "DATABASE_ERROR" => 500,
         "NOT_SUPPORTED_YET" => 501,
-        "ENGINE_RECOVERING" | "ENGINE_RESTARTED" | "EXCHANGE_ERROR" | "CLOCK_DRIFT"
-        | "COMMANDS_DISABLED" => 503,
+        "ENGINE_RECOVERING"
+        | "ENGINE_RESTARTED"
+        | "EXCHANGE_ERROR"
+        | "CLOCK_DRIFT"
+        | "COMMANDS_DISABLED"
+        | "JOURNAL_UNAVAILABLE" => 503,
         _ => 400,
     }
 }
