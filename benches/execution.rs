@@ -4,7 +4,8 @@
 //! database (`database::testing::TestDb`, `DATABASE_URL`'s server). Reported, in µs:
 //!
 //! - overhead: command accepted → request on the wire (account, rules and price
-//!   reads, the pre-trade checks, the order row written first) — goal ≤ 1 ms p99;
+//!   reads, the pre-trade checks, the order journaled first) — goal ≤ 1 ms p99;
+//! - row (beside): the order row's commit, written while the request is out;
 //! - ack: request on the wire → the venue's reply (the simulator and loopback);
 //! - fill booking: a fill's user-stream frame → booked and its events queued — goal
 //!   ≤ 20 ms p95.
@@ -164,7 +165,8 @@ async fn main() {
     );
     percentiles("overhead", l.overhead_us.make_contiguous());
     percentiles("  checks", l.checks_us.make_contiguous());
-    percentiles("  row write", l.write_us.make_contiguous());
+    percentiles("  journal", l.write_us.make_contiguous());
+    percentiles("row (beside)", l.row_us.make_contiguous());
     percentiles("ack", l.ack_us.make_contiguous());
     percentiles("fill booking", l.fill_booking_us.make_contiguous());
     cancel.cancel();

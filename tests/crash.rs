@@ -2,7 +2,8 @@
 //! process) is killed with SIGKILL after it wrote the order and the venue executed
 //! it, before the venue's reply reached it. A new engine on the same database then
 //! adopts what the venue did — the order filled, its fill booked once — and nothing
-//! is sent twice.
+//! is sent twice. And the same process killed after the send but before the order's
+//! row was written: the next engine recovers the order from the journal.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -389,4 +390,133 @@ async fn killed_between_venue_fill_and_booking_the_restarted_service_books_it_on
         1,
         "nothing sent twice"
     );
+}
+
+/// `greekstream order place` killed after its order went on the wire and before the
+/// order's row was written (this test holds the account row, which the row's
+/// foreign-key check waits on; the waiting statement is ended with the process).
+/// The order is then only on the venue and in the dead process's journal. The next
+/// engine writes its row from the journal and adopts the venue's order, instead of
+/// cancelling it as an orphan; nothing is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_the_send_before_the_row_the_next_engine_recovers_it_from_the_journal() {
+    let sim = BinanceSim::bind(BinanceSimConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let db = TestDb::new().await;
+    let account = account(&db, "crash-journal").await;
+    sim.pause_market(true);
+    let (bids, _, _) = sim.book("BTCUSDT").unwrap();
+    let (&best_bid, _) = bids.iter().next_back().unwrap();
+    let mut lock = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sub_accounts WHERE id = $1::uuid FOR UPDATE")
+        .bind(&account)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut child = engine(
+        &db,
+        &sim,
+        &[
+            "place",
+            "--account",
+            &account,
+            "--symbol",
+            "BTCUSDT",
+            "--side",
+            "buy",
+            "--quantity",
+            "0.002",
+            "--price",
+            &best_bid.to_string(),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let waiting_row = "SELECT pid FROM pg_stat_activity
+                        WHERE datname = current_database() AND wait_event_type = 'Lock'
+                          AND query LIKE '%INSERT INTO orders%'";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent = sim
+            .stats()
+            .orders
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let waiting: Vec<i32> = sqlx::query_scalar(waiting_row)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        if sent == 1 && !waiting.is_empty() {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the engine exited first ({status}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the order was not sent with its row waiting (sent {sent})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The dead process's statement dies with it (left alone, it would finish once
+    // the lock is gone).
+    loop {
+        let ended: Vec<bool> = sqlx::query_scalar(&format!(
+            "SELECT pg_terminate_backend(pid) FROM ({waiting_row}) w"
+        ))
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        if ended.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lock.rollback().await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "the order's row was never written");
+
+    let out = engine(&db, &sim, &["reconcile"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ordersJournaled"], 1, "{report}");
+    assert_eq!(report["orphansCancelled"], 0, "{report}");
+    let (state, venue_id): (String, Option<String>) =
+        sqlx::query_as("SELECT state, venue_order_id FROM orders")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "SUBMITTED", "still working on the venue");
+    assert!(venue_id.is_some(), "the venue's order adopted");
+    assert_eq!(
+        sim.stats()
+            .orders
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "nothing sent twice"
+    );
+    // The journal was replayed once and is gone.
+    let db_name = db.url().rsplit('/').next().unwrap().to_owned();
+    let left = std::fs::read_dir(journal_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(&db_name))
+        .count();
+    assert_eq!(left, 0, "this database's journals are all replayed");
+    let out = engine(&db, &sim, &["reconcile"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ordersJournaled"], 0, "{report}");
 }

@@ -11,6 +11,7 @@ use database::orders::{self, OrderKind};
 use database::testing::TestDb;
 use greekstream::bus::outbox::{outbox, BusWrite};
 use greekstream::engine::execution::{ExecutionConfig, Executor, PlaceError, PlaceOrder};
+use greekstream::engine::journal;
 use greekstream::engine::prices::{PriceChain, PriceChainConfig};
 use reqwest::Method;
 use rust_decimal::Decimal;
@@ -904,6 +905,105 @@ async fn after_a_crash_a_new_engine_adopts_what_the_venue_did_and_sends_nothing_
         .await
         .unwrap();
     assert_eq!(pos[0].position.quantity, d("0.002"));
+}
+
+/// A process that journaled an order and sent it, then stopped before its row was
+/// written: the order exists only on the venue and in that process's journal. The
+/// next reconciliation writes the row from the journal and adopts what the venue
+/// says; without the journal it would see an orphan of ours and cancel it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_sent_whose_row_was_never_written_is_recovered_from_the_journal() {
+    let v = venue().await;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "journal-{}",
+        v.db.url().rsplit('/').next().unwrap()
+    ));
+    let scope = journal::scope_of(&v.db.pool);
+    let order = orders::NewOrder {
+        sub_account_id: v.account.clone(),
+        symbol: "BTCUSDT".into(),
+        side: OrderSide::Buy,
+        kind: OrderKind::Limit,
+        quantity: d("0.002"),
+        price: Some(resting_bid(&v)),
+        leverage: d("10"),
+        reduce_only: false,
+        origin: "API".into(),
+        request_id: None,
+    };
+    let ids = orders::OrderIds::from_random([0x5a; 16]);
+    let sent_at = chrono::Utc::now().timestamp_millis();
+    let stopped = journal::Journal::open(&dir, &scope).unwrap();
+    stopped
+        .append(&[journal::Entry::new(&ids, &order, sent_at)])
+        .await
+        .unwrap();
+    v.rest
+        .signed(
+            Method::POST,
+            "/fapi/v1/order",
+            &[
+                ("symbol", "BTCUSDT".to_owned()),
+                ("side", "BUY".to_owned()),
+                ("type", "LIMIT".to_owned()),
+                ("timeInForce", "GTC".to_owned()),
+                ("quantity", "0.002".to_owned()),
+                ("price", order.price.unwrap().to_string()),
+                ("newClientOrderId", ids.client_order_id.clone()),
+            ],
+        )
+        .await
+        .unwrap();
+    // The process is gone: its file unlocked, its row never written.
+    drop(stopped);
+    assert!(orders::by_client_id(&v.db.pool, &ids.client_order_id)
+        .await
+        .unwrap()
+        .is_none());
+
+    let (out, _events) = outbox("pms:", 100, 2);
+    let next = Executor::start(
+        ExecutionConfig {
+            fill_debounce: Duration::ZERO,
+            journal_dir: dir.clone(),
+            ..ExecutionConfig::default()
+        },
+        v.db.pool.clone(),
+        v.rest.clone(),
+        PriceChain::new(PriceChainConfig::default())
+            .with_rest(reqwest::Client::new(), &v.sim.rest_url()),
+        None,
+        out,
+        None,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let r = next.reconcile().await.unwrap();
+    assert_eq!((r.orders_journaled, r.orphans_cancelled), (1, 0), "{r:?}");
+    let row = orders::by_client_id(&v.db.pool, &ids.client_order_id)
+        .await
+        .unwrap()
+        .expect("written from the journal");
+    assert_eq!(row.id, ids.id);
+    assert_eq!(row.order.state, OrderState::Submitted);
+    assert!(row.order.venue_id.is_some(), "the venue's order adopted");
+    assert_eq!(
+        venue_open_orders(&v).await,
+        vec![ids.client_order_id.clone()],
+        "still working on the venue, not cancelled as an orphan"
+    );
+    assert_eq!(v.venue_orders_all().await, 1, "nothing sent again");
+    // The stopped process's file is gone; a second round has nothing to replay.
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "only the new executor's own journal: {left:?}"
+    );
+    assert_eq!(next.reconcile().await.unwrap().orders_journaled, 0);
+    drop(next);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The soak: a thousand orders from four sub-accounts on two symbols, about a fifth
