@@ -907,6 +907,52 @@ async fn after_a_crash_a_new_engine_adopts_what_the_venue_did_and_sends_nothing_
     assert_eq!(pos[0].position.quantity, d("0.002"));
 }
 
+/// The venue answers and fills an order while its row is still being written (held
+/// up here by a lock on the account row, which the row's foreign key waits on): the
+/// reply and the fill wait for the row, then the fill is booked once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_comes_before_the_orders_row_is_booked_once_the_row_is_there() {
+    let v = Arc::new(venue().await);
+    let mut lock = v.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sub_accounts WHERE id = $1::uuid FOR UPDATE")
+        .bind(&v.account)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let placing = {
+        let v = v.clone();
+        tokio::spawn(async move {
+            v.exec
+                .place(market(&v.account, OrderSide::Buy, "0.002"))
+                .await
+        })
+    };
+    // Filled on the venue, its trade on the stream, the row not written.
+    simulators::testkit::wait_for("the venue's fill", Duration::from_secs(10), || {
+        v.sim
+            .stats()
+            .orders
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!placing.is_finished(), "the reply waits for the row");
+    lock.rollback().await.unwrap();
+    let placed = placing.await.unwrap().unwrap();
+    v.wait_state(
+        &placed.client_order_id,
+        OrderState::Filled,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(v.executions().await, 1);
+    let pos = ledger::open_positions(&v.db.pool, Some(&v.account))
+        .await
+        .unwrap();
+    assert_eq!(pos[0].position.quantity, d("0.002"));
+}
+
 /// A process that journaled an order and sent it, then stopped before its row was
 /// written: the order exists only on the venue and in that process's journal. The
 /// next reconciliation writes the row from the journal and adopts what the venue
