@@ -10,7 +10,10 @@
 //! - fill booking: a fill's user-stream frame → booked and its events queued — goal
 //!   ≤ 20 ms p95.
 //!
-//! `cargo bench --bench execution -- [--orders 1000]`
+//! `cargo bench --bench execution -- [--orders 1000] [--rate N]`: `--rate` paces the
+//! orders (per second; Binance takes at most 300 per 10 s and 1 200 per minute on an
+//! account, so 20/s is the most it sustains); without it they go flat out. `--sync
+//! always|background`: the journal's durability (`engine::journal::JournalSync`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use database::orders::OrderKind;
 use database::testing::TestDb;
 use greekstream::bus::outbox::outbox;
 use greekstream::engine::execution::{ExecutionConfig, Executor, PlaceOrder};
+use greekstream::engine::journal::JournalSync;
 use greekstream::engine::prices::{PriceChain, PriceChainConfig};
 use simulators::binance::{BinanceSim, BinanceSimConfig};
 use streaming::binance::prices::Prices;
@@ -58,6 +62,19 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(1000);
+    let sync: JournalSync = args
+        .iter()
+        .position(|a| a == "--sync")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().expect("--sync always|background"))
+        .unwrap_or_default();
+    let journal_dir = std::env::temp_dir().join(format!("gs-bench-journal-{}", std::process::id()));
+    // Orders per second; none: one after another, flat out.
+    let rate: Option<f64> = args
+        .iter()
+        .position(|a| a == "--rate")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok());
     let sim = BinanceSim::bind(
         BinanceSimConfig {
             orders_per_10s: 1_000_000,
@@ -118,6 +135,8 @@ async fn main() {
     let exec = Executor::start(
         ExecutionConfig {
             house,
+            journal_sync: sync,
+            journal_dir: journal_dir.clone(),
             ..ExecutionConfig::default()
         },
         db.pool.clone(),
@@ -133,7 +152,15 @@ async fn main() {
     tokio::spawn(exec.clone().run_feed(feed_rx));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = std::time::Instant::now();
+    let mut pace = rate.map(|r| {
+        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     for n in 0..orders {
+        if let Some(t) = pace.as_mut() {
+            t.tick().await;
+        }
         exec.place(PlaceOrder {
             sub_account_id: account.clone(),
             symbol: "BTCUSDT".into(),
@@ -158,7 +185,7 @@ async fn main() {
     let s = exec.stats();
     let mut l = s.latencies.lock().unwrap();
     println!(
-        "execution bench: {orders} orders in {:.2} s ({:.0} orders/s), {} fills booked",
+        "execution bench ({sync:?}): {orders} orders in {:.2} s ({:.0} orders/s), {} fills booked",
         elapsed.as_secs_f64(),
         orders as f64 / elapsed.as_secs_f64(),
         s.fills_booked.load(std::sync::atomic::Ordering::Relaxed)
@@ -170,4 +197,5 @@ async fn main() {
     percentiles("ack", l.ack_us.make_contiguous());
     percentiles("fill booking", l.fill_booking_us.make_contiguous());
     cancel.cancel();
+    let _ = std::fs::remove_dir_all(&journal_dir);
 }

@@ -143,6 +143,10 @@ pub struct Config {
     /// default `var/journal`): local disk, kept across restarts, shared by the
     /// service and `greekstream order` runs on the same database.
     pub order_journal_dir: std::path::PathBuf,
+    /// `GS_ORDER_JOURNAL_SYNC`: `always` (default; each order is on disk before it
+    /// is sent) or `background` (in the kernel before it is sent, on disk a flush
+    /// later): see `engine::journal::JournalSync`.
+    pub order_journal_sync: crate::engine::journal::JournalSync,
     pub metrics_addr: SocketAddr,
     pub control_addr: SocketAddr,
     pub channel_capacity: usize,
@@ -348,6 +352,7 @@ impl Config {
                 .filter(|d| !d.is_empty())
                 .unwrap_or_else(|| crate::engine::execution::DEFAULT_JOURNAL_DIR.into())
                 .into(),
+            order_journal_sync: env.parse("GS_ORDER_JOURNAL_SYNC", Default::default())?,
             jwt_secret: env
                 .raw("GS_JWT_SECRET")
                 .filter(|t| !t.is_empty())

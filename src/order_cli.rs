@@ -97,6 +97,7 @@ pub async fn run(cfg: &Config, cmd: &OrderCommand) -> Result<Value, CliError> {
         ExecutionConfig {
             house: cfg.house_positions.clone(),
             journal_dir: cfg.order_journal_dir.clone(),
+            journal_sync: cfg.order_journal_sync,
             // The service's lock: an operator's run never overlaps the engine's.
             lock: redis::Client::open(cfg.redis_url.expose())
                 .ok()

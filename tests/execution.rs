@@ -979,10 +979,9 @@ async fn an_order_sent_whose_row_was_never_written_is_recovered_from_the_journal
     };
     let ids = orders::OrderIds::from_random([0x5a; 16]);
     let sent_at = chrono::Utc::now().timestamp_millis();
-    let stopped = journal::Journal::open(&dir, &scope).unwrap();
+    let stopped = journal::Journal::open(&dir, &scope, journal::JournalSync::Always).unwrap();
     stopped
         .append(&[journal::Entry::new(&ids, &order, sent_at)])
-        .await
         .unwrap();
     v.rest
         .signed(

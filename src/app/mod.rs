@@ -232,6 +232,7 @@ impl App {
                     ready: executor.clone(),
                     status: engine_status.clone(),
                     journal_dir: cfg.order_journal_dir.clone(),
+                    journal_sync: cfg.order_journal_sync,
                 },
                 cancel.clone(),
             )));

@@ -155,6 +155,8 @@ pub struct ExecutionConfig {
     /// Where this process's order journal lives ([`super::journal`]); reconciliation
     /// replays the journals other processes left here.
     pub journal_dir: std::path::PathBuf,
+    /// Whether each journal append waits for the disk ([`super::journal::JournalSync`]).
+    pub journal_sync: super::journal::JournalSync,
 }
 
 /// The journal's directory when none is configured (`GS_ORDER_JOURNAL_DIR`).
@@ -176,6 +178,7 @@ impl Default for ExecutionConfig {
             book_ttl: Duration::from_secs(10),
             order_limits: None,
             journal_dir: DEFAULT_JOURNAL_DIR.into(),
+            journal_sync: Default::default(),
         }
     }
 }
@@ -406,10 +409,11 @@ impl Executor {
             Err(e) => return Err((e.into(), prices)),
         };
         let scope = super::journal::scope_of(&pool);
-        let journal = match super::journal::Journal::open(&config.journal_dir, &scope) {
-            Ok(j) => j,
-            Err(e) => return Err((e.into(), prices)),
-        };
+        let journal =
+            match super::journal::Journal::open(&config.journal_dir, &scope, config.journal_sync) {
+                Ok(j) => j,
+                Err(e) => return Err((e.into(), prices)),
+            };
         let mut limits = trading::budget::Limits::default();
         for (secs, limit) in venue_limits {
             match secs {
@@ -700,10 +704,7 @@ impl Executor {
             .zip(&orders)
             .map(|(ids, o)| super::journal::Entry::new(ids, o, sent_at))
             .collect();
-        i.journal
-            .append(&entries)
-            .await
-            .map_err(PlaceError::Journal)?;
+        i.journal.append(&entries).map_err(PlaceError::Journal)?;
         Ok(ids
             .into_iter()
             .zip(orders)

@@ -76,6 +76,7 @@ pub struct ExecutorSetup {
     /// Told when recovery is over (`/health` says RECOVERING until then).
     pub status: Arc<crate::health::EngineStatus>,
     pub journal_dir: std::path::PathBuf,
+    pub journal_sync: journal::JournalSync,
 }
 
 impl std::fmt::Debug for ExecutorSetup {
@@ -106,6 +107,7 @@ pub async fn run_executor(setup: ExecutorSetup, cancel: CancellationToken) {
         ready,
         status,
         journal_dir,
+        journal_sync,
     } = setup;
     let rest = match streaming::binance::rest::Rest::new(&rest_url, keys, Duration::from_secs(5)) {
         Ok(r) => r,
@@ -136,6 +138,7 @@ pub async fn run_executor(setup: ExecutorSetup, cancel: CancellationToken) {
         house,
         lock,
         journal_dir,
+        journal_sync,
         ..Default::default()
     };
     let mut retry = streaming::retry::task_restart();
