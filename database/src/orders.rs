@@ -462,7 +462,8 @@ mod tests {
     #[test]
     fn what_the_table_refuses_is_refused_before_the_send() {
         assert_eq!(order().check(), Ok(()));
-        let cases: [(&str, fn(&mut NewOrder)); 7] = [
+        type Spoil = fn(&mut NewOrder);
+        let cases: [(&str, Spoil); 7] = [
             ("lower case", |o| o.symbol = "btcusdt".into()),
             ("too short", |o| o.symbol = "B".into()),
             ("origin", |o| o.origin = "GATEWAY".into()),

@@ -20,7 +20,7 @@ fn snapshot(i: usize, qty: i64, delta: f64) -> GreekSnapshot {
         &format!("U{}", i % 50),
         AssetClass::Option,
         NaiveDate::from_ymd_opt(2026, 12, 18).unwrap(),
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             OptionRight::Call
         } else {
             OptionRight::Put
@@ -34,7 +34,7 @@ fn snapshot(i: usize, qty: i64, delta: f64) -> GreekSnapshot {
         gamma: Some(0.01),
         theta: Some(-0.1),
         vega: Some(0.2),
-        rho: (i % 10 != 0).then_some(0.05),
+        rho: (!i.is_multiple_of(10)).then_some(0.05),
     };
     let account = format!("A{}", i % 20);
     let (q, c) = (Decimal::from(qty), Arc::new(contract));

@@ -171,7 +171,7 @@ fn process(
                 .increment(1);
             // The first few, then one in a thousand: a flood of bad frames must not
             // turn into a flood of log lines.
-            if report.rejected <= 10 || report.rejected % 1000 == 0 {
+            if report.rejected <= 10 || report.rejected.is_multiple_of(1000) {
                 tracing::warn!(%broker, error = %err, rejected = report.rejected, "event rejected");
             }
             None

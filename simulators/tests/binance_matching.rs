@@ -695,7 +695,10 @@ async fn one_orders_stream_events_can_be_dropped_duplicated_delayed_or_reordered
         .filter(|o| o["x"] == "TRADE")
         .map(|o| o["t"].as_u64().unwrap())
         .collect();
-    assert!(trades.len() >= 2 && trades.len() % 2 == 0, "{trades:?}");
+    assert!(
+        trades.len() >= 2 && trades.len().is_multiple_of(2),
+        "{trades:?}"
+    );
     assert_eq!(trades[0], trades[1], "the same trade id twice");
 
     v.sim.stream_fault(StreamFault::Reorder, Selector::Next(1));

@@ -20,7 +20,7 @@ pub fn report_malformed(
 ) {
     let n = count.fetch_add(1, Relaxed) + 1;
     crate::ws::count_malformed(broker);
-    if n <= 10 || n % 1000 == 0 {
+    if n <= 10 || n.is_multiple_of(1000) {
         let head: String = text.chars().take(120).collect();
         tracing::warn!(%broker, error = %err, frame = %head, malformed = n, "{what} skipped");
     }

@@ -22,7 +22,11 @@ use trading::risk::{
 
 fn position(i: usize) -> Position {
     Position {
-        side: if i % 2 == 0 { Side::Long } else { Side::Short },
+        side: if i.is_multiple_of(2) {
+            Side::Long
+        } else {
+            Side::Short
+        },
         quantity: Decimal::new(1 + i as i64 % 7, 3),
         entry_price: Decimal::new(6_000_000 + i as i64 * 137, 2),
         leverage: Decimal::from(10 + i as i64 % 5),

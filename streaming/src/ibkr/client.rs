@@ -449,7 +449,7 @@ async fn poll_positions(
             }
             Err(err) => {
                 failures += 1;
-                if failures <= 3 || failures % 60 == 0 {
+                if failures <= 3 || failures.is_multiple_of(60) {
                     tracing::warn!(error = %err, failures, "IBKR positions refresh failed; keeping the last book");
                 }
                 // Retry soon rather than a whole refresh period later.

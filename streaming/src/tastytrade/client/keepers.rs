@@ -82,7 +82,7 @@ pub(super) async fn poll_positions(
                 if matches!(err, RestError::Unauthorized { .. }) {
                     shared.set_authenticated(false);
                 }
-                if failures <= 3 || failures % 60 == 0 {
+                if failures <= 3 || failures.is_multiple_of(60) {
                     tracing::warn!(error = %err, failures, "Tastytrade positions refresh failed; keeping the last book");
                 }
             }
