@@ -404,6 +404,7 @@ impl Executor {
         metrics::counter!(FILLS).increment(0);
         metrics::counter!(FEED_ERRORS).increment(0);
         metrics::gauge!(TIME_DRIFT).set(0.0);
+        metrics::counter!(super::journal::REPLAYED).increment(0);
         let (info, venue_limits) = match rest.exchange_info_and_order_limits().await {
             Ok(x) => x,
             Err(e) => return Err((e.into(), prices)),
