@@ -1,5 +1,6 @@
 //! Orders and their events. An order is inserted as SUBMITTED, with its deterministic
-//! client order id, *before* the venue is called; every later transition is written
+//! client order id, as it is sent (the engine's journal holds it durably before the
+//! venue is called, and its readers wait for the row); every later transition is written
 //! with the state machine's result and an `order_events` row naming its source.
 //! The machine is `trading::order`'s; this module reads and writes rows.
 

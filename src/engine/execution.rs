@@ -2,8 +2,9 @@
 //! the venue does with them.
 //!
 //! Placing: the account and its rules from the ledger, a fresh price from the chain,
-//! the pre-trade checks (`trading::risk`), then the order row written SUBMITTED with
-//! its deterministic client order id, *then* the venue call. The reply is classified
+//! the pre-trade checks (`trading::risk`), then the order journaled (`super::journal`,
+//! durable) with its deterministic client order id, *then* the venue call, its row
+//! (SUBMITTED) written beside it; whatever reads the order waits for that row. The reply is classified
 //! by `trading::order::classify`: an ambiguous one (timeout after the write, 5xx,
 //! -1007, 503 "Unknown error") leaves the order UNKNOWN and starts a resolver that
 //! queries the venue by client order id — never a resend. "Order does not exist" is
