@@ -58,6 +58,17 @@ fn binary(db: &TestDb, sim: &BinanceSim) -> Command {
     c
 }
 
+/// Fails the test with what the process said if it has exited.
+fn fail_if_exited(child: &mut std::process::Child) {
+    if let Ok(Some(status)) = child.try_wait() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        panic!("the engine exited first ({status}): {err}");
+    }
+}
+
 fn engine(db: &TestDb, sim: &BinanceSim, args: &[&str]) -> Command {
     let mut c = binary(db, sim);
     c.arg("order")
@@ -118,13 +129,7 @@ async fn killed_between_order_written_and_venue_reply_the_next_engine_adopts_it_
         if let (Some(cid), 1) = (rows.first(), executed) {
             break cid.clone();
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the engine exited first ({status}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        fail_if_exited(&mut child);
         assert!(
             tokio::time::Instant::now() < deadline,
             "no order written and executed"
@@ -449,13 +454,7 @@ async fn killed_after_the_send_before_the_row_the_next_engine_recovers_it_from_t
         if sent == 1 && !waiting.is_empty() {
             break;
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the engine exited first ({status}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        fail_if_exited(&mut child);
         assert!(
             tokio::time::Instant::now() < deadline,
             "the order was not sent with its row waiting (sent {sent})"
