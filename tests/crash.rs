@@ -35,9 +35,27 @@ async fn account(db: &TestDb, name: &str) -> String {
     .id
 }
 
-/// Where these tests' processes journal their orders (each database's files apart).
-fn journal_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("journal")
+/// Where a test's processes journal their orders: a folder per test database.
+fn journal_dir(db: &TestDb) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("journal")
+        .join(db.url().rsplit('/').next().unwrap_or("x"))
+}
+
+/// Removes a test's journal folder when the test ends: its killed processes leave
+/// their files behind, and nobody else will replay them.
+struct Journals(std::path::PathBuf);
+
+impl Journals {
+    fn of(db: &TestDb) -> Self {
+        Self(journal_dir(db))
+    }
+}
+
+impl Drop for Journals {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The binary on this test's database and simulator, nothing else inherited.
@@ -50,7 +68,7 @@ fn binary(db: &TestDb, sim: &BinanceSim) -> Command {
         .env("GS_BINANCE_API_SECRET", &sim.config().secret)
         .env("GS_BINANCE_REST_URL", sim.rest_url())
         .env("GS_BINANCE_WS_URL", sim.ws_url())
-        .env("GS_ORDER_JOURNAL_DIR", journal_dir())
+        .env("GS_ORDER_JOURNAL_DIR", journal_dir(db))
         .env(
             "GS_HOUSE_POSITIONS",
             "BTCUSDT:0.5,ETHUSDT:-4,BTCUSDT_261225:-0.2",
@@ -95,6 +113,7 @@ async fn killed_between_order_written_and_venue_reply_the_next_engine_adopts_it_
     .await
     .unwrap();
     let db = TestDb::new().await;
+    let _journals = Journals::of(&db);
     let account = account(&db, "crash").await;
     // The venue executes the next order and holds its reply for a minute.
     sim.order_fault(OrderFault::AcceptThenTimeout, Selector::Next(1));
@@ -196,6 +215,7 @@ async fn bad_order_commands_say_why_with_a_code_and_exit_2() {
         .await
         .unwrap();
     let db = TestDb::new().await;
+    let _journals = Journals::of(&db);
     let out = engine(
         &db,
         &sim,
@@ -272,6 +292,7 @@ async fn killed_between_venue_fill_and_booking_the_restarted_service_books_it_on
         .await
         .unwrap();
     let db = TestDb::new().await;
+    let _journals = Journals::of(&db);
     let prefix = simulators::testkit::unique_prefix("crash-fill");
     let account = account(&db, "crash-fill").await;
     // A bid resting at the best bid, placed by a first engine process.
@@ -409,6 +430,7 @@ async fn killed_after_the_send_before_the_row_the_next_engine_recovers_it_from_t
         .await
         .unwrap();
     let db = TestDb::new().await;
+    let _journals = Journals::of(&db);
     let account = account(&db, "crash-journal").await;
     sim.pause_market(true);
     let (bids, _, _) = sim.book("BTCUSDT").unwrap();
@@ -509,7 +531,7 @@ async fn killed_after_the_send_before_the_row_the_next_engine_recovers_it_from_t
     );
     // The journal was replayed once and is gone.
     let db_name = db.url().rsplit('/').next().unwrap().to_owned();
-    let left = std::fs::read_dir(journal_dir())
+    let left = std::fs::read_dir(journal_dir(&db))
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().contains(&db_name))
