@@ -82,7 +82,7 @@ impl Executor {
                 }
             })
             .collect();
-        let rows = self.write_ahead(new, sent_at).await?;
+        let rows = self.write_ahead(new, sent_at)?;
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(VENUE_BATCH) {
             let elements: Vec<Value> = chunk

@@ -523,7 +523,7 @@ impl Executor {
             origin: p.origin.clone(),
             request_id: p.request_id.clone(),
         };
-        let row = self.write_ahead(vec![new], sent_at).await?.remove(0);
+        let row = self.write_ahead(vec![new], sent_at)?.remove(0);
         i.stats.record(|l| &mut l.write_us, checked.elapsed());
         i.stats.placed.fetch_add(1, Relaxed);
         let mut params = vec![
@@ -683,7 +683,7 @@ impl Executor {
     /// them as they stand (SUBMITTED, sent at `sent_at`). Refused before anything is
     /// written: an order its row's checks would refuse (once sent, its row must not
     /// fail). Every order gets fresh random ids.
-    pub(super) async fn write_ahead(
+    pub(super) fn write_ahead(
         &self,
         orders: Vec<NewOrder>,
         sent_at: i64,
@@ -733,7 +733,8 @@ impl Executor {
         tokio::spawn(async move {
             let i = &me.inner;
             let started = std::time::Instant::now();
-            let mut wait = Duration::from_millis(20);
+            let mut retry =
+                streaming::retry::exponential(Duration::from_millis(20), Duration::from_secs(2));
             loop {
                 match orders::insert_submitted(&i.pool, &ids, &o, sent_at).await {
                     Ok(_) => {
@@ -748,13 +749,13 @@ impl Executor {
                         break;
                     }
                     Err(e) => {
+                        let wait = retry.next_backoff().unwrap_or(Duration::from_secs(2));
                         tracing::warn!(client_order_id = %client_id, error = %e, retry_in_ms = wait.as_millis() as u64, "a sent order's row is not written yet");
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
                             // The journal keeps it: the next reconciliation writes it.
                             _ = i.cancel.cancelled() => break,
                         }
-                        wait = (wait * 2).min(Duration::from_secs(2));
                     }
                 }
             }

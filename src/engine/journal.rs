@@ -206,7 +206,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
 
 impl Journal {
     /// A new journal file of `scope` in `dir` (created if missing), locked for this
-    /// process, its header durable, and its writer thread started.
+    /// process and its header durable (and, in the background mode, its flusher started).
     pub fn open(dir: &Path, scope: &str, sync: JournalSync) -> Result<Self, JournalError> {
         Self::open_with_capacity(dir, scope, sync, CAPACITY)
     }
