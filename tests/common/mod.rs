@@ -1,6 +1,7 @@
 //! Shared by the integration tests: realistic snapshots from the synthetic source.
 #![allow(dead_code)]
 
+pub mod bus;
 pub mod schema;
 
 use std::time::Duration;

@@ -1,0 +1,292 @@
+//! The trading half at its edges, black-box through the command bus against the
+//! built-in Binance simulator (which starts with house positions: BTCUSDT +0.5,
+//! ETHUSDT −4): closes that must see past the house, closes that must run once,
+//! reduce-only orders that belong to their position, kill switches that no opening
+//! gate may stop, risk that counts what the account is exposed to, and idempotency
+//! keys bound to their command.
+
+mod common;
+
+use std::time::Duration;
+
+use common::bus::*;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use simulators::binance::failures::{Selector, StreamFault};
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+impl Engine {
+    /// Waits (≤ 30 s) until the venue's net position in `symbol` is `want`.
+    async fn venue_reaches(&self, symbol: &str, want: Decimal) -> Decimal {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.venue(symbol);
+            if v == want || tokio::time::Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The account's open positions as (symbol, side, quantity).
+    async fn open_positions(&self) -> Vec<(String, String, Decimal)> {
+        sqlx::query_as(
+            "SELECT symbol, side, quantity FROM virtual_positions
+             WHERE sub_account_id = $1::uuid AND status = 'OPEN' ORDER BY symbol",
+        )
+        .bind(&self.account)
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap()
+    }
+
+    async fn trade(&mut self, symbol: &str, side: &str, q: &str) -> Value {
+        let r = self
+            .send("trade", self.envelope("trade", order(symbol, side, q)))
+            .await;
+        assert_eq!(r["httpStatus"], 201, "{r}");
+        r
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_under_the_house_short_sends_the_sell_and_the_venue_ends_at_the_house() {
+    let mut e = engine().await;
+    assert_eq!(e.venue("ETHUSDT"), d("-4"), "the simulator's house short");
+    let r = e.trade("ETHUSDT", "LONG", "0.01").await;
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(e.venue_reaches("ETHUSDT", d("-3.99")).await, d("-3.99"));
+    let r = e
+        .send("close", e.envelope("close", json!({"positionId": pos})))
+        .await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    assert!(
+        r["body"]["source"].is_null(),
+        "closed on the venue, not virtually: {r}"
+    );
+    assert_eq!(r["body"]["order"]["side"], "SHORT", "{r}");
+    assert_eq!(e.venue_reaches("ETHUSDT", d("-4")).await, d("-4"));
+    assert!(e.open_positions().await.is_empty());
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_closes_of_one_position_send_one_order_and_both_answer_with_it() {
+    let mut e = engine().await;
+    let r = e.trade("BTCUSDT", "LONG", "0.002").await;
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    // The close's fill reaches the engine late: the position is still open in the
+    // book when the second close (a double click, then close_all) comes in.
+    e.sim().stream_fault(
+        StreamFault::Delay(Duration::from_millis(1500)),
+        Selector::Next(1),
+    );
+    let first = e.envelope("close", json!({"positionId": pos}));
+    let second = e.envelope("close", json!({"positionId": pos}));
+    let all = e.envelope("close_all", json!({}));
+    e.push("close", &first).await;
+    e.push("close", &second).await;
+    e.push("close_all", &all).await;
+    let a = e.result(first["requestId"].as_str().unwrap()).await;
+    let b = e.result(second["requestId"].as_str().unwrap()).await;
+    let c = e.result(all["requestId"].as_str().unwrap()).await;
+    assert_eq!(a["httpStatus"], 200, "{a}");
+    assert_eq!(b["httpStatus"], 200, "{b}");
+    assert_eq!(
+        a["body"]["order"]["id"], b["body"]["order"]["id"],
+        "answered from the first: {a} {b}"
+    );
+    assert_eq!(c["httpStatus"], 200, "{c}");
+    assert_eq!(
+        e.count_until("SELECT count(*) FROM orders WHERE reduce_only", 1)
+            .await,
+        1,
+        "one close order: {a} {b} {c}"
+    );
+    assert_eq!(e.venue_reaches("BTCUSDT", d("0.5")).await, d("0.5"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(e.venue("BTCUSDT"), d("0.5"), "the house is untouched");
+    assert!(e.open_positions().await.is_empty());
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resting_limit_close_is_cancelled_when_its_position_closes_and_never_opens_the_other_side(
+) {
+    let mut e = engine().await;
+    let r = e.trade("BTCUSDT", "LONG", "0.002").await;
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    let mark = r["body"]["trade"]["price"].as_f64().unwrap();
+    let price = format!("{:.1}", mark * 1.01);
+    let r = e
+        .send(
+            "limit_close",
+            e.envelope("limit_close", json!({"positionId": pos, "price": price})),
+        )
+        .await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    let limit = r["body"]["order"]["id"].as_str().unwrap().to_owned();
+    let r = e
+        .send("close", e.envelope("close", json!({"positionId": pos})))
+        .await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    // The resting reduce-only sell belonged to the closed position: cancelled.
+    assert_eq!(
+        e.count_until(
+            &format!("SELECT count(*) FROM orders WHERE id = '{limit}' AND state = 'CANCELED'"),
+            1
+        )
+        .await,
+        1
+    );
+    assert_eq!(e.venue_reaches("BTCUSDT", d("0.5")).await, d("0.5"));
+    // The market runs through its price: nothing fills, nothing opens.
+    e.sim().move_price("BTCUSDT", (mark * 0.03 * 10.0) as i64);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(e.venue("BTCUSDT"), d("0.5"));
+    assert!(e.open_positions().await.is_empty(), "nothing opened");
+    let cancelled = e
+        .events()
+        .await
+        .into_iter()
+        .any(|(k, v)| k == "order_cancelled" && v["orderId"] == limit.as_str());
+    assert!(cancelled, "order_cancelled published");
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_switches_pass_no_opening_gate_frozen_account_or_lowered_leverage_cap() {
+    let mut e = engine().await;
+    let r = e.trade("BTCUSDT", "LONG", "0.002").await;
+    let btc = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    let r = e.trade("ETHUSDT", "LONG", "0.01").await;
+    let eth = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    // The cap lowered under the position's 10x: a close still goes out.
+    let r = e.admin("risk_rules_set", json!({"maxLeverage": 5})).await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    let r = e
+        .send("close", e.envelope("close", json!({"positionId": btc})))
+        .await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    // Frozen: an opening trade is refused, an admin's force_close is not.
+    let r = e.admin("account_freeze", json!({})).await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    let r = e
+        .send(
+            "trade",
+            e.envelope("trade", order("BTCUSDT", "LONG", "0.002")),
+        )
+        .await;
+    assert_eq!(r["code"], "ACCOUNT_FROZEN", "{r}");
+    let r = e.admin("force_close", json!({"positionId": eth})).await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    assert_eq!(e.venue_reaches("ETHUSDT", d("-4")).await, d("-4"));
+    assert_eq!(e.venue_reaches("BTCUSDT", d("0.5")).await, d("0.5"));
+    assert!(e.open_positions().await.is_empty());
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_account_rule_keeps_the_global_rows_other_values() {
+    let mut e = engine().await;
+    let r = e
+        .admin(
+            "risk_rules_set",
+            json!({"global": true, "maxNotionalPerTrade": 50, "maxTotalExposure": 60}),
+        )
+        .await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    let r = e.admin("risk_rules_set", json!({"maxLeverage": 20})).await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    let rules = &r["body"]["rules"];
+    assert_eq!(rules["maxNotionalPerTrade"].as_f64(), Some(50.0), "{r}");
+    assert_eq!(rules["maxTotalExposure"].as_f64(), Some(60.0), "{r}");
+    assert_eq!(rules["maxLeverage"].as_f64(), Some(20.0), "{r}");
+    // And the checks use them: 0.002 BTC (~$118) is over $50 per trade.
+    let r = e
+        .send(
+            "trade",
+            e.envelope("trade", order("BTCUSDT", "LONG", "0.002")),
+        )
+        .await;
+    assert_eq!(r["code"], "MAX_NOTIONAL_EXCEEDED", "{r}");
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_realized_loss_today_counts_toward_the_daily_loss_limit() {
+    let mut e = engine().await;
+    let r = e.trade("BTCUSDT", "LONG", "0.002").await;
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    // $300 down on 0.002 BTC: about $0.6 lost, fees on top.
+    e.sim().move_price("BTCUSDT", -3000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = e
+        .send("close", e.envelope("close", json!({"positionId": pos})))
+        .await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    e.count_until(
+        "SELECT count(*) FROM virtual_positions WHERE status = 'OPEN'",
+        0,
+    )
+    .await;
+    let r = e
+        .admin("risk_rules_set", json!({"maxDailyLoss": 0.3}))
+        .await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    let r = e
+        .send(
+            "trade",
+            e.envelope("trade", order("BTCUSDT", "LONG", "0.002")),
+        )
+        .await;
+    assert_eq!(r["code"], "MAX_DAILY_LOSS_EXCEEDED", "{r}");
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resting_limits_count_toward_the_exposure_cap() {
+    let mut e = engine().await;
+    // $500 total exposure by default; three bids of ~$177 each rest below the market.
+    let mark = e.sim().mark("BTCUSDT").unwrap();
+    let price = (mark * d("0.95")).round_dp(1);
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let body = json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": "0.003",
+                          "price": price.to_string(), "leverage": 10});
+        let r = e.send("limit", e.envelope("limit", body)).await;
+        codes.push((r["httpStatus"].as_u64(), r["code"].clone()));
+    }
+    assert_eq!(codes[0].0, Some(201), "{codes:?}");
+    assert_eq!(codes[1].0, Some(201), "{codes:?}");
+    assert_eq!(
+        codes[2],
+        (Some(400), json!("MAX_EXPOSURE_EXCEEDED")),
+        "the third would make ~$530 with the two resting"
+    );
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_belongs_to_its_command_type() {
+    let mut e = engine().await;
+    let mut freeze = e.envelope("account_freeze", json!({}));
+    freeze["role"] = "ADMIN".into();
+    freeze["idempotencyKey"] = "k-freeze".into();
+    let r = e.send("account_freeze", freeze).await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    assert_eq!(r["body"]["status"], "FROZEN", "{r}");
+    let mut unfreeze = e.envelope("account_unfreeze", json!({}));
+    unfreeze["role"] = "ADMIN".into();
+    unfreeze["idempotencyKey"] = "k-freeze".into();
+    let r = e.send("account_unfreeze", unfreeze).await;
+    assert_eq!(
+        (r["httpStatus"].as_u64(), r["code"].as_str()),
+        (Some(422), Some("IDEMPOTENCY_KEY_REUSED")),
+        "{r}"
+    );
+    e.finish().await;
+}
