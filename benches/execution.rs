@@ -176,6 +176,7 @@ async fn main() {
             reduce_only: false,
             origin: "BOT".into(),
             request_id: None,
+            position_id: None,
         })
         .await
         .unwrap();

@@ -142,6 +142,7 @@ pub async fn run(cfg: &Config, cmd: &OrderCommand) -> Result<Value, CliError> {
                     reduce_only: a.reduce_only,
                     origin: "API".into(),
                     request_id: None,
+                    position_id: None,
                 })
                 .await
                 .map_err(|e| fail(e.code(), e))?;

@@ -67,6 +67,7 @@ async fn accounts_in_the_ledger_are_valued_at_the_venue_marks_and_published() {
             close_action: "CLOSE".into(),
             babysitter_excluded: false,
             closes: None,
+            reduce_only: false,
         },
     )
     .await
@@ -201,6 +202,7 @@ async fn the_services_executor_trades_on_the_simulator_and_the_risk_loop_values_
             reduce_only: false,
             origin: "BOT".into(),
             request_id: None,
+            position_id: None,
         })
         .await
         .unwrap();

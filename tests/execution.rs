@@ -156,6 +156,7 @@ fn market(account: &str, side: OrderSide, q: &str) -> PlaceOrder {
         reduce_only: false,
         origin: "MANUAL".into(),
         request_id: None,
+        position_id: None,
     }
 }
 
@@ -830,6 +831,7 @@ async fn after_a_crash_a_new_engine_adopts_what_the_venue_did_and_sends_nothing_
             reduce_only: false,
             origin: "MANUAL".into(),
             request_id: None,
+            position_id: None,
         },
         chrono::Utc::now().timestamp_millis(),
     )
@@ -976,6 +978,7 @@ async fn an_order_sent_whose_row_was_never_written_is_recovered_from_the_journal
         reduce_only: false,
         origin: "API".into(),
         request_id: None,
+        position_id: None,
     };
     let ids = orders::OrderIds::from_random([0x5a; 16]);
     let sent_at = chrono::Utc::now().timestamp_millis();
@@ -1619,6 +1622,7 @@ async fn the_same_fill_told_twice_at_once_counts_once() {
             close_action: "CLOSE".into(),
             babysitter_excluded: false,
             closes: None,
+            reduce_only: false,
         },
     )
     .await

@@ -57,6 +57,7 @@ fn booking(
         close_action: "CLOSE".into(),
         babysitter_excluded: false,
         closes: None,
+        reduce_only: false,
     }
 }
 
@@ -85,6 +86,7 @@ fn applied(b: Booked) -> ledger::Applied {
     match b {
         Booked::Applied(a) => *a,
         Booked::Duplicate => panic!("booked as a duplicate"),
+        Booked::NothingLeft => panic!("nothing left to reduce"),
     }
 }
 
@@ -331,6 +333,7 @@ async fn a_close_of_a_position_already_closed_books_nothing() {
     let pos = ledger::open_positions(p, Some(&a)).await.unwrap().remove(0);
     let close = || FillBooking {
         closes: Some(pos.id.clone()),
+        reduce_only: false,
         close_action: "RECONCILE".into(),
         ..booking(&a, OrderSide::Sell, "1", "105", "0", None)
     };
@@ -388,14 +391,17 @@ async fn an_order_is_written_while_a_fill_of_its_account_is_being_booked() {
         reduce_only: false,
         origin: "MANUAL".into(),
         request_id: None,
+        position_id: None,
     };
     let ids = orders::OrderIds::from_random([7; 16]);
     let write = orders::insert_submitted(&db.pool, &ids, &order, 1);
     let written = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
-    assert!(
-        written.is_ok_and(|r| r.is_ok()),
-        "the order waited for the booking's lock"
-    );
+    match written {
+        Ok(r) => {
+            r.unwrap();
+        }
+        Err(_) => panic!("the order waited for the booking's lock"),
+    }
     booking_tx.commit().await.unwrap();
     // Bookings still serialize on the account.
     let mut first = db.pool.begin().await.unwrap();
@@ -410,4 +416,38 @@ async fn an_order_is_written_while_a_fill_of_its_account_is_being_booked() {
     let waited = tokio::time::timeout(std::time::Duration::from_millis(500), second).await;
     assert!(waited.is_err(), "a second booking must wait for the first");
     first.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reduce_only_fill_is_booked_up_to_what_the_position_holds_and_never_opens() {
+    let db = TestDb::new().await;
+    let p = &db.pool;
+    let a = new_account(p, "1000").await;
+    applied(
+        ledger::book_fill(p, &booking(&a, OrderSide::Buy, "1", "100", "0", Some("t1")))
+            .await
+            .unwrap(),
+    );
+    // A reduce-only sell of 1.5 against a long of 1: 1 is booked (closing it), with
+    // its share of the fee; nothing short is opened.
+    let over = FillBooking {
+        reduce_only: true,
+        ..booking(&a, OrderSide::Sell, "1.5", "110", "0.15", Some("t2"))
+    };
+    let closed = applied(ledger::book_fill(p, &over).await.unwrap());
+    assert_eq!(closed.outcome.change, trading::position::Change::Closed);
+    assert_eq!(closed.outcome.closed, d("1"));
+    assert_eq!(closed.balance, d("1000") + d("10") - d("0.1"));
+    assert!(open_position(p, &a).await.is_none());
+    // Another reduce-only fill with nothing left: nothing booked.
+    let late = FillBooking {
+        reduce_only: true,
+        ..booking(&a, OrderSide::Sell, "0.5", "110", "0.05", Some("t3"))
+    };
+    assert_eq!(
+        ledger::book_fill(p, &late).await.unwrap(),
+        Booked::NothingLeft
+    );
+    assert!(open_position(p, &a).await.is_none());
+    assert_eq!(identity_breaks(p).await, 0);
 }

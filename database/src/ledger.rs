@@ -598,6 +598,9 @@ pub struct FillBooking {
     /// A close of this very position (a virtual close): booked only while it is
     /// still the open one, so a close racing another close cannot open a new one.
     pub closes: Option<String>,
+    /// The fill of a reduce-only order: booked only up to what the position on the
+    /// other side still holds, so it never opens one on this side.
+    pub reduce_only: bool,
 }
 
 /// What booking a fill did.
@@ -607,6 +610,9 @@ pub enum Booked {
     /// the open one); nothing changed.
     Duplicate,
     Applied(Box<Applied>),
+    /// A reduce-only fill with no position left to reduce: nothing booked (the venue
+    /// filled what no sub-account holds; reconciliation sees it).
+    NothingLeft,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -779,6 +785,26 @@ pub async fn book_fill_in(tx: &mut PgConnection, b: &FillBooking) -> Result<Book
             return Ok(Booked::Duplicate);
         }
     }
+    let clamped;
+    let b = match (b.reduce_only, &current) {
+        (false, _) => b,
+        (true, Some((_, p))) if p.side != b.fill.side.opens() => {
+            if p.quantity >= b.fill.quantity {
+                b
+            } else {
+                clamped = FillBooking {
+                    fill: Fill {
+                        quantity: p.quantity,
+                        ..b.fill
+                    },
+                    fee: b.fee * p.quantity / b.fill.quantity,
+                    ..b.clone()
+                };
+                &clamped
+            }
+        }
+        (true, _) => return Ok(Booked::NothingLeft),
+    };
     let outcome = apply_fill(current.as_ref().map(|(_, p)| p), &b.fill)?;
     let fee_closing = if outcome.closed.is_zero() {
         Decimal::ZERO

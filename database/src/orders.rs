@@ -100,6 +100,8 @@ pub struct NewOrder {
     pub reduce_only: bool,
     pub origin: String,
     pub request_id: Option<String>,
+    /// The position this order closes (a close or a limit close).
+    pub position_id: Option<String>,
 }
 
 impl NewOrder {
@@ -144,6 +146,8 @@ pub struct OrderRow {
     pub reduce_only: bool,
     pub origin: String,
     pub sent_at_ms: Option<i64>,
+    /// The position this order closes, if it is a close.
+    pub position_id: Option<String>,
     /// State, quantity, filled, venue id, booked trades, rejection.
     pub order: Order,
 }
@@ -153,7 +157,8 @@ const COLUMNS: &str =
      o.quantity, o.price, o.leverage, o.reduce_only, o.origin, o.sent_at_ms, o.state, o.filled, \
      o.venue_order_id, o.reject_code, o.reject_message, \
      ARRAY(SELECT DISTINCT t.exchange_trade_id FROM trade_executions t \
-            WHERE t.client_order_id = o.client_order_id AND t.exchange_trade_id IS NOT NULL)";
+            WHERE t.client_order_id = o.client_order_id AND t.exchange_trade_id IS NOT NULL), \
+     o.position_id::text";
 
 fn corrupt(what: &'static str, value: &str) -> LedgerError {
     LedgerError::Corrupt {
@@ -182,6 +187,7 @@ fn row(r: &sqlx::postgres::PgRow) -> Result<OrderRow, LedgerError> {
         reduce_only: r.try_get(9)?,
         origin: r.try_get(10)?,
         sent_at_ms: r.try_get(11)?,
+        position_id: r.try_get(18)?,
         order: Order {
             state: OrderState::parse(&state).ok_or_else(|| corrupt("order state", &state))?,
             quantity: r.try_get(6)?,
@@ -218,6 +224,7 @@ impl OrderRow {
             reduce_only: o.reduce_only,
             origin: o.origin.clone(),
             sent_at_ms: Some(sent_at_ms),
+            position_id: o.position_id.clone(),
             order,
         }
     }
@@ -238,8 +245,10 @@ pub async fn insert_submitted(
     let r = sqlx::query(&format!(
         "WITH ins AS (
                 INSERT INTO orders (id, sub_account_id, client_order_id, symbol, side, type, quantity,
-                                    price, leverage, reduce_only, state, origin, request_id, sent_at_ms)
-                VALUES ($12::uuid, $1::uuid, $13, $2, $3, $4, $5, $6, $7, $8, 'SUBMITTED', $9, $10, $11)
+                                    price, leverage, reduce_only, state, origin, request_id, sent_at_ms,
+                                    position_id)
+                VALUES ($12::uuid, $1::uuid, $13, $2, $3, $4, $5, $6, $7, $8, 'SUBMITTED', $9, $10, $11,
+                        $14::uuid)
                 ON CONFLICT (client_order_id) DO NOTHING
                 RETURNING *),
               e AS (INSERT INTO order_events (order_id, event, source, state)
@@ -262,6 +271,7 @@ pub async fn insert_submitted(
     .bind(sent_at_ms)
     .bind(&ids.id)
     .bind(&ids.client_order_id)
+    .bind(&o.position_id)
     .fetch_one(pool)
     .await
     .map_err(|e| match &e {
@@ -343,6 +353,47 @@ pub async fn open_orders_of(
     ))
     .bind(account)
     .bind(symbol)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(row).collect()
+}
+
+/// The newest market close of `position` that is in flight or filled: a second
+/// close of the position is answered from it rather than sent again.
+pub async fn close_of_position(
+    pool: &PgPool,
+    position: &str,
+) -> Result<Option<OrderRow>, LedgerError> {
+    if !is_uuid(position) {
+        return Ok(None);
+    }
+    let r = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM orders o
+          WHERE o.position_id = $1::uuid AND o.type = 'MARKET'
+            AND o.state IN ('NEW', 'SUBMITTED', 'UNKNOWN', 'PARTIALLY_FILLED', 'FILLED')
+          ORDER BY o.created_at DESC LIMIT 1"
+    ))
+    .bind(position)
+    .fetch_optional(pool)
+    .await?;
+    r.as_ref().map(row).transpose()
+}
+
+/// The orders closing `position` that are still open on the venue (resting limit
+/// closes): they go when the position does.
+pub async fn open_orders_of_position(
+    pool: &PgPool,
+    position: &str,
+) -> Result<Vec<OrderRow>, LedgerError> {
+    if !is_uuid(position) {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM orders o
+          WHERE o.position_id = $1::uuid AND o.state IN ('SUBMITTED', 'UNKNOWN', 'PARTIALLY_FILLED')
+          ORDER BY o.created_at"
+    ))
+    .bind(position)
     .fetch_all(pool)
     .await?;
     rows.iter().map(row).collect()
@@ -444,6 +495,7 @@ mod tests {
             reduce_only: false,
             origin: "API".into(),
             request_id: None,
+            position_id: None,
         }
     }
 

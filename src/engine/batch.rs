@@ -79,6 +79,7 @@ impl Executor {
                     reduce_only: req.reduce_only,
                     origin: leg.origin.clone(),
                     request_id: leg.request_id.clone(),
+                    position_id: leg.position_id.clone(),
                 }
             })
             .collect();

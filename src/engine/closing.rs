@@ -4,6 +4,7 @@
 //! exchange does not hold what the book says — virtually (`trading::close::plan`).
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use database::ledger::{self, FillBooking, LedgerError};
 use database::orders::{self, OrderKind, OrderRow, Source};
@@ -18,6 +19,9 @@ use trading::position::{Fill, OrderSide, Side};
 use super::execution::{Executor, PlaceError, PlaceOrder};
 
 pub const DESYNC_CLOSES: &str = "greekstream_desync_closes_total";
+
+/// How long a close waits for its fill before answering with the order as it stands.
+pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloseError {
@@ -134,39 +138,84 @@ impl Executor {
         Ok(done)
     }
 
+    /// The venue's net position in `symbol` and the house's part of it.
+    pub(super) async fn venue_and_house(
+        &self,
+        symbol: &str,
+    ) -> Result<(Decimal, Decimal), RestError> {
+        let venue = self.exchange_net(symbol).await?;
+        let house = self
+            .inner
+            .config
+            .house
+            .get(symbol)
+            .copied()
+            .unwrap_or_default();
+        Ok((venue, house))
+    }
+
+    /// One close of a position at a time in this engine (the account's lane already
+    /// serializes its commands; this also covers the engine's own closes).
+    async fn position_guard(&self, position_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .inner
+            .closing
+            .lock()
+            .expect("closing lock")
+            .entry(position_id.to_owned())
+            .or_default()
+            .clone();
+        let guard = lock.lock_owned().await;
+        let mut all = self.inner.closing.lock().expect("closing lock");
+        // The last holder takes the entry away (the map holds one reference, the
+        // guard's mutex another).
+        if all
+            .get(position_id)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
+        {
+            all.remove(position_id);
+        }
+        guard
+    }
+
     /// Closes one of `account`'s positions: by a market order when the exchange holds
-    /// it, virtually at the mark when it does not.
+    /// it, virtually at the mark when it does not. A position has at most one market
+    /// close: a second close while the first is in flight — or once it has filled —
+    /// is answered from the first, never sent again. Waits up to [`CLOSE_WAIT`] for
+    /// the close's fill.
     pub async fn close(&self, account: &str, position_id: &str) -> Result<Closed, CloseError> {
         let i = &self.inner;
-        let p = ledger::open_position_of(&i.pool, account, position_id)
-            .await?
-            .ok_or(CloseError::PositionNotFound)?;
+        let _one = self.position_guard(position_id).await;
+        let open = ledger::open_position_of(&i.pool, account, position_id).await?;
+        if let Some(first) = orders::close_of_position(&i.pool, position_id).await? {
+            let settled = first.order.state.is_final();
+            if first.sub_account_id == account && (!settled || open.is_none()) {
+                let o = self
+                    .settle(&first.client_order_id, CLOSE_WAIT)
+                    .await?
+                    .unwrap_or(first);
+                return Ok(Closed::Order(Box::new(o)));
+            }
+        }
+        let p = open.ok_or(CloseError::PositionNotFound)?;
         let signed = p.position.signed();
-        let exchange = self.exchange_net(&p.symbol).await?;
+        let (venue, house) = self.venue_and_house(&p.symbol).await?;
         let book = ledger::book_net(&i.pool, &p.symbol).await?;
-        let side = match p.position.side {
-            Side::Long => OrderSide::Sell,
-            Side::Short => OrderSide::Buy,
-        };
-        match plan(exchange, book, signed) {
+        match plan(venue, house, book, signed) {
             ClosePlan::Venue { reduce_only } => {
                 let row = self
                     .place_with(
-                        PlaceOrder {
-                            sub_account_id: account.to_owned(),
-                            symbol: p.symbol.clone(),
-                            side,
-                            kind: OrderKind::Market,
-                            quantity: p.position.quantity,
-                            price: None,
-                            leverage: p.position.leverage,
-                            reduce_only: true,
-                            origin: "MANUAL".into(),
-                            request_id: None,
-                        },
+                        self.closing_order(&p, OrderKind::Market, None),
                         Some(reduce_only),
                     )
                     .await?;
+                let row = match row.order.state {
+                    OrderState::Rejected => row,
+                    _ => self
+                        .settle(&row.client_order_id, CLOSE_WAIT)
+                        .await?
+                        .unwrap_or(row),
+                };
                 Ok(Closed::Order(Box::new(row)))
             }
             ClosePlan::VirtualOnly => {
@@ -177,7 +226,7 @@ impl Executor {
                     .map_err(PlaceError::Price)?
                     .price;
                 metrics::counter!(DESYNC_CLOSES).increment(1);
-                tracing::warn!(account, position = position_id, symbol = %p.symbol, %exchange, %book,
+                tracing::warn!(account, position = position_id, symbol = %p.symbol, %venue, %house, %book,
                     "the exchange does not hold this position: closed virtually");
                 self.close_virtually(&p, price, "DESYNC_CLOSE").await?;
                 Ok(Closed::Virtual { price })
@@ -185,9 +234,34 @@ impl Executor {
         }
     }
 
+    /// The reduce-only order that closes all of `p`.
+    fn closing_order(
+        &self,
+        p: &ledger::PositionRow,
+        kind: OrderKind,
+        price: Option<Decimal>,
+    ) -> PlaceOrder {
+        PlaceOrder {
+            sub_account_id: p.sub_account_id.clone(),
+            symbol: p.symbol.clone(),
+            side: match p.position.side {
+                Side::Long => OrderSide::Sell,
+                Side::Short => OrderSide::Buy,
+            },
+            kind,
+            quantity: p.position.quantity,
+            price,
+            leverage: p.position.leverage,
+            reduce_only: true,
+            origin: "MANUAL".into(),
+            request_id: None,
+            position_id: Some(p.id.clone()),
+        }
+    }
+
     /// Places a reduce-only limit order at `price` for all of one of `account`'s
-    /// positions — only when the exchange holds a position on the same side (seed
-    /// 003 §1a); otherwise nothing is sent.
+    /// positions — only when the exchange, less the house, holds it as the book says
+    /// (the close plan would send it to the venue); otherwise nothing is sent.
     pub async fn limit_close(
         &self,
         account: &str,
@@ -198,43 +272,52 @@ impl Executor {
         let p = ledger::open_position_of(&i.pool, account, position_id)
             .await?
             .ok_or(CloseError::PositionNotFound)?;
-        let exchange = self.exchange_net(&p.symbol).await?;
-        let virtual_side = p.position.side.as_str();
-        let exchange_side = match exchange {
-            e if e.is_zero() => None,
-            e if e.is_sign_positive() => Some("LONG"),
-            _ => Some("SHORT"),
+        let (venue, house) = self.venue_and_house(&p.symbol).await?;
+        let book = ledger::book_net(&i.pool, &p.symbol).await?;
+        let reduce_only = match plan(venue, house, book, p.position.signed()) {
+            ClosePlan::Venue { reduce_only } => reduce_only,
+            ClosePlan::VirtualOnly => {
+                let ours = venue - house;
+                let exchange_side = match ours {
+                    e if e.is_zero() => None,
+                    e if e.is_sign_positive() => Some("LONG"),
+                    _ => Some("SHORT"),
+                };
+                tracing::warn!(account, position = position_id, symbol = %p.symbol, %venue, %house, %book,
+                    "limit close not sent: the exchange does not hold this position");
+                return Err(CloseError::Desync {
+                    exchange_side,
+                    virtual_side: p.position.side.as_str(),
+                });
+            }
         };
-        if exchange_side != Some(virtual_side) {
-            tracing::warn!(account, position = position_id, symbol = %p.symbol, %exchange,
-                "limit close not sent: the exchange does not hold this position's side");
-            return Err(CloseError::Desync {
-                exchange_side,
-                virtual_side,
-            });
-        }
-        let side = match p.position.side {
-            Side::Long => OrderSide::Sell,
-            Side::Short => OrderSide::Buy,
-        };
-        let covers = exchange.abs() >= p.position.quantity;
         Ok(self
             .place_with(
-                PlaceOrder {
-                    sub_account_id: account.to_owned(),
-                    symbol: p.symbol.clone(),
-                    side,
-                    kind: OrderKind::Limit,
-                    quantity: p.position.quantity,
-                    price: Some(price),
-                    leverage: p.position.leverage,
-                    reduce_only: true,
-                    origin: "MANUAL".into(),
-                    request_id: None,
-                },
-                Some(covers),
+                self.closing_order(&p, OrderKind::Limit, Some(price)),
+                Some(reduce_only),
             )
             .await?)
+    }
+
+    /// Cancels the orders still resting to close `position_id` (limit closes): the
+    /// position is gone, by whatever path, and they would open the other side.
+    pub(super) fn cancel_orders_of_closed(&self, position_id: &str) {
+        let me = self.clone();
+        let position_id = position_id.to_owned();
+        tokio::spawn(async move {
+            let open = match orders::open_orders_of_position(&me.inner.pool, &position_id).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(position = %position_id, error = %e, "the closed position's orders not read; reconciliation cancels them");
+                    return;
+                }
+            };
+            for o in open {
+                if let Err(e) = me.cancel_row(o).await {
+                    tracing::warn!(position = %position_id, error = %e, "a closed position's order not cancelled");
+                }
+            }
+        });
     }
 
     /// Closes `p` in the book only, at `price`, as `reason` (`DESYNC_CLOSE`,
@@ -270,10 +353,12 @@ impl Executor {
                 close_action: reason.to_owned(),
                 babysitter_excluded: p.babysitter_excluded,
                 closes: Some(p.id.clone()),
+                reduce_only: false,
             },
         )
         .await?;
         if let ledger::Booked::Applied(a) = booked {
+            self.cancel_orders_of_closed(&p.id);
             i.outbox.event(
                 "position_closed",
                 json!({"subAccountId": p.sub_account_id, "positionId": p.id, "symbol": p.symbol,

@@ -48,6 +48,8 @@ use crate::bus::outbox::Outbox;
 pub const ORDERS: &str = "greekstream_orders_total";
 pub const AMBIGUOUS: &str = "greekstream_orders_ambiguous_total";
 pub const FILLS: &str = "greekstream_fills_booked_total";
+/// Reduce-only fills (or parts of them) past what the position held: not booked.
+pub const REDUCE_ONLY_EXCESS: &str = "greekstream_reduce_only_excess_total";
 pub const FEED_ERRORS: &str = "greekstream_order_feed_errors_total";
 pub const TIME_DRIFT: &str = "greekstream_time_drift_seconds";
 /// Command accepted → request on the wire (the engine's own cost).
@@ -71,6 +73,8 @@ pub struct PlaceOrder {
     pub reduce_only: bool,
     pub origin: String,
     pub request_id: Option<String>,
+    /// The position this order closes (a close or a limit close).
+    pub position_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +308,8 @@ pub(super) struct Inner {
     /// Orders sent whose rows are still being written: `true` once written. Whoever
     /// reads such an order waits for its row.
     pub(super) rows: std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
+    /// One close at a time per position ([`Executor::close`]).
+    pub(super) closing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Why the executor did not start.
@@ -471,6 +477,7 @@ impl Executor {
                 journal,
                 scope,
                 rows: Default::default(),
+                closing: Default::default(),
             }),
         })
     }
@@ -522,6 +529,7 @@ impl Executor {
             reduce_only: req.reduce_only,
             origin: p.origin.clone(),
             request_id: p.request_id.clone(),
+            position_id: p.position_id.clone(),
         };
         let row = self.write_ahead(vec![new], sent_at)?.remove(0);
         i.stats.record(|l| &mut l.write_us, checked.elapsed());
@@ -541,11 +549,14 @@ impl Executor {
         let venue_reduce = match (venue_reduce_only, req.reduce_only, here) {
             (Some(r), _, _) => r,
             (None, true, Some(v)) => match self.exchange_net(&symbol).await {
-                Ok(e) => {
-                    e.is_sign_positive() == v.is_sign_positive()
-                        && e.abs() >= req.quantity
-                        && !e.is_zero()
-                }
+                Ok(e) => trading::close::covers(
+                    e,
+                    if v.is_sign_positive() {
+                        req.quantity
+                    } else {
+                        -req.quantity
+                    },
+                ),
                 Err(_) => false,
             },
             (None, _, _) => false,
@@ -865,6 +876,7 @@ impl Executor {
                         close_action: "CLOSE".into(),
                         babysitter_excluded: false,
                         closes: None,
+                        reduce_only: row.reduce_only,
                     },
                 )
                 .await?,
@@ -904,9 +916,18 @@ impl Executor {
 
     async fn after_fill(&self, row: &OrderRow, x: &Execution, booked: Booked) {
         let i = &self.inner;
-        let Booked::Applied(a) = booked else {
-            i.stats.duplicates.fetch_add(1, Relaxed);
-            return;
+        let a = match booked {
+            Booked::Applied(a) => a,
+            Booked::Duplicate => {
+                i.stats.duplicates.fetch_add(1, Relaxed);
+                return;
+            }
+            Booked::NothingLeft => {
+                metrics::counter!(REDUCE_ONLY_EXCESS).increment(1);
+                tracing::warn!(order = %row.client_order_id, symbol = %row.symbol, quantity = %x.quantity,
+                    "a reduce-only fill with no position left to reduce: not booked");
+                return;
+            }
         };
         i.stats.fills_booked.fetch_add(1, Relaxed);
         metrics::counter!(FILLS).increment(1);
@@ -924,6 +945,11 @@ impl Executor {
             now,
         );
         let balance = num(a.balance);
+        if let (Some(closed), Change::Closed | Change::Flipped) =
+            (&a.closed_position, &a.outcome.change)
+        {
+            self.cancel_orders_of_closed(closed);
+        }
         if let Some(closed) = &a.closed_position {
             let net = a.outcome.realized - x.fee;
             match a.outcome.change {

@@ -103,6 +103,9 @@ pub struct Entry {
     pub origin: String,
     pub request_id: Option<String>,
     pub sent_at_ms: i64,
+    /// The position the order closes (absent in lines written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_id: Option<String>,
 }
 
 impl Entry {
@@ -120,6 +123,7 @@ impl Entry {
             reduce_only: o.reduce_only,
             origin: o.origin.clone(),
             request_id: o.request_id.clone(),
+            position_id: o.position_id.clone(),
             sent_at_ms,
         }
     }
@@ -147,6 +151,7 @@ impl Entry {
             reduce_only: self.reduce_only,
             origin: self.origin.clone(),
             request_id: self.request_id.clone(),
+            position_id: self.position_id.clone(),
         };
         o.check()?;
         Ok((ids, o))
@@ -607,6 +612,7 @@ mod tests {
             reduce_only: true,
             origin: "BOT".into(),
             request_id: Some("req-1".into()),
+            position_id: Some("0c1d2e3f-1d2b-4c1a-9a51-0d6f3a7b2c11".into()),
         };
         Entry::new(&ids, &o, 1_700_000_000_123)
     }

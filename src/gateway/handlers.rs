@@ -355,6 +355,7 @@ pub(super) fn market_order(
         reduce_only: s.reduce_only,
         origin: origin.to_owned(),
         request_id,
+        position_id: None,
     }
 }
 

@@ -24,22 +24,33 @@ pub enum ClosePlan {
     VirtualOnly,
 }
 
-/// `exchange`: the venue's net position in the symbol (signed); `book`: Σ virtual
+/// `venue`: the venue's net position in the symbol (signed); `house`: the part of it
+/// that belongs to no sub-account (the operator's house position); `book`: Σ virtual
 /// positions in it (signed, this one included); `position`: this one (signed, ≠ 0).
-pub fn plan(exchange: Decimal, book: Decimal, position: Decimal) -> ClosePlan {
+///
+/// Which way to close is judged on the venue less the house, as reconciliation
+/// judges sync; whether the order can be reduce-only is judged on the venue as it is,
+/// since that is what the venue checks the flag against.
+pub fn plan(venue: Decimal, house: Decimal, book: Decimal, position: Decimal) -> ClosePlan {
+    let exchange = venue - house;
     let target = book - position;
     let after_order = (exchange - position - target).abs();
     let after_virtual = (exchange - target).abs();
     if after_order <= after_virtual {
-        let covers = exchange.is_sign_positive() == position.is_sign_positive()
-            && exchange.abs() >= position.abs()
-            && !exchange.is_zero();
         ClosePlan::Venue {
-            reduce_only: covers,
+            reduce_only: covers(venue, position),
         }
     } else {
         ClosePlan::VirtualOnly
     }
+}
+
+/// Whether `venue` (signed) holds `position`'s side for all of it: an order closing
+/// `position` can then be reduce-only on the venue.
+pub fn covers(venue: Decimal, position: Decimal) -> bool {
+    !venue.is_zero()
+        && venue.is_sign_positive() == position.is_sign_positive()
+        && venue.abs() >= position.abs()
 }
 
 #[cfg(test)]
@@ -53,11 +64,11 @@ mod tests {
     #[test]
     fn in_sync_the_order_goes_to_the_venue() {
         assert_eq!(
-            plan(d("1"), d("1"), d("1")),
+            plan(d("1"), d("0"), d("1"), d("1")),
             ClosePlan::Venue { reduce_only: true }
         );
         assert_eq!(
-            plan(d("-2"), d("-2"), d("-0.5")),
+            plan(d("-2"), d("0"), d("-2"), d("-0.5")),
             ClosePlan::Venue { reduce_only: true }
         );
     }
@@ -67,7 +78,7 @@ mod tests {
         // The JS closed this virtually and left the exchange flat while the book
         // holds the other account's short.
         assert_eq!(
-            plan(d("0"), d("0"), d("1")),
+            plan(d("0"), d("0"), d("0"), d("1")),
             ClosePlan::Venue { reduce_only: false }
         );
     }
@@ -75,17 +86,41 @@ mod tests {
     #[test]
     fn what_the_exchange_does_not_hold_is_closed_virtually() {
         // The exchange has nothing (liquidated outside): an order would open a short.
-        assert_eq!(plan(d("0"), d("1"), d("1")), ClosePlan::VirtualOnly);
+        assert_eq!(plan(d("0"), d("0"), d("1"), d("1")), ClosePlan::VirtualOnly);
         // The exchange is on the other side.
-        assert_eq!(plan(d("-1"), d("1"), d("1")), ClosePlan::VirtualOnly);
+        assert_eq!(
+            plan(d("-1"), d("0"), d("1"), d("1")),
+            ClosePlan::VirtualOnly
+        );
     }
 
     #[test]
     fn a_foreign_position_on_the_venue_does_not_stop_a_close() {
         // 0.5 BTC on the venue belongs to nobody here; ours is 0.002 on top.
         assert_eq!(
-            plan(d("0.502"), d("0.002"), d("0.002")),
+            plan(d("0.502"), d("0.5"), d("0.002"), d("0.002")),
             ClosePlan::Venue { reduce_only: true }
+        );
+    }
+
+    #[test]
+    fn the_house_is_not_the_books_a_long_closes_under_a_house_short() {
+        // House −4 ETH, one sub-account long 0.01: the venue holds −3.99. The close
+        // is a sell on the venue (not reduce-only: the venue is short), never virtual.
+        assert_eq!(
+            plan(d("-3.99"), d("-4"), d("0.01"), d("0.01")),
+            ClosePlan::Venue { reduce_only: false }
+        );
+        // Without the house the venue looked like the other side: closed virtually,
+        // leaving the venue at −3.99.
+        assert_eq!(
+            plan(d("-3.99"), d("0"), d("0.01"), d("0.01")),
+            ClosePlan::VirtualOnly
+        );
+        // The position the house hides is gone from the venue: virtual.
+        assert_eq!(
+            plan(d("-4"), d("-4"), d("0.01"), d("0.01")),
+            ClosePlan::VirtualOnly
         );
     }
 }

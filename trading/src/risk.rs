@@ -4,12 +4,14 @@
 //! every check becomes an [`Approved`], which only [`check`] can build, so nothing can
 //! reach the venue unchecked.
 //!
-//! Checks, in order: account status; leverage cap; notional per trade; total
-//! exposure; exposure per symbol; available margin; margin usage below 98 %; daily
-//! loss; venue filters (tick, step, minimum notional, percent-price band).
-//! Orders that only reduce (reduce-only, or opening nothing) skip the exposure,
-//! margin and loss checks: they can only shrink risk, and refusing them could keep an
-//! account from getting out of trouble.
+//! Checks, in order: for an order that opens anything, account status; leverage cap;
+//! notional per trade; total exposure; exposure per symbol; available margin; margin
+//! usage below 98 %; daily loss; then for every order the venue filters (tick, step,
+//! minimum notional, percent-price band). Orders that only reduce (reduce-only, or
+//! opening nothing) pass every opening gate — status and leverage cap included: they
+//! can only shrink risk, and refusing them could keep an account from getting out of
+//! trouble (an admin force-closes a frozen or liquidated account; a cap lowered under
+//! a position does not lock it in).
 //!
 //! Deliberate differences from the JS validator (js-gateway §9.2): exposure after the
 //! order is the account's real exposure after the fill (the JS subtracted the whole
@@ -306,10 +308,7 @@ pub fn check_view(
     if mark <= Decimal::ZERO || req.limit.is_some_and(|p| p <= Decimal::ZERO) {
         return Err(Refusal::Invalid("price must be positive"));
     }
-    if account.status != AccountStatus::Active {
-        return Err(Refusal::AccountFrozen(account.status.as_str()));
-    }
-    if req.leverage < Decimal::ONE || req.leverage > rules.max_leverage {
+    if req.leverage < Decimal::ONE {
         return Err(Refusal::MaxLeverage {
             leverage: req.leverage,
             max: rules.max_leverage,
@@ -356,7 +355,19 @@ pub fn check_view(
     let available = m.equity
         - (m.notional - here.map_or(Decimal::ZERO, |h| h.position.entry_price * closing))
             * account.maintenance_rate;
+    // The gates on opening: an order that only reduces passes them all, so a
+    // frozen or liquidated account, or one whose leverage cap was lowered under its
+    // positions, can still be closed.
     if !opening.is_zero() {
+        if account.status != AccountStatus::Active {
+            return Err(Refusal::AccountFrozen(account.status.as_str()));
+        }
+        if req.leverage > rules.max_leverage {
+            return Err(Refusal::MaxLeverage {
+                leverage: req.leverage,
+                max: rules.max_leverage,
+            });
+        }
         if notional > rules.max_notional_per_trade {
             return Err(Refusal::MaxNotional {
                 notional,
@@ -699,6 +710,54 @@ mod tests {
         )
         .unwrap();
         assert_eq!(half.numbers().exposure_after, d("100"));
+    }
+
+    #[test]
+    fn an_order_that_only_reduces_passes_the_status_and_leverage_gates() {
+        let held = vec![("BTCUSDT", Side::Long, "2", "100", "100")];
+        let capped = RiskRules {
+            max_leverage: d("5"),
+            ..rules()
+        };
+        for status in [AccountStatus::Frozen, AccountStatus::Liquidated] {
+            let a = AccountState {
+                status,
+                ..account("1000", held.clone())
+            };
+            // Closing at the position's 10x under a 5x cap, on a frozen account.
+            let close = OrderRequest {
+                reduce_only: true,
+                ..order(OrderSide::Sell, "2", "10")
+            };
+            assert!(check(&a, &capped, &filters(), d("100"), close).is_ok());
+            // Reducing without the flag: the same.
+            assert!(check(
+                &a,
+                &capped,
+                &filters(),
+                d("100"),
+                order(OrderSide::Sell, "1", "10")
+            )
+            .is_ok());
+            // Anything that opens is still stopped, first by the status.
+            let flip = check(
+                &a,
+                &capped,
+                &filters(),
+                d("100"),
+                order(OrderSide::Sell, "3", "10"),
+            );
+            assert_eq!(flip.unwrap_err().code(), "ACCOUNT_FROZEN");
+        }
+        let active = account("1000", held);
+        let add = check(
+            &active,
+            &capped,
+            &filters(),
+            d("100"),
+            order(OrderSide::Buy, "1", "10"),
+        );
+        assert_eq!(add.unwrap_err().code(), "MAX_LEVERAGE_EXCEEDED");
     }
 
     #[test]
