@@ -16,7 +16,8 @@ pub struct Request<'a> {
     pub kind: &'a str,
     pub sub_account_id: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
-    /// The route's body (for a key: the same key must come with the same body).
+    /// The route's body (for a key: the same key must come with the same type and
+    /// body).
     pub body: &'a Value,
 }
 
@@ -29,7 +30,7 @@ pub enum Gate {
     Done { status: u16, body: Value },
     /// Another delivery of it is running now.
     Running,
-    /// The key was used with another body.
+    /// The key was used with another command type or body.
     KeyReused,
 }
 
@@ -53,7 +54,7 @@ pub async fn gate(pool: &PgPool, r: &Request<'_>) -> Result<Gate, LedgerError> {
             return Ok(Gate::Start);
         }
         let found = sqlx::query(
-            "SELECT request_id, state, http_status, result, body = $4 AS same,
+            "SELECT request_id, state, http_status, result, body = $4 AND kind = $6 AS same,
                     created_at < now() - make_interval(hours => $5) AS stale
                FROM command_requests
               WHERE request_id = $1
@@ -66,6 +67,7 @@ pub async fn gate(pool: &PgPool, r: &Request<'_>) -> Result<Gate, LedgerError> {
         .bind(r.idempotency_key)
         .bind(r.body)
         .bind(REMEMBERED_HOURS as i32)
+        .bind(r.kind)
         .fetch_optional(pool)
         .await?;
         let Some(row) = found else {

@@ -209,8 +209,14 @@ pub async fn set_rules(
     let r = sqlx::query(&format!(
         "INSERT INTO risk_rules AS r (sub_account_id, is_global, max_leverage, max_notional_per_trade,
                 max_total_exposure, max_symbol_exposure, max_daily_loss, liquidation_threshold)
-         VALUES ($1::uuid, $1 IS NULL, coalesce($2, 100), coalesce($3, 200), coalesce($4, 500), $5, $6,
-                 coalesce($7, 0.90))
+         SELECT $1::uuid, $1 IS NULL, coalesce($2, g.max_leverage, 100),
+                coalesce($3, g.max_notional_per_trade, 200), coalesce($4, g.max_total_exposure, 500),
+                coalesce($5, g.max_symbol_exposure), coalesce($6, g.max_daily_loss),
+                coalesce($7, g.liquidation_threshold, 0.90)
+           -- A new account row starts from the global row's values (then the
+           -- defaults) for the fields the patch does not set.
+           FROM (SELECT 1) one
+           LEFT JOIN risk_rules g ON g.is_global AND $1 IS NOT NULL
          ON CONFLICT {conflict} DO UPDATE SET
                 max_leverage = coalesce($2, r.max_leverage),
                 max_notional_per_trade = coalesce($3, r.max_notional_per_trade),

@@ -1,7 +1,8 @@
 //! Who is calling the control API: the gateway (its bearer token, `GS_CONTROL_TOKEN`,
 //! trusted to say who its user is), or a user with a JWT signed by the gateway's
 //! shared secret (`GS_JWT_SECRET`, HS256, as the JS server signs them: claims `id` or
-//! `userId`, `role`, `exp`) — whose identity then replaces anything the body says.
+//! `userId`, `role`, and `exp`, required) — whose identity then replaces anything the body
+//! says.
 //! Tokens are compared in constant time and never logged or echoed.
 
 use ring::hmac;
@@ -67,7 +68,9 @@ fn verify_jwt(jwt: &str, secret: &Secret, now_s: i64) -> Result<Caller, AuthErro
     let signed = &jwt[..h.len() + 1 + p.len()];
     hmac::verify(&key, signed.as_bytes(), &sig).map_err(|_| AuthError::Invalid)?;
     let claims: Value = decode_part(p)?;
-    if claims["exp"].as_i64().is_some_and(|exp| exp <= now_s) {
+    // A token without an expiry would be good for ever once leaked: refused.
+    let exp = claims["exp"].as_i64().ok_or(AuthError::Invalid)?;
+    if exp <= now_s {
         return Err(AuthError::Expired);
     }
     let user_id = claims["userId"]
@@ -162,6 +165,11 @@ mod tests {
         assert_eq!(auth(&format!("Bearer {other}")), Err(AuthError::Invalid));
         let old = sign_hs256("shared", &serde_json::json!({"id": "u1", "exp": 999}));
         assert_eq!(auth(&format!("Bearer {old}")), Err(AuthError::Expired));
+        // A token that never expires is not taken, nor one whose exp is not a number.
+        let forever = sign_hs256("shared", &serde_json::json!({"id": "u1", "role": "ADMIN"}));
+        assert_eq!(auth(&format!("Bearer {forever}")), Err(AuthError::Invalid));
+        let odd = sign_hs256("shared", &serde_json::json!({"id": "u1", "exp": "2000"}));
+        assert_eq!(auth(&format!("Bearer {odd}")), Err(AuthError::Invalid));
         // A payload changed after signing.
         let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
         parts[1] = b64(br#"{"id":"u2","role":"ADMIN"}"#);
