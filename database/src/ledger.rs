@@ -390,15 +390,17 @@ pub async fn last_fill_price(pool: &PgPool, symbol: &str) -> Result<Option<Decim
 
 /// The account as the risk loop watches it; `None` when it does not exist.
 pub async fn watched(pool: &PgPool, id: &str) -> Result<Option<Account>, LedgerError> {
-    Ok(watched_with_rules(pool, id).await?.map(|(a, _)| a))
+    Ok(watched_with_rules(pool, id).await?.map(|(a, _, _)| a))
 }
 
-/// The account as the risk loop watches it and its rules, in one round trip (the
-/// order path reads both before every order).
+/// The account as the risk loop watches it, its rules, and what it has realized since
+/// 00:00 UTC (trading PnL, fees, forced and virtual closes: what the daily-loss check
+/// counts; deposits and adjustments are not trading), in one round trip (the order
+/// path reads them before every order).
 pub async fn watched_with_rules(
     pool: &PgPool,
     id: &str,
-) -> Result<Option<(Account, RiskRules)>, LedgerError> {
+) -> Result<Option<(Account, RiskRules, Decimal)>, LedgerError> {
     if !is_uuid(id) {
         return Ok(None);
     }
@@ -412,7 +414,12 @@ pub async fn watched_with_rules(
                             'opened', (extract(epoch FROM p.opened_at) * 1000)::bigint)
                           ORDER BY p.opened_at, p.id)
                             FROM virtual_positions p
-                           WHERE p.sub_account_id = s.id AND p.status = 'OPEN'), '[]'::json)::text
+                           WHERE p.sub_account_id = s.id AND p.status = 'OPEN'), '[]'::json)::text,
+                coalesce((SELECT sum(b.change_amount) FROM balance_logs b
+                           WHERE b.sub_account_id = s.id
+                             AND b.timestamp >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                             AND b.reason IN ('TRADE_PNL', 'FEE', 'LIQUIDATION', 'ADL', 'DESYNC_CLOSE',
+                                              'RECONCILE')), 0)
            FROM sub_accounts s
            LEFT JOIN LATERAL (SELECT * FROM risk_rules
                                WHERE sub_account_id = s.id OR is_global
@@ -470,7 +477,8 @@ pub async fn watched_with_rules(
             })
         })
         .collect::<Result<Vec<_>, LedgerError>>()?;
-    Ok(Some((to_watched(a, &rules, positions), rules)))
+    let realized_today: Decimal = r.try_get(16)?;
+    Ok(Some((to_watched(a, &rules, positions), rules, realized_today)))
 }
 
 /// Every account, as the risk loop watches it (start-up).

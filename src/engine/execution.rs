@@ -290,7 +290,7 @@ pub(super) struct Inner {
         HashMap<
             String,
             (
-                Arc<(Prepared, trading::risk::RiskRules)>,
+                Arc<(Prepared, trading::risk::RiskRules, Decimal)>,
                 std::time::Instant,
             ),
         >,
@@ -649,7 +649,7 @@ impl Executor {
             .iter()
             .find(|q| *q.symbol == *symbol)
             .map(|q| q.position.signed());
-        let view = prepared.view(|k| stream_mark(&symbols[k]), &symbol, Decimal::ZERO);
+        let view = prepared.view(|k| stream_mark(&symbols[k]), &symbol, cached.2);
         Ok(Ticket {
             symbol,
             filters,
@@ -1061,17 +1061,17 @@ impl Executor {
     pub(super) async fn book_of(
         &self,
         account: &str,
-    ) -> Result<Option<Arc<(Prepared, trading::risk::RiskRules)>>, LedgerError> {
+    ) -> Result<Option<Arc<(Prepared, trading::risk::RiskRules, Decimal)>>, LedgerError> {
         let i = &self.inner;
         if let Some((b, at)) = i.books.lock().expect("books lock").get(account) {
             if at.elapsed() < i.config.book_ttl {
                 return Ok(Some(b.clone()));
             }
         }
-        let Some((a, rules)) = ledger::watched_with_rules(&i.pool, account).await? else {
+        let Some((a, rules, today)) = ledger::watched_with_rules(&i.pool, account).await? else {
             return Ok(None);
         };
-        let b = Arc::new((Prepared::new(a), rules));
+        let b = Arc::new((Prepared::new(a), rules, today));
         i.books
             .lock()
             .expect("books lock")
@@ -1092,7 +1092,7 @@ impl Executor {
         // rather than each going to the database.
         let fresh = ledger::watched_with_rules(&i.pool, account)
             .await
-            .map(|o| o.map(|(a, rules)| Arc::new((Prepared::new(a), rules))));
+            .map(|o| o.map(|(a, rules, today)| Arc::new((Prepared::new(a), rules, today))));
         if let Ok(Some(b)) = &fresh {
             i.books
                 .lock()
