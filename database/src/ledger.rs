@@ -390,17 +390,25 @@ pub async fn last_fill_price(pool: &PgPool, symbol: &str) -> Result<Option<Decim
 
 /// The account as the risk loop watches it; `None` when it does not exist.
 pub async fn watched(pool: &PgPool, id: &str) -> Result<Option<Account>, LedgerError> {
-    Ok(watched_with_rules(pool, id).await?.map(|(a, _, _)| a))
+    Ok(watched_with_rules(pool, id).await?.map(|w| w.account))
 }
 
-/// The account as the risk loop watches it, its rules, and what it has realized since
+/// An account as the order path checks it.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub account: Account,
+    pub rules: RiskRules,
+    /// Realized since 00:00 UTC.
+    pub realized_today: Decimal,
+    /// Its orders not yet final that can open a position.
+    pub pending: Vec<trading::risk::PendingOrder>,
+}
+
+/// The account as the risk loop watches it, its rules, its pending orders, and what it has realized since
 /// 00:00 UTC (trading PnL, fees, forced and virtual closes: what the daily-loss check
 /// counts; deposits and adjustments are not trading), in one round trip (the order
 /// path reads them before every order).
-pub async fn watched_with_rules(
-    pool: &PgPool,
-    id: &str,
-) -> Result<Option<(Account, RiskRules, Decimal)>, LedgerError> {
+pub async fn watched_with_rules(pool: &PgPool, id: &str) -> Result<Option<Watched>, LedgerError> {
     if !is_uuid(id) {
         return Ok(None);
     }
@@ -419,7 +427,14 @@ pub async fn watched_with_rules(
                            WHERE b.sub_account_id = s.id
                              AND b.timestamp >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
                              AND b.reason IN ('TRADE_PNL', 'FEE', 'LIQUIDATION', 'ADL', 'DESYNC_CLOSE',
-                                              'RECONCILE')), 0)
+                                              'RECONCILE')), 0),
+                coalesce((SELECT json_agg(json_build_object(
+                            'symbol', o.symbol, 'remaining', (o.quantity - o.filled)::text,
+                            'price', o.price::text, 'leverage', o.leverage::text))
+                            FROM orders o
+                           WHERE o.sub_account_id = s.id AND NOT o.reduce_only
+                             AND o.state IN ('NEW', 'SUBMITTED', 'UNKNOWN', 'PARTIALLY_FILLED')),
+                         '[]'::json)::text
            FROM sub_accounts s
            LEFT JOIN LATERAL (SELECT * FROM risk_rules
                                WHERE sub_account_id = s.id OR is_global
@@ -478,7 +493,33 @@ pub async fn watched_with_rules(
         })
         .collect::<Result<Vec<_>, LedgerError>>()?;
     let realized_today: Decimal = r.try_get(16)?;
-    Ok(Some((to_watched(a, &rules, positions), rules, realized_today)))
+    #[derive(serde::Deserialize)]
+    struct Resting {
+        symbol: String,
+        remaining: String,
+        price: Option<String>,
+        leverage: String,
+    }
+    let text: String = r.try_get(17)?;
+    let resting: Vec<Resting> =
+        serde_json::from_str(&text).map_err(|e| corrupt("pending orders", &e.to_string()))?;
+    let pending = resting
+        .into_iter()
+        .map(|o| {
+            Ok(trading::risk::PendingOrder {
+                remaining: dec("remaining", &o.remaining)?,
+                price: o.price.as_deref().map(|p| dec("price", p)).transpose()?,
+                leverage: dec("leverage", &o.leverage)?,
+                symbol: o.symbol,
+            })
+        })
+        .collect::<Result<Vec<_>, LedgerError>>()?;
+    Ok(Some(Watched {
+        account: to_watched(a, &rules, positions),
+        rules,
+        realized_today,
+        pending,
+    }))
 }
 
 /// Every account, as the risk loop watches it (start-up).

@@ -238,6 +238,26 @@ impl ExecutionStats {
     }
 }
 
+/// An account's book as the order path keeps it: read from the ledger, prepared for
+/// checks at any marks.
+pub(crate) struct Book {
+    pub(crate) prepared: Prepared,
+    pub(crate) rules: trading::risk::RiskRules,
+    pub(crate) realized_today: Decimal,
+    pub(crate) pending: Vec<trading::risk::PendingOrder>,
+}
+
+impl Book {
+    fn of(w: ledger::Watched) -> Self {
+        Self {
+            prepared: Prepared::new(w.account),
+            rules: w.rules,
+            realized_today: w.realized_today,
+            pending: w.pending,
+        }
+    }
+}
+
 /// What [`Executor::ticket`] read for an order.
 #[derive(Debug, Clone)]
 pub(super) struct Ticket {
@@ -286,15 +306,7 @@ pub(super) struct Inner {
     pub(super) reconciling: tokio::sync::Mutex<()>,
     /// Each account's book and rules, and when they were read.
     #[allow(clippy::type_complexity)]
-    pub(super) books: std::sync::Mutex<
-        HashMap<
-            String,
-            (
-                Arc<(Prepared, trading::risk::RiskRules, Decimal)>,
-                std::time::Instant,
-            ),
-        >,
-    >,
+    pub(super) books: std::sync::Mutex<HashMap<String, (Arc<Book>, std::time::Instant)>>,
     /// Wakes whoever waits for a given order to change ([`Executor::settle`]): only
     /// that order's waiters, so a busy engine does not wake every waiter on every fill.
     pub(super) watched: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
@@ -600,6 +612,10 @@ impl Executor {
         if ambiguous {
             self.resolve_later(&row.client_order_id, &symbol, sent_at);
         }
+        if p.kind == OrderKind::Limit && !req.reduce_only {
+            // It rests and counts toward the account's exposure: the next check sees it.
+            self.book_changed(&p.sub_account_id).await;
+        }
         Ok(after.unwrap_or(row))
     }
 
@@ -626,7 +642,7 @@ impl Executor {
             .book_of(&p.sub_account_id)
             .await?
             .ok_or(PlaceError::AccountNotFound)?;
-        let (prepared, rules) = (&cached.0, cached.1.clone());
+        let (prepared, rules) = (&cached.prepared, cached.rules.clone());
         let account = prepared.account();
         let mark = i
             .prices
@@ -649,7 +665,8 @@ impl Executor {
             .iter()
             .find(|q| *q.symbol == *symbol)
             .map(|q| q.position.signed());
-        let view = prepared.view(|k| stream_mark(&symbols[k]), &symbol, cached.2);
+        let mut view = prepared.view(|k| stream_mark(&symbols[k]), &symbol, cached.realized_today);
+        view.pending = trading::risk::Pending::of(&cached.pending, &symbol, stream_mark);
         Ok(Ticket {
             symbol,
             filters,
@@ -910,6 +927,9 @@ impl Executor {
                        "reason": row.order.state.as_str()}),
                 now_ms(),
             );
+            if !row.reduce_only {
+                self.book_changed(&row.sub_account_id).await;
+            }
         }
         Ok(Some(row))
     }
@@ -1058,20 +1078,17 @@ impl Executor {
     /// from the ledger when absent or older than `book_ttl`. The engine refreshes an
     /// account after each of its own writes to it ([`Executor::book_changed`]), so
     /// an order is checked without a database read before it.
-    pub(super) async fn book_of(
-        &self,
-        account: &str,
-    ) -> Result<Option<Arc<(Prepared, trading::risk::RiskRules, Decimal)>>, LedgerError> {
+    pub(super) async fn book_of(&self, account: &str) -> Result<Option<Arc<Book>>, LedgerError> {
         let i = &self.inner;
         if let Some((b, at)) = i.books.lock().expect("books lock").get(account) {
             if at.elapsed() < i.config.book_ttl {
                 return Ok(Some(b.clone()));
             }
         }
-        let Some((a, rules, today)) = ledger::watched_with_rules(&i.pool, account).await? else {
+        let Some(w) = ledger::watched_with_rules(&i.pool, account).await? else {
             return Ok(None);
         };
-        let b = Arc::new((Prepared::new(a), rules, today));
+        let b = Arc::new(Book::of(w));
         i.books
             .lock()
             .expect("books lock")
@@ -1092,7 +1109,7 @@ impl Executor {
         // rather than each going to the database.
         let fresh = ledger::watched_with_rules(&i.pool, account)
             .await
-            .map(|o| o.map(|(a, rules, today)| Arc::new((Prepared::new(a), rules, today))));
+            .map(|o| o.map(|w| Arc::new(Book::of(w))));
         if let Ok(Some(b)) = &fresh {
             i.books
                 .lock()
@@ -1103,7 +1120,7 @@ impl Executor {
             Ok(Some(b)) => {
                 if let Some(risk) = &i.risk {
                     let _ = risk
-                        .send(RiskInput::Book(b.0.account().as_ref().clone()))
+                        .send(RiskInput::Book(b.prepared.account().as_ref().clone()))
                         .await;
                 }
             }

@@ -17,7 +17,7 @@ impl Executor {
         let Some(book) = self.book_of(account).await? else {
             return Ok(None);
         };
-        let (prepared, rules) = (&book.0, book.1.clone());
+        let (prepared, rules) = (&book.prepared, book.rules.clone());
         let mut marks = Vec::with_capacity(prepared.account().positions.len());
         for p in &prepared.account().positions {
             marks.push(

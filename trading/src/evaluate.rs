@@ -384,6 +384,7 @@ impl Prepared {
                     position: p.position.clone(),
                     mark,
                 }),
+            pending: Default::default(),
         }
     }
 }

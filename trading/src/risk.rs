@@ -107,6 +107,59 @@ pub struct AccountView {
     pub unrealized: Decimal,
     /// The open position in the order's symbol, at its mark.
     pub here: Option<Marked>,
+    /// The account's orders that are resting or in flight and can still open.
+    pub pending: Pending,
+}
+
+/// One of an account's orders not yet final that can open a position (not
+/// reduce-only): what of it may still fill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingOrder {
+    pub symbol: String,
+    /// Quantity not yet filled.
+    pub remaining: Decimal,
+    /// Its limit price; `None` for a market order (valued at the mark).
+    pub price: Option<Decimal>,
+    pub leverage: Decimal,
+}
+
+/// What an account's pending orders add if they fill: counted toward exposure and
+/// margin as the venue counts open orders' initial margin, so orders resting one by
+/// one within the limits cannot add up past them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// Σ notional of every pending order.
+    pub notional: Decimal,
+    /// Σ initial margin of every pending order.
+    pub margin: Decimal,
+    /// Σ notional of those in the checked order's symbol.
+    pub here: Decimal,
+}
+
+impl Pending {
+    /// `orders` valued at their limit, or at `mark(symbol)` for a market order (one
+    /// without a mark is valued at nothing: it is about to fill and be booked).
+    pub fn of(
+        orders: &[PendingOrder],
+        symbol: &str,
+        mark: impl Fn(&str) -> Option<Decimal>,
+    ) -> Self {
+        let mut p = Pending::default();
+        for o in orders {
+            let Some(price) = o.price.or_else(|| mark(&o.symbol)) else {
+                continue;
+            };
+            let notional = o.remaining * price;
+            p.notional += notional;
+            if o.leverage > Decimal::ZERO {
+                p.margin += notional / o.leverage;
+            }
+            if o.symbol == symbol {
+                p.here += notional;
+            }
+        }
+        p
+    }
 }
 
 impl AccountView {
@@ -133,6 +186,7 @@ impl AccountView {
                 .iter()
                 .find(|(s, _)| s == symbol)
                 .map(|(_, m)| m.clone()),
+            pending: Pending::default(),
         }
     }
 }
@@ -335,15 +389,19 @@ pub fn check_view(
         initial_margin: account.initial_margin,
         unrealized: account.unrealized,
     };
-    let symbol_after = match here {
-        Some(h) if h.position.side == opens => h.position.notional() + notional,
-        Some(h) => (h.position.quantity - closing) * h.position.entry_price + opening * price,
-        None => notional,
-    };
-    let exposure_after =
-        m.notional - here.map_or(Decimal::ZERO, |h| h.position.notional()) + symbol_after;
+    let pending = &account.pending;
+    let symbol_after = pending.here
+        + match here {
+            Some(h) if h.position.side == opens => h.position.notional() + notional,
+            Some(h) => (h.position.quantity - closing) * h.position.entry_price + opening * price,
+            None => notional,
+        };
+    let exposure_after = m.notional + pending.notional
+        - pending.here
+        - here.map_or(Decimal::ZERO, |h| h.position.notional())
+        + symbol_after;
     let required_margin = opening * price / req.leverage;
-    let kept_margin = m.initial_margin
+    let kept_margin = m.initial_margin + pending.margin
         - here.map_or(Decimal::ZERO, |h| {
             h.position.margin() * closing / h.position.quantity
         });
@@ -353,6 +411,7 @@ pub fn check_view(
         (kept_margin + required_margin) / m.equity
     };
     let available = m.equity
+        - pending.margin
         - (m.notional - here.map_or(Decimal::ZERO, |h| h.position.entry_price * closing))
             * account.maintenance_rate;
     // The gates on opening: an order that only reduces passes them all, so a
@@ -710,6 +769,71 @@ mod tests {
         )
         .unwrap();
         assert_eq!(half.numbers().exposure_after, d("100"));
+    }
+
+    #[test]
+    fn pending_orders_count_toward_exposure_and_margin() {
+        let a = account("1000", vec![]);
+        let capped = RiskRules {
+            max_total_exposure: d("500"),
+            max_symbol_exposure: Some(d("400")),
+            ..rules()
+        };
+        let resting = |symbol: &str, q: &str, px: Option<&str>| PendingOrder {
+            symbol: symbol.into(),
+            remaining: d(q),
+            price: px.map(d),
+            leverage: d("10"),
+        };
+        // Two bids of $180 resting in BTCUSDT, a market order in flight in ETHUSDT.
+        let orders = vec![
+            resting("BTCUSDT", "1.8", Some("100")),
+            resting("BTCUSDT", "1.8", Some("100")),
+            resting("ETHUSDT", "1", None),
+        ];
+        let pending = Pending::of(&orders, "BTCUSDT", |s| (s == "ETHUSDT").then(|| d("50")));
+        assert_eq!(
+            pending,
+            Pending {
+                notional: d("410"),
+                margin: d("41"),
+                here: d("360")
+            }
+        );
+        let mut view = AccountView::of(&a, "BTCUSDT");
+        view.pending = pending;
+        let third = check_view(
+            &view,
+            &capped,
+            &filters(),
+            d("100"),
+            order(OrderSide::Buy, "1", "10"),
+        );
+        assert_eq!(third.unwrap_err().code(), "MAX_EXPOSURE_EXCEEDED");
+        // Within the total, over the symbol's cap with the two resting.
+        let loose = RiskRules {
+            max_total_exposure: d("1000"),
+            ..capped.clone()
+        };
+        let r = check_view(
+            &view,
+            &loose,
+            &filters(),
+            d("100"),
+            order(OrderSide::Buy, "0.5", "10"),
+        );
+        assert_eq!(r.unwrap_err().code(), "MAX_SYMBOL_EXPOSURE_EXCEEDED");
+        // The pending margin is not available to the next order.
+        let ok = check_view(
+            &view,
+            &rules(),
+            &filters(),
+            d("100"),
+            order(OrderSide::Buy, "0.1", "10"),
+        )
+        .unwrap();
+        assert_eq!(ok.numbers().available, d("1000") - d("41"));
+        assert_eq!(ok.numbers().exposure_after, d("420"));
     }
 
     #[test]
