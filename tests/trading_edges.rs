@@ -290,3 +290,61 @@ async fn an_idempotency_key_belongs_to_its_command_type() {
     );
     e.finish().await;
 }
+
+/// Issue 30: the result bodies the JS gateway and browser read, read as they do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_bodies_carry_the_js_statuses_and_close_all_items_their_pnl() {
+    let mut e = engine().await;
+    let r = e.trade("BTCUSDT", "LONG", "0.002").await;
+    // The JS TradeExecution row has its status.
+    assert_eq!(r["body"]["trade"]["status"], "FILLED", "{r}");
+    assert_eq!(r["body"]["trades"][0]["status"], "FILLED", "{r}");
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    e.trade("ETHUSDT", "SHORT", "0.01").await;
+    // A resting limit is PENDING to the browser (which filters on it); our state beside.
+    let mark = e.sim().mark("BTCUSDT").unwrap();
+    let bid = (mark * d("0.95")).round_dp(1).to_string();
+    let body = json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": "0.001", "price": bid,
+                      "leverage": 10});
+    let r = e.send("limit", e.envelope("limit", body)).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    assert_eq!(r["body"]["order"]["status"], "PENDING", "{r}");
+    assert_eq!(r["body"]["order"]["state"], "SUBMITTED", "{r}");
+    let ask = (mark * d("1.02")).round_dp(1).to_string();
+    let r = e
+        .send(
+            "limit_close",
+            e.envelope("limit_close", json!({"positionId": pos, "price": ask})),
+        )
+        .await;
+    assert_eq!(r["body"]["order"]["status"], "PENDING", "{r}");
+    // The cancelled limit: CANCELLED, as the JS spells it.
+    let id = r["body"]["order"]["id"].as_str().unwrap().to_owned();
+    let c = e
+        .send("cancel_order", e.envelope("cancel_order", json!({"orderId": id})))
+        .await;
+    assert_eq!(c["httpStatus"], 200, "{c}");
+    // close_all: each item {positionId, symbol, success, pnl} with pnl a number.
+    let r = e.send("close_all", e.envelope("close_all", json!({}))).await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    assert_eq!(r["body"]["closed"], 2, "{r}");
+    let items = r["body"]["results"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{r}");
+    for item in items {
+        assert_eq!(item["success"], true, "{item}");
+        assert!(item["positionId"].is_string() && item["symbol"].is_string(), "{item}");
+        assert!(item["pnl"].is_number(), "pnl, net of the close fee: {item}");
+    }
+    // The pnl is the close's realized PnL net of its fee, as booked.
+    let booked: Decimal = sqlx::query_scalar(
+        "SELECT sum(realized_pnl) FROM trade_executions
+          WHERE sub_account_id = $1::uuid AND realized_pnl IS NOT NULL",
+    )
+    .bind(&e.account)
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    let said: f64 = items.iter().map(|i| i["pnl"].as_f64().unwrap()).sum();
+    assert!((said - booked.to_string().parse::<f64>().unwrap()).abs() < 1e-9, "{said} vs {booked}");
+    e.finish().await;
+}
