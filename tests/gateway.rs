@@ -508,7 +508,8 @@ async fn a_limit_close_goes_out_only_when_the_exchange_holds_the_side() {
     assert_eq!(r["httpStatus"], 201, "{r}");
     assert_eq!(r["body"]["order"]["reduceOnly"], true, "{r}");
     assert_eq!(r["body"]["order"]["side"], "SHORT", "{r}");
-    // Another sub-account's short while the exchange is net long: not sent.
+    // Another sub-account's short that the exchange (less the house) does not hold:
+    // not sent.
     let mut create = e.envelope(
         "account_create",
         json!({"name": "shorty", "initialBalance": 1000, "ownerUserId": USER}),
@@ -524,6 +525,14 @@ async fn a_limit_close_goes_out_only_when_the_exchange_holds_the_side() {
     let r = e.send("trade", short).await;
     assert_eq!(r["httpStatus"], 201, "{r}");
     let short_pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    // The venue loses the short (an operator's hand on the shared account): it holds
+    // the house and the first account's long only.
+    let held = e.app.binance_sim.as_ref().unwrap().positions()["BTCUSDT"];
+    e.app
+        .binance_sim
+        .as_ref()
+        .unwrap()
+        .set_position_quietly("BTCUSDT", held + "0.002".parse::<Decimal>().unwrap());
     let before = e.orders().await;
     // Named from the wrong sub-account: refused as not its own.
     let wrong = e.envelope(

@@ -321,18 +321,26 @@ async fn result_bodies_carry_the_js_statuses_and_close_all_items_their_pnl() {
     // The cancelled limit: CANCELLED, as the JS spells it.
     let id = r["body"]["order"]["id"].as_str().unwrap().to_owned();
     let c = e
-        .send("cancel_order", e.envelope("cancel_order", json!({"orderId": id})))
+        .send(
+            "cancel_order",
+            e.envelope("cancel_order", json!({"orderId": id})),
+        )
         .await;
     assert_eq!(c["httpStatus"], 200, "{c}");
     // close_all: each item {positionId, symbol, success, pnl} with pnl a number.
-    let r = e.send("close_all", e.envelope("close_all", json!({}))).await;
+    let r = e
+        .send("close_all", e.envelope("close_all", json!({})))
+        .await;
     assert_eq!(r["httpStatus"], 200, "{r}");
     assert_eq!(r["body"]["closed"], 2, "{r}");
     let items = r["body"]["results"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{r}");
     for item in items {
         assert_eq!(item["success"], true, "{item}");
-        assert!(item["positionId"].is_string() && item["symbol"].is_string(), "{item}");
+        assert!(
+            item["positionId"].is_string() && item["symbol"].is_string(),
+            "{item}"
+        );
         assert!(item["pnl"].is_number(), "pnl, net of the close fee: {item}");
     }
     // The pnl is the close's realized PnL net of its fee, as booked.
@@ -345,6 +353,9 @@ async fn result_bodies_carry_the_js_statuses_and_close_all_items_their_pnl() {
     .await
     .unwrap();
     let said: f64 = items.iter().map(|i| i["pnl"].as_f64().unwrap()).sum();
-    assert!((said - booked.to_string().parse::<f64>().unwrap()).abs() < 1e-9, "{said} vs {booked}");
+    assert!(
+        (said - booked.to_string().parse::<f64>().unwrap()).abs() < 1e-9,
+        "{said} vs {booked}"
+    );
     e.finish().await;
 }

@@ -215,7 +215,8 @@ pub async fn trades_of_order(pool: &PgPool, client_order_id: &str) -> Result<Val
                     'id', id, 'subAccountId', sub_account_id, 'positionId', position_id, 'symbol', symbol,
                     'side', side, 'type', type, 'price', price, 'quantity', quantity, 'notional', notional,
                     'fee', fee, 'realizedPnl', realized_pnl, 'action', action, 'exchangeOrderId', exchange_order_id,
-                    'clientOrderId', client_order_id, 'timestamp', timestamp) ORDER BY timestamp), '[]'::jsonb)
+                    'clientOrderId', client_order_id, 'status', status, 'timestamp', timestamp)
+                    ORDER BY timestamp), '[]'::jsonb)
            FROM trade_executions WHERE client_order_id = $1",
     )
     .bind(client_order_id)

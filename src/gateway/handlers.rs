@@ -133,7 +133,7 @@ pub(super) async fn run(
                        "results": results}),
             ))
         }
-        Command::Close { position_id } => close(exec, &account, &position_id).await,
+        Command::Close { position_id } => close(g, exec, &account, &position_id).await,
         Command::CloseAll => {
             let open = match ledger::open_positions(&g.pool, Some(&account)).await {
                 Ok(p) => p,
@@ -143,11 +143,14 @@ pub(super) async fn run(
             let mut results = Vec::with_capacity(total);
             let mut closed = 0;
             for p in open {
-                let r = close(exec, &account, &p.id).await;
+                let r = close(g, exec, &account, &p.id).await;
                 let success = r.status < 400;
                 closed += usize::from(success);
                 let mut item = json!({"positionId": p.id, "symbol": p.symbol, "success": success});
-                if !success {
+                if success {
+                    // The JS item's `pnl`: the close's realized PnL net of its fee.
+                    item["pnl"] = r.body["realizedPnl"].clone();
+                } else {
                     item["error"] = r.body["error"].clone();
                 }
                 results.push(item);
@@ -426,21 +429,53 @@ async fn trade(g: &Gateway, exec: &Executor, p: PlaceOrder) -> Reply {
     Reply::ok(201, body)
 }
 
-async fn close(exec: &Executor, account: &str, position_id: &str) -> Reply {
-    match exec.close(account, position_id).await {
-        Ok(Closed::Order(o)) => match venue_rejected(&o) {
-            Some(r) => r,
-            None => Reply::ok(
+/// A close's JS body: `{success, positionId, order, trade, realizedPnl, newBalance}`
+/// (`realizedPnl` net of the close's fee, `null` while its fill is not booked), or
+/// the virtual close's `{…, source: "virtual_only"}`.
+async fn close(g: &Gateway, exec: &Executor, account: &str, position_id: &str) -> Reply {
+    let closed = match exec.close(account, position_id).await {
+        Ok(c) => c,
+        Err(e) => return close_error(e),
+    };
+    let balance = match ledger::account(&g.pool, account).await {
+        Ok(a) => a.map_or(Value::Null, |a| num(a.current_balance)),
+        Err(e) => return storage(e),
+    };
+    match closed {
+        Closed::Order(o) => {
+            if let Some(r) = venue_rejected(&o) {
+                return r;
+            }
+            let trades = match commands::trades_of_order(&g.pool, &o.client_order_id).await {
+                Ok(t) => t,
+                Err(e) => return storage(e),
+            };
+            let booked: Vec<&Value> = trades.as_array().into_iter().flatten().collect();
+            let realized = booked
+                .iter()
+                .filter(|t| t["realizedPnl"].is_number())
+                .filter_map(|t| t["realizedPnl"].to_string().parse::<Decimal>().ok())
+                .reduce(|a, b| a + b)
+                .map_or(Value::Null, num);
+            Reply::ok(
                 200,
-                json!({"success": true, "positionId": position_id, "order": order_json(&o)}),
-            ),
-        },
-        Ok(Closed::Virtual { price }) => Reply::ok(
-            200,
-            json!({"success": true, "positionId": position_id, "price": num(price),
-                   "source": "virtual_only", "reason": "no_exchange_position"}),
-        ),
-        Err(e) => close_error(e),
+                json!({"success": true, "positionId": position_id, "order": order_json(&o),
+                       "trade": booked.last().map_or(Value::Null, |t| (*t).clone()),
+                       "realizedPnl": realized, "newBalance": balance}),
+            )
+        }
+        Closed::Virtual { price } => {
+            let realized = match commands::position_row_json(&g.pool, position_id).await {
+                Ok(p) => p.map_or(Value::Null, |p| p["realizedPnl"].clone()),
+                Err(e) => return storage(e),
+            };
+            Reply::ok(
+                200,
+                json!({"success": true, "positionId": position_id, "price": num(price),
+                       "realizedPnl": realized, "newBalance": balance,
+                       "source": "virtual_only", "reason": "no_exchange_position"}),
+            )
+        }
     }
 }
 
@@ -534,7 +569,8 @@ pub(super) fn order_json(o: &OrderRow) -> Value {
            "symbol": o.symbol, "side": position_side(o.side), "type": o.kind,
            "price": o.price.map_or(Value::Null, num), "quantity": num(o.order.quantity),
            "filledQuantity": num(o.order.filled), "leverage": num(o.leverage),
-           "reduceOnly": o.reduce_only, "status": o.order.state.as_str(),
+           "reduceOnly": o.reduce_only, "status": o.order.state.js_status(),
+           "state": o.order.state.as_str(),
            "exchangeOrderId": o.order.venue_id, "rejectCode": o.order.reject_code,
            "rejectMessage": o.order.reject_message})
 }

@@ -36,6 +36,20 @@ pub enum OrderState {
 }
 
 impl OrderState {
+    /// The JS `PendingOrder.status` this state shows as (js-gateway §10): the one
+    /// mapping every JS-facing body and event uses; ours stays beside it as `state`.
+    pub const fn js_status(self) -> &'static str {
+        match self {
+            OrderState::New
+            | OrderState::Submitted
+            | OrderState::Unknown
+            | OrderState::PartiallyFilled => "PENDING",
+            OrderState::Filled => "FILLED",
+            OrderState::Canceled | OrderState::Rejected => "CANCELLED",
+            OrderState::Expired => "EXPIRED",
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             OrderState::New => "NEW",
