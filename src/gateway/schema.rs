@@ -232,6 +232,31 @@ pub fn openapi() -> Value {
                               "headers": {"type": "object"},
                               "startedAt": {"type": "integer"}, "finishedAt": {"type": "integer"}}}),
     );
+    schemas.insert(
+        "Body.Order".into(),
+        json!({"type": "object", "description": "an order in a result body (limit, scale, limit_close, trade, close)",
+               "required": ["id", "symbol", "side", "type", "quantity", "status", "state"],
+               "properties": {
+                   "status": {"enum": ["PENDING", "FILLED", "CANCELLED", "EXPIRED"],
+                              "description": "the JS PendingOrder.status: NEW, SUBMITTED, UNKNOWN and PARTIALLY_FILLED show as PENDING; CANCELED and REJECTED as CANCELLED"},
+                   "state": {"enum": ["NEW", "SUBMITTED", "UNKNOWN", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", "EXPIRED"],
+                             "description": "the engine's own order state"}}}),
+    );
+    schemas.insert(
+        "Body.TradeExecution".into(),
+        json!({"type": "object", "description": "a booked fill (trade's `trade` and `trades`, close's `trade`)",
+               "required": ["id", "positionId", "symbol", "side", "price", "quantity", "fee", "action", "status"],
+               "properties": {"status": {"enum": ["FILLED"]},
+                              "realizedPnl": {"type": ["number", "null"], "description": "net of the closing part's fee"}}}),
+    );
+    schemas.insert(
+        "Body.CloseAllItem".into(),
+        json!({"type": "object", "description": "one item of close_all's and force_close_all's `results`",
+               "required": ["positionId", "symbol", "success"],
+               "properties": {"positionId": {"type": "string"}, "symbol": {"type": "string"}, "success": {"type": "boolean"},
+                              "pnl": {"type": ["number", "null"], "description": "when success: the realized PnL net of the close fee"},
+                              "error": {"type": "string", "description": "when not success"}}}),
+    );
     for kind in Kind::ALL.iter().filter(|k| k.supported()) {
         let name = format!("Command.{}", kind.name());
         let mut s = envelope_schema(*kind);
