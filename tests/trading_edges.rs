@@ -359,3 +359,31 @@ async fn result_bodies_carry_the_js_statuses_and_close_all_items_their_pnl() {
     );
     e.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_408_without_the_venues_body_after_the_order_went_in_is_unknown_then_filled() {
+    use simulators::binance::failures::OrderFault;
+    let mut e = engine().await;
+    e.sim()
+        .order_fault(OrderFault::AcceptThen408, Selector::Next(1));
+    let r = e
+        .send(
+            "trade",
+            e.envelope("trade", order("BTCUSDT", "LONG", "0.002")),
+        )
+        .await;
+    // The venue took it: the trade is answered as filled, not refused.
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    assert_eq!(r["body"]["order"]["status"], "FILLED", "{r}");
+    assert_eq!(r["body"]["position"]["quantity"], 0.002, "{r}");
+    assert_eq!(e.venue_reaches("BTCUSDT", d("0.502")).await, d("0.502"));
+    let states: Vec<String> = sqlx::query_scalar(
+        "SELECT e.state FROM order_events e JOIN orders o ON o.id = e.order_id ORDER BY e.id",
+    )
+    .fetch_all(&e.db.pool)
+    .await
+    .unwrap();
+    assert!(states.contains(&"UNKNOWN".to_owned()), "{states:?}");
+    assert!(!states.contains(&"REJECTED".to_owned()), "{states:?}");
+    e.finish().await;
+}

@@ -48,6 +48,8 @@ use crate::bus::outbox::Outbox;
 pub const ORDERS: &str = "greekstream_orders_total";
 pub const AMBIGUOUS: &str = "greekstream_orders_ambiguous_total";
 pub const FILLS: &str = "greekstream_fills_booked_total";
+/// Orders taken for REJECTED that the venue then showed (accepted, filled, cancelled).
+pub const RESURRECTED: &str = "greekstream_orders_resurrected_total";
 /// Reduce-only fills (or parts of them) past what the position held: not booked.
 pub const REDUCE_ONLY_EXCESS: &str = "greekstream_reduce_only_excess_total";
 pub const FEED_ERRORS: &str = "greekstream_order_feed_errors_total";
@@ -98,6 +100,14 @@ pub enum PlaceError {
     /// The order's record could not be made durable: nothing was sent.
     #[error("{0}")]
     Journal(super::journal::JournalError),
+    /// The order was sent but what the venue said could not be stored: it is being
+    /// resolved by asking the venue.
+    #[error("Order state unknown: the order was sent; its outcome is being resolved ({error})")]
+    StateUnknown {
+        order_id: String,
+        client_order_id: String,
+        error: LedgerError,
+    },
 }
 
 impl PlaceError {
@@ -112,6 +122,7 @@ impl PlaceError {
             PlaceError::Storage(e) => e.code(),
             PlaceError::RateLimited(_) => "ORDER_RATE_LIMITED",
             PlaceError::Journal(_) => "JOURNAL_UNAVAILABLE",
+            PlaceError::StateUnknown { .. } => "ORDER_STATE_UNKNOWN",
         }
     }
 }
@@ -421,6 +432,7 @@ impl Executor {
         metrics::counter!(ORDERS).increment(0);
         metrics::counter!(AMBIGUOUS).increment(0);
         metrics::counter!(FILLS).increment(0);
+        metrics::counter!(RESURRECTED).increment(0);
         metrics::counter!(FEED_ERRORS).increment(0);
         metrics::gauge!(TIME_DRIFT).set(0.0);
         metrics::counter!(super::journal::REPLAYED).increment(0);
@@ -577,6 +589,9 @@ impl Executor {
             params.push(("reduceOnly", "true".to_owned()));
         }
         let on_wire = std::time::Instant::now();
+        // When the request really leaves (its signed timestamp is taken now): until
+        // this plus the receive window, "no such order" may only mean "not yet".
+        let left_at = now_ms() + i.rest.stats.time_offset_ms.load(Relaxed);
         let overhead = on_wire - accepted;
         metrics::histogram!(OVERHEAD).record(overhead.as_secs_f64());
         i.stats.record(|l| &mut l.overhead_us, overhead);
@@ -606,11 +621,24 @@ impl Executor {
         };
         metrics::counter!(ORDERS, "outcome" => outcome).increment(1);
         let ambiguous = matches!(event, OrderEvent::Ambiguous { .. });
-        let after = self
+        let after = match self
             .transition(&row.client_order_id, event, Source::Rest)
-            .await?;
+            .await
+        {
+            Ok(a) => a,
+            Err(error) => {
+                // Sent, and the venue's answer not stored: ask the venue until it is.
+                tracing::error!(order = %row.client_order_id, %error, "an order's reply not stored: resolving it");
+                self.resolve_later(&row.client_order_id, &symbol, left_at);
+                return Err(PlaceError::StateUnknown {
+                    order_id: row.id.clone(),
+                    client_order_id: row.client_order_id.clone(),
+                    error,
+                });
+            }
+        };
         if ambiguous {
-            self.resolve_later(&row.client_order_id, &symbol, sent_at);
+            self.resolve_later(&row.client_order_id, &symbol, left_at);
         }
         if p.kind == OrderKind::Limit && !req.reduce_only {
             // It rests and counts toward the account's exposure: the next check sees it.
@@ -850,10 +878,16 @@ impl Executor {
             _ => None,
         };
         let name = event.name();
-        let detail = detail_of(&event);
+        let mut detail = detail_of(&event);
         if let Some(accepted) = adopted {
             orders::record(&mut tx, &row.id, &row.order, "Accepted", source, accepted).await?;
         }
+        let rejected_with = (row.order.state == machine::OrderState::Rejected).then(|| {
+            (
+                row.order.reject_code.clone(),
+                row.order.reject_message.clone(),
+            )
+        });
         let applied = machine::apply(&mut row.order, event);
         let effect = match applied {
             Ok(e) => e,
@@ -865,6 +899,17 @@ impl Executor {
                 return Ok(Some(row));
             }
         };
+        if let (Some((code, message)), true) = (
+            &rejected_with,
+            row.order.state != machine::OrderState::Rejected,
+        ) {
+            // Our REJECTED was wrong: the venue has the order. Said in its event row.
+            metrics::counter!(RESURRECTED).increment(1);
+            tracing::warn!(order = client_id, rejected_with = ?code, event = name, source = source.as_str(),
+                "an order taken for rejected exists on the venue: resurrected");
+            detail["resurrected"] = json!({"from": "REJECTED", "rejectCode": code,
+                                           "rejectMessage": message, "by": name});
+        }
         let booked = match &effect {
             Effect::Nothing => {
                 i.stats.duplicates.fetch_add(1, Relaxed);

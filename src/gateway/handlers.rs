@@ -514,6 +514,20 @@ pub(super) fn place_error(e: PlaceError) -> Reply {
                 "Internal error: the order could not be recorded; it was not sent",
             )
         }
+        PlaceError::StateUnknown {
+            order_id,
+            client_order_id,
+            error,
+        } => {
+            tracing::error!(order = %client_order_id, %error, "order sent, its state unknown");
+            let mut r = Reply::error(
+                code,
+                "Order state unknown: the order was sent and is being resolved with the venue",
+            );
+            r.body["orderId"] = order_id.into();
+            r.body["clientOrderId"] = client_order_id.into();
+            r
+        }
         PlaceError::RateLimited(b) => {
             let mut r = refused(code, e.to_string());
             r.body["retryAfterMs"] = b.retry_after_ms.into();

@@ -190,7 +190,8 @@ pub fn status_of(code: &str) -> u16 {
         | "EXCHANGE_ERROR"
         | "CLOCK_DRIFT"
         | "COMMANDS_DISABLED"
-        | "JOURNAL_UNAVAILABLE" => 503,
+        | "JOURNAL_UNAVAILABLE"
+        | "ORDER_STATE_UNKNOWN" => 503,
         _ => 400,
     }
 }

@@ -244,6 +244,25 @@ pub fn apply(order: &mut Order, event: OrderEvent) -> Result<Effect, InvalidTran
             order.reject_message = Some("the venue has no such order".into());
             Effect::Changed
         }
+        // REJECTED was our conclusion (a reply read as a refusal, "does not exist"
+        // while it could still arrive); the venue showing the order overrules it.
+        (S::Rejected, E::Accepted { venue_id }) => {
+            resurrect(order, S::Submitted);
+            order.venue_id = Some(venue_id);
+            Effect::Changed
+        }
+        (S::Rejected, E::Canceled) => {
+            resurrect(order, S::Canceled);
+            Effect::Changed
+        }
+        (S::Rejected, E::Expired) => {
+            resurrect(order, S::Expired);
+            Effect::Changed
+        }
+        (S::Rejected, E::Fill(x)) => {
+            resurrect(order, S::Submitted);
+            return apply(order, E::Fill(x));
+        }
         (
             S::Submitted | S::Unknown | S::PartiallyFilled | S::Filled | S::Canceled | S::Expired,
             E::Fill(x),
@@ -283,7 +302,6 @@ pub fn apply(order: &mut Order, event: OrderEvent) -> Result<Effect, InvalidTran
             S::PartiallyFilled | S::Filled | S::Canceled | S::Expired | S::Rejected,
             e @ (E::Rejected { .. } | E::NotFound | E::Ambiguous { .. }),
         )
-        | (S::Rejected, e @ (E::Accepted { .. } | E::Fill(_) | E::Canceled | E::Expired))
         | (S::Canceled, e @ E::Expired)
         | (S::Expired, e @ E::Canceled)
         | (
@@ -300,6 +318,12 @@ pub fn apply(order: &mut Order, event: OrderEvent) -> Result<Effect, InvalidTran
         }
     };
     Ok(effect)
+}
+
+fn resurrect(order: &mut Order, to: OrderState) {
+    order.state = to;
+    order.reject_code = None;
+    order.reject_message = None;
 }
 
 /// What a venue reply to a placement means.
@@ -358,7 +382,9 @@ pub fn classify(w: Wire) -> Reply {
             code: code.to_string(),
             message,
         },
-        Wire::Http { status } if status >= 500 => Reply::Unknown {
+        // 408 without the venue's body: a proxy or load balancer gave up waiting,
+        // and the venue may have executed it.
+        Wire::Http { status } if status >= 500 || status == 408 => Reply::Unknown {
             reason: format!("HTTP {status}"),
         },
         Wire::Http { status } => Reply::Rejected {
@@ -477,10 +503,10 @@ mod tests {
         )
         .unwrap();
         let before = o.clone();
-        let e = apply(&mut o, fill("t1", "1")).unwrap_err();
+        let e = apply(&mut o, OrderEvent::Sent).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "order event Fill is not possible in state REJECTED"
+            "order event Sent is not possible in state REJECTED"
         );
         assert_eq!(o, before);
         let mut n = Order::new(d("1"));
@@ -493,7 +519,55 @@ mod tests {
     }
 
     #[test]
+    fn the_venues_word_after_a_wrong_rejection_resurrects_the_order() {
+        let rejected = || {
+            let mut o = sent("2");
+            apply(&mut o, OrderEvent::NotFound).unwrap();
+            assert_eq!(o.state, OrderState::Rejected);
+            o
+        };
+        let mut o = rejected();
+        assert_eq!(
+            apply(
+                &mut o,
+                OrderEvent::Accepted {
+                    venue_id: "9".into()
+                }
+            ),
+            Ok(Effect::Changed)
+        );
+        assert_eq!(
+            (o.state, o.venue_id.as_deref(), o.reject_code.as_deref()),
+            (OrderState::Submitted, Some("9"), None)
+        );
+        let mut o = rejected();
+        assert!(matches!(
+            apply(&mut o, fill("t1", "1")),
+            Ok(Effect::Book(_))
+        ));
+        assert_eq!((o.state, o.filled), (OrderState::PartiallyFilled, d("1")));
+        assert_eq!(o.reject_message, None);
+        let mut o = rejected();
+        apply(&mut o, fill("t1", "2")).unwrap();
+        assert_eq!(o.state, OrderState::Filled);
+        for (event, state) in [
+            (OrderEvent::Canceled, OrderState::Canceled),
+            (OrderEvent::Expired, OrderState::Expired),
+        ] {
+            let mut o = rejected();
+            assert_eq!(apply(&mut o, event), Ok(Effect::Changed));
+            assert_eq!((o.state, o.reject_code), (state, None));
+        }
+    }
+
+    #[test]
     fn replies_are_classified_and_ambiguity_is_never_failure() {
+        // A 408 without the venue's body (a proxy's timeout): the request may have
+        // been executed.
+        assert!(matches!(
+            classify(Wire::Http { status: 408 }),
+            Reply::Unknown { .. }
+        ));
         let unknown = |w| matches!(classify(w), Reply::Unknown { .. });
         assert!(unknown(Wire::Api {
             status: 400,
@@ -543,6 +617,8 @@ mod tests {
         ) {
             let mut o = Order::new(d("3"));
             let mut booked = Vec::new();
+            // REJECTED is ours to take back when the venue shows the order; every
+            // other final state is the venue's and stays.
             let mut final_state: Option<OrderState> = None;
             for (i, e) in events.into_iter().enumerate() {
                 let event = match e {
@@ -561,7 +637,7 @@ mod tests {
                 }
                 if let Some(f) = final_state {
                     proptest::prop_assert_eq!(o.state, f);
-                } else if o.state.is_final() {
+                } else if o.state.is_final() && o.state != OrderState::Rejected {
                     final_state = Some(o.state);
                 }
             }

@@ -24,6 +24,9 @@ pub enum OrderFault {
     /// The venue executes it and answers -1007 "Timeout waiting for response from
     /// backend server. Send status unknown; execution status unknown."
     AcceptThen1007,
+    /// The venue executes it and a proxy in front answers 408 with its own page (no
+    /// venue body): execution status unknown.
+    AcceptThen408,
     /// 503 before the engine: nothing is executed.
     RejectBeforeEngine,
 }
@@ -34,6 +37,7 @@ impl OrderFault {
             "accept_then_timeout" => OrderFault::AcceptThenTimeout,
             "accept_then_503" => OrderFault::AcceptThen503,
             "accept_then_1007" => OrderFault::AcceptThen1007,
+            "accept_then_408" => OrderFault::AcceptThen408,
             "reject_before_engine" => OrderFault::RejectBeforeEngine,
             _ => return None,
         })

@@ -101,7 +101,7 @@ async fn order_fault(
         .and_then(Value::as_str)
         .and_then(OrderFault::parse)
     else {
-        return kit::sim_error(StatusCode::BAD_REQUEST, "fault must be accept_then_timeout, accept_then_503, accept_then_1007 or reject_before_engine");
+        return kit::sim_error(StatusCode::BAD_REQUEST, "fault must be accept_then_timeout, accept_then_503, accept_then_1007, accept_then_408 or reject_before_engine");
     };
     state
         .failures
@@ -554,6 +554,14 @@ async fn after_engine(state: &SimState, fault: Option<OrderFault>, resp: Respons
             -1007,
             "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
         ),
+        // A proxy in front of the venue gave up waiting: 408 with its own page, not
+        // the venue's JSON; the order is in.
+        Some(OrderFault::AcceptThen408) => (
+            StatusCode::REQUEST_TIMEOUT,
+            [("content-type", "text/html")],
+            "<html><body><h1>408 Request Time-out</h1></body></html>",
+        )
+            .into_response(),
         // The order is in; the answer comes after any client has given up.
         Some(OrderFault::AcceptThenTimeout) => {
             tokio::time::sleep(state.cfg.hang).await;
