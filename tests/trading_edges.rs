@@ -387,3 +387,42 @@ async fn a_408_without_the_venues_body_after_the_order_went_in_is_unknown_then_f
     assert!(!states.contains(&"REJECTED".to_owned()), "{states:?}");
     e.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_after_a_partial_fill_whose_trade_event_was_lost_books_the_fill() {
+    let mut e = engine().await;
+    e.sim().pause_market(true);
+    let (_, asks, _) = e.sim().book("BTCUSDT").unwrap();
+    let (&best, _) = asks.iter().next().unwrap();
+    // Only 0.001 for sale at the best ask: a 0.003 bid there fills a third on arrival,
+    // and none of its stream events reach the engine.
+    assert!(e.sim().set_level("BTCUSDT", false, best, d("0.001")));
+    e.sim().stream_fault(StreamFault::Drop, Selector::Next(1));
+    let body = json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": "0.003",
+                      "price": best.to_string(), "leverage": 10});
+    let r = e.send("limit", e.envelope("limit", body)).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    let id = r["body"]["order"]["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(e.venue("BTCUSDT"), d("0.501"), "the venue filled a third");
+    let c = e
+        .send(
+            "cancel_order",
+            e.envelope("cancel_order", json!({"orderId": id})),
+        )
+        .await;
+    assert_eq!(c["httpStatus"], 200, "{c}");
+    // The cancel read what the venue had filled before calling it cancelled.
+    let (state, filled): (String, Decimal) =
+        sqlx::query_as("SELECT state, filled FROM orders WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&e.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), filled), ("CANCELED", d("0.001")));
+    assert_eq!(
+        e.open_positions().await,
+        vec![("BTCUSDT".to_owned(), "LONG".to_owned(), d("0.001"))]
+    );
+    e.finish().await;
+}

@@ -98,11 +98,25 @@ impl Executor {
             ("origClientOrderId", o.client_order_id.clone()),
         ];
         match i.rest.signed(Method::DELETE, "/fapi/v1/order", &q).await {
-            Ok(_) => {
-                let after = self
-                    .apply_event(&o.client_order_id, OrderEvent::Canceled, Source::Rest)
-                    .await?;
-                Ok(after.unwrap_or(o))
+            Ok(body) => {
+                // The cancel's reply is the order as the venue left it: what it filled
+                // before the cancel (its trades read when that is ahead of the book) is
+                // booked before the order becomes CANCELED, so a fill whose stream
+                // event was lost is not lost with it.
+                match serde_json::from_str::<Value>(&body) {
+                    Ok(v) if v["orderId"].is_u64() => {
+                        self.adopt(&o.client_order_id, &o.symbol, &v, Source::Rest)
+                            .await?;
+                        self.apply_event(&o.client_order_id, OrderEvent::Canceled, Source::Rest)
+                            .await?;
+                    }
+                    _ => {
+                        self.apply_event(&o.client_order_id, OrderEvent::Canceled, Source::Rest)
+                            .await?;
+                    }
+                }
+                let now = orders::by_client_id(&i.pool, &o.client_order_id).await?;
+                Ok(now.unwrap_or(o))
             }
             // -2011 "Unknown order sent.": filled or gone meanwhile. Whatever it is,
             // the venue's record says: read it rather than guess.

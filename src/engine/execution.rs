@@ -1356,20 +1356,23 @@ impl Executor {
         let Some(venue_id) = v["orderId"].as_u64() else {
             return Ok(());
         };
-        self.transition(
-            client_id,
-            OrderEvent::Accepted {
-                venue_id: venue_id.to_string(),
-            },
-            source,
-        )
-        .await?;
+        let known = self
+            .transition(
+                client_id,
+                OrderEvent::Accepted {
+                    venue_id: venue_id.to_string(),
+                },
+                source,
+            )
+            .await?
+            .map_or(Decimal::ZERO, |r| r.order.filled);
         let status = v["status"].as_str().unwrap_or("");
         let executed: Decimal = v["executedQty"]
             .as_str()
             .and_then(|s| s.parse().ok())
             .unwrap_or_default();
-        if executed > Decimal::ZERO {
+        // The venue's fills ahead of the book's: read its trades (each booked once).
+        if executed > known {
             let q = [
                 ("symbol", symbol.to_owned()),
                 ("orderId", venue_id.to_string()),
