@@ -154,7 +154,7 @@ pub async fn run(cfg: &Config, cmd: &OrderCommand) -> Result<Value, CliError> {
                 "ordersJournaled": r.orders_journaled,
                 "ordersChecked": r.orders_checked, "ordersChanged": r.orders_changed,
                 "orphansCancelled": r.orphans_cancelled, "foreignOrders": r.foreign_orders,
-                "virtualCloses": r.virtual_closes,
+                "virtualCloses": r.virtual_closes, "fillsRecovered": r.fills_recovered,
                 "desynced": r.desynced.iter().map(|(s, e, b)| json!({"symbol": s, "exchange": e.to_string(), "book": b.to_string()})).collect::<Vec<_>>(),
             }))
         }

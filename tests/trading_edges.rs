@@ -426,3 +426,45 @@ async fn a_cancel_after_a_partial_fill_whose_trade_event_was_lost_books_the_fill
     );
     e.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_books_the_fills_of_an_order_that_ended_without_them() {
+    let mut e = engine().await;
+    e.sim().pause_market(true);
+    let (_, asks, _) = e.sim().book("BTCUSDT").unwrap();
+    let (&best, _) = asks.iter().next().unwrap();
+    assert!(e.sim().set_level("BTCUSDT", false, best, d("0.001")));
+    e.sim().stream_fault(StreamFault::Drop, Selector::Next(1));
+    let body = json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": "0.003",
+                      "price": best.to_string(), "leverage": 10});
+    let r = e.send("limit", e.envelope("limit", body)).await;
+    let cid = r["body"]["order"]["clientOrderId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(e.venue("BTCUSDT"), d("0.501"));
+    // The engine hears the order end (a stream that lost the fill but not the cancel)
+    // and never the fill before it.
+    let exec = e.app.executor.get().unwrap().clone();
+    exec.apply_event(
+        &cid,
+        trading::order::OrderEvent::Canceled,
+        database::orders::Source::Stream,
+    )
+    .await
+    .unwrap();
+    assert!(
+        e.open_positions().await.is_empty(),
+        "the fill is not in the book"
+    );
+    let report = exec.reconcile().await.unwrap();
+    assert_eq!(report.fills_recovered, 1, "{report:?}");
+    assert_eq!(
+        e.open_positions().await,
+        vec![("BTCUSDT".to_owned(), "LONG".to_owned(), d("0.001"))]
+    );
+    // Once booked, the next round finds nothing ahead.
+    assert_eq!(exec.reconcile().await.unwrap().fills_recovered, 0);
+    e.finish().await;
+}

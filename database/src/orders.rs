@@ -449,13 +449,15 @@ pub async fn record(
     Ok(())
 }
 
-/// Orders not in a final state created within `hours`, oldest first.
-pub async fn open_orders_since(pool: &PgPool, hours: i64) -> Result<Vec<OrderRow>, LedgerError> {
+/// The orders that became final (cancelled, expired, rejected) in the last `hours`
+/// and that the venue knows by id: the venue may have filled more of them than the
+/// book holds (a fill whose event was lost around the cancel).
+pub async fn final_orders_since(pool: &PgPool, hours: i64) -> Result<Vec<OrderRow>, LedgerError> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM orders o
-          WHERE o.state IN ('NEW', 'SUBMITTED', 'UNKNOWN', 'PARTIALLY_FILLED')
-            AND o.created_at > now() - make_interval(hours => $1::int)
-          ORDER BY o.created_at"
+          WHERE o.state IN ('CANCELED', 'EXPIRED', 'REJECTED') AND o.venue_order_id IS NOT NULL
+            AND o.updated_at > now() - make_interval(hours => $1::int)
+          ORDER BY o.symbol, o.created_at"
     ))
     .bind(hours as i32)
     .fetch_all(pool)

@@ -3,8 +3,11 @@
 //!
 //! 0. The orders that processes which stopped left only in their journals get their
 //!    rows (`super::journal`), so the steps below see them as ours.
-//! 1. Every order not final (last 24 h) is asked about: its state and trades are
+//! 1. Every order not final (whatever its age: a GTC order rests) is asked about: its state and trades are
 //!    adopted; one the venue never had is REJECTED once it can no longer arrive.
+//!    Orders that ended (cancelled, expired, rejected) in the last 24 h are checked
+//!    against the venue's trades of their symbol: one whose venue fills are ahead of
+//!    the book's is re-read and its missing trades booked.
 //! 2. Open orders on the venue that nobody here owns: ours by client-id prefix are
 //!    orphans and are cancelled; foreign ones are reported and left alone.
 //! 3. Per symbol, the venue's net position (less the operator's house positions)
@@ -104,6 +107,8 @@ pub struct ReconcileReport {
     /// (symbol, exchange less house, book).
     pub desynced: Vec<(String, Decimal, Decimal)>,
     pub virtual_closes: usize,
+    /// Final orders whose venue fills were ahead of the book, re-read and booked.
+    pub fills_recovered: usize,
 }
 
 impl Executor {
@@ -165,7 +170,7 @@ impl Executor {
         }
 
         // 1. Orders not final.
-        for o in orders::open_orders_since(&i.pool, 24).await? {
+        for o in orders::open_orders(&i.pool).await? {
             report.orders_checked += 1;
             if o.order.state == OrderState::New {
                 // Written, never sent (the process stopped in between).
@@ -222,6 +227,11 @@ impl Executor {
                 .await;
             }
         }
+
+        // 1b. Orders final in the last 24 h that the venue filled more of than the book
+        //     holds (a fill whose event was lost around a cancel or an expiry): one
+        //     userTrades read per symbol, the order re-read where it is ahead.
+        report.fills_recovered = self.recover_late_fills().await?;
 
         // 2. Open orders on the venue.
         let body = i
@@ -341,6 +351,76 @@ impl Executor {
         }
         metrics::gauge!(DESYNCED).set(i.blocked.lock().expect("blocked lock").len() as f64);
         Ok(report)
+    }
+
+    /// Step 1b: final orders of the last 24 h whose venue trades add up to more than
+    /// they filled in the book get their missing trades booked.
+    async fn recover_late_fills(&self) -> Result<usize, CloseError> {
+        let i = &self.inner;
+        let finals = orders::final_orders_since(&i.pool, 24).await?;
+        let mut recovered = 0;
+        for group in finals.chunk_by(|a, b| a.symbol == b.symbol) {
+            let symbol = &group[0].symbol;
+            let since = chrono::Utc::now().timestamp_millis() - 24 * 3_600_000;
+            let mut venue_filled: std::collections::HashMap<String, Decimal> = Default::default();
+            let mut from: Option<u64> = None;
+            // Pages of 1 000 trades, at most 10 (10 000 trades per symbol per day).
+            for _ in 0..10 {
+                let mut q = vec![("symbol", symbol.clone()), ("limit", "1000".to_owned())];
+                match from {
+                    Some(id) => q.push(("fromId", id.to_string())),
+                    None => q.push(("startTime", since.to_string())),
+                }
+                let body = i
+                    .rest
+                    .signed(Method::GET, "/fapi/v1/userTrades", &q)
+                    .await?;
+                let trades: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+                for t in &trades {
+                    let (Some(order), Some(qty)) = (
+                        t["orderId"].as_u64(),
+                        t["qty"].as_str().and_then(|q| q.parse::<Decimal>().ok()),
+                    ) else {
+                        continue;
+                    };
+                    *venue_filled.entry(order.to_string()).or_default() += qty;
+                }
+                match trades.last().and_then(|t| t["id"].as_u64()) {
+                    Some(last) if trades.len() == 1000 => from = Some(last + 1),
+                    _ => break,
+                }
+            }
+            for o in group {
+                let ahead = o
+                    .order
+                    .venue_id
+                    .as_ref()
+                    .and_then(|v| venue_filled.get(v))
+                    .is_some_and(|venue| *venue > o.order.filled);
+                if !ahead {
+                    continue;
+                }
+                let q = [
+                    ("symbol", o.symbol.clone()),
+                    ("origClientOrderId", o.client_order_id.clone()),
+                ];
+                let body = i.rest.signed(Method::GET, "/fapi/v1/order", &q).await?;
+                let Ok(v) = serde_json::from_str::<Value>(&body) else {
+                    continue;
+                };
+                self.adopt(&o.client_order_id, &o.symbol, &v, Source::Reconcile)
+                    .await?;
+                recovered += 1;
+                self.action(
+                    "FILL_RECOVERED",
+                    Some(&o.symbol),
+                    json!({"clientOrderId": o.client_order_id, "state": o.order.state.as_str(),
+                           "bookFilled": o.order.filled.to_string()}),
+                )
+                .await;
+            }
+        }
+        Ok(recovered)
     }
 
     /// Reconciles every `reconcile_every` until cancelled (the first round one period

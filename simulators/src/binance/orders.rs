@@ -925,19 +925,25 @@ pub(super) fn all_orders(state: &SimState, p: &Params) -> Response {
     ok(Value::Array(rows))
 }
 
-/// `GET /fapi/v1/userTrades`: the symbol's fills, oldest first, by `orderId` or from
-/// `fromId`.
+/// `GET /fapi/v1/userTrades`: the symbol's fills, oldest first, by `orderId`, from
+/// `fromId`, or within `startTime`..`endTime` (ms, inclusive).
 pub(super) fn user_trades(state: &SimState, p: &Params) -> Response {
     let Some(symbol) = p.get("symbol") else {
         return missing("symbol");
     };
     let order = id_param(p, "orderId");
     let (from, limit) = (id_param(p, "fromId").unwrap_or(0), page_limit(p));
+    let time = |k: &str| p.get(k).and_then(|v| v.parse::<i64>().ok());
+    let (start, end) = (
+        time("startTime").unwrap_or(i64::MIN),
+        time("endTime").unwrap_or(i64::MAX),
+    );
     let a = state.account.lock().expect("account lock");
     let rows: Vec<Value> = a
         .trades
         .iter()
         .filter(|t| t.symbol == *symbol && t.id >= from && order.is_none_or(|o| t.order_id == o))
+        .filter(|t| (start..=end).contains(&t.time))
         .take(limit)
         .map(trade_json)
         .collect();
