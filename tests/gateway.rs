@@ -50,7 +50,8 @@ async fn a_trade_through_the_bus_fills_and_its_result_carries_the_position() {
         .await
         .unwrap();
     assert!(hb.is_some(), "no heartbeat");
-    // A sell of twice the long flips it: the JS `flipped` body.
+    // A sell of 0.003 against the long closes all of it and opens 0.003 short (the
+    // JS flip, one order of 0.005): the JS `flipped` body.
     let flip = json!({"symbol": "BTCUSDT", "side": "SHORT", "quantity": "0.003", "leverage": 10});
     let f = e.send("trade", e.envelope("trade", flip)).await;
     assert_eq!(f["httpStatus"], 201, "{f}");
@@ -60,7 +61,8 @@ async fn a_trade_through_the_bus_fills_and_its_result_carries_the_position() {
     );
     assert!(f["body"]["flipped"]["closePnl"].is_number(), "{f}");
     assert_eq!(f["body"]["position"]["side"], "SHORT", "{f}");
-    assert_eq!(f["body"]["position"]["quantity"], 0.001, "{f}");
+    assert_eq!(f["body"]["position"]["quantity"], 0.003, "{f}");
+    assert_eq!(f["body"]["order"]["quantity"], 0.005, "{f}");
     let r = f;
     // Closing it through the bus (a kill switch).
     let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();

@@ -468,3 +468,41 @@ async fn reconciliation_books_the_fills_of_an_order_that_ended_without_them() {
     assert_eq!(exec.reconcile().await.unwrap().fills_recovered, 0);
     e.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_side_trade_flips_as_the_js_did_and_reduce_only_only_reduces() {
+    let mut e = engine().await;
+    // A long of ~$177 (under the $200 per-trade cap).
+    e.trade("BTCUSDT", "LONG", "0.003").await;
+    // reduceOnly: by q, never past the position.
+    let mut body = order("BTCUSDT", "SHORT", "0.001");
+    body["reduceOnly"] = true.into();
+    let r = e.send("trade", e.envelope("trade", body)).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    assert!(r["body"]["flipped"].is_null(), "{r}");
+    assert_eq!(
+        e.open_positions().await,
+        vec![("BTCUSDT".to_owned(), "LONG".to_owned(), d("0.002"))]
+    );
+    // A counter-side 0.001: the whole long closes and 0.001 opens — one order of
+    // 0.003, whose opening part alone (~$60) is what the per-trade cap counts.
+    let r = e.trade("BTCUSDT", "SHORT", "0.001").await;
+    assert_eq!(r["body"]["order"]["quantity"], 0.003, "{r}");
+    assert_eq!(
+        r["body"]["flipped"]["closedPosition"]["side"], "LONG",
+        "{r}"
+    );
+    assert_eq!(
+        e.open_positions().await,
+        vec![("BTCUSDT".to_owned(), "SHORT".to_owned(), d("0.001"))]
+    );
+    // A counter-side trade whose close is over the cap but whose opening part is not.
+    let r = e.trade("BTCUSDT", "LONG", "0.003").await;
+    assert_eq!(r["body"]["order"]["quantity"], 0.004, "{r}");
+    assert_eq!(
+        e.open_positions().await,
+        vec![("BTCUSDT".to_owned(), "LONG".to_owned(), d("0.003"))]
+    );
+    assert_eq!(e.venue_reaches("BTCUSDT", d("0.503")).await, d("0.503"));
+    e.finish().await;
+}

@@ -517,6 +517,27 @@ impl Executor {
         self.place_with(p, None).await
     }
 
+    /// A `trade` as the JS system places it: against an opposite position, the whole
+    /// of it closes and `quantity` opens, in one order (`trading::position::
+    /// trade_quantity`); reduce-only reduces by `quantity` and never flips.
+    pub async fn place_trade(&self, mut p: PlaceOrder) -> Result<OrderRow, PlaceError> {
+        let book = self
+            .book_of(&p.sub_account_id)
+            .await?
+            .ok_or(PlaceError::AccountNotFound)?;
+        let symbol = p.symbol.to_ascii_uppercase();
+        let held = book
+            .prepared
+            .account()
+            .positions
+            .iter()
+            .find(|q| *q.symbol == *symbol)
+            .map(|q| q.position.clone());
+        p.quantity =
+            trading::position::trade_quantity(held.as_ref(), p.side, p.quantity, p.reduce_only);
+        self.place(p).await
+    }
+
     /// [`Executor::place`]; `venue_reduce_only` overrides whether the venue sees
     /// `reduceOnly` (a close knows from its plan; otherwise a reduce-only request is
     /// reduce-only on the venue only when the exchange's net position covers it).
@@ -1016,12 +1037,16 @@ impl Executor {
             self.cancel_orders_of_closed(closed);
         }
         if let Some(closed) = &a.closed_position {
-            let net = a.outcome.realized - x.fee;
+            // Only the closing part's share of the fee: a flip's opening part pays
+            // the rest.
+            let net = a.outcome.realized - x.fee * a.outcome.closed / x.quantity;
             match a.outcome.change {
                 Change::Reduced => i.outbox.event(
                     "position_reduced",
                     json!({"subAccountId": row.sub_account_id, "positionId": closed, "symbol": row.symbol,
-                           "side": row.side.opens().as_str(), "remainingQty":
+                           // The position's side (the order's is the other).
+                           "side": match row.side { OrderSide::Buy => "SHORT", OrderSide::Sell => "LONG" },
+                           "remainingQty":
                                a.outcome.after.as_ref().map_or(Value::Null, |p| num(p.quantity)),
                            "closedQty": num(a.outcome.closed), "realizedPnl": num(net),
                            "newBalance": balance, "reason": "CLOSE"}),

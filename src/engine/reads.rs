@@ -39,14 +39,15 @@ impl Executor {
     /// refused. `Err` when it cannot be checked (no account, no price, unknown symbol).
     pub async fn validate(&self, p: &PlaceOrder) -> Result<Result<Numbers, Refusal>, PlaceError> {
         let t = self.ticket(p).await?;
-        Ok(check_view(
-            &t.view,
-            &t.rules,
-            &t.filters,
-            t.mark,
-            request_of(&t.symbol, p),
-        )
-        .map(|a| a.numbers().clone()))
+        // Checked as `trade` would send it (a flip closes the whole opposite).
+        let mut req = request_of(&t.symbol, p);
+        req.quantity = trading::position::trade_quantity(
+            t.view.here.as_ref().map(|m| &m.position),
+            p.side,
+            p.quantity,
+            p.reduce_only,
+        );
+        Ok(check_view(&t.view, &t.rules, &t.filters, t.mark, req).map(|a| a.numbers().clone()))
     }
 
     /// The mark `symbol` would be checked at now.

@@ -378,7 +378,7 @@ async fn changed_account(
 }
 
 async fn trade(g: &Gateway, exec: &Executor, p: PlaceOrder) -> Reply {
-    let o = match exec.place(p).await {
+    let o = match exec.place_trade(p).await {
         Ok(o) => o,
         Err(e) => return place_error(e),
     };

@@ -125,6 +125,28 @@ pub struct Outcome {
     pub margin_released: Decimal,
 }
 
+/// The quantity a `trade` of `q` on `side` sends, as the JS system trades
+/// (js-gateway §0 #24, preserved): against an opposite position it closes the whole
+/// of it and opens `q` — one order of opposite + `q` (a flip). Reduce-only reduces by
+/// `q`, at most what is held, and never flips (§0 #23 fixed). Otherwise `q`.
+pub fn trade_quantity(
+    held: Option<&Position>,
+    side: OrderSide,
+    q: Decimal,
+    reduce_only: bool,
+) -> Decimal {
+    match held {
+        Some(p) if p.side != side.opens() => {
+            if reduce_only {
+                q.min(p.quantity)
+            } else {
+                p.quantity + q
+            }
+        }
+        _ => q,
+    }
+}
+
 /// Applies `fill` to the account's position in that symbol (`None` when flat).
 pub fn apply_fill(position: Option<&Position>, fill: &Fill) -> Result<Outcome, FillError> {
     if fill.quantity <= Decimal::ZERO {
@@ -307,5 +329,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_counter_side_trade_flips_the_whole_position_and_reduce_only_never_flips() {
+        let long = Position {
+            side: Side::Long,
+            quantity: d("2"),
+            entry_price: d("100"),
+            leverage: d("10"),
+        };
+        // Against a long of 2: a sell of 3 sends 5 (close 2, open 3); of 1 sends 3.
+        assert_eq!(
+            trade_quantity(Some(&long), OrderSide::Sell, d("3"), false),
+            d("5")
+        );
+        assert_eq!(
+            trade_quantity(Some(&long), OrderSide::Sell, d("1"), false),
+            d("3")
+        );
+        // Reduce-only: by q, at most what is held.
+        assert_eq!(
+            trade_quantity(Some(&long), OrderSide::Sell, d("1"), true),
+            d("1")
+        );
+        assert_eq!(
+            trade_quantity(Some(&long), OrderSide::Sell, d("3"), true),
+            d("2")
+        );
+        // Same side or flat: q.
+        assert_eq!(
+            trade_quantity(Some(&long), OrderSide::Buy, d("1"), false),
+            d("1")
+        );
+        assert_eq!(trade_quantity(None, OrderSide::Sell, d("1"), false), d("1"));
     }
 }

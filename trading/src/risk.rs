@@ -427,9 +427,12 @@ pub fn check_view(
                 max: rules.max_leverage,
             });
         }
-        if notional > rules.max_notional_per_trade {
+        // The per-trade cap counts what the order opens (a flip's closing part only
+        // takes risk off).
+        let opening_notional = opening * price;
+        if opening_notional > rules.max_notional_per_trade {
             return Err(Refusal::MaxNotional {
-                notional,
+                notional: opening_notional,
                 max: rules.max_notional_per_trade,
             });
         }
