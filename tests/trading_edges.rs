@@ -506,3 +506,39 @@ async fn a_counter_side_trade_flips_as_the_js_did_and_reduce_only_only_reduces()
     assert_eq!(e.venue_reaches("BTCUSDT", d("0.503")).await, d("0.503"));
     e.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_recovery_waits_out_a_held_reconciliation_lock_instead_of_skipping_it() {
+    use redis::AsyncCommands;
+    let db = database::testing::TestDb::new().await;
+    let prefix = simulators::testkit::unique_prefix("gw-lock");
+    let mut redis = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("{prefix}lock:reconcile");
+    // Another engine (or an operator's `order reconcile`) is reconciling.
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("another-engine")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let starting = tokio::spawn(start(
+        db.url(),
+        prefix.clone(),
+        "redis://127.0.0.1:6379".into(),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !starting.is_finished(),
+        "the engine took commands without having reconciled once"
+    );
+    let _: i64 = redis.del(&key).await.unwrap();
+    let app = starting.await.unwrap();
+    app.shutdown().await;
+    forget_keys(&prefix).await;
+}

@@ -465,6 +465,32 @@ pub async fn final_orders_since(pool: &PgPool, hours: i64) -> Result<Vec<OrderRo
     rows.iter().map(row).collect()
 }
 
+/// The symbols where orders of ours are still working.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Working {
+    /// A market order not yet final: its fill is on its way.
+    pub markets: BTreeSet<String>,
+    /// A limit order resting: it may fill at any moment.
+    pub resting: BTreeSet<String>,
+}
+
+pub async fn working_symbols(pool: &PgPool) -> Result<Working, LedgerError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT DISTINCT symbol, type FROM orders
+          WHERE state IN ('NEW', 'SUBMITTED', 'UNKNOWN', 'PARTIALLY_FILLED')",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut w = Working::default();
+    for (symbol, kind) in rows {
+        match kind.as_str() {
+            "MARKET" => w.markets.insert(symbol),
+            _ => w.resting.insert(symbol),
+        };
+    }
+    Ok(w)
+}
+
 /// One reconciliation action, for operators.
 pub async fn log_reconciliation(
     pool: &PgPool,

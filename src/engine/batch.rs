@@ -85,6 +85,7 @@ impl Executor {
             })
             .collect();
         let rows = self.write_ahead(new, sent_at)?;
+        let _moving: Vec<_> = rows.iter().map(|r| self.in_flight(&r.symbol, 1)).collect();
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(VENUE_BATCH) {
             let elements: Vec<Value> = chunk

@@ -333,6 +333,30 @@ pub(super) struct Inner {
     pub(super) rows: std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
     /// One close at a time per position ([`Executor::close`]).
     pub(super) closing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per symbol: a fill is booked, or reconciliation judges the symbol, under it —
+    /// never both at once.
+    pub(super) symbols: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per symbol: orders of ours sent whose reply is not processed yet.
+    pub(super) in_flight: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+/// Counts an order in flight on its symbol until dropped.
+pub(super) struct InFlight {
+    exec: Executor,
+    symbol: String,
+    n: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut m = self.exec.inner.in_flight.lock().expect("in-flight lock");
+        if let Some(c) = m.get_mut(&self.symbol) {
+            *c = c.saturating_sub(self.n);
+            if *c == 0 {
+                m.remove(&self.symbol);
+            }
+        }
+    }
 }
 
 /// Why the executor did not start.
@@ -502,6 +526,8 @@ impl Executor {
                 scope,
                 rows: Default::default(),
                 closing: Default::default(),
+                symbols: Default::default(),
+                in_flight: Default::default(),
             }),
         })
     }
@@ -515,6 +541,44 @@ impl Executor {
     /// venue's code. `Err` means nothing was written or sent.
     pub async fn place(&self, p: PlaceOrder) -> Result<OrderRow, PlaceError> {
         self.place_with(p, None).await
+    }
+
+    /// Marks `n` orders on `symbol` as in flight while the guard lives.
+    pub(super) fn in_flight(&self, symbol: &str, n: usize) -> InFlight {
+        *self
+            .inner
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .entry(symbol.to_owned())
+            .or_default() += n;
+        InFlight {
+            exec: self.clone(),
+            symbol: symbol.to_owned(),
+            n,
+        }
+    }
+
+    /// Whether orders of ours on `symbol` are on their way to the venue.
+    pub(super) fn moving(&self, symbol: &str) -> bool {
+        self.inner
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .contains_key(symbol)
+    }
+
+    /// The symbol's lock: fills are booked and reconciliation judges under it.
+    pub(super) async fn symbol_guard(&self, symbol: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .inner
+            .symbols
+            .lock()
+            .expect("symbols lock")
+            .entry(symbol.to_owned())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 
     /// A `trade` as the JS system places it: against an opposite position, the whole
@@ -577,6 +641,7 @@ impl Executor {
             position_id: p.position_id.clone(),
         };
         let row = self.write_ahead(vec![new], sent_at)?.remove(0);
+        let _moving = self.in_flight(&symbol, 1);
         i.stats.record(|l| &mut l.write_us, checked.elapsed());
         i.stats.placed.fetch_add(1, Relaxed);
         let mut params = vec![
@@ -931,6 +996,12 @@ impl Executor {
             detail["resurrected"] = json!({"from": "REJECTED", "rejectCode": code,
                                            "rejectMessage": message, "by": name});
         }
+        // A fill is booked under its symbol's lock: reconciliation never judges the
+        // symbol between the venue's fill and its booking.
+        let _symbol = match &effect {
+            Effect::Book(_) => Some(self.symbol_guard(&row.symbol).await),
+            Effect::Changed | Effect::Nothing => None,
+        };
         let booked = match &effect {
             Effect::Nothing => {
                 i.stats.duplicates.fetch_add(1, Relaxed);

@@ -171,16 +171,30 @@ pub async fn run_executor(setup: ExecutorSetup, cancel: CancellationToken) {
     if let Err(e) = executor.sync_clock().await {
         tracing::warn!(error = %e, "venue clock not measured at start-up");
     }
-    match executor.reconcile().await {
-        Ok(r) => tracing::info!(
-            checked = r.orders_checked,
-            changed = r.orders_changed,
-            orphans = r.orphans_cancelled,
-            desynced = r.desynced.len(),
-            "recovered: the book is reconciled with the venue"
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "start-up reconciliation failed; retried every minute")
+    // Commands wait (RECOVERING) until one reconciliation has run to its end: a lock
+    // another engine holds, an unreachable Redis or venue are waited out, not skipped.
+    let mut retry = streaming::retry::task_restart();
+    loop {
+        let why = match executor.reconcile().await {
+            Ok(r) if !r.skipped => {
+                tracing::info!(
+                    checked = r.orders_checked,
+                    changed = r.orders_changed,
+                    orphans = r.orphans_cancelled,
+                    desynced = r.desynced.len(),
+                    "recovered: the book is reconciled with the venue"
+                );
+                break;
+            }
+            Ok(_) => "another holds the reconciliation lock, or Redis cannot be asked".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        let wait = retry.next_backoff().unwrap_or(Duration::from_secs(30));
+        tracing::warn!(reason = %why, retry_in_ms = wait.as_millis() as u64,
+            "start-up reconciliation not done yet: still RECOVERING");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => return,
         }
     }
     let _ = ready.set(executor.clone());

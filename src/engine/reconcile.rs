@@ -19,7 +19,7 @@
 //!
 //! Every action is a `reconciliation_log` row and a count.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
 
 use database::ledger;
@@ -252,6 +252,8 @@ impl Executor {
                 .await;
                 continue;
             }
+            // One this process is still writing is ours, not an orphan.
+            self.row_written(&cid).await;
             let ours = orders::by_client_id(&i.pool, &cid).await?;
             if ours.as_ref().is_some_and(|o| !o.order.state.is_final()) {
                 continue;
@@ -276,15 +278,14 @@ impl Executor {
             }
         }
 
-        // 3. Positions.
+        // 3. Positions. Each symbol is judged under its lock (no fill is booked on it
+        //    meanwhile) on the venue's position read again under that lock, and only
+        //    when nothing of ours is moving on it: no fill booked in the last seconds,
+        //    no order on its way, no market order not yet final.
         let (rows, _) = i.rest.position_risk().await?;
-        let mut exchange: BTreeMap<String, Decimal> = BTreeMap::new();
-        for r in rows {
-            *exchange.entry(r.symbol).or_default() += r.amount;
-        }
-        let symbols: BTreeSet<String> = exchange
-            .keys()
-            .cloned()
+        let symbols: BTreeSet<String> = rows
+            .into_iter()
+            .map(|r| r.symbol)
             .chain(ledger::open_symbols(&i.pool).await?)
             .collect();
         let recent = |s: &str| {
@@ -294,11 +295,17 @@ impl Executor {
                 .get(s)
                 .is_some_and(|t| t.elapsed() < i.config.fill_debounce)
         };
+        let working = orders::working_symbols(&i.pool).await?;
         for s in symbols {
-            if recent(&s) {
+            if recent(&s) || self.moving(&s) || working.markets.contains(&s) {
                 continue;
             }
-            let venue = exchange.get(&s).copied().unwrap_or_default()
+            let _judging = self.symbol_guard(&s).await;
+            if recent(&s) || self.moving(&s) {
+                continue;
+            }
+            let (rows, _) = i.rest.position_risk_of(&s).await?;
+            let venue = rows.iter().map(|r| r.amount).sum::<Decimal>()
                 - i.config.house.get(&s).copied().unwrap_or_default();
             let book = ledger::book_net(&i.pool, &s).await?;
             if venue == book {
@@ -310,6 +317,17 @@ impl Executor {
                     )
                     .await;
                 }
+                continue;
+            }
+            if venue.is_zero() && working.resting.contains(&s) {
+                // A resting order of ours may be filling right now: closing the book
+                // virtually could leave that fill with no position. The next round.
+                self.action(
+                    "VIRTUAL_CLOSE_DEFERRED",
+                    Some(&s),
+                    json!({"book": book.to_string(), "why": "orders of ours rest on the symbol"}),
+                )
+                .await;
                 continue;
             }
             if venue.is_zero() {

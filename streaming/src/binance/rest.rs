@@ -368,6 +368,23 @@ impl Rest {
         Ok(wire::parse_position_risk(&body)?)
     }
 
+    /// [`Rest::position_risk`] of one symbol (the venue answers only its rows).
+    pub async fn position_risk_of(
+        &self,
+        symbol: &str,
+    ) -> Result<(Vec<PositionRisk>, Vec<WireError>), RestError> {
+        let body = self
+            .signed(
+                Method::GET,
+                "/fapi/v3/positionRisk",
+                &[("symbol", symbol.to_owned())],
+            )
+            .await?;
+        let (mut rows, errors) = wire::parse_position_risk(&body)?;
+        rows.retain(|r| r.symbol == symbol);
+        Ok((rows, errors))
+    }
+
     /// The margin account's totals (`/fapi/v3/account`).
     pub async fn account(&self) -> Result<AccountSummary, RestError> {
         let body = self.signed(Method::GET, "/fapi/v3/account", &[]).await?;
