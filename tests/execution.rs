@@ -1237,8 +1237,9 @@ async fn soak_a_thousand_orders_with_faults_leave_the_book_equal_to_the_venue() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_429_no_order_is_sent_during_the_pause() {
     use std::sync::atomic::Ordering::Relaxed;
+    // 3 per 10 s (2 for orders that open, on our side).
     let v = venue_with(BinanceSimConfig {
-        orders_per_10s: 2,
+        orders_per_10s: 3,
         ..BinanceSimConfig::default()
     })
     .await;
@@ -1261,7 +1262,7 @@ async fn after_a_429_no_order_is_sent_during_the_pause() {
         first.order
     );
     // Another client on the account (its own connection and counts) takes the
-    // window's last order.
+    // window's last two orders.
     let other = Rest::new(
         &v.sim.rest_url(),
         Keys {
@@ -1271,19 +1272,21 @@ async fn after_a_429_no_order_is_sent_during_the_pause() {
         Duration::from_secs(1),
     )
     .unwrap();
-    other
-        .signed(
-            Method::POST,
-            "/fapi/v1/order",
-            &[
-                ("symbol", "BTCUSDT".to_owned()),
-                ("side", "BUY".to_owned()),
-                ("type", "MARKET".to_owned()),
-                ("quantity", "0.002".to_owned()),
-            ],
-        )
-        .await
-        .unwrap();
+    for _ in 0..2 {
+        other
+            .signed(
+                Method::POST,
+                "/fapi/v1/order",
+                &[
+                    ("symbol", "BTCUSDT".to_owned()),
+                    ("side", "BUY".to_owned()),
+                    ("type", "MARKET".to_owned()),
+                    ("quantity", "0.002".to_owned()),
+                ],
+            )
+            .await
+            .unwrap();
+    }
     // Over the venue's order count: 429, refused before its engine.
     let second = v
         .exec
@@ -1316,7 +1319,7 @@ async fn after_a_429_no_order_is_sent_during_the_pause() {
         "no request during the pause"
     );
     // The venue's own count: ours and the other client's.
-    assert_eq!(v.sim.stats().orders.load(Relaxed), 2);
+    assert_eq!(v.sim.stats().orders.load(Relaxed), 3);
 }
 
 fn scale(v: &Venue, account: &str, n: usize) -> Vec<PlaceOrder> {
@@ -1653,10 +1656,11 @@ async fn the_same_fill_told_twice_at_once_counts_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_over_the_venues_order_limit_are_refused_before_they_are_written() {
     // The venue states its limits in exchangeInfo; the executor reads them there.
+    // 3 per window: 2 for orders that open, the third kept for orders that reduce.
     let v = venue_with(BinanceSimConfig {
         hang: Duration::from_secs(3),
-        orders_per_10s: 2,
-        orders_per_minute: 2,
+        orders_per_10s: 3,
+        orders_per_minute: 3,
         ..BinanceSimConfig::default()
     })
     .await;

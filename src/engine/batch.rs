@@ -64,7 +64,8 @@ impl Executor {
         let sent_at =
             chrono::Utc::now().timestamp_millis() + i.rest.stats.time_offset_ms.load(Relaxed);
         // All of the batch or none of it: a half-placed scale is worse than a retry.
-        self.take_budget(sent_at, approved.len() as u64)?;
+        let opening = approved.iter().any(|(_, a)| !a.request().reduce_only);
+        self.take_budget(sent_at, approved.len() as u64, opening)?;
         let new = approved
             .iter()
             .map(|(leg, a)| {

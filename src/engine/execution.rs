@@ -624,7 +624,7 @@ impl Executor {
         let (symbol, here) = (t.symbol, t.here);
         let req = approved.request();
         let sent_at = now_ms() + i.rest.stats.time_offset_ms.load(Relaxed);
-        self.take_budget(sent_at, 1)?;
+        self.take_budget(sent_at, 1, !req.reduce_only)?;
         let checked = std::time::Instant::now();
         i.stats.record(|l| &mut l.checks_us, checked - accepted);
         let new = NewOrder {
@@ -1152,7 +1152,12 @@ impl Executor {
 
     /// Takes `n` new orders from the venue's limits at venue time `venue_now`, after
     /// raising our counts to what the venue last said it counted.
-    pub(super) fn take_budget(&self, venue_now: i64, n: u64) -> Result<(), PlaceError> {
+    pub(super) fn take_budget(
+        &self,
+        venue_now: i64,
+        n: u64,
+        opening: bool,
+    ) -> Result<(), PlaceError> {
         let st = &self.inner.rest.stats;
         let mut b = self.inner.budget.lock().expect("budget lock");
         let at = st.order_count_at_ms.load(Relaxed);
@@ -1164,7 +1169,7 @@ impl Executor {
                 Some(st.order_count_1m.load(Relaxed)),
             );
         }
-        b.take(venue_now, n).map_err(|e| {
+        b.take(venue_now, n, opening).map_err(|e| {
             metrics::counter!(ORDERS, "outcome" => "rate_limited").increment(1);
             PlaceError::RateLimited(e)
         })
