@@ -233,12 +233,17 @@ impl Executor {
                 Ok(Closed::Order(Box::new(row)))
             }
             ClosePlan::VirtualOnly => {
-                let price = i
-                    .prices
-                    .mark(&p.symbol)
-                    .await
-                    .map_err(PlaceError::Price)?
-                    .price;
+                // A fresh mark, else the last the stream gave, else the entry: a stale
+                // price never keeps a position from closing.
+                let price = match i.prices.mark(&p.symbol).await {
+                    Ok(q) => q.price,
+                    Err(_) => i
+                        .stream
+                        .as_ref()
+                        .and_then(|s| s.get(&p.symbol))
+                        .and_then(|e| e.mark)
+                        .unwrap_or(p.position.entry_price),
+                };
                 metrics::counter!(DESYNC_CLOSES).increment(1);
                 tracing::warn!(account, position = position_id, symbol = %p.symbol, %venue, %house, %book,
                     "the exchange does not hold this position: closed virtually");

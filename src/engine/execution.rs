@@ -48,6 +48,8 @@ use crate::bus::outbox::Outbox;
 pub const ORDERS: &str = "greekstream_orders_total";
 pub const AMBIGUOUS: &str = "greekstream_orders_ambiguous_total";
 pub const FILLS: &str = "greekstream_fills_booked_total";
+/// Reducing market orders checked at a last known price (no fresh one).
+pub const STALE_PRICE_CLOSES: &str = "greekstream_stale_price_closes_total";
 /// Orders taken for REJECTED that the venue then showed (accepted, filled, cancelled).
 pub const RESURRECTED: &str = "greekstream_orders_resurrected_total";
 /// Reduce-only fills (or parts of them) past what the position held: not booked.
@@ -758,12 +760,34 @@ impl Executor {
             .ok_or(PlaceError::AccountNotFound)?;
         let (prepared, rules) = (&cached.prepared, cached.rules.clone());
         let account = prepared.account();
-        let mark = i
-            .prices
-            .mark(&symbol)
-            .await
-            .map_err(PlaceError::Price)?
-            .price;
+        let mark = match i.prices.mark(&symbol).await {
+            Ok(q) => q.price,
+            // A market order that only reduces is never held up by a stale price: it
+            // is checked at the last mark the stream gave, or the position's entry
+            // (the venue fills it at its own price in any case).
+            Err(e) if p.reduce_only && p.kind == OrderKind::Market => {
+                let last = i
+                    .stream
+                    .as_ref()
+                    .and_then(|s| s.get(&symbol))
+                    .and_then(|e| e.mark);
+                let entry = account
+                    .positions
+                    .iter()
+                    .find(|q| *q.symbol == *symbol)
+                    .map(|q| q.position.entry_price);
+                match last.or(entry) {
+                    Some(px) => {
+                        metrics::counter!(STALE_PRICE_CLOSES).increment(1);
+                        tracing::warn!(symbol = %symbol, error = %e, price = %px,
+                            "no fresh price: a reducing market order checked at the last known");
+                        px
+                    }
+                    None => return Err(PlaceError::Price(e)),
+                }
+            }
+            Err(e) => return Err(PlaceError::Price(e)),
+        };
         let stream_mark = |s: &str| {
             if s == symbol {
                 return Some(mark);
@@ -848,7 +872,17 @@ impl Executor {
             .zip(&orders)
             .map(|(ids, o)| super::journal::Entry::new(ids, o, sent_at))
             .collect();
-        i.journal.append(&entries).map_err(PlaceError::Journal)?;
+        // The durable write blocks this thread: on a multi-thread runtime the
+        // worker's other tasks move to another thread meanwhile (the write itself
+        // stays here: a hand-off to a writer thread costs more than the write).
+        let append = || i.journal.append(&entries);
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let appended = match i.config.journal_sync {
+            super::journal::JournalSync::Always if multi => tokio::task::block_in_place(append),
+            _ => append(),
+        };
+        appended.map_err(PlaceError::Journal)?;
         Ok(ids
             .into_iter()
             .zip(orders)

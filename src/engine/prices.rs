@@ -140,22 +140,27 @@ impl PriceChain {
 
     async fn cached(&self, symbol: &str) -> Result<Option<Quote>, SourceError> {
         let (client, conn) = self.redis.as_ref().expect("checked by the caller");
-        let mut guard = conn.lock().await;
-        if guard.is_none() {
-            *guard = Some(client.get_multiplexed_async_connection().await?);
-        }
-        let c = guard.as_mut().expect("set above");
+        // The connection is multiplexed: a clone of it is used outside the lock, so
+        // one slow Redis call never holds up the others (the lock only guards the
+        // connecting).
+        let mut c = {
+            let mut guard = conn.lock().await;
+            if guard.is_none() {
+                *guard = Some(client.get_multiplexed_async_connection().await?);
+            }
+            guard.clone().expect("set above")
+        };
         let key = format!("{}price:{symbol}", self.config.prefix);
         let got: Result<(Option<String>, Option<i64>), _> = redis::cmd("HMGET")
             .arg(&key)
             .arg("mark")
             .arg("mark_time")
-            .query_async(c)
+            .query_async(&mut c)
             .await;
         let (mark, at) = match got {
             Ok(v) => v,
             Err(e) => {
-                *guard = None;
+                *conn.lock().await = None;
                 return Err(e.into());
             }
         };
