@@ -542,3 +542,32 @@ async fn start_up_recovery_waits_out_a_held_reconciliation_lock_instead_of_skipp
     app.shutdown().await;
     forget_keys(&prefix).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_basket_is_checked_as_a_whole_across_its_symbols_before_anything_is_sent() {
+    let mut e = engine().await;
+    // $500 total by default: two BTC legs (~$180 each) fit, the ETH leg (~$155) on
+    // top of them does not.
+    let legs = json!({"legs": [
+        {"symbol": "BTCUSDT", "side": "LONG", "quantity": "0.003", "leverage": 10},
+        {"symbol": "BTCUSDT", "side": "LONG", "quantity": "0.003", "leverage": 10},
+        {"symbol": "ETHUSDT", "side": "LONG", "quantity": "0.05", "leverage": 10},
+    ]});
+    let r = e.send("basket", e.envelope("basket", legs)).await;
+    assert_eq!(
+        (r["httpStatus"].as_u64(), r["code"].as_str()),
+        (Some(400), Some("MAX_EXPOSURE_EXCEEDED")),
+        "{r}"
+    );
+    assert_eq!(e.orders().await, 0, "nothing of the basket was sent");
+    assert_eq!(e.venue("BTCUSDT"), d("0.5"));
+    // Within the caps across symbols: all of it goes.
+    let legs = json!({"legs": [
+        {"symbol": "BTCUSDT", "side": "LONG", "quantity": "0.003", "leverage": 10},
+        {"symbol": "ETHUSDT", "side": "LONG", "quantity": "0.05", "leverage": 10},
+    ]});
+    let r = e.send("basket", e.envelope("basket", legs)).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    assert_eq!(r["body"]["placed"], 2, "{r}");
+    e.finish().await;
+}

@@ -15,7 +15,7 @@ use database::orders::{self, NewOrder, OrderRow, Source};
 use reqwest::Method;
 use serde_json::{json, Value};
 use trading::order::{classify, Reply, Wire};
-use trading::risk::{assume_filled, check_view, Refusal};
+use trading::risk::{assume_filled, check_view, Pending, PendingOrder, Refusal};
 
 use super::execution::{request_of, Executor, PlaceError, PlaceOrder};
 
@@ -25,6 +25,39 @@ pub const VENUE_BATCH: usize = 5;
 pub const MAX_LEGS: usize = 50;
 
 impl Executor {
+    /// Checks a basket's legs together, across their symbols, before any is sent:
+    /// each leg against the account with the legs before it counted as pending (at
+    /// their marks), so legs within the limits one by one cannot add up past them.
+    /// The first refused leg is returned with its symbol.
+    pub async fn check_basket(&self, legs: &[PlaceOrder]) -> Result<(), (String, PlaceError)> {
+        let mut before: Vec<PendingOrder> = Vec::with_capacity(legs.len());
+        for leg in legs {
+            let symbol = leg.symbol.to_ascii_uppercase();
+            let mut t = self.ticket(leg).await.map_err(|e| (symbol.clone(), e))?;
+            let extra = Pending::of(&before, &t.symbol, |_| None);
+            t.view.pending.notional += extra.notional;
+            t.view.pending.margin += extra.margin;
+            t.view.pending.here += extra.here;
+            let a = check_view(
+                &t.view,
+                &t.rules,
+                &t.filters,
+                t.mark,
+                request_of(&t.symbol, leg),
+            )
+            .map_err(|r| (symbol.clone(), PlaceError::Refused(r)))?;
+            if !a.request().reduce_only {
+                before.push(PendingOrder {
+                    symbol: t.symbol.clone(),
+                    remaining: a.request().quantity,
+                    price: Some(a.request().limit.unwrap_or(t.mark)),
+                    leverage: a.request().leverage,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub async fn place_batch(&self, legs: Vec<PlaceOrder>) -> Result<Vec<OrderRow>, PlaceError> {
         let i = &self.inner;
         let Some(first) = legs.first() else {

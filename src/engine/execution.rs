@@ -788,14 +788,45 @@ impl Executor {
             }
             Err(e) => return Err(PlaceError::Price(e)),
         };
+        // The account's other symbols at fresh marks (the chain's staleness bound):
+        // the stream's when fresh, else the chain's. None fresh anywhere: an order that
+        // opens is refused rather than checked at a stale price or the entry.
+        let mut marks: HashMap<&str, Decimal> = HashMap::new();
+        let others = account
+            .positions
+            .iter()
+            .map(|q| &*q.symbol)
+            .chain(cached.pending.iter().map(|o| o.symbol.as_str()))
+            .filter(|s| *s != symbol);
+        let now = now_ms();
+        let max_age = i.prices.max_age().as_millis() as i64;
+        for s in others {
+            if marks.contains_key(s) {
+                continue;
+            }
+            let streamed = i
+                .stream
+                .as_ref()
+                .and_then(|p| p.get(s))
+                .filter(|e| now - e.mark_time <= max_age)
+                .and_then(|e| e.mark);
+            let fresh = match streamed {
+                Some(m) => Some(m),
+                None => match i.prices.mark(s).await {
+                    Ok(q) => Some(q.price),
+                    Err(e) if !p.reduce_only => return Err(PlaceError::Price(e)),
+                    Err(_) => None,
+                },
+            };
+            if let Some(m) = fresh {
+                marks.insert(s, m);
+            }
+        }
         let stream_mark = |s: &str| {
             if s == symbol {
                 return Some(mark);
             }
-            i.stream
-                .as_ref()
-                .and_then(|p| p.get(s))
-                .and_then(|e| e.mark)
+            marks.get(s).copied()
         };
         let symbols: Vec<_> = account.positions.iter().map(|p| p.symbol.clone()).collect();
         let here = account

@@ -92,6 +92,11 @@ impl PriceChain {
         self
     }
 
+    /// How old a quote may be and still be fresh.
+    pub fn max_age(&self) -> Duration {
+        self.config.max_age
+    }
+
     /// The first fresh quote for `symbol`, or why there is none.
     pub async fn mark(&self, symbol: &str) -> Result<Quote, PriceError> {
         let now = chrono::Utc::now().timestamp_millis();

@@ -102,6 +102,15 @@ pub(super) async fn run(
             ))
         }
         Command::Basket(legs) => {
+            // All the legs checked together before any is sent (across symbols).
+            let all: Vec<PlaceOrder> = legs.iter().map(|l| place(l, OrderKind::Market)).collect();
+            if let Err((symbol, e)) = exec.check_basket(&all).await {
+                let mut r = place_error(e);
+                if let Value::Object(m) = &mut r.body {
+                    m.insert("symbol".into(), symbol.into());
+                }
+                return r;
+            }
             let mut by_symbol: Vec<(String, Vec<PlaceOrder>)> = Vec::new();
             for l in &legs {
                 let p = place(l, OrderKind::Market);
