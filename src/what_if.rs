@@ -185,32 +185,35 @@ pub fn run(a: &WhatIfArgs) -> Result<Value, WhatIfError> {
         positions: positions(&a.positions)?,
         realized_today: decimal("--realized-today", &a.realized_today)?,
     };
-    let verdict = risk::check(
-        &account,
+    let order = order(&a.order)?;
+    let view = risk::AccountView::of(&account, &order.symbol);
+    let (numbers, verdict) = risk::explain(
+        &view,
         &rules(&a.rules)?,
         &filters(&a.filters)?,
         decimal("--mark", &a.mark)?,
-        order(&a.order)?,
+        order,
     );
-    Ok(match verdict {
-        Ok(approved) => {
-            let n = approved.numbers();
-            json!({
-                "approved": true,
-                "numbers": {
-                    "price": n.price.to_string(), "notional": n.notional.to_string(),
-                    "requiredMargin": n.required_margin.to_string(), "equity": n.equity.to_string(),
-                    "available": n.available.to_string(), "exposureAfter": n.exposure_after.to_string(),
-                    "usageAfter": n.usage_after.round_dp(6).to_string(),
-                },
-            })
-        }
+    let mut out = match verdict {
+        Ok(_) => json!({"approved": true}),
         Err(refusal) => json!({
             "approved": false,
             "code": refusal.code(),
             "message": refusal.to_string(),
         }),
-    })
+    };
+    // The numbers the checks used, on a refusal too.
+    if let Some(n) = numbers {
+        out["numbers"] = json!({
+            "price": n.price.to_string(), "notional": n.notional.to_string(),
+            "requiredMargin": n.required_margin.to_string(), "equity": n.equity.to_string(),
+            "available": n.available.to_string(), "maintenance": n.maintenance.to_string(),
+            "exposureBefore": n.exposure_before.to_string(),
+            "exposureAfter": n.exposure_after.to_string(),
+            "usageAfter": n.usage_after.to_string(),
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -243,6 +246,15 @@ mod tests {
             out["message"],
             "Insufficient margin: need $10, available $4.50"
         );
+        // The numbers behind the refusal, unrounded: what an operator asks for then.
+        let n = &out["numbers"];
+        assert_eq!(n["requiredMargin"], "10", "{out}");
+        assert_eq!(n["available"], "4.500", "{out}");
+        assert_eq!(n["equity"], "5", "{out}");
+        assert_eq!(n["exposureAfter"], "200", "{out}");
+        assert_eq!(n["exposureBefore"], "100", "{out}");
+        assert_eq!(n["maintenance"], "0.500", "{out}");
+        assert_eq!(n["usageAfter"], "4", "{out}");
     }
 
     #[test]

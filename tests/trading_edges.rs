@@ -571,3 +571,39 @@ async fn a_basket_is_checked_as_a_whole_across_its_symbols_before_anything_is_se
     assert_eq!(r["body"]["placed"], 2, "{r}");
     e.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_says_the_numbers_behind_a_refusal() {
+    let mut e = engine().await;
+    let r = e
+        .send(
+            "validate",
+            e.envelope("validate", order("BTCUSDT", "LONG", "0.01")),
+        )
+        .await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    let b = &r["body"];
+    assert_eq!(b["valid"], false, "{r}");
+    assert_eq!(b["errors"][0]["code"], "MAX_NOTIONAL_EXCEEDED", "{r}");
+    let n = &b["computedValues"];
+    let price = n["price"].as_f64().unwrap();
+    assert!(
+        (n["notional"].as_f64().unwrap() - price * 0.01).abs() < 1e-6,
+        "{r}"
+    );
+    assert!(
+        (n["requiredMargin"].as_f64().unwrap() - price * 0.001).abs() < 1e-6,
+        "{r}"
+    );
+    assert_eq!(n["equity"].as_f64(), Some(10_000.0), "{r}");
+    assert_eq!(n["currentExposure"].as_f64(), Some(0.0), "{r}");
+    for k in [
+        "availableBalance",
+        "exposureAfter",
+        "maintenanceMargin",
+        "marginUsageAfter",
+    ] {
+        assert!(n[k].is_number(), "{k}: {r}");
+    }
+    e.finish().await;
+}

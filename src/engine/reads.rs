@@ -3,7 +3,7 @@
 
 use rust_decimal::Decimal;
 use trading::evaluate::Evaluation;
-use trading::risk::{check_view, Numbers, Refusal, RiskRules, VenueFilters};
+use trading::risk::{explain, Numbers, Refusal, RiskRules, VenueFilters};
 
 use super::execution::{request_of, Executor, PlaceError, PlaceOrder};
 
@@ -37,7 +37,10 @@ impl Executor {
 
     /// The pre-trade check of `p` without placing it: its numbers, or why it would be
     /// refused. `Err` when it cannot be checked (no account, no price, unknown symbol).
-    pub async fn validate(&self, p: &PlaceOrder) -> Result<Result<Numbers, Refusal>, PlaceError> {
+    pub async fn validate(
+        &self,
+        p: &PlaceOrder,
+    ) -> Result<(Option<Numbers>, Result<(), Refusal>), PlaceError> {
         let t = self.ticket(p).await?;
         // Checked as `trade` would send it (a flip closes the whole opposite).
         let mut req = request_of(&t.symbol, p);
@@ -47,7 +50,8 @@ impl Executor {
             p.quantity,
             p.reduce_only,
         );
-        Ok(check_view(&t.view, &t.rules, &t.filters, t.mark, req).map(|a| a.numbers().clone()))
+        let (numbers, verdict) = explain(&t.view, &t.rules, &t.filters, t.mark, req);
+        Ok((numbers, verdict.map(|_| ())))
     }
 
     /// The mark `symbol` would be checked at now.

@@ -324,29 +324,24 @@ pub(super) async fn run(
     }
 }
 
-/// The JS validator's answer (§4.2): always 200, `valid` says.
+/// The JS validator's answer (§4.2): always 200, `valid` says; `computedValues`
+/// on a refusal too (the numbers it was refused by).
 pub(super) async fn validate(exec: &Executor, p: &PlaceOrder) -> Reply {
-    let refusal = |code: &str, message: String| {
-        Reply::ok(
-            200,
-            json!({"valid": false, "errors": [{"code": code, "message": message}]}),
-        )
+    let refusal = |code: &str, message: String| json!({"valid": false, "errors": [{"code": code, "message": message}]});
+    let (numbers, mut body) = match exec.validate(p).await {
+        Ok((n, Ok(()))) => (n, json!({"valid": true, "errors": []})),
+        Ok((n, Err(r))) => (n, refusal(r.code(), r.to_string())),
+        Err(PlaceError::Storage(e)) => return storage(e),
+        Err(e) => (None, refusal(e.code(), e.to_string())),
     };
-    match exec.validate(p).await {
-        Ok(Ok(n)) => Reply::ok(
-            200,
-            json!({"valid": true, "errors": [],
-                   "computedValues": {"price": num(n.price), "notional": num(n.notional),
-                                      "requiredMargin": num(n.required_margin),
-                                      "availableBalance": num(n.available),
-                                      "currentExposure": num(n.exposure_after - n.notional),
-                                      "exposureAfter": num(n.exposure_after),
-                                      "equity": num(n.equity), "marginUsageAfter": num(n.usage_after)}}),
-        ),
-        Ok(Err(r)) => refusal(r.code(), r.to_string()),
-        Err(PlaceError::Storage(e)) => storage(e),
-        Err(e) => refusal(e.code(), e.to_string()),
+    if let Some(n) = numbers {
+        body["computedValues"] = json!({"price": num(n.price), "notional": num(n.notional),
+            "requiredMargin": num(n.required_margin), "availableBalance": num(n.available),
+            "currentExposure": num(n.exposure_before), "exposureAfter": num(n.exposure_after),
+            "equity": num(n.equity), "maintenanceMargin": num(n.maintenance),
+            "marginUsageAfter": num(n.usage_after)});
     }
+    Reply::ok(200, body)
 }
 
 /// `s` as a market order of `account`'s.

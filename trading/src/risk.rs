@@ -271,6 +271,10 @@ pub struct Numbers {
     pub required_margin: Decimal,
     pub equity: Decimal,
     pub available: Decimal,
+    /// Maintenance margin of the positions held now.
+    pub maintenance: Decimal,
+    /// Exposure now: positions at entry, pending orders at their price.
+    pub exposure_before: Decimal,
     pub exposure_after: Decimal,
     pub usage_after: Decimal,
 }
@@ -356,17 +360,34 @@ pub fn check_view(
     mark: Decimal,
     req: OrderRequest,
 ) -> Result<Approved, Refusal> {
+    explain(account, rules, filters, mark, req).1
+}
+
+/// [`check_view`] with the numbers it judged by, on a refusal too (`None` only when
+/// the order is refused before there are any: a non-positive quantity or price, a
+/// leverage under 1, a reduce-only order that would open): "why was this refused?"
+/// needs them most then.
+pub fn explain(
+    account: &AccountView,
+    rules: &RiskRules,
+    filters: &VenueFilters,
+    mark: Decimal,
+    req: OrderRequest,
+) -> (Option<Numbers>, Result<Approved, Refusal>) {
     if req.quantity <= Decimal::ZERO {
-        return Err(Refusal::Invalid("quantity must be positive"));
+        return (None, Err(Refusal::Invalid("quantity must be positive")));
     }
     if mark <= Decimal::ZERO || req.limit.is_some_and(|p| p <= Decimal::ZERO) {
-        return Err(Refusal::Invalid("price must be positive"));
+        return (None, Err(Refusal::Invalid("price must be positive")));
     }
     if req.leverage < Decimal::ONE {
-        return Err(Refusal::MaxLeverage {
-            leverage: req.leverage,
-            max: rules.max_leverage,
-        });
+        return (
+            None,
+            Err(Refusal::MaxLeverage {
+                leverage: req.leverage,
+                max: rules.max_leverage,
+            }),
+        );
     }
     let price = req.limit.unwrap_or(mark);
     let notional = req.quantity * price;
@@ -381,7 +402,10 @@ pub fn check_view(
         _ => (Decimal::ZERO, req.quantity),
     };
     if req.reduce_only && (closing.is_zero() || !opening.is_zero()) {
-        return Err(Refusal::Invalid("reduce-only order would not only reduce"));
+        return (
+            None,
+            Err(Refusal::Invalid("reduce-only order would not only reduce")),
+        );
     }
     let m = Totals {
         equity: account.balance + account.unrealized,
@@ -414,105 +438,117 @@ pub fn check_view(
         - pending.margin
         - (m.notional - here.map_or(Decimal::ZERO, |h| h.position.entry_price * closing))
             * account.maintenance_rate;
-    // The gates on opening: an order that only reduces passes them all, so a
-    // frozen or liquidated account, or one whose leverage cap was lowered under its
-    // positions, can still be closed.
-    if !opening.is_zero() {
-        if account.status != AccountStatus::Active {
-            return Err(Refusal::AccountFrozen(account.status.as_str()));
+    let numbers = Numbers {
+        price,
+        notional,
+        required_margin,
+        equity: m.equity,
+        available,
+        maintenance: m.notional * account.maintenance_rate,
+        exposure_before: m.notional + pending.notional,
+        exposure_after,
+        usage_after,
+    };
+    let verdict = (|| {
+        // The gates on opening: an order that only reduces passes them all, so a
+        // frozen or liquidated account, or one whose leverage cap was lowered under its
+        // positions, can still be closed.
+        if !opening.is_zero() {
+            if account.status != AccountStatus::Active {
+                return Err(Refusal::AccountFrozen(account.status.as_str()));
+            }
+            if req.leverage > rules.max_leverage {
+                return Err(Refusal::MaxLeverage {
+                    leverage: req.leverage,
+                    max: rules.max_leverage,
+                });
+            }
+            // The per-trade cap counts what the order opens (a flip's closing part only
+            // takes risk off).
+            let opening_notional = opening * price;
+            if opening_notional > rules.max_notional_per_trade {
+                return Err(Refusal::MaxNotional {
+                    notional: opening_notional,
+                    max: rules.max_notional_per_trade,
+                });
+            }
+            if exposure_after > rules.max_total_exposure {
+                return Err(Refusal::MaxExposure {
+                    exposure: exposure_after,
+                    max: rules.max_total_exposure,
+                });
+            }
+            if let Some(max) = rules.max_symbol_exposure {
+                if symbol_after > max {
+                    return Err(Refusal::MaxSymbolExposure {
+                        symbol: req.symbol.clone(),
+                        exposure: symbol_after,
+                        max,
+                    });
+                }
+            }
+            if required_margin > available {
+                return Err(Refusal::InsufficientMargin {
+                    need: required_margin.round_dp(2),
+                    available: available.round_dp(2),
+                });
+            }
+            if usage_after >= MAX_USAGE {
+                return Err(Refusal::MarginRatio {
+                    usage: (usage_after * Decimal::ONE_HUNDRED).round_dp(2),
+                });
+            }
+            if let Some(max) = rules.max_daily_loss {
+                let loss = -(account.realized_today + m.unrealized);
+                if loss >= max {
+                    return Err(Refusal::DailyLoss { loss, max });
+                }
+            }
         }
-        if req.leverage > rules.max_leverage {
-            return Err(Refusal::MaxLeverage {
-                leverage: req.leverage,
-                max: rules.max_leverage,
-            });
-        }
-        // The per-trade cap counts what the order opens (a flip's closing part only
-        // takes risk off).
-        let opening_notional = opening * price;
-        if opening_notional > rules.max_notional_per_trade {
-            return Err(Refusal::MaxNotional {
-                notional: opening_notional,
-                max: rules.max_notional_per_trade,
-            });
-        }
-        if exposure_after > rules.max_total_exposure {
-            return Err(Refusal::MaxExposure {
-                exposure: exposure_after,
-                max: rules.max_total_exposure,
-            });
-        }
-        if let Some(max) = rules.max_symbol_exposure {
-            if symbol_after > max {
-                return Err(Refusal::MaxSymbolExposure {
-                    symbol: req.symbol.clone(),
-                    exposure: symbol_after,
-                    max,
+        if let Some(p) = req.limit {
+            if !multiple(p, filters.tick) {
+                return Err(Refusal::Tick {
+                    price: p,
+                    tick: filters.tick,
+                });
+            }
+            let (low, high) = (mark * filters.down, mark * filters.up);
+            let outside = match req.side {
+                OrderSide::Buy => p > high,
+                OrderSide::Sell => p < low,
+            };
+            if outside {
+                return Err(Refusal::PriceBand {
+                    price: p,
+                    low,
+                    high,
                 });
             }
         }
-        if required_margin > available {
-            return Err(Refusal::InsufficientMargin {
-                need: required_margin.round_dp(2),
-                available: available.round_dp(2),
+        if !multiple(req.quantity, filters.step) {
+            return Err(Refusal::Step {
+                quantity: req.quantity,
+                step: filters.step,
             });
         }
-        if usage_after >= MAX_USAGE {
-            return Err(Refusal::MarginRatio {
-                usage: (usage_after * Decimal::ONE_HUNDRED).round_dp(2),
+        if !req.reduce_only && notional < filters.min_notional {
+            return Err(Refusal::MinNotional {
+                notional,
+                min: filters.min_notional,
             });
         }
-        if let Some(max) = rules.max_daily_loss {
-            let loss = -(account.realized_today + m.unrealized);
-            if loss >= max {
-                return Err(Refusal::DailyLoss { loss, max });
-            }
-        }
+        Ok(())
+    })();
+    match verdict {
+        Ok(()) => (
+            Some(numbers.clone()),
+            Ok(Approved {
+                request: req,
+                numbers,
+            }),
+        ),
+        Err(r) => (Some(numbers), Err(r)),
     }
-    if let Some(p) = req.limit {
-        if !multiple(p, filters.tick) {
-            return Err(Refusal::Tick {
-                price: p,
-                tick: filters.tick,
-            });
-        }
-        let (low, high) = (mark * filters.down, mark * filters.up);
-        let outside = match req.side {
-            OrderSide::Buy => p > high,
-            OrderSide::Sell => p < low,
-        };
-        if outside {
-            return Err(Refusal::PriceBand {
-                price: p,
-                low,
-                high,
-            });
-        }
-    }
-    if !multiple(req.quantity, filters.step) {
-        return Err(Refusal::Step {
-            quantity: req.quantity,
-            step: filters.step,
-        });
-    }
-    if !req.reduce_only && notional < filters.min_notional {
-        return Err(Refusal::MinNotional {
-            notional,
-            min: filters.min_notional,
-        });
-    }
-    Ok(Approved {
-        request: req,
-        numbers: Numbers {
-            price,
-            notional,
-            required_margin,
-            equity: m.equity,
-            available,
-            exposure_after,
-            usage_after,
-        },
-    })
 }
 
 #[cfg(test)]
