@@ -37,7 +37,7 @@ struct Venue {
     exec: Executor,
     rest: Rest,
     account: String,
-    events: mpsc::Receiver<BusWrite>,
+    events: greekstream::bus::outbox::Drain,
     stream: Arc<streaming::binance::prices::Prices>,
     cancel: CancellationToken,
 }
@@ -223,7 +223,7 @@ impl Venue {
 
     fn events(&mut self) -> Vec<(String, Value)> {
         let mut out = Vec::new();
-        while let Ok(w) = self.events.try_recv() {
+        while let Some(w) = self.events.try_recv() {
             if let BusWrite::Publish {
                 channel, payload, ..
             } = w

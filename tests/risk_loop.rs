@@ -70,7 +70,7 @@ fn decode(w: BusWrite) -> (String, Value) {
 
 struct Loop {
     inputs: mpsc::Sender<RiskInput>,
-    writes: mpsc::Receiver<BusWrite>,
+    writes: greekstream::bus::outbox::Drain,
     cancel: CancellationToken,
 }
 
@@ -108,7 +108,7 @@ impl Loop {
     async fn after(&mut self, ms: u64) -> Vec<(String, Value)> {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         let mut out = Vec::new();
-        while let Ok(w) = self.writes.try_recv() {
+        while let Some(w) = self.writes.try_recv() {
             out.push(decode(w));
         }
         out

@@ -607,3 +607,58 @@ async fn validate_says_the_numbers_behind_a_refusal() {
     }
     e.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn position_events_say_the_positions_side_liquidation_price_and_net_pnl() {
+    let mut e = engine().await;
+    // A small account: its long has a liquidation price above zero.
+    let r = e
+        .admin(
+            "account_create",
+            json!({"name": "small", "initialBalance": 30, "ownerUserId": USER}),
+        )
+        .await;
+    e.account = r["body"]["id"].as_str().unwrap().to_owned();
+    e.trade("BTCUSDT", "LONG", "0.003").await;
+    let mut body = order("BTCUSDT", "SHORT", "0.001");
+    body["reduceOnly"] = true.into();
+    let r = e.send("trade", e.envelope("trade", body)).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    // The flip: closes the 0.002 left, opens 0.001 short, in one fill of 0.003.
+    e.trade("BTCUSDT", "SHORT", "0.001").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = e.events().await;
+    let of = |kind: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let opened = &of("position_updated")[0];
+    let liq = opened["liquidationPrice"]
+        .as_f64()
+        .expect("a cross liquidation price");
+    assert!(
+        liq > 0.0 && liq < opened["entryPrice"].as_f64().unwrap(),
+        "{opened}"
+    );
+    assert_eq!(opened["babysitterExcluded"], false, "{opened}");
+    let reduced = &of("position_reduced")[0];
+    assert_eq!(reduced["side"], "LONG", "the position's side: {reduced}");
+    let closed = &of("position_closed")[0];
+    assert_eq!(closed["reason"], "FLIP", "{closed}");
+    // Its realizedPnl is the booked one: the closing part's share of the fee only.
+    let booked: Decimal =
+        sqlx::query_scalar("SELECT realized_pnl FROM trade_executions WHERE action = 'FLIP_CLOSE'")
+            .fetch_one(&e.db.pool)
+            .await
+            .unwrap();
+    let said = closed["realizedPnl"].as_f64().unwrap();
+    let booked: f64 = booked.to_string().parse().unwrap();
+    assert!(
+        (said - booked).abs() < 1e-9,
+        "event {said} vs booked {booked}"
+    );
+    e.finish().await;
+}

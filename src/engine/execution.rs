@@ -1199,20 +1199,58 @@ impl Executor {
                 Change::Opened | Change::Added => {}
             }
         }
+        self.book_changed(&row.sub_account_id).await;
         if let (Some(open), Some(p)) = (&a.open_position, &a.outcome.after) {
             if a.outcome.change != Change::Reduced {
+                let (liquidation, excluded) = self
+                    .position_facts(&row.sub_account_id, open, &row.symbol, x.price)
+                    .await;
                 i.outbox.event(
                     "position_updated",
                     json!({"subAccountId": row.sub_account_id, "positionId": open, "symbol": row.symbol,
                            "side": p.side.as_str(), "entryPrice": num(p.entry_price),
                            "quantity": num(p.quantity), "notional": num(p.notional()),
                            "leverage": num(p.leverage), "margin": num(p.margin()),
-                           "liquidationPrice": Value::Null, "babysitterExcluded": false}),
+                           "liquidationPrice": liquidation.map_or(Value::Null, num),
+                           "babysitterExcluded": excluded}),
                     now,
                 );
             }
         }
-        self.book_changed(&row.sub_account_id).await;
+    }
+
+    /// A position's cross liquidation price (the account's other positions at their
+    /// last marks, this symbol at `price`) and its stored babysitter flag, from the
+    /// account's book as just re-read.
+    async fn position_facts(
+        &self,
+        account: &str,
+        position: &str,
+        symbol: &str,
+        price: Decimal,
+    ) -> (Option<Decimal>, bool) {
+        let Ok(Some(book)) = self.book_of(account).await else {
+            return (None, false);
+        };
+        let held = &book.prepared.account().positions;
+        let Some(k) = held.iter().position(|q| &*q.id == position) else {
+            return (None, false);
+        };
+        let stream = self.inner.stream.as_ref();
+        let value = book.prepared.value(|j| {
+            let s = &held[j].symbol;
+            if &**s == symbol {
+                Some(price)
+            } else {
+                stream.and_then(|p| p.get(s)).and_then(|e| e.mark)
+            }
+        });
+        let liquidation = value
+            .positions
+            .get(k)
+            .map(|v| v.liquidation_price)
+            .filter(|l| *l > Decimal::ZERO);
+        (liquidation, held[k].babysitter_excluded)
     }
 
     /// Takes `n` new orders from the venue's limits at venue time `venue_now`, after
