@@ -662,3 +662,25 @@ async fn position_events_say_the_positions_side_liquidation_price_and_net_pnl() 
     );
     e.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_engine_on_the_same_stack_refuses_to_start_and_the_first_trades_on() {
+    let mut e = engine().await;
+    let r = e.trade("BTCUSDT", "LONG", "0.002").await;
+    assert_eq!(r["httpStatus"], 201);
+    let second = try_start(
+        e.db.url(),
+        e.prefix.clone(),
+        "redis://127.0.0.1:6379".into(),
+    )
+    .await;
+    let err = second.expect_err("a second engine on the same prefix and database started");
+    assert!(
+        err.to_string().contains("another engine"),
+        "a clear message: {err}"
+    );
+    // The first is untouched: its commands still run.
+    let r = e.trade("BTCUSDT", "LONG", "0.002").await;
+    assert_eq!(r["body"]["position"]["quantity"], 0.004, "{r}");
+    e.finish().await;
+}

@@ -134,6 +134,18 @@ impl App {
         let activity = Arc::new(SourceActivity::default());
         let alive = Arc::new(PipelineAlive::default());
         let trading = cfg.engine && cfg.binance.enabled;
+        // One engine per stack: a second one refuses to start (gateway::lease).
+        let lease = if trading {
+            crate::gateway::lease::EngineLease::take(
+                cfg.redis_url.expose(),
+                &cfg.binance.redis_prefix,
+                &cfg.engine_id,
+            )
+            .await
+            .map_err(|e| AppError::Gateway(e.to_string()))?
+        } else {
+            None
+        };
         let engine_status = Arc::new(crate::health::EngineStatus::new(trading));
         let monitor = HealthMonitor::new(
             cfg.writer.health.clone(),
@@ -236,6 +248,9 @@ impl App {
                 },
                 cancel.clone(),
             )));
+        }
+        if let Some(lease) = lease {
+            servers.push(tokio::spawn(lease.keep(cancel.clone())));
         }
         if trading {
             let g = crate::gateway::Gateway::new(pool.clone(), executor.clone(), out.clone())

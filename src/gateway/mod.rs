@@ -14,6 +14,7 @@ pub mod bus;
 mod handlers;
 pub mod http;
 mod lanes;
+pub mod lease;
 pub mod schema;
 
 use std::sync::Arc;

@@ -29,6 +29,24 @@ pub struct Engine {
 
 /// The service on `db_url` under `prefix`, its Redis at `redis_url`, recovered.
 pub async fn start(db_url: String, prefix: String, redis_url: String) -> App {
+    let app = try_start(db_url, prefix, redis_url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.executor.get().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the engine did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app
+}
+
+/// The service started (not yet recovered), or why it would not start.
+pub async fn try_start(
+    db_url: String,
+    prefix: String,
+    redis_url: String,
+) -> Result<App, greekstream::app::AppError> {
     let cfg = Config::from_lookup(&move |k| match k {
         "DATABASE_URL" => Some(db_url.clone()),
         "REDIS_URL" => Some(redis_url.clone()),
@@ -43,16 +61,7 @@ pub async fn start(db_url: String, prefix: String, redis_url: String) -> App {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .build_recorder()
         .handle();
-    let app = App::start(cfg, recorder).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while app.executor.get().is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the engine did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    app
+    App::start(cfg, recorder).await
 }
 
 /// A sub-account of USER's with 10 000 USDT.
