@@ -684,3 +684,40 @@ async fn a_second_engine_on_the_same_stack_refuses_to_start_and_the_first_trades
     assert_eq!(r["body"]["position"]["quantity"], 0.004, "{r}");
     e.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_client_that_disconnects_mid_trade_gets_the_result_on_its_retry() {
+    let e = engine().await;
+    // The fill reaches the engine 2 s late: the trade is still waiting for it when
+    // the client gives up.
+    e.sim().stream_fault(
+        StreamFault::Delay(Duration::from_millis(2000)),
+        Selector::Next(1),
+    );
+    let url = format!("http://{}/v1/cmd/trade", e.app.control_addr);
+    let body = json!({"subAccountId": e.account, "userId": USER, "symbol": "BTCUSDT",
+                      "side": "LONG", "quantity": "0.002", "leverage": 10});
+    let post = |timeout: Duration| {
+        reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .header("Idempotency-Key", "k-disconnect")
+            .timeout(timeout)
+            .json(&body)
+            .send()
+    };
+    assert!(
+        post(Duration::from_millis(300)).await.is_err(),
+        "the client gave up"
+    );
+    // Its retry with the key, once the command has had time to end: the first
+    // command's result (it ran to its end), not 409 for ever, and one order.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = post(Duration::from_secs(20)).await.unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["body"]["order"]["status"], "FILLED", "{v}");
+    assert_eq!(e.orders().await, 1);
+    e.finish().await;
+}

@@ -142,7 +142,16 @@ async fn command(
         }
     };
     let request_id = env.request_id.clone();
-    let r = gateway.execute(env).await;
+    // On its own task: a client that disconnects drops this handler, not the
+    // command, which runs to its end and stores its result for the retry.
+    let gateway = gateway.clone();
+    let r = match tokio::spawn(async move { gateway.execute(env).await }).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "a command's task failed");
+            Reply::error("INTERNAL", "Internal error")
+        }
+    };
     let mut resp = reply(
         r.status,
         result_json(&kind, &request_id, &r, started, now_ms()),
