@@ -721,3 +721,47 @@ async fn an_http_client_that_disconnects_mid_trade_gets_the_result_on_its_retry(
     assert_eq!(e.orders().await, 1);
     e.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trade_waiting_for_its_fill_does_not_hold_the_accounts_kill_switches() {
+    let mut e = engine().await;
+    // Past start-up (its user-stream reconnect reconciles, which would find the fill).
+    e.trade("ETHUSDT", "LONG", "0.01").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The trade's fill reaches the engine 3 s late.
+    e.sim().stream_fault(
+        StreamFault::Delay(Duration::from_millis(3000)),
+        Selector::Next(1),
+    );
+    let trade = e.envelope("trade", order("BTCUSDT", "LONG", "0.002"));
+    e.push("trade", &trade).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A kill switch of the same account meanwhile: answered at once, not after the fill.
+    let kill = e.envelope("cancel_all_orders", json!({}));
+    e.push("cancel_all_orders", &kill).await;
+    let kill_id = kill["requestId"].as_str().unwrap().to_owned();
+    let trade_id = trade["requestId"].as_str().unwrap().to_owned();
+    let key = |id: &str| format!("{}result:{id}", e.prefix);
+    let mut c = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let first: Option<(String, String)> = redis::cmd("BLPOP")
+        .arg(key(&kill_id))
+        .arg(key(&trade_id))
+        .arg(30)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let (which, first) = first.expect("a result");
+    assert_eq!(
+        which,
+        key(&kill_id),
+        "the kill switch waited for the trade's fill: {first}"
+    );
+    let r = e.result(&trade_id).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    assert_eq!(r["body"]["order"]["status"], "FILLED", "{r}");
+    e.finish().await;
+}

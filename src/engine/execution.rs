@@ -728,8 +728,10 @@ impl Executor {
         if ambiguous {
             self.resolve_later(&row.client_order_id, &symbol, left_at);
         }
-        if p.kind == OrderKind::Limit && !req.reduce_only {
-            // It rests and counts toward the account's exposure: the next check sees it.
+        if !req.reduce_only && !after.as_ref().is_some_and(|a| a.order.state.is_final()) {
+            // Resting, or a market order whose fill is on its way: it counts toward
+            // the account's exposure, and the next check (the lane is free before the
+            // fill) sees it.
             self.book_changed(&p.sub_account_id).await;
         }
         Ok(after.unwrap_or(row))

@@ -13,6 +13,7 @@ use trading::command::{Command, Envelope, OrderSpec};
 use trading::order::OrderState;
 use trading::risk::AccountStatus;
 
+use super::lanes::Step;
 use super::{storage, Gateway, Reply};
 use crate::engine::closing::{CloseError, Closed};
 use crate::engine::execution::{position_side, Executor, PlaceError, PlaceOrder};
@@ -21,7 +22,48 @@ use crate::engine::risk_loop::num;
 /// How long `trade` waits for its market order's fill before answering without it.
 const FILL_WAIT: Duration = Duration::from_secs(5);
 
+/// Runs `cmd` in its account's lane. A `trade` hands back what follows its placement —
+/// waiting for the fill and answering — to run outside the lane: the account's next
+/// command (a kill switch above all) waits one venue round trip, not for a fill.
 pub(super) async fn run(
+    g: &Gateway,
+    exec: &Executor,
+    env: &Envelope,
+    account: Option<&str>,
+    cmd: Command,
+) -> Step {
+    let Command::Trade(s) = cmd else {
+        return Step::Done(run_in_lane(g, exec, env, account, cmd).await);
+    };
+    let started = Instant::now();
+    let p = trade_order(account.unwrap_or_default(), env, &s);
+    let o = match place_trade(exec, p).await {
+        Ok(o) => o,
+        Err(r) => return Step::Done(r),
+    };
+    let (g, exec) = (g.clone(), exec.clone());
+    Step::Then(Box::pin(async move {
+        with_latency(trade_answer(&g, &exec, o).await, started)
+    }))
+}
+
+/// The market order a `trade` command asks for.
+fn trade_order(account: &str, env: &Envelope, s: &OrderSpec) -> PlaceOrder {
+    let origin = if env.source == "bot" { "BOT" } else { "MANUAL" };
+    market_order(account, s, origin, Some(env.request_id.clone()))
+}
+
+/// `serverLatencyMs` in the body and the header.
+fn with_latency(mut r: Reply, started: Instant) -> Reply {
+    let ms = started.elapsed().as_millis() as u64;
+    if let Value::Object(m) = &mut r.body {
+        m.insert("serverLatencyMs".into(), ms.into());
+    }
+    r.headers = Some(json!({"X-Server-Latency-Ms": ms.to_string()}));
+    r
+}
+
+async fn run_in_lane(
     g: &Gateway,
     exec: &Executor,
     env: &Envelope,
@@ -36,16 +78,15 @@ pub(super) async fn run(
         price: s.price,
         ..market_order(&account, s, origin, Some(env.request_id.clone()))
     };
-    let latency = |mut r: Reply| {
-        let ms = started.elapsed().as_millis() as u64;
-        if let Value::Object(m) = &mut r.body {
-            m.insert("serverLatencyMs".into(), ms.into());
-        }
-        r.headers = Some(json!({"X-Server-Latency-Ms": ms.to_string()}));
-        r
-    };
+    let latency = |r: Reply| with_latency(r, started);
     match cmd {
-        Command::Trade(s) => latency(trade(g, exec, place(&s, OrderKind::Market)).await),
+        Command::Trade(s) => {
+            let p = trade_order(&account, env, &s);
+            latency(match place_trade(exec, p).await {
+                Ok(o) => trade_answer(g, exec, o).await,
+                Err(r) => r,
+            })
+        }
         Command::Limit(s) => {
             let o = match exec.place(place(&s, OrderKind::Limit)).await {
                 Ok(o) => o,
@@ -381,14 +422,17 @@ async fn changed_account(
     }
 }
 
-async fn trade(g: &Gateway, exec: &Executor, p: PlaceOrder) -> Reply {
-    let o = match exec.place_trade(p).await {
-        Ok(o) => o,
-        Err(e) => return place_error(e),
-    };
-    if let Some(r) = venue_rejected(&o) {
-        return r;
+/// Places a trade's order; `Err` is the answer when it was refused.
+async fn place_trade(exec: &Executor, p: PlaceOrder) -> Result<OrderRow, Reply> {
+    let o = exec.place_trade(p).await.map_err(place_error)?;
+    match venue_rejected(&o) {
+        Some(r) => Err(r),
+        None => Ok(o),
     }
+}
+
+/// A placed trade's answer, after its fill (up to [`FILL_WAIT`]).
+async fn trade_answer(g: &Gateway, exec: &Executor, o: OrderRow) -> Reply {
     let o = match exec.settle(&o.client_order_id, FILL_WAIT).await {
         Ok(Some(settled)) => settled,
         Ok(None) => o,

@@ -13,6 +13,20 @@ use super::Reply;
 
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// What a command's work in its lane gives back: its reply, or — for work that waits
+/// on the venue after its last write (a trade waiting for its fill) — the rest, run
+/// outside the lane so the account's next command does not wait for it.
+pub(super) enum Step {
+    Done(Reply),
+    Then(Pin<Box<dyn Future<Output = Reply> + Send>>),
+}
+
+impl From<Reply> for Step {
+    fn from(r: Reply) -> Self {
+        Step::Done(r)
+    }
+}
+
 #[derive(Clone)]
 struct Lane {
     kill: mpsc::UnboundedSender<Job>,
@@ -25,23 +39,25 @@ pub(super) struct Lanes {
 }
 
 impl Lanes {
-    /// Runs `work` in `account`'s lane and returns its reply.
-    pub(super) async fn run(
+    /// Runs `work` in `account`'s lane and returns its reply (a [`Step::Then`] is run
+    /// after the lane is free).
+    pub(super) async fn run<S: Into<Step> + Send + 'static>(
         &self,
         account: &str,
         kill: bool,
-        work: impl Future<Output = Reply> + Send + 'static,
+        work: impl Future<Output = S> + Send + 'static,
     ) -> Reply {
+        let failed = |e: tokio::task::JoinError| {
+            tracing::error!(error = %e, "a command failed inside the engine");
+            Reply::error("INTERNAL", "Internal error")
+        };
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::pin(async move {
-            let reply = match tokio::spawn(work).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "a command failed inside the engine");
-                    Reply::error("INTERNAL", "Internal error")
-                }
+            let step = match tokio::spawn(work).await {
+                Ok(s) => s.into(),
+                Err(e) => Step::Done(failed(e)),
             };
-            let _ = tx.send(reply);
+            let _ = tx.send(step);
         });
         let lane = self.lane(account);
         let sent = if kill {
@@ -52,8 +68,11 @@ impl Lanes {
         if sent.is_err() {
             return Reply::error("INTERNAL", "Internal error: the account's lane stopped");
         }
-        rx.await
-            .unwrap_or_else(|_| Reply::error("INTERNAL", "Internal error"))
+        match rx.await {
+            Ok(Step::Done(r)) => r,
+            Ok(Step::Then(rest)) => tokio::spawn(rest).await.unwrap_or_else(failed),
+            Err(_) => Reply::error("INTERNAL", "Internal error"),
+        }
     }
 
     fn lane(&self, account: &str) -> Lane {
@@ -123,7 +142,13 @@ mod tests {
             pos("first") < pos("kill") && pos("kill") < pos("start"),
             "{seen:?}"
         );
-        let r = lanes.run("a", false, async { panic!("boom") }).await;
+        let boom = async {
+            if std::hint::black_box(true) {
+                panic!("boom")
+            }
+            Reply::ok(200, json!({}))
+        };
+        let r = lanes.run("a", false, boom).await;
         assert_eq!((r.status, r.code), (500, Some("INTERNAL")));
         assert_eq!(
             lanes

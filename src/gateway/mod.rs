@@ -235,10 +235,10 @@ impl Gateway {
         let this = self.clone();
         let job = async move {
             if env2.expired(now_ms()) {
-                return Reply::error(
+                return lanes::Step::Done(Reply::error(
                     "COMMAND_EXPIRED",
                     "The command's deadline passed before it could start",
-                );
+                ));
             }
             handlers::run(&this, &exec, &env2, account2.as_deref(), cmd).await
         };
