@@ -449,5 +449,8 @@ async fn a_reduce_only_fill_is_booked_up_to_what_the_position_holds_and_never_op
         Booked::NothingLeft
     );
     assert!(open_position(p, &a).await.is_none());
+    // What the venue sold past the position is the house's: 0.5 and 0.5, short.
+    let house = ledger::house_taken(p).await.unwrap();
+    assert_eq!(house.get("BTCUSDT").copied(), Some(d("-1")));
     assert_eq!(identity_breaks(p).await, 0);
 }

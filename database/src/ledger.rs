@@ -5,6 +5,8 @@
 //! every balance change lands together with its `balance_logs` row. The arithmetic is
 //! `trading`'s; this module only reads and writes rows.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Row};
@@ -631,6 +633,36 @@ pub async fn change_balance(
     Ok(c)
 }
 
+/// The part `q` of a reduce-only fill past what its position held: the venue did
+/// trade it, and no sub-account owns it, so the house does (once per venue trade).
+async fn to_house(tx: &mut PgConnection, b: &FillBooking, q: Decimal) -> Result<(), LedgerError> {
+    let signed = match b.fill.side {
+        OrderSide::Buy => q,
+        OrderSide::Sell => -q,
+    };
+    sqlx::query(
+        "INSERT INTO house_log (symbol, quantity, reason, client_order_id, exchange_trade_id)
+         VALUES ($1, $2, 'REDUCE_ONLY_EXCESS', $3, $4)
+         ON CONFLICT (client_order_id, exchange_trade_id) DO NOTHING",
+    )
+    .bind(&b.symbol)
+    .bind(signed)
+    .bind(&b.client_order_id)
+    .bind(&b.exchange_trade_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// What the house took on beyond its configured positions, per symbol.
+pub async fn house_taken(pool: &PgPool) -> Result<HashMap<String, Decimal>, LedgerError> {
+    let rows: Vec<(String, Decimal)> =
+        sqlx::query_as("SELECT symbol, sum(quantity) FROM house_log GROUP BY symbol")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// A venue fill attributed to a sub-account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FillBooking {
@@ -847,6 +879,7 @@ pub async fn book_fill_in(tx: &mut PgConnection, b: &FillBooking) -> Result<Book
             if p.quantity >= b.fill.quantity {
                 b
             } else {
+                to_house(&mut *tx, b, b.fill.quantity - p.quantity).await?;
                 clamped = FillBooking {
                     fill: Fill {
                         quantity: p.quantity,
@@ -858,7 +891,10 @@ pub async fn book_fill_in(tx: &mut PgConnection, b: &FillBooking) -> Result<Book
                 &clamped
             }
         }
-        (true, _) => return Ok(Booked::NothingLeft),
+        (true, _) => {
+            to_house(&mut *tx, b, b.fill.quantity).await?;
+            return Ok(Booked::NothingLeft);
+        }
     };
     let outcome = apply_fill(current.as_ref().map(|(_, p)| p), &b.fill)?;
     let fee_closing = if outcome.closed.is_zero() {

@@ -156,8 +156,10 @@ const COLUMNS: &str =
     "o.id::text, o.sub_account_id::text, o.client_order_id, o.symbol, o.side, o.type, \
      o.quantity, o.price, o.leverage, o.reduce_only, o.origin, o.sent_at_ms, o.state, o.filled, \
      o.venue_order_id, o.reject_code, o.reject_message, \
-     ARRAY(SELECT DISTINCT t.exchange_trade_id FROM trade_executions t \
-            WHERE t.client_order_id = o.client_order_id AND t.exchange_trade_id IS NOT NULL), \
+     ARRAY(SELECT t.exchange_trade_id FROM trade_executions t \
+            WHERE t.client_order_id = o.client_order_id AND t.exchange_trade_id IS NOT NULL \
+           UNION SELECT e.detail->>'tradeId' FROM order_events e \
+            WHERE e.order_id = o.id AND e.event = 'Fill' AND e.detail ? 'tradeId'), \
      o.position_id::text";
 
 fn corrupt(what: &'static str, value: &str) -> LedgerError {

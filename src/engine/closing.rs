@@ -156,16 +156,24 @@ impl Executor {
     pub(super) async fn venue_and_house(
         &self,
         symbol: &str,
-    ) -> Result<(Decimal, Decimal), RestError> {
+    ) -> Result<(Decimal, Decimal), CloseError> {
         let venue = self.exchange_net(symbol).await?;
-        let house = self
+        let house = self.house_of(symbol).await?;
+        Ok((venue, house))
+    }
+
+    /// The house's position in `symbol`: the configured one and what it took on since
+    /// (reduce-only excess, `house_log`).
+    pub(super) async fn house_of(&self, symbol: &str) -> Result<Decimal, LedgerError> {
+        let configured = self
             .inner
             .config
             .house
             .get(symbol)
             .copied()
             .unwrap_or_default();
-        Ok((venue, house))
+        let taken = ledger::house_taken(&self.inner.pool).await?;
+        Ok(configured + taken.get(symbol).copied().unwrap_or_default())
     }
 
     /// One close of a position at a time in this engine (the account's lane already
@@ -200,6 +208,9 @@ impl Executor {
     pub async fn close(&self, account: &str, position_id: &str) -> Result<Closed, CloseError> {
         let i = &self.inner;
         let _one = self.position_guard(position_id).await;
+        if let Some(p) = ledger::open_position_of(&i.pool, account, position_id).await? {
+            self.settle_moving(account, &p.symbol, position_id).await?;
+        }
         let open = ledger::open_position_of(&i.pool, account, position_id).await?;
         if let Some(first) = orders::close_of_position(&i.pool, position_id).await? {
             let settled = first.order.state.is_final();
@@ -212,6 +223,9 @@ impl Executor {
             }
         }
         let p = open.ok_or(CloseError::PositionNotFound)?;
+        // The close is checked against the book as just read, not one a fill behind
+        // (the position it closes is the one read above).
+        self.book_changed(account).await;
         let signed = p.position.signed();
         let (venue, house) = self.venue_and_house(&p.symbol).await?;
         let book = ledger::book_net(&i.pool, &p.symbol).await?;
@@ -253,6 +267,37 @@ impl Executor {
         }
     }
 
+    /// Before a close is planned, the account's other market orders on the symbol that
+    /// are not final yet (a fill on its way, an event lost) are asked about and what
+    /// the venue did is booked: a close judged on a book a fill behind could close
+    /// virtually what the venue still holds, or send what a fill already closed.
+    async fn settle_moving(
+        &self,
+        account: &str,
+        symbol: &str,
+        position_id: &str,
+    ) -> Result<(), CloseError> {
+        let i = &self.inner;
+        let moving = orders::open_orders_of(&i.pool, account, Some(symbol)).await?;
+        for o in moving {
+            if o.kind != OrderKind::Market.as_str() || o.position_id.as_deref() == Some(position_id)
+            {
+                continue;
+            }
+            let q = [
+                ("symbol", o.symbol.clone()),
+                ("origClientOrderId", o.client_order_id.clone()),
+            ];
+            if let Ok(body) = i.rest.signed(Method::GET, "/fapi/v1/order", &q).await {
+                if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                    self.adopt(&o.client_order_id, &o.symbol, &v, Source::Reconcile)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The reduce-only order that closes all of `p`.
     fn closing_order(
         &self,
@@ -291,6 +336,7 @@ impl Executor {
         let p = ledger::open_position_of(&i.pool, account, position_id)
             .await?
             .ok_or(CloseError::PositionNotFound)?;
+        self.book_changed(account).await;
         let (venue, house) = self.venue_and_house(&p.symbol).await?;
         let book = ledger::book_net(&i.pool, &p.symbol).await?;
         let reduce_only = match plan(venue, house, book, p.position.signed()) {
@@ -391,12 +437,25 @@ impl Executor {
         Ok(())
     }
 
-    /// Closes every open position of `account`.
+    /// Closes every open position of `account`: each is tried (a kill switch does not
+    /// stop at the first that fails); one that closed meanwhile by another path is
+    /// skipped. The first failure is returned once all were tried.
     pub async fn close_all(&self, account: &str) -> Result<Vec<Closed>, CloseError> {
         let mut done = Vec::new();
+        let mut failed = None;
         for p in ledger::open_positions(&self.inner.pool, Some(account)).await? {
-            done.push(self.close(account, &p.id).await?);
+            match self.close(account, &p.id).await {
+                Ok(c) => done.push(c),
+                Err(CloseError::PositionNotFound) => {}
+                Err(e) => {
+                    tracing::warn!(account, position = %p.id, error = %e, "close-all: one position not closed");
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        Ok(done)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
     }
 }

@@ -305,8 +305,7 @@ impl Executor {
                 continue;
             }
             let (rows, _) = i.rest.position_risk_of(&s).await?;
-            let venue = rows.iter().map(|r| r.amount).sum::<Decimal>()
-                - i.config.house.get(&s).copied().unwrap_or_default();
+            let venue = rows.iter().map(|r| r.amount).sum::<Decimal>() - self.house_of(&s).await?;
             let book = ledger::book_net(&i.pool, &s).await?;
             if venue == book {
                 if i.blocked.lock().expect("blocked lock").remove(&s) {
