@@ -1170,7 +1170,7 @@ async fn soak_a_thousand_orders_with_faults_leave_the_book_equal_to_the_venue() 
                     // (or goes with its position).
                     (3, Some(p)) => {
                         let mark = v.sim.mark(symbol).unwrap();
-                        let far = if p.position.side == trading::position::Side::Long {
+                        let far = if p.position.side == Side::Long {
                             mark * d("1.04")
                         } else {
                             mark * d("0.96")
