@@ -459,6 +459,8 @@ impl Executor {
         metrics::counter!(AMBIGUOUS).increment(0);
         metrics::counter!(FILLS).increment(0);
         metrics::counter!(RESURRECTED).increment(0);
+        metrics::counter!(REDUCE_ONLY_EXCESS).increment(0);
+        metrics::counter!(STALE_PRICE_CLOSES).increment(0);
         metrics::counter!(FEED_ERRORS).increment(0);
         metrics::gauge!(TIME_DRIFT).set(0.0);
         metrics::counter!(super::journal::REPLAYED).increment(0);
