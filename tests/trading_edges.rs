@@ -43,6 +43,28 @@ impl Engine {
         .unwrap()
     }
 
+    /// A 0.003 BTC bid at the best ask, where only 0.001 is for sale: a third fills on
+    /// arrival, and none of its stream events reach the engine. Its order body.
+    async fn partly_filled_unheard(&mut self) -> Value {
+        self.sim().pause_market(true);
+        let (_, asks, _) = self.sim().book("BTCUSDT").unwrap();
+        let (&best, _) = asks.iter().next().unwrap();
+        assert!(self.sim().set_level("BTCUSDT", false, best, d("0.001")));
+        self.sim()
+            .stream_fault(StreamFault::Drop, Selector::Next(1));
+        let body = json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": "0.003",
+                          "price": best.to_string(), "leverage": 10});
+        let r = self.send("limit", self.envelope("limit", body)).await;
+        assert_eq!(r["httpStatus"], 201, "{r}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            self.venue("BTCUSDT"),
+            d("0.501"),
+            "the venue filled a third"
+        );
+        r["body"]["order"].clone()
+    }
+
     async fn trade(&mut self, symbol: &str, side: &str, q: &str) -> Value {
         let r = self
             .send("trade", self.envelope("trade", order(symbol, side, q)))
@@ -391,20 +413,8 @@ async fn a_408_without_the_venues_body_after_the_order_went_in_is_unknown_then_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_after_a_partial_fill_whose_trade_event_was_lost_books_the_fill() {
     let mut e = engine().await;
-    e.sim().pause_market(true);
-    let (_, asks, _) = e.sim().book("BTCUSDT").unwrap();
-    let (&best, _) = asks.iter().next().unwrap();
-    // Only 0.001 for sale at the best ask: a 0.003 bid there fills a third on arrival,
-    // and none of its stream events reach the engine.
-    assert!(e.sim().set_level("BTCUSDT", false, best, d("0.001")));
-    e.sim().stream_fault(StreamFault::Drop, Selector::Next(1));
-    let body = json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": "0.003",
-                      "price": best.to_string(), "leverage": 10});
-    let r = e.send("limit", e.envelope("limit", body)).await;
-    assert_eq!(r["httpStatus"], 201, "{r}");
-    let id = r["body"]["order"]["id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(e.venue("BTCUSDT"), d("0.501"), "the venue filled a third");
+    let order = e.partly_filled_unheard().await;
+    let id = order["id"].as_str().unwrap().to_owned();
     let c = e
         .send(
             "cancel_order",
@@ -430,20 +440,8 @@ async fn a_cancel_after_a_partial_fill_whose_trade_event_was_lost_books_the_fill
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_books_the_fills_of_an_order_that_ended_without_them() {
     let mut e = engine().await;
-    e.sim().pause_market(true);
-    let (_, asks, _) = e.sim().book("BTCUSDT").unwrap();
-    let (&best, _) = asks.iter().next().unwrap();
-    assert!(e.sim().set_level("BTCUSDT", false, best, d("0.001")));
-    e.sim().stream_fault(StreamFault::Drop, Selector::Next(1));
-    let body = json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": "0.003",
-                      "price": best.to_string(), "leverage": 10});
-    let r = e.send("limit", e.envelope("limit", body)).await;
-    let cid = r["body"]["order"]["clientOrderId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(e.venue("BTCUSDT"), d("0.501"));
+    let order = e.partly_filled_unheard().await;
+    let cid = order["clientOrderId"].as_str().unwrap().to_owned();
     // The engine hears the order end (a stream that lost the fill but not the cancel)
     // and never the fill before it.
     let exec = e.app.executor.get().unwrap().clone();
