@@ -763,3 +763,57 @@ async fn a_trade_waiting_for_its_fill_does_not_hold_the_accounts_kill_switches()
     assert_eq!(r["body"]["order"]["status"], "FILLED", "{r}");
     e.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_wrongly_taken_for_rejected_is_resurrected_by_the_venues_fill() {
+    let mut e = engine().await;
+    let mark = e.sim().mark("BTCUSDT").unwrap();
+    let bid = (mark * d("0.995")).round_dp(1);
+    let body = json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": "0.002",
+                      "price": bid.to_string(), "leverage": 10});
+    let r = e.send("limit", e.envelope("limit", body)).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    let cid = r["body"]["order"]["clientOrderId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The engine concludes, wrongly, that the venue never had it.
+    let exec = e.app.executor.get().unwrap().clone();
+    exec.apply_event(
+        &cid,
+        trading::order::OrderEvent::NotFound,
+        database::orders::Source::Reconcile,
+    )
+    .await
+    .unwrap();
+    // The market trades down through the bid: the venue fills it and says so.
+    e.sim().move_price(
+        "BTCUSDT",
+        -((mark - bid) * d("10")).to_string().parse::<f64>().unwrap() as i64 - 50,
+    );
+    let filled = e
+        .count_until(
+            &format!(
+                "SELECT count(*) FROM orders WHERE client_order_id = '{cid}' AND state = 'FILLED'"
+            ),
+            1,
+        )
+        .await;
+    assert_eq!(filled, 1, "the venue's fill overrules our REJECTED");
+    assert_eq!(
+        e.open_positions().await,
+        vec![("BTCUSDT".to_owned(), "LONG".to_owned(), d("0.002"))]
+    );
+    // Said in its event row.
+    let why: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT e.detail->'resurrected' FROM order_events e JOIN orders o ON o.id = e.order_id
+          WHERE o.client_order_id = $1 AND e.detail ? 'resurrected'",
+    )
+    .bind(&cid)
+    .fetch_all(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert_eq!(why[0]["rejectCode"], "NOT_FOUND", "{why:?}");
+    e.finish().await;
+}
