@@ -805,7 +805,7 @@ async fn an_order_wrongly_taken_for_rejected_is_resurrected_by_the_venues_fill()
         vec![("BTCUSDT".to_owned(), "LONG".to_owned(), d("0.002"))]
     );
     // Said in its event row.
-    let why: Vec<serde_json::Value> = sqlx::query_scalar(
+    let why: Vec<Value> = sqlx::query_scalar(
         "SELECT e.detail->'resurrected' FROM order_events e JOIN orders o ON o.id = e.order_id
           WHERE o.client_order_id = $1 AND e.detail ? 'resurrected'",
     )
