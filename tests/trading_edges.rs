@@ -817,3 +817,53 @@ async fn an_order_wrongly_taken_for_rejected_is_resurrected_by_the_venues_fill()
     assert_eq!(why[0]["rejectCode"], "NOT_FOUND", "{why:?}");
     e.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_cannot_be_stored_after_the_send_is_503_state_unknown_then_resolved() {
+    let mut e = engine().await;
+    e.trade("ETHUSDT", "LONG", "0.01").await;
+    // The database refuses what the venue's REST reply would record (a real fault in
+    // PostgreSQL: a trigger), and the stream's events come late.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_rest() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN IF NEW.source = 'REST' THEN RAISE EXCEPTION 'injected'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER refuse_rest BEFORE INSERT ON order_events
+           FOR EACH ROW EXECUTE FUNCTION refuse_rest();",
+    )
+    .execute(&e.db.pool)
+    .await
+    .unwrap();
+    e.sim().stream_fault(
+        StreamFault::Delay(Duration::from_millis(1500)),
+        Selector::Next(1),
+    );
+    let r = e
+        .send(
+            "trade",
+            e.envelope("trade", order("BTCUSDT", "LONG", "0.002")),
+        )
+        .await;
+    assert_eq!(
+        (r["httpStatus"].as_u64(), r["code"].as_str()),
+        (Some(503), Some("ORDER_STATE_UNKNOWN")),
+        "never 'nothing was sent': {r}"
+    );
+    let id = r["body"]["orderId"]
+        .as_str()
+        .expect("the order's id")
+        .to_owned();
+    sqlx::raw_sql("DROP TRIGGER refuse_rest ON order_events")
+        .execute(&e.db.pool)
+        .await
+        .unwrap();
+    // The engine keeps asking the venue, and books what it did.
+    let filled = e
+        .count_until(
+            &format!("SELECT count(*) FROM orders WHERE id = '{id}' AND state = 'FILLED'"),
+            1,
+        )
+        .await;
+    assert_eq!(filled, 1);
+    assert_eq!(e.venue_reaches("BTCUSDT", d("0.502")).await, d("0.502"));
+    e.finish().await;
+}
