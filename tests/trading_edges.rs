@@ -723,8 +723,10 @@ async fn an_http_client_that_disconnects_mid_trade_gets_the_result_on_its_retry(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trade_waiting_for_its_fill_does_not_hold_the_accounts_kill_switches() {
     let mut e = engine().await;
-    // Past start-up (its user-stream reconnect reconciles, which would find the fill).
-    e.trade("ETHUSDT", "LONG", "0.01").await;
+    // Past start-up (its user-stream reconnect reconciles, which would find the fill),
+    // with a position to close.
+    let r = e.trade("ETHUSDT", "LONG", "0.01").await;
+    let eth = r["body"]["position"]["id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The trade's fill reaches the engine 3 s late.
     e.sim().stream_fault(
@@ -734,9 +736,10 @@ async fn a_trade_waiting_for_its_fill_does_not_hold_the_accounts_kill_switches()
     let trade = e.envelope("trade", order("BTCUSDT", "LONG", "0.002"));
     e.push("trade", &trade).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // A kill switch of the same account meanwhile: answered at once, not after the fill.
-    let kill = e.envelope("cancel_all_orders", json!({}));
-    e.push("cancel_all_orders", &kill).await;
+    // A kill switch of the same account meanwhile (closing its other position): one
+    // venue round trip, not after the trade's fill.
+    let kill = e.envelope("close", json!({"positionId": eth}));
+    e.push("close", &kill).await;
     let kill_id = kill["requestId"].as_str().unwrap().to_owned();
     let trade_id = trade["requestId"].as_str().unwrap().to_owned();
     let key = |id: &str| format!("{}result:{id}", e.prefix);
@@ -865,5 +868,49 @@ async fn a_reply_that_cannot_be_stored_after_the_send_is_503_state_unknown_then_
         .await;
     assert_eq!(filled, 1);
     assert_eq!(e.venue_reaches("BTCUSDT", d("0.502")).await, d("0.502"));
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_log_is_in_strictly_increasing_seq_under_fills_and_ticks() {
+    let mut e = engine().await;
+    let mut accounts = vec![e.account.clone()];
+    for n in 0..3 {
+        let r = e
+            .admin(
+                "account_create",
+                json!({"name": format!("a{n}"), "initialBalance": 10000, "ownerUserId": USER}),
+            )
+            .await;
+        accounts.push(r["body"]["id"].as_str().unwrap().to_owned());
+    }
+    // Trades from four accounts at once (fills, positions, margin and PnL updates
+    // published from the fill path and the risk loop's ticks on several threads).
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        for a in &accounts {
+            let side = if round % 2 == 0 { "LONG" } else { "SHORT" };
+            let mut env = e.envelope("trade", order("BTCUSDT", side, "0.002"));
+            env["subAccountId"] = a.clone().into();
+            e.push("trade", &env).await;
+            ids.push(env["requestId"].as_str().unwrap().to_owned());
+        }
+    }
+    for id in ids {
+        let r = e.result(&id).await;
+        assert_eq!(r["httpStatus"], 201, "{r}");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seqs: Vec<u64> = e
+        .events()
+        .await
+        .iter()
+        .filter_map(|(_, v)| v["seq"].as_u64())
+        .collect();
+    assert!(seqs.len() > 40, "{}", seqs.len());
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "the log out of seq order: {seqs:?}"
+    );
     e.finish().await;
 }

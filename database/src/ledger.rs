@@ -431,7 +431,7 @@ pub async fn watched_with_rules(pool: &PgPool, id: &str) -> Result<Option<Watche
                              AND b.reason IN ('TRADE_PNL', 'FEE', 'LIQUIDATION', 'ADL', 'DESYNC_CLOSE',
                                               'RECONCILE')), 0),
                 coalesce((SELECT json_agg(json_build_object(
-                            'symbol', o.symbol, 'remaining', (o.quantity - o.filled)::text,
+                            'symbol', o.symbol, 'side', o.side, 'remaining', (o.quantity - o.filled)::text,
                             'price', o.price::text, 'leverage', o.leverage::text))
                             FROM orders o
                            WHERE o.sub_account_id = s.id AND NOT o.reduce_only
@@ -498,6 +498,7 @@ pub async fn watched_with_rules(pool: &PgPool, id: &str) -> Result<Option<Watche
     #[derive(serde::Deserialize)]
     struct Resting {
         symbol: String,
+        side: String,
         remaining: String,
         price: Option<String>,
         leverage: String,
@@ -509,6 +510,11 @@ pub async fn watched_with_rules(pool: &PgPool, id: &str) -> Result<Option<Watche
         .into_iter()
         .map(|o| {
             Ok(trading::risk::PendingOrder {
+                side: match o.side.as_str() {
+                    "BUY" => OrderSide::Buy,
+                    "SELL" => OrderSide::Sell,
+                    other => return Err(corrupt("order side", other)),
+                },
                 remaining: dec("remaining", &o.remaining)?,
                 price: o.price.as_deref().map(|p| dec("price", p)).transpose()?,
                 leverage: dec("leverage", &o.leverage)?,

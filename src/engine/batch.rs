@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use database::orders::{self, NewOrder, OrderRow, Source};
 use reqwest::Method;
+use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use trading::order::{classify, Reply, Wire};
 use trading::risk::{assume_filled, check_view, Pending, PendingOrder, Refusal};
@@ -34,7 +35,8 @@ impl Executor {
         for leg in legs {
             let symbol = leg.symbol.to_ascii_uppercase();
             let mut t = self.ticket(leg).await.map_err(|e| (symbol.clone(), e))?;
-            let extra = Pending::of(&before, &t.symbol, |_| None);
+            // The legs before this one as if nothing held could absorb them.
+            let extra = Pending::of(&before, &t.symbol, |_| Decimal::ZERO, |_| None);
             t.view.pending.notional += extra.notional;
             t.view.pending.margin += extra.margin;
             t.view.pending.here += extra.here;
@@ -49,6 +51,7 @@ impl Executor {
             if !a.request().reduce_only {
                 before.push(PendingOrder {
                     symbol: t.symbol.clone(),
+                    side: a.request().side,
                     remaining: a.request().quantity,
                     price: Some(a.request().limit.unwrap_or(t.mark)),
                     leverage: a.request().leverage,

@@ -588,21 +588,12 @@ impl Executor {
     /// A `trade` as the JS system places it: against an opposite position, the whole
     /// of it closes and `quantity` opens, in one order (`trading::position::
     /// trade_quantity`); reduce-only reduces by `quantity` and never flips.
+    /// The position it flips is the one the account will hold once its market orders
+    /// on their way have filled.
     pub async fn place_trade(&self, mut p: PlaceOrder) -> Result<OrderRow, PlaceError> {
-        let book = self
-            .book_of(&p.sub_account_id)
-            .await?
-            .ok_or(PlaceError::AccountNotFound)?;
-        let symbol = p.symbol.to_ascii_uppercase();
-        let held = book
-            .prepared
-            .account()
-            .positions
-            .iter()
-            .find(|q| *q.symbol == *symbol)
-            .map(|q| q.position.clone());
-        p.quantity =
-            trading::position::trade_quantity(held.as_ref(), p.side, p.quantity, p.reduce_only);
+        let t = self.ticket(&p).await?;
+        let held = t.view.here.as_ref().map(|m| &m.position);
+        p.quantity = trading::position::trade_quantity(held, p.side, p.quantity, p.reduce_only);
         self.place(p).await
     }
 
@@ -839,7 +830,33 @@ impl Executor {
             .find(|q| *q.symbol == *symbol)
             .map(|q| q.position.signed());
         let mut view = prepared.view(|k| stream_mark(&symbols[k]), &symbol, cached.realized_today);
-        view.pending = trading::risk::Pending::of(&cached.pending, &symbol, stream_mark);
+        // A market order of this symbol on its way is as good as filled (the lane is
+        // free before its fill is booked): the account is checked with it in place.
+        // The rest of what is pending counts by what it could add.
+        let (arriving, resting): (Vec<_>, Vec<_>) = cached
+            .pending
+            .iter()
+            .cloned()
+            .partition(|o| o.price.is_none() && o.symbol == symbol);
+        for o in arriving {
+            let fill = OrderRequest {
+                symbol: symbol.clone(),
+                side: o.side,
+                quantity: o.remaining,
+                limit: None,
+                leverage: o.leverage,
+                reduce_only: false,
+            };
+            trading::risk::assume_filled(&mut view, &fill, mark, mark);
+        }
+        let held = |s: &str| {
+            account
+                .positions
+                .iter()
+                .find(|q| &*q.symbol == s)
+                .map_or(Decimal::ZERO, |q| q.position.signed())
+        };
+        view.pending = trading::risk::Pending::of(&resting, &symbol, held, stream_mark);
         Ok(Ticket {
             symbol,
             filters,

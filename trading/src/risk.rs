@@ -116,6 +116,7 @@ pub struct AccountView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingOrder {
     pub symbol: String,
+    pub side: OrderSide,
     /// Quantity not yet filled.
     pub remaining: Decimal,
     /// Its limit price; `None` for a market order (valued at the mark).
@@ -137,24 +138,58 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// `orders` valued at their limit, or at `mark(symbol)` for a market order (one
-    /// without a mark is valued at nothing: it is about to fill and be booked).
+    /// What `orders` add if they fill, per symbol the worse of all the buys filling
+    /// and all the sells filling, beyond the position held there (`held(symbol)`,
+    /// signed): an order that would only reduce adds nothing. Valued at each order's
+    /// limit, or at `mark(symbol)` for a market order (one without a mark is valued at
+    /// nothing: it is about to fill and be booked).
     pub fn of(
         orders: &[PendingOrder],
         symbol: &str,
+        held: impl Fn(&str) -> Decimal,
         mark: impl Fn(&str) -> Option<Decimal>,
     ) -> Self {
-        let mut p = Pending::default();
+        // Per symbol: Σ buys, Σ sells (quantity and notional), the leverage-weighted margin.
+        #[derive(Default)]
+        struct Side {
+            q: Decimal,
+            notional: Decimal,
+            margin: Decimal,
+        }
+        let mut by: std::collections::BTreeMap<&str, (Side, Side)> = Default::default();
         for o in orders {
             let Some(price) = o.price.or_else(|| mark(&o.symbol)) else {
                 continue;
             };
+            let e = by.entry(o.symbol.as_str()).or_default();
+            let s = match o.side {
+                OrderSide::Buy => &mut e.0,
+                OrderSide::Sell => &mut e.1,
+            };
             let notional = o.remaining * price;
-            p.notional += notional;
+            s.q += o.remaining;
+            s.notional += notional;
             if o.leverage > Decimal::ZERO {
-                p.margin += notional / o.leverage;
+                s.margin += notional / o.leverage;
             }
-            if o.symbol == symbol {
+        }
+        let mut p = Pending::default();
+        for (s, (buys, sells)) in by {
+            let at = held(s);
+            // The part of each side past what it would close of the position.
+            let opening = |side: &Side, closable: Decimal| {
+                if side.q.is_zero() {
+                    return (Decimal::ZERO, Decimal::ZERO);
+                }
+                let opens = (side.q - closable.max(Decimal::ZERO)).max(Decimal::ZERO);
+                (side.notional * opens / side.q, side.margin * opens / side.q)
+            };
+            let (bn, bm) = opening(&buys, -at);
+            let (sn, sm) = opening(&sells, at);
+            let (notional, margin) = if bn >= sn { (bn, bm) } else { (sn, sm) };
+            p.notional += notional;
+            p.margin += margin;
+            if s == symbol {
                 p.here += notional;
             }
         }
@@ -820,6 +855,7 @@ mod tests {
         };
         let resting = |symbol: &str, q: &str, px: Option<&str>| PendingOrder {
             symbol: symbol.into(),
+            side: OrderSide::Buy,
             remaining: d(q),
             price: px.map(d),
             leverage: d("10"),
@@ -830,7 +866,12 @@ mod tests {
             resting("BTCUSDT", "1.8", Some("100")),
             resting("ETHUSDT", "1", None),
         ];
-        let pending = Pending::of(&orders, "BTCUSDT", |s| (s == "ETHUSDT").then(|| d("50")));
+        let pending = Pending::of(
+            &orders,
+            "BTCUSDT",
+            |_| Decimal::ZERO,
+            |s| (s == "ETHUSDT").then(|| d("50")),
+        );
         assert_eq!(
             pending,
             Pending {
@@ -873,6 +914,26 @@ mod tests {
         .unwrap();
         assert_eq!(ok.numbers().available, d("1000") - d("41"));
         assert_eq!(ok.numbers().exposure_after, d("420"));
+        // An order that would only reduce the position held adds nothing; the part
+        // of one past the position does; the worse side counts.
+        let sell = |q: &str| PendingOrder {
+            side: OrderSide::Sell,
+            ..resting("BTCUSDT", q, Some("100"))
+        };
+        let long_2 = |_: &str| d("2");
+        assert_eq!(
+            Pending::of(&[sell("2")], "BTCUSDT", long_2, |_| None),
+            Pending::default()
+        );
+        let flip = Pending::of(&[sell("3")], "BTCUSDT", long_2, |_| None);
+        assert_eq!((flip.notional, flip.here), (d("100"), d("100")));
+        let both = Pending::of(
+            &[sell("3"), resting("BTCUSDT", "2", Some("100"))],
+            "BTCUSDT",
+            long_2,
+            |_| None,
+        );
+        assert_eq!(both.notional, d("200"), "the buys add 2 to the long");
     }
 
     #[test]
