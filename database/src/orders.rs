@@ -467,6 +467,25 @@ pub async fn final_orders_since(pool: &PgPool, hours: i64) -> Result<Vec<OrderRo
     rows.iter().map(row).collect()
 }
 
+/// Market orders on `symbol` not final yet (but the close `except` of this
+/// position): the venue took them, the book has not booked them.
+pub async fn unbooked_markets(
+    pool: &PgPool,
+    symbol: &str,
+    except: &str,
+) -> Result<i64, LedgerError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM orders
+          WHERE symbol = $1 AND type = 'MARKET'
+            AND state IN ('NEW', 'SUBMITTED', 'UNKNOWN', 'PARTIALLY_FILLED')
+            AND position_id IS DISTINCT FROM $2::uuid",
+    )
+    .bind(symbol)
+    .bind(except)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// The symbols where orders of ours are still working.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Working {

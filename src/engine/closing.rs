@@ -227,8 +227,7 @@ impl Executor {
         // (the position it closes is the one read above).
         self.book_changed(account).await;
         let signed = p.position.signed();
-        let (venue, house) = self.venue_and_house(&p.symbol).await?;
-        let book = ledger::book_net(&i.pool, &p.symbol).await?;
+        let (venue, house, book) = self.still_snapshot(account, &p.symbol, position_id).await?;
         match plan(venue, house, book, signed) {
             ClosePlan::Venue { reduce_only } => {
                 let row = self
@@ -267,20 +266,31 @@ impl Executor {
         }
     }
 
-    /// Before a close is planned, the account's other market orders on the symbol that
-    /// are not final yet (a fill on its way, an event lost) are asked about and what
-    /// the venue did is booked: a close judged on a book a fill behind could close
-    /// virtually what the venue still holds, or send what a fill already closed.
+    /// Before a close is planned, the market orders on the symbol that are not final yet
+    /// (a fill on its way, an event lost — any account's: the venue nets them all) are
+    /// asked about and what the venue did is booked: a close judged on a book a fill
+    /// behind could close virtually what the venue still holds, or send what a fill
+    /// already closed.
     async fn settle_moving(
         &self,
-        account: &str,
+        _account: &str,
         symbol: &str,
         position_id: &str,
     ) -> Result<(), CloseError> {
         let i = &self.inner;
-        let moving = orders::open_orders_of(&i.pool, account, Some(symbol)).await?;
+        // Orders of any account on the symbol move the venue's net before the book:
+        // those on their way are waited for (briefly), those the venue took are asked
+        // about, so the plan compares a venue and a book that agree on them.
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.moving(symbol) && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.rows_written().await;
+        let moving = orders::open_orders(&i.pool).await?;
         for o in moving {
-            if o.kind != OrderKind::Market.as_str() || o.position_id.as_deref() == Some(position_id)
+            if o.symbol != symbol
+                || o.kind != OrderKind::Market.as_str()
+                || o.position_id.as_deref() == Some(position_id)
             {
                 continue;
             }
@@ -296,6 +306,42 @@ impl Executor {
             }
         }
         Ok(())
+    }
+
+    /// The venue's net, the house and the book of `symbol` read while nothing moves
+    /// them apart: no order of ours on its way, none the venue took that the book has
+    /// not booked, none sent meanwhile, and no fill booked during the reads (they are
+    /// made under the symbol's lock). Retried a few times while orders keep coming;
+    /// then the last reads are used (and logged).
+    async fn still_snapshot(
+        &self,
+        account: &str,
+        symbol: &str,
+        position_id: &str,
+    ) -> Result<(Decimal, Decimal, Decimal), CloseError> {
+        let i = &self.inner;
+        let mut last = None;
+        for _ in 0..5 {
+            self.settle_moving(account, symbol, position_id).await?;
+            let sent = self.sent_on(symbol);
+            let reads = {
+                let _judging = self.symbol_guard(symbol).await;
+                let (venue, house) = self.venue_and_house(symbol).await?;
+                let book = ledger::book_net(&i.pool, symbol).await?;
+                let unbooked = orders::unbooked_markets(&i.pool, symbol, position_id).await?;
+                ((venue, house, book), unbooked)
+            };
+            let (snapshot, unbooked) = reads;
+            if unbooked == 0 && !self.moving(symbol) && self.sent_on(symbol) == sent {
+                return Ok(snapshot);
+            }
+            last = Some(snapshot);
+        }
+        tracing::warn!(
+            symbol,
+            "orders kept moving the symbol: the close is planned on the last reads"
+        );
+        Ok(last.expect("read at least once"))
     }
 
     /// The reduce-only order that closes all of `p`.

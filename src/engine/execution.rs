@@ -338,8 +338,10 @@ pub(super) struct Inner {
     /// Per symbol: a fill is booked, or reconciliation judges the symbol, under it —
     /// never both at once.
     pub(super) symbols: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Per symbol: orders of ours sent whose reply is not processed yet.
+    /// Per symbol: orders of ours sent whose reply is not processed yet, and how many
+    /// were ever sent.
     pub(super) in_flight: std::sync::Mutex<HashMap<String, usize>>,
+    pub(super) sent: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 /// Counts an order in flight on its symbol until dropped.
@@ -532,6 +534,7 @@ impl Executor {
                 closing: Default::default(),
                 symbols: Default::default(),
                 in_flight: Default::default(),
+                sent: Default::default(),
             }),
         })
     }
@@ -551,6 +554,13 @@ impl Executor {
     pub(super) fn in_flight(&self, symbol: &str, n: usize) -> InFlight {
         *self
             .inner
+            .sent
+            .lock()
+            .expect("sent lock")
+            .entry(symbol.to_owned())
+            .or_default() += n as u64;
+        *self
+            .inner
             .in_flight
             .lock()
             .expect("in-flight lock")
@@ -561,6 +571,17 @@ impl Executor {
             symbol: symbol.to_owned(),
             n,
         }
+    }
+
+    /// How many orders of ours were ever sent on `symbol`.
+    pub(super) fn sent_on(&self, symbol: &str) -> u64 {
+        self.inner
+            .sent
+            .lock()
+            .expect("sent lock")
+            .get(symbol)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Whether orders of ours on `symbol` are on their way to the venue.
