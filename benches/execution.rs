@@ -182,11 +182,12 @@ async fn main() {
         .unwrap();
     }
     let elapsed = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let s = exec.stats();
+    let booked_by_then = s.fills_booked.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let mut l = s.latencies.lock().unwrap();
     println!(
-        "execution bench ({sync:?}): {orders} orders in {:.2} s ({:.0} orders/s), {} fills booked",
+        "execution bench ({sync:?}): {orders} orders in {:.2} s ({:.0} orders/s), {} fills booked ({booked_by_then} by the last order)",
         elapsed.as_secs_f64(),
         orders as f64 / elapsed.as_secs_f64(),
         s.fills_booked.load(std::sync::atomic::Ordering::Relaxed)
@@ -197,6 +198,13 @@ async fn main() {
     percentiles("row (beside)", l.row_us.make_contiguous());
     percentiles("ack", l.ack_us.make_contiguous());
     percentiles("fill booking", l.fill_booking_us.make_contiguous());
+    percentiles("  its tx", l.booking_tx_us.make_contiguous());
+    percentiles("  after it", l.booking_after_us.make_contiguous());
     cancel.cancel();
     let _ = std::fs::remove_dir_all(&journal_dir);
+    if std::env::var_os("GS_BENCH_KEEP_DB").is_some() {
+        // Left for EXPLAIN: the database as the run left it.
+        println!("database kept: {}", db.name);
+        std::mem::forget(db);
+    }
 }

@@ -1,6 +1,7 @@
 //! The trading tables' constraints against real PostgreSQL: the bad states the JS
 //! schema allowed are refused by the database itself.
 
+use database::ledger;
 use database::testing::TestDb;
 use sqlx::PgPool;
 
@@ -138,4 +139,35 @@ async fn the_trading_tables_refuse_bad_states() {
         .as_deref(),
         Some("23514")
     );
+}
+
+/// What the daily-loss check reads: the trading reasons of the account's balance
+/// rows of the current UTC day, whoever wrote them; yesterday's, deposits and other
+/// accounts' do not count.
+#[tokio::test]
+async fn realized_today_sums_the_days_trading_rows_only() {
+    let db = TestDb::new().await;
+    let p = &db.pool;
+    let a = account(p, "1000").await;
+    let b = account(p, "1000").await;
+    let log = |who: &str, change: &str, reason: &str, at: &str| {
+        format!(
+            "INSERT INTO balance_logs (sub_account_id, balance_before, balance_after, change_amount, reason, timestamp)
+             VALUES ('{who}', 1000, 1000 + {change}, {change}, '{reason}', {at})"
+        )
+    };
+    for sql in [
+        log(&a, "-40", "TRADE_PNL", "now()"),
+        log(&a, "-1.5", "FEE", "now()"),
+        log(&a, "10", "DESYNC_CLOSE", "now()"),
+        log(&a, "500", "DEPOSIT", "now()"),
+        log(&a, "-300", "TRADE_PNL", "now() - interval '1 day'"),
+        log(&b, "-7", "TRADE_PNL", "now()"),
+    ] {
+        sqlx::raw_sql(&sql).execute(p).await.unwrap();
+    }
+    let w = ledger::watched_with_rules(p, &a).await.unwrap().unwrap();
+    assert_eq!(w.realized_today, "-31.5".parse().unwrap());
+    let w = ledger::watched_with_rules(p, &b).await.unwrap().unwrap();
+    assert_eq!(w.realized_today, "-7".parse().unwrap());
 }

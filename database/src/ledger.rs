@@ -403,7 +403,14 @@ pub struct Watched {
     /// Realized since 00:00 UTC.
     pub realized_today: Decimal,
     /// Its orders not yet final that can open a position.
-    pub pending: Vec<trading::risk::PendingOrder>,
+    pub pending: Vec<PendingRow>,
+}
+
+/// An order not yet final that can open a position, with its client order id.
+#[derive(Debug, Clone)]
+pub struct PendingRow {
+    pub client_order_id: String,
+    pub order: trading::risk::PendingOrder,
 }
 
 /// The account as the risk loop watches it, its rules, its pending orders, and what it has realized since
@@ -425,13 +432,11 @@ pub async fn watched_with_rules(pool: &PgPool, id: &str) -> Result<Option<Watche
                           ORDER BY p.opened_at, p.id)
                             FROM virtual_positions p
                            WHERE p.sub_account_id = s.id AND p.status = 'OPEN'), '[]'::json)::text,
-                coalesce((SELECT sum(b.change_amount) FROM balance_logs b
-                           WHERE b.sub_account_id = s.id
-                             AND b.timestamp >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-                             AND b.reason IN ('TRADE_PNL', 'FEE', 'LIQUIDATION', 'ADL', 'DESYNC_CLOSE',
-                                              'RECONCILE')), 0),
+                coalesce((SELECT d.amount FROM realized_daily d
+                           WHERE d.sub_account_id = s.id
+                             AND d.day = (now() AT TIME ZONE 'UTC')::date), 0),
                 coalesce((SELECT json_agg(json_build_object(
-                            'symbol', o.symbol, 'side', o.side, 'remaining', (o.quantity - o.filled)::text,
+                            'id', o.client_order_id, 'symbol', o.symbol, 'side', o.side, 'remaining', (o.quantity - o.filled)::text,
                             'price', o.price::text, 'leverage', o.leverage::text))
                             FROM orders o
                            WHERE o.sub_account_id = s.id AND NOT o.reduce_only
@@ -497,6 +502,7 @@ pub async fn watched_with_rules(pool: &PgPool, id: &str) -> Result<Option<Watche
     let realized_today: Decimal = r.try_get(16)?;
     #[derive(serde::Deserialize)]
     struct Resting {
+        id: String,
         symbol: String,
         side: String,
         remaining: String,
@@ -509,16 +515,19 @@ pub async fn watched_with_rules(pool: &PgPool, id: &str) -> Result<Option<Watche
     let pending = resting
         .into_iter()
         .map(|o| {
-            Ok(trading::risk::PendingOrder {
-                side: match o.side.as_str() {
-                    "BUY" => OrderSide::Buy,
-                    "SELL" => OrderSide::Sell,
-                    other => return Err(corrupt("order side", other)),
+            Ok(PendingRow {
+                client_order_id: o.id,
+                order: trading::risk::PendingOrder {
+                    side: match o.side.as_str() {
+                        "BUY" => OrderSide::Buy,
+                        "SELL" => OrderSide::Sell,
+                        other => return Err(corrupt("order side", other)),
+                    },
+                    remaining: dec("remaining", &o.remaining)?,
+                    price: o.price.as_deref().map(|p| dec("price", p)).transpose()?,
+                    leverage: dec("leverage", &o.leverage)?,
+                    symbol: o.symbol,
                 },
-                remaining: dec("remaining", &o.remaining)?,
-                price: o.price.as_deref().map(|p| dec("price", p)).transpose()?,
-                leverage: dec("leverage", &o.leverage)?,
-                symbol: o.symbol,
             })
         })
         .collect::<Result<Vec<_>, LedgerError>>()?;
@@ -600,16 +609,12 @@ async fn apply_delta(
     trade_id: Option<&str>,
 ) -> Result<BalanceChange, LedgerError> {
     let c = balance::apply(before, delta, reason);
+    // One round trip: the balance and its log row (a fill books up to two of these).
     sqlx::query(
-        "UPDATE sub_accounts SET current_balance = $2, updated_at = now() WHERE id = $1::uuid",
-    )
-    .bind(id)
-    .bind(c.after)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO balance_logs (sub_account_id, balance_before, balance_after, change_amount, absorbed, reason, trade_id)
-         VALUES ($1::uuid, $2, $3, $4, $5, $6, $7)",
+        "WITH u AS (UPDATE sub_accounts SET current_balance = $3, updated_at = now()
+                     WHERE id = $1::uuid RETURNING id)
+         INSERT INTO balance_logs (sub_account_id, balance_before, balance_after, change_amount, absorbed, reason, trade_id)
+         SELECT u.id, $2, $3, $4, $5, $6, $7 FROM u",
     )
     .bind(id)
     .bind(c.before)

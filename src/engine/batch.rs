@@ -68,7 +68,6 @@ impl Executor {
                 "a batch needs at least one order",
             )));
         };
-        let first_account = first.sub_account_id.clone();
         if legs.len() > MAX_LEGS {
             return Err(PlaceError::Refused(Refusal::Invalid(
                 "a batch has at most 50 orders",
@@ -185,8 +184,6 @@ impl Executor {
                 out.push(after.unwrap_or_else(|| row.clone()));
             }
         }
-        // Resting orders count toward the account's exposure: the next check sees them.
-        self.book_changed(&first_account).await;
         Ok(out)
     }
 }

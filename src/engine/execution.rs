@@ -232,6 +232,11 @@ pub struct Latencies {
     pub row_us: std::collections::VecDeque<u32>,
     pub ack_us: std::collections::VecDeque<u32>,
     pub fill_booking_us: std::collections::VecDeque<u32>,
+    /// Of the fill booking: its transaction (the order locked, the fill booked, the
+    /// order's event row), from its start to its commit.
+    pub booking_tx_us: std::collections::VecDeque<u32>,
+    /// Of the fill booking: after the commit (the book read again, the events).
+    pub booking_after_us: std::collections::VecDeque<u32>,
 }
 
 fn sample(q: &mut std::collections::VecDeque<u32>, d: Duration) {
@@ -257,7 +262,7 @@ pub(crate) struct Book {
     pub(crate) prepared: Prepared,
     pub(crate) rules: trading::risk::RiskRules,
     pub(crate) realized_today: Decimal,
-    pub(crate) pending: Vec<trading::risk::PendingOrder>,
+    pub(crate) pending: Vec<ledger::PendingRow>,
 }
 
 impl Book {
@@ -269,6 +274,22 @@ impl Book {
             pending: w.pending,
         }
     }
+}
+
+/// An account's book as the order path keeps it.
+pub(super) struct CachedBook {
+    book: Arc<Book>,
+    at: std::time::Instant,
+    /// Which read it came from ([`Inner::book_reads`]).
+    read: u64,
+}
+
+/// A book read again after fills: whether another read is due when it ends, and the
+/// orders that stop counting as sent once a read begun after they ended is installed.
+#[derive(Default)]
+pub(super) struct Refreshing {
+    again: bool,
+    ended: Vec<String>,
 }
 
 /// What [`Executor::ticket`] read for an order.
@@ -317,9 +338,19 @@ pub(super) struct Inner {
     pub(super) last_fill: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
     /// One reconciliation at a time.
     pub(super) reconciling: tokio::sync::Mutex<()>,
-    /// Each account's book and rules, and when they were read.
+    /// Each account's book and rules, as last read.
+    pub(super) books: std::sync::Mutex<HashMap<String, CachedBook>>,
+    /// Numbers the book reads: a read installs its book only over an older one.
+    pub(super) book_reads: AtomicU64,
+    /// Accounts whose book is being read again after fills ([`Executor::book_changed_soon`]).
+    pub(super) refreshing: std::sync::Mutex<HashMap<String, Refreshing>>,
+    /// Each account's orders that can open, from when they are journaled until they
+    /// are final and the book has been read again after: the next check counts them
+    /// without reading the book again (their rows may not even be written yet).
+    /// Keyed by account, then client order id.
     #[allow(clippy::type_complexity)]
-    pub(super) books: std::sync::Mutex<HashMap<String, (Arc<Book>, std::time::Instant)>>,
+    pub(super) unsettled:
+        std::sync::Mutex<HashMap<String, HashMap<String, trading::risk::PendingOrder>>>,
     /// Wakes whoever waits for a given order to change ([`Executor::settle`]): only
     /// that order's waiters, so a busy engine does not wake every waiter on every fill.
     pub(super) watched: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
@@ -526,6 +557,9 @@ impl Executor {
                 last_fill: Default::default(),
                 reconciling: Default::default(),
                 books: Default::default(),
+                book_reads: Default::default(),
+                refreshing: Default::default(),
+                unsettled: Default::default(),
                 watched: Default::default(),
                 budget: std::sync::Mutex::new(trading::budget::OrderBudget::new(limits)),
                 journal,
@@ -742,12 +776,6 @@ impl Executor {
         if ambiguous {
             self.resolve_later(&row.client_order_id, &symbol, left_at);
         }
-        if !req.reduce_only && !after.as_ref().is_some_and(|a| a.order.state.is_final()) {
-            // Resting, or a market order whose fill is on its way: it counts toward
-            // the account's exposure, and the next check (the lane is free before the
-            // fill) sees it.
-            self.book_changed(&p.sub_account_id).await;
-        }
         Ok(after.unwrap_or(row))
     }
 
@@ -776,6 +804,7 @@ impl Executor {
             .ok_or(PlaceError::AccountNotFound)?;
         let (prepared, rules) = (&cached.prepared, cached.rules.clone());
         let account = prepared.account();
+        let pending = self.pending_of(&p.sub_account_id, &cached);
         let mark = match i.prices.mark(&symbol).await {
             Ok(q) => q.price,
             // A market order that only reduces is never held up by a stale price: it
@@ -808,11 +837,12 @@ impl Executor {
         // the stream's when fresh, else the chain's. None fresh anywhere: an order that
         // opens is refused rather than checked at a stale price or the entry.
         let mut marks: HashMap<&str, Decimal> = HashMap::new();
+        let pending_symbols: Vec<String> = pending.iter().map(|o| o.symbol.clone()).collect();
         let others = account
             .positions
             .iter()
             .map(|q| &*q.symbol)
-            .chain(cached.pending.iter().map(|o| o.symbol.as_str()))
+            .chain(pending_symbols.iter().map(String::as_str))
             .filter(|s| *s != symbol);
         let now = now_ms();
         let max_age = i.prices.max_age().as_millis() as i64;
@@ -854,21 +884,30 @@ impl Executor {
         // A market order of this symbol on its way is as good as filled (the lane is
         // free before its fill is booked): the account is checked with it in place.
         // The rest of what is pending counts by what it could add.
-        let (arriving, resting): (Vec<_>, Vec<_>) = cached
-            .pending
-            .iter()
-            .cloned()
+        let (arriving, resting): (Vec<_>, Vec<_>) = pending
+            .into_iter()
             .partition(|o| o.price.is_none() && o.symbol == symbol);
+        // Fills of one side and leverage at one price add up to one fill of their sum
+        // (exactly: same entry, same realized), so a flood of them costs no more.
+        let mut fills: Vec<OrderRequest> = Vec::new();
         for o in arriving {
-            let fill = OrderRequest {
-                symbol: symbol.clone(),
-                side: o.side,
-                quantity: o.remaining,
-                limit: None,
-                leverage: o.leverage,
-                reduce_only: false,
-            };
-            trading::risk::assume_filled(&mut view, &fill, mark, mark);
+            match fills
+                .iter_mut()
+                .find(|f| f.side == o.side && f.leverage == o.leverage)
+            {
+                Some(f) => f.quantity += o.remaining,
+                None => fills.push(OrderRequest {
+                    symbol: symbol.clone(),
+                    side: o.side,
+                    quantity: o.remaining,
+                    limit: None,
+                    leverage: o.leverage,
+                    reduce_only: false,
+                }),
+            }
+        }
+        for fill in &fills {
+            trading::risk::assume_filled(&mut view, fill, mark, mark);
         }
         let held = |s: &str| {
             account
@@ -956,6 +995,21 @@ impl Executor {
             _ => append(),
         };
         appended.map_err(PlaceError::Journal)?;
+        {
+            let mut sent = i.unsettled.lock().expect("unsettled lock");
+            for (ids, o) in ids.iter().zip(&orders).filter(|(_, o)| !o.reduce_only) {
+                sent.entry(o.sub_account_id.clone()).or_default().insert(
+                    ids.client_order_id.clone(),
+                    trading::risk::PendingOrder {
+                        symbol: o.symbol.clone(),
+                        side: o.side,
+                        remaining: o.quantity,
+                        price: o.price,
+                        leverage: o.leverage,
+                    },
+                );
+            }
+        }
         Ok(ids
             .into_iter()
             .zip(orders)
@@ -1054,6 +1108,7 @@ impl Executor {
         let i = &self.inner;
         // The venue can answer (and fill) before the row of an order it got is written.
         self.row_written(client_id).await;
+        let began = std::time::Instant::now();
         let mut tx = i.pool.begin().await?;
         let Some(mut row) = orders::lock_by_client_id(&mut tx, client_id).await? else {
             return Ok(None);
@@ -1105,7 +1160,7 @@ impl Executor {
         }
         // A fill is booked under its symbol's lock: reconciliation never judges the
         // symbol between the venue's fill and its booking.
-        let _symbol = match &effect {
+        let symbol_lock = match &effect {
             Effect::Book(_) => Some(self.symbol_guard(&row.symbol).await),
             Effect::Changed | Effect::Nothing => None,
         };
@@ -1151,11 +1206,25 @@ impl Executor {
         }
         orders::record(&mut tx, &row.id, &row.order, name, source, detail).await?;
         tx.commit().await?;
+        // The ledger holds the fill: what follows reads it, and need not keep
+        // reconciliation off the symbol.
+        drop(symbol_lock);
         if let Some(n) = i.watched.lock().expect("watched lock").get(client_id) {
             n.notify_waiters();
         }
+        // Final now, and counted as sent until a read of its book shows what it did.
+        let mut ended =
+            (row.order.state.is_final() && self.tracked(&row)).then(|| row.client_order_id.clone());
         if let (Effect::Book(x), Some(booked)) = (&effect, booked) {
+            let applied = matches!(booked, Booked::Applied(_));
+            let committed = std::time::Instant::now();
+            i.stats.record(|l| &mut l.booking_tx_us, committed - began);
             self.after_fill(&row, x, booked).await;
+            if applied {
+                self.book_changed_soon(&row.sub_account_id, ended.take());
+            }
+            i.stats
+                .record(|l| &mut l.booking_after_us, committed.elapsed());
         }
         if matches!(
             row.order.state,
@@ -1171,11 +1240,51 @@ impl Executor {
                        "reason": row.order.state.as_str()}),
                 now_ms(),
             );
-            if !row.reduce_only {
-                self.book_changed(&row.sub_account_id).await;
+            // Read at once: the account's next order is checked without it.
+            if !row.reduce_only && self.book_changed(&row.sub_account_id).await {
+                if let Some(id) = ended.take() {
+                    self.untrack(&row.sub_account_id, &[id]);
+                }
             }
         }
+        if let Some(id) = ended {
+            self.book_changed_soon(&row.sub_account_id, Some(id));
+        }
         Ok(Some(row))
+    }
+    /// The account's pending orders: those in its book, and those sent since that the
+    /// book does not hold yet.
+    fn pending_of(&self, account: &str, book: &Book) -> Vec<trading::risk::PendingOrder> {
+        let mut out: Vec<_> = book.pending.iter().map(|r| r.order.clone()).collect();
+        if let Some(mine) = self
+            .inner
+            .unsettled
+            .lock()
+            .expect("unsettled lock")
+            .get(account)
+        {
+            let read: std::collections::HashSet<&str> = book
+                .pending
+                .iter()
+                .map(|r| r.client_order_id.as_str())
+                .collect();
+            out.extend(
+                mine.iter()
+                    .filter(|(id, _)| !read.contains(id.as_str()))
+                    .map(|(_, o)| o.clone()),
+            );
+        }
+        out
+    }
+
+    /// Whether `row` is an order of ours still counted as sent.
+    fn tracked(&self, row: &OrderRow) -> bool {
+        self.inner
+            .unsettled
+            .lock()
+            .expect("unsettled lock")
+            .get(&row.sub_account_id)
+            .is_some_and(|m| m.contains_key(&row.client_order_id))
     }
 
     async fn after_fill(&self, row: &OrderRow, x: &Execution, booked: Booked) {
@@ -1241,12 +1350,9 @@ impl Executor {
                 Change::Opened | Change::Added => {}
             }
         }
-        self.book_changed(&row.sub_account_id).await;
         if let (Some(open), Some(p)) = (&a.open_position, &a.outcome.after) {
             if a.outcome.change != Change::Reduced {
-                let (liquidation, excluded) = self
-                    .position_facts(&row.sub_account_id, open, &row.symbol, x.price)
-                    .await;
+                let (liquidation, excluded) = self.position_facts(row, &a, open, p, x.price).await;
                 i.outbox.event(
                     "position_updated",
                     json!({"subAccountId": row.sub_account_id, "positionId": open, "symbol": row.symbol,
@@ -1262,26 +1368,50 @@ impl Executor {
     }
 
     /// A position's cross liquidation price (the account's other positions at their
-    /// last marks, this symbol at `price`) and its stored babysitter flag, from the
-    /// account's book as just re-read.
+    /// last marks, this symbol at `price`) and its stored babysitter flag, just after
+    /// the fill `a` of `row`: the book as last read, with what the fill did applied
+    /// (the book is read again off the fill path).
     async fn position_facts(
         &self,
-        account: &str,
-        position: &str,
-        symbol: &str,
+        row: &OrderRow,
+        a: &ledger::Applied,
+        open: &str,
+        after: &trading::position::Position,
         price: Decimal,
     ) -> (Option<Decimal>, bool) {
-        let Ok(Some(book)) = self.book_of(account).await else {
+        let Ok(Some(book)) = self.book_of(&row.sub_account_id).await else {
             return (None, false);
         };
-        let held = &book.prepared.account().positions;
-        let Some(k) = held.iter().position(|q| &*q.id == position) else {
-            return (None, false);
+        let mut account = book.prepared.account().as_ref().clone();
+        account.balance = a.balance;
+        if let Some(closed) = a.closed_position.as_deref().filter(|c| *c != open) {
+            account.positions.retain(|q| &*q.id != closed);
+        }
+        let excluded = match account.positions.iter_mut().find(|q| &*q.id == open) {
+            Some(q) => {
+                q.position = after.clone();
+                q.babysitter_excluded
+            }
+            None => {
+                account.positions.push(trading::evaluate::OpenPosition {
+                    id: open.into(),
+                    symbol: row.symbol.as_str().into(),
+                    position: after.clone(),
+                    babysitter_excluded: false,
+                    opened_at: now_ms(),
+                });
+                false
+            }
+        };
+        let prepared = Prepared::new(account);
+        let held = &prepared.account().positions;
+        let Some(k) = held.iter().position(|q| &*q.id == open) else {
+            return (None, excluded);
         };
         let stream = self.inner.stream.as_ref();
-        let value = book.prepared.value(|j| {
+        let value = prepared.value(|j| {
             let s = &held[j].symbol;
-            if &**s == symbol {
+            if **s == *row.symbol {
                 Some(price)
             } else {
                 stream.and_then(|p| p.get(s)).and_then(|e| e.mark)
@@ -1292,7 +1422,7 @@ impl Executor {
             .get(k)
             .map(|v| v.liquidation_price)
             .filter(|l| *l > Decimal::ZERO);
-        (liquidation, held[k].babysitter_excluded)
+        (liquidation, excluded)
     }
 
     /// Takes `n` new orders from the venue's limits at venue time `venue_now`, after
@@ -1371,52 +1501,138 @@ impl Executor {
     /// an order is checked without a database read before it.
     pub(super) async fn book_of(&self, account: &str) -> Result<Option<Arc<Book>>, LedgerError> {
         let i = &self.inner;
-        if let Some((b, at)) = i.books.lock().expect("books lock").get(account) {
-            if at.elapsed() < i.config.book_ttl {
-                return Ok(Some(b.clone()));
+        if let Some(c) = i.books.lock().expect("books lock").get(account) {
+            if c.at.elapsed() < i.config.book_ttl {
+                return Ok(Some(c.book.clone()));
             }
         }
+        Ok(self.read_book(account).await?.map(|(b, _)| b))
+    }
+
+    /// Reads `account`'s book and keeps it unless a read begun later was kept first
+    /// (reads can overlap; the newest wins). The book as read, and whether it is kept.
+    async fn read_book(&self, account: &str) -> Result<Option<(Arc<Book>, bool)>, LedgerError> {
+        let i = &self.inner;
+        let read = i.book_reads.fetch_add(1, Relaxed) + 1;
         let Some(w) = ledger::watched_with_rules(&i.pool, account).await? else {
             return Ok(None);
         };
-        let b = Arc::new(Book::of(w));
-        i.books
-            .lock()
-            .expect("books lock")
-            .insert(account.to_owned(), (b.clone(), std::time::Instant::now()));
-        Ok(Some(b))
+        let book = Arc::new(Book::of(w));
+        let mut books = i.books.lock().expect("books lock");
+        let kept = books.get(account).is_none_or(|c| c.read < read);
+        if kept {
+            books.insert(
+                account.to_owned(),
+                CachedBook {
+                    book: book.clone(),
+                    at: std::time::Instant::now(),
+                    read,
+                },
+            );
+        }
+        Ok(Some((book, kept)))
     }
 
-    /// After a write to `account` (a fill, a close): its book is read again, kept for
-    /// the order path, and handed to the risk loop.
     /// Drops every cached book (the global rules changed): each is read again.
     pub(crate) fn forget_books(&self) {
         self.inner.books.lock().expect("books lock").clear();
     }
 
-    pub(crate) async fn book_changed(&self, account: &str) {
-        let i = &self.inner;
-        // Read first and replace after: meanwhile orders use the book one write old
-        // rather than each going to the database.
-        let fresh = ledger::watched_with_rules(&i.pool, account)
-            .await
-            .map(|o| o.map(|w| Arc::new(Book::of(w))));
-        if let Ok(Some(b)) = &fresh {
-            i.books
-                .lock()
-                .expect("books lock")
-                .insert(account.to_owned(), (b.clone(), std::time::Instant::now()));
-        }
-        match fresh {
-            Ok(Some(b)) => {
-                if let Some(risk) = &i.risk {
+    /// After a write to `account` (a close, a cancel, a rule): its book is read
+    /// again, kept for the order path, and handed to the risk loop. Meanwhile orders
+    /// use the book one write old rather than each going to the database. Whether
+    /// the read succeeded.
+    pub(crate) async fn book_changed(&self, account: &str) -> bool {
+        match self.read_book(account).await {
+            Ok(Some((b, kept))) => {
+                if let (Some(risk), true) = (&self.inner.risk, kept) {
                     let _ = risk
                         .send(RiskInput::Book(b.prepared.account().as_ref().clone()))
                         .await;
                 }
+                true
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "book not re-read after a write"),
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "book not re-read after a write");
+                false
+            }
+        }
+    }
+
+    /// After a fill: `account`'s book is read again off the fill path, so the next
+    /// fill is booked meanwhile; fills that come while a read runs are covered by one
+    /// more read after it. `ended`: an order of ours now final, which stops counting
+    /// as sent once a read begun after it ended is kept (until then it counts twice at
+    /// worst, never not at all).
+    pub(super) fn book_changed_soon(&self, account: &str, ended: Option<String>) {
+        {
+            let mut r = self.inner.refreshing.lock().expect("refreshing lock");
+            if let Some(run) = r.get_mut(account) {
+                run.again = true;
+                run.ended.extend(ended);
+                return;
+            }
+            r.insert(
+                account.to_owned(),
+                Refreshing {
+                    again: false,
+                    ended: ended.into_iter().collect(),
+                },
+            );
+        }
+        let me = self.clone();
+        let account = account.to_owned();
+        tokio::spawn(async move {
+            let mut retry =
+                streaming::retry::exponential(Duration::from_millis(20), Duration::from_secs(2));
+            loop {
+                let ended = {
+                    let mut r = me.inner.refreshing.lock().expect("refreshing lock");
+                    let run = r.entry(account.clone()).or_default();
+                    run.again = false;
+                    std::mem::take(&mut run.ended)
+                };
+                if me.book_changed(&account).await {
+                    me.untrack(&account, &ended);
+                    let mut r = me.inner.refreshing.lock().expect("refreshing lock");
+                    if !r.get(&account).is_some_and(|run| run.again) {
+                        r.remove(&account);
+                        return;
+                    }
+                    continue;
+                }
+                // The database is away: they still count as sent until a read succeeds.
+                me.inner
+                    .refreshing
+                    .lock()
+                    .expect("refreshing lock")
+                    .entry(account.clone())
+                    .or_default()
+                    .ended
+                    .extend(ended);
+                let wait = retry.next_backoff().unwrap_or(Duration::from_secs(2));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = me.inner.cancel.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// `ended` orders of `account` stop counting as sent.
+    fn untrack(&self, account: &str, ended: &[String]) {
+        if ended.is_empty() {
+            return;
+        }
+        let mut sent = self.inner.unsettled.lock().expect("unsettled lock");
+        if let Some(m) = sent.get_mut(account) {
+            for id in ended {
+                m.remove(id);
+            }
+            if m.is_empty() {
+                sent.remove(account);
+            }
         }
     }
 
