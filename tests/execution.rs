@@ -1086,13 +1086,9 @@ async fn soak_a_thousand_orders_with_faults_leave_the_book_equal_to_the_venue() 
     }
     const ORDERS: usize = 1000;
     let placed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    // Closes run while no other account's order is on its way (orders share the
-    // lock, a close takes it alone): a close planned while other accounts' orders
-    // move the venue's net is the race still open (issue 25's note).
-    let quiet = Arc::new(tokio::sync::RwLock::new(()));
     let mut tasks = Vec::new();
     for (t, account) in accounts.iter().cloned().enumerate() {
-        let (v, placed, quiet) = (v.clone(), placed.clone(), quiet.clone());
+        let (v, placed) = (v.clone(), placed.clone());
         tasks.push(tokio::spawn(async move {
             let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1);
             let mut next = move |n: u64| {
@@ -1141,12 +1137,6 @@ async fn soak_a_thousand_orders_with_faults_leave_the_book_equal_to_the_venue() 
                     .unwrap();
                 let held = open.iter().find(|p| p.symbol == symbol);
                 let roll = next(20);
-                let closing = roll <= 3 && held.is_some();
-                let _turn = if closing {
-                    (None, Some(quiet.write().await))
-                } else {
-                    (Some(quiet.read().await), None)
-                };
                 match (roll, held) {
                     // A close of the position, and sometimes a second one at once
                     // (answered from the first).

@@ -81,6 +81,7 @@ impl Executor {
                 "the orders of a batch share one sub-account and one symbol",
             )));
         }
+        let _shared = self.gate(&first.symbol).read_owned().await;
         let mut t = self.ticket(first).await?;
         let mut approved = Vec::with_capacity(legs.len());
         for leg in &legs {

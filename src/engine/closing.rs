@@ -227,6 +227,8 @@ impl Executor {
         // (the position it closes is the one read above).
         self.book_changed(account).await;
         let signed = p.position.signed();
+        // No order of any account moves the venue's net from the reads to the send.
+        let alone = self.gate(&p.symbol).write_owned().await;
         let (venue, house, book) = self.still_snapshot(account, &p.symbol, position_id).await?;
         match plan(venue, house, book, signed) {
             ClosePlan::Venue { reduce_only } => {
@@ -236,6 +238,7 @@ impl Executor {
                         Some(reduce_only),
                     )
                     .await?;
+                drop(alone);
                 let row = match row.order.state {
                     OrderState::Rejected => row,
                     _ => self
@@ -383,6 +386,7 @@ impl Executor {
             .await?
             .ok_or(CloseError::PositionNotFound)?;
         self.book_changed(account).await;
+        let _alone = self.gate(&p.symbol).write_owned().await;
         let (venue, house) = self.venue_and_house(&p.symbol).await?;
         let book = ledger::book_net(&i.pool, &p.symbol).await?;
         let reduce_only = match plan(venue, house, book, p.position.signed()) {

@@ -369,6 +369,10 @@ pub(super) struct Inner {
     /// Per symbol: a fill is booked, or reconciliation judges the symbol, under it —
     /// never both at once.
     pub(super) symbols: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per symbol: orders are sent under it shared, a close is planned and sent under
+    /// it alone — so no order of any account moves the venue's net between a close's
+    /// reads and its send ([`Executor::gate`]).
+    pub(super) gates: std::sync::Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     /// Per symbol: orders of ours sent whose reply is not processed yet, and how many
     /// were ever sent.
     pub(super) in_flight: std::sync::Mutex<HashMap<String, usize>>,
@@ -567,6 +571,7 @@ impl Executor {
                 rows: Default::default(),
                 closing: Default::default(),
                 symbols: Default::default(),
+                gates: Default::default(),
                 in_flight: Default::default(),
                 sent: Default::default(),
             }),
@@ -581,7 +586,22 @@ impl Executor {
     /// reply: SUBMITTED (accepted), UNKNOWN (being resolved), or REJECTED with the
     /// venue's code. `Err` means nothing was written or sent.
     pub async fn place(&self, p: PlaceOrder) -> Result<OrderRow, PlaceError> {
+        let _shared = self.gate(&p.symbol).read_owned().await;
         self.place_with(p, None).await
+    }
+
+    /// `symbol`'s gate: orders are sent holding it shared (from their checks to their
+    /// reply stored), a close holds it alone from its reads to its reply. Uncontended
+    /// it costs an atomic operation; a close waits for the sends under way (at most one
+    /// venue round trip) and orders wait for the close's reads and send.
+    pub(super) fn gate(&self, symbol: &str) -> Arc<tokio::sync::RwLock<()>> {
+        self.inner
+            .gates
+            .lock()
+            .expect("gates lock")
+            .entry(symbol.to_ascii_uppercase())
+            .or_default()
+            .clone()
     }
 
     /// Marks `n` orders on `symbol` as in flight while the guard lives.
