@@ -999,3 +999,46 @@ async fn closes_while_other_accounts_trade_the_symbol_keep_the_venue_equal_to_th
     assert!(e.open_positions().await.is_empty(), "every close closed");
     e.finish().await;
 }
+
+/// Reconciliation runs while a close's fill is on its way (the venue flat at the
+/// house, the book still holding the position): the symbol has a market order not
+/// final, so it is left to the close — not closed virtually, nothing given to the
+/// house — and the close's fill closes the position when it comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconciliation_racing_a_close_leaves_the_position_to_the_close() {
+    let mut e = engine().await;
+    let r = e.trade("BTCUSDT", "LONG", "0.002").await;
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    e.sim().stream_fault(
+        StreamFault::Delay(Duration::from_millis(1500)),
+        Selector::Next(2),
+    );
+    let close = e.envelope("close", json!({"positionId": pos}));
+    e.push("close", &close).await;
+    assert_eq!(e.venue_reaches("BTCUSDT", d("0.5")).await, d("0.5"));
+    assert_eq!(e.open_positions().await.len(), 1, "the fill not booked yet");
+    let exec = e.app.executor.get().unwrap().clone();
+    let report = exec.reconcile().await.unwrap();
+    let r = e.result(close["requestId"].as_str().unwrap()).await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    assert_eq!(
+        e.count_until(
+            "SELECT count(*) FROM trade_executions WHERE action = 'CLOSE'",
+            1
+        )
+        .await,
+        1,
+        "the close's fill closed it: {report:?}"
+    );
+    assert!(e.open_positions().await.is_empty());
+    let (virtual_closes, house): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM balance_logs WHERE reason IN ('RECONCILE', 'DESYNC_CLOSE')),
+                (SELECT count(*) FROM house_log)",
+    )
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((virtual_closes, house), (0, 0), "{report:?}");
+    assert_eq!(e.venue("BTCUSDT"), d("0.5"));
+    e.finish().await;
+}
