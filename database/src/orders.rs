@@ -338,6 +338,20 @@ pub async fn open_orders(pool: &PgPool) -> Result<Vec<OrderRow>, LedgerError> {
     rows.iter().map(row).collect()
 }
 
+/// Every market order not in a final state in `symbol`, any account's.
+pub async fn open_markets_on(pool: &PgPool, symbol: &str) -> Result<Vec<OrderRow>, LedgerError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM orders o
+          WHERE o.state IN ('NEW', 'SUBMITTED', 'UNKNOWN', 'PARTIALLY_FILLED')
+            AND o.symbol = $1 AND o.type = 'MARKET'
+          ORDER BY o.created_at"
+    ))
+    .bind(symbol)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(row).collect()
+}
+
 /// One sub-account's orders not in a final state, in `symbol` or all.
 pub async fn open_orders_of(
     pool: &PgPool,

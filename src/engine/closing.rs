@@ -172,8 +172,7 @@ impl Executor {
             .get(symbol)
             .copied()
             .unwrap_or_default();
-        let taken = ledger::house_taken(&self.inner.pool).await?;
-        Ok(configured + taken.get(symbol).copied().unwrap_or_default())
+        Ok(configured + ledger::house_taken_in(&self.inner.pool, symbol).await?)
     }
 
     /// One close of a position at a time in this engine (the account's lane already
@@ -289,12 +288,8 @@ impl Executor {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         self.rows_written().await;
-        let moving = orders::open_orders(&i.pool).await?;
-        for o in moving {
-            if o.symbol != symbol
-                || o.kind != OrderKind::Market.as_str()
-                || o.position_id.as_deref() == Some(position_id)
-            {
+        for o in orders::open_markets_on(&i.pool, symbol).await? {
+            if o.position_id.as_deref() == Some(position_id) {
                 continue;
             }
             let q = [
