@@ -1042,3 +1042,51 @@ async fn a_reconciliation_racing_a_close_leaves_the_position_to_the_close() {
     assert_eq!(e.venue("BTCUSDT"), d("0.5"));
     e.finish().await;
 }
+
+/// A close waiting for its fill holds the account's lane no longer than its send: a
+/// kill switch of the same account (a freeze) answers first, and the close still
+/// answers with its fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_waiting_for_its_fill_does_not_hold_the_accounts_next_command() {
+    let mut e = engine().await;
+    let r = e.trade("BTCUSDT", "LONG", "0.002").await;
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    // Past start-up's reconciliation (which would find the fill).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    e.sim().stream_fault(
+        StreamFault::Delay(Duration::from_millis(3000)),
+        Selector::Next(1),
+    );
+    let close = e.envelope("close", json!({"positionId": pos}));
+    e.push("close", &close).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut freeze = e.envelope("account_freeze", json!({}));
+    freeze["role"] = "ADMIN".into();
+    e.push("account_freeze", &freeze).await;
+    let close_id = close["requestId"].as_str().unwrap().to_owned();
+    let freeze_id = freeze["requestId"].as_str().unwrap().to_owned();
+    let key = |id: &str| format!("{}result:{id}", e.prefix);
+    let mut c = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let first: Option<(String, String)> = redis::cmd("BLPOP")
+        .arg(key(&freeze_id))
+        .arg(key(&close_id))
+        .arg(30)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let (which, first) = first.expect("a result");
+    assert_eq!(
+        which,
+        key(&freeze_id),
+        "the freeze waited for the close's fill: {first}"
+    );
+    let r = e.result(&close_id).await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    assert_eq!(r["body"]["order"]["status"], "FILLED", "{r}");
+    assert!(r["body"]["realizedPnl"].is_number(), "{r}");
+    e.finish().await;
+}

@@ -676,12 +676,12 @@ pub async fn house_taken(pool: &PgPool) -> Result<HashMap<String, Decimal>, Ledg
 
 /// What the house took on in `symbol` (Σ `house_log`).
 pub async fn house_taken_in(pool: &PgPool, symbol: &str) -> Result<Decimal, LedgerError> {
-    Ok(sqlx::query_scalar(
-        "SELECT coalesce(sum(quantity), 0) FROM house_log WHERE symbol = $1",
+    Ok(
+        sqlx::query_scalar("SELECT coalesce(sum(quantity), 0) FROM house_log WHERE symbol = $1")
+            .bind(symbol)
+            .fetch_one(pool)
+            .await?,
     )
-    .bind(symbol)
-    .fetch_one(pool)
-    .await?)
 }
 
 /// A venue fill attributed to a sub-account.

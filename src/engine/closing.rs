@@ -199,12 +199,31 @@ impl Executor {
         guard
     }
 
-    /// Closes one of `account`'s positions: by a market order when the exchange holds
-    /// it, virtually at the mark when it does not. A position has at most one market
-    /// close: a second close while the first is in flight — or once it has filled —
-    /// is answered from the first, never sent again. Waits up to [`CLOSE_WAIT`] for
-    /// the close's fill.
+    /// Closes one of `account`'s positions ([`Executor::close_sent`]) and waits up to
+    /// [`CLOSE_WAIT`] for the close's fill.
     pub async fn close(&self, account: &str, position_id: &str) -> Result<Closed, CloseError> {
+        let sent = self.close_sent(account, position_id).await?;
+        self.close_settled(sent).await
+    }
+
+    /// A close as it stands after up to [`CLOSE_WAIT`] for its order's fill.
+    pub async fn close_settled(&self, c: Closed) -> Result<Closed, CloseError> {
+        match c {
+            Closed::Order(o) if !o.order.state.is_final() => Ok(Closed::Order(Box::new(
+                self.settle(&o.client_order_id, CLOSE_WAIT)
+                    .await?
+                    .unwrap_or(*o),
+            ))),
+            c => Ok(c),
+        }
+    }
+
+    /// Closes one of `account`'s positions: by a market order when the exchange holds
+    /// it, virtually at the mark when it does not; returns once the order's reply is
+    /// stored (its fill may be on its way). A position has at most one market close:
+    /// a second close while the first is in flight — or once it has filled — is
+    /// answered from the first, never sent again.
+    pub async fn close_sent(&self, account: &str, position_id: &str) -> Result<Closed, CloseError> {
         let i = &self.inner;
         let _one = self.position_guard(position_id).await;
         if let Some(p) = ledger::open_position_of(&i.pool, account, position_id).await? {
@@ -214,11 +233,7 @@ impl Executor {
         if let Some(first) = orders::close_of_position(&i.pool, position_id).await? {
             let settled = first.order.state.is_final();
             if first.sub_account_id == account && (!settled || open.is_none()) {
-                let o = self
-                    .settle(&first.client_order_id, CLOSE_WAIT)
-                    .await?
-                    .unwrap_or(first);
-                return Ok(Closed::Order(Box::new(o)));
+                return Ok(Closed::Order(Box::new(first)));
             }
         }
         let p = open.ok_or(CloseError::PositionNotFound)?;
@@ -238,13 +253,6 @@ impl Executor {
                     )
                     .await?;
                 drop(alone);
-                let row = match row.order.state {
-                    OrderState::Rejected => row,
-                    _ => self
-                        .settle(&row.client_order_id, CLOSE_WAIT)
-                        .await?
-                        .unwrap_or(row),
-                };
                 Ok(Closed::Order(Box::new(row)))
             }
             ClosePlan::VirtualOnly => {

@@ -22,31 +22,6 @@ use crate::engine::risk_loop::num;
 /// How long `trade` waits for its market order's fill before answering without it.
 const FILL_WAIT: Duration = Duration::from_secs(5);
 
-/// Runs `cmd` in its account's lane. A `trade` hands back what follows its placement —
-/// waiting for the fill and answering — to run outside the lane: the account's next
-/// command (a kill switch above all) waits one venue round trip, not for a fill.
-pub(super) async fn run(
-    g: &Gateway,
-    exec: &Executor,
-    env: &Envelope,
-    account: Option<&str>,
-    cmd: Command,
-) -> Step {
-    let Command::Trade(s) = cmd else {
-        return Step::Done(run_in_lane(g, exec, env, account, cmd).await);
-    };
-    let started = Instant::now();
-    let p = trade_order(account.unwrap_or_default(), env, &s);
-    let o = match place_trade(exec, p).await {
-        Ok(o) => o,
-        Err(r) => return Step::Done(r),
-    };
-    let (g, exec) = (g.clone(), exec.clone());
-    Step::Then(Box::pin(async move {
-        with_latency(trade_answer(&g, &exec, o).await, started)
-    }))
-}
-
 /// The market order a `trade` command asks for.
 fn trade_order(account: &str, env: &Envelope, s: &OrderSpec) -> PlaceOrder {
     let origin = if env.source == "bot" { "BOT" } else { "MANUAL" };
@@ -63,15 +38,19 @@ fn with_latency(mut r: Reply, started: Instant) -> Reply {
     r
 }
 
-async fn run_in_lane(
+/// Runs `cmd` in its account's lane. A `trade` or a close hands back what follows its
+/// send — waiting for the fill and answering — to run outside the lane: the account's
+/// next command (a kill switch above all) waits one venue round trip, not for a fill.
+pub(super) async fn run(
     g: &Gateway,
     exec: &Executor,
     env: &Envelope,
     account: Option<&str>,
     cmd: Command,
-) -> Reply {
+) -> Step {
     let started = Instant::now();
     let account = account.unwrap_or_default().to_owned();
+    let (g2, exec2) = (g.clone(), exec.clone());
     let origin = if env.source == "bot" { "BOT" } else { "MANUAL" };
     let place = |s: &OrderSpec, kind: OrderKind| PlaceOrder {
         kind,
@@ -79,21 +58,74 @@ async fn run_in_lane(
         ..market_order(&account, s, origin, Some(env.request_id.clone()))
     };
     let latency = |r: Reply| with_latency(r, started);
-    match cmd {
+    let reply = match cmd {
         Command::Trade(s) => {
             let p = trade_order(&account, env, &s);
-            latency(match place_trade(exec, p).await {
-                Ok(o) => trade_answer(g, exec, o).await,
-                Err(r) => r,
-            })
+            let o = match place_trade(exec, p).await {
+                Ok(o) => o,
+                Err(r) => return Step::Done(r),
+            };
+            return Step::Then(Box::pin(async move {
+                with_latency(trade_answer(&g2, &exec2, o).await, started)
+            }));
+        }
+        Command::Close { position_id } => {
+            let sent = exec.close_sent(&account, &position_id).await;
+            return Step::Then(Box::pin(async move {
+                let closed = match sent {
+                    Ok(c) => exec2.close_settled(c).await,
+                    Err(e) => Err(e),
+                };
+                close_answer(&g2, &account, &position_id, closed).await
+            }));
+        }
+        Command::CloseAll => {
+            // Every position's close is sent in the lane, one after another; their
+            // fills are waited for outside it.
+            let open = match ledger::open_positions(&g.pool, Some(&account)).await {
+                Ok(p) => p,
+                Err(e) => return Step::Done(storage(e)),
+            };
+            let mut sent = Vec::with_capacity(open.len());
+            for p in open {
+                let c = exec.close_sent(&account, &p.id).await;
+                sent.push((p, c));
+            }
+            return Step::Then(Box::pin(async move {
+                let total = sent.len();
+                let mut results = Vec::with_capacity(total);
+                let mut closed = 0;
+                for (p, c) in sent {
+                    let c = match c {
+                        Ok(c) => exec2.close_settled(c).await,
+                        Err(e) => Err(e),
+                    };
+                    let r = close_answer(&g2, &account, &p.id, c).await;
+                    let success = r.status < 400;
+                    closed += usize::from(success);
+                    let mut item =
+                        json!({"positionId": p.id, "symbol": p.symbol, "success": success});
+                    if success {
+                        // The JS item's `pnl`: the close's realized PnL net of its fee.
+                        item["pnl"] = r.body["realizedPnl"].clone();
+                    } else {
+                        item["error"] = r.body["error"].clone();
+                    }
+                    results.push(item);
+                }
+                Reply::ok(
+                    200,
+                    json!({"closed": closed, "total": total, "results": results}),
+                )
+            }));
         }
         Command::Limit(s) => {
             let o = match exec.place(place(&s, OrderKind::Limit)).await {
                 Ok(o) => o,
-                Err(e) => return place_error(e),
+                Err(e) => return place_error(e).into(),
             };
             if let Some(r) = venue_rejected(&o) {
-                return r;
+                return r.into();
             }
             order_placed(g, &o, json!({}));
             latency(Reply::ok(
@@ -121,7 +153,7 @@ async fn run_in_lane(
                 .collect();
             let placed = match exec.place_batch(legs).await {
                 Ok(p) => p,
-                Err(e) => return place_error(e),
+                Err(e) => return place_error(e).into(),
             };
             let total = placed.len();
             let mut results = Vec::with_capacity(total);
@@ -150,7 +182,7 @@ async fn run_in_lane(
                 if let Value::Object(m) = &mut r.body {
                     m.insert("symbol".into(), symbol.into());
                 }
-                return r;
+                return r.into();
             }
             let mut by_symbol: Vec<(String, Vec<PlaceOrder>)> = Vec::new();
             for l in &legs {
@@ -183,33 +215,6 @@ async fn run_in_lane(
                        "results": results}),
             ))
         }
-        Command::Close { position_id } => close(g, exec, &account, &position_id).await,
-        Command::CloseAll => {
-            let open = match ledger::open_positions(&g.pool, Some(&account)).await {
-                Ok(p) => p,
-                Err(e) => return storage(e),
-            };
-            let total = open.len();
-            let mut results = Vec::with_capacity(total);
-            let mut closed = 0;
-            for p in open {
-                let r = close(g, exec, &account, &p.id).await;
-                let success = r.status < 400;
-                closed += usize::from(success);
-                let mut item = json!({"positionId": p.id, "symbol": p.symbol, "success": success});
-                if success {
-                    // The JS item's `pnl`: the close's realized PnL net of its fee.
-                    item["pnl"] = r.body["realizedPnl"].clone();
-                } else {
-                    item["error"] = r.body["error"].clone();
-                }
-                results.push(item);
-            }
-            Reply::ok(
-                200,
-                json!({"closed": closed, "total": total, "results": results}),
-            )
-        }
         Command::CancelOrder { order_id } => match exec.cancel(&account, &order_id).await {
             Ok(_) => Reply::ok(200, json!({"success": true})),
             Err(CloseError::OrderNotOpen(_)) => {
@@ -220,7 +225,7 @@ async fn run_in_lane(
         Command::CancelAllOrders => {
             let open = match orders::open_orders_of(&g.pool, &account, None).await {
                 Ok(o) => o,
-                Err(e) => return storage(e),
+                Err(e) => return storage(e).into(),
             };
             let total = open.len();
             let mut cancelled = 0;
@@ -242,7 +247,7 @@ async fn run_in_lane(
                 .as_deref()
                 .is_some_and(|u| !ledger::is_uuid(u))
             {
-                return Reply::error("INVALID_FIELD", "Invalid ownerUserId: must be a UUID");
+                return Reply::error("INVALID_FIELD", "Invalid ownerUserId: must be a UUID").into();
             }
             let new = NewAccount {
                 name: a.name,
@@ -362,7 +367,8 @@ async fn run_in_lane(
                 Err(e) => close_error(e),
             }
         }
-    }
+    };
+    Step::Done(reply)
 }
 
 /// The JS validator's answer (§4.2): always 200, `valid` says; `computedValues`
@@ -480,8 +486,13 @@ async fn trade_answer(g: &Gateway, exec: &Executor, o: OrderRow) -> Reply {
 /// A close's JS body: `{success, positionId, order, trade, realizedPnl, newBalance}`
 /// (`realizedPnl` net of the close's fee, `null` while its fill is not booked), or
 /// the virtual close's `{…, source: "virtual_only"}`.
-async fn close(g: &Gateway, exec: &Executor, account: &str, position_id: &str) -> Reply {
-    let closed = match exec.close(account, position_id).await {
+async fn close_answer(
+    g: &Gateway,
+    account: &str,
+    position_id: &str,
+    closed: Result<Closed, CloseError>,
+) -> Reply {
+    let closed = match closed {
         Ok(c) => c,
         Err(e) => return close_error(e),
     };
