@@ -65,6 +65,27 @@ impl Engine {
         r["body"]["order"].clone()
     }
 
+    /// Which of two commands' results comes first (≤ 30 s), and that result; the
+    /// other stays to be read.
+    async fn first_result(&self, a: &str, b: &str) -> (String, String) {
+        let key = |id: &str| format!("{}result:{id}", self.prefix);
+        let mut c = redis::Client::open("redis://127.0.0.1:6379")
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let first: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(key(a))
+            .arg(key(b))
+            .arg(30)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let (which, result) = first.expect("a result");
+        let id = if which == key(a) { a } else { b };
+        (id.to_owned(), result)
+    }
+
     async fn trade(&mut self, symbol: &str, side: &str, q: &str) -> Value {
         let r = self
             .send("trade", self.envelope("trade", order(symbol, side, q)))
@@ -742,23 +763,9 @@ async fn a_trade_waiting_for_its_fill_does_not_hold_the_accounts_kill_switches()
     e.push("close", &kill).await;
     let kill_id = kill["requestId"].as_str().unwrap().to_owned();
     let trade_id = trade["requestId"].as_str().unwrap().to_owned();
-    let key = |id: &str| format!("{}result:{id}", e.prefix);
-    let mut c = redis::Client::open("redis://127.0.0.1:6379")
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let first: Option<(String, String)> = redis::cmd("BLPOP")
-        .arg(key(&kill_id))
-        .arg(key(&trade_id))
-        .arg(30)
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let (which, first) = first.expect("a result");
+    let (which, first) = e.first_result(&kill_id, &trade_id).await;
     assert_eq!(
-        which,
-        key(&kill_id),
+        which, kill_id,
         "the kill switch waited for the trade's fill: {first}"
     );
     let r = e.result(&trade_id).await;
@@ -1065,23 +1072,9 @@ async fn a_close_waiting_for_its_fill_does_not_hold_the_accounts_next_command() 
     e.push("account_freeze", &freeze).await;
     let close_id = close["requestId"].as_str().unwrap().to_owned();
     let freeze_id = freeze["requestId"].as_str().unwrap().to_owned();
-    let key = |id: &str| format!("{}result:{id}", e.prefix);
-    let mut c = redis::Client::open("redis://127.0.0.1:6379")
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let first: Option<(String, String)> = redis::cmd("BLPOP")
-        .arg(key(&freeze_id))
-        .arg(key(&close_id))
-        .arg(30)
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let (which, first) = first.expect("a result");
+    let (which, first) = e.first_result(&freeze_id, &close_id).await;
     assert_eq!(
-        which,
-        key(&freeze_id),
+        which, freeze_id,
         "the freeze waited for the close's fill: {first}"
     );
     let r = e.result(&close_id).await;
