@@ -262,6 +262,8 @@ pub(crate) struct Book {
     pub(crate) prepared: Prepared,
     pub(crate) rules: trading::risk::RiskRules,
     pub(crate) realized_today: Decimal,
+    /// Its orders not final as read, less those counted as sent
+    /// ([`Inner::unsettled`]) when read.
     pub(crate) pending: Vec<ledger::PendingRow>,
 }
 
@@ -274,6 +276,16 @@ impl Book {
             pending: w.pending,
         }
     }
+}
+
+/// An account's pending orders as an order in `symbol` is checked against them.
+struct PendingView {
+    /// Its market orders in the symbol on their way, as fills: one per side and
+    /// leverage (fills of one side and leverage at one price add up to one fill of
+    /// their sum — same entry, same realized — so a flood of them costs no more).
+    arriving: Vec<OrderRequest>,
+    /// The rest, counted by what they could add.
+    resting: Vec<trading::risk::PendingOrder>,
 }
 
 /// An account's book as the order path keeps it.
@@ -824,7 +836,7 @@ impl Executor {
             .ok_or(PlaceError::AccountNotFound)?;
         let (prepared, rules) = (&cached.prepared, cached.rules.clone());
         let account = prepared.account();
-        let pending = self.pending_of(&p.sub_account_id, &cached);
+        let pending = self.pending_of(&p.sub_account_id, &cached, &symbol);
         let mark = match i.prices.mark(&symbol).await {
             Ok(q) => q.price,
             // A market order that only reduces is never held up by a stale price: it
@@ -857,12 +869,11 @@ impl Executor {
         // the stream's when fresh, else the chain's. None fresh anywhere: an order that
         // opens is refused rather than checked at a stale price or the entry.
         let mut marks: HashMap<&str, Decimal> = HashMap::new();
-        let pending_symbols: Vec<String> = pending.iter().map(|o| o.symbol.clone()).collect();
         let others = account
             .positions
             .iter()
             .map(|q| &*q.symbol)
-            .chain(pending_symbols.iter().map(String::as_str))
+            .chain(pending.resting.iter().map(|o| o.symbol.as_str()))
             .filter(|s| *s != symbol);
         let now = now_ms();
         let max_age = i.prices.max_age().as_millis() as i64;
@@ -904,29 +915,7 @@ impl Executor {
         // A market order of this symbol on its way is as good as filled (the lane is
         // free before its fill is booked): the account is checked with it in place.
         // The rest of what is pending counts by what it could add.
-        let (arriving, resting): (Vec<_>, Vec<_>) = pending
-            .into_iter()
-            .partition(|o| o.price.is_none() && o.symbol == symbol);
-        // Fills of one side and leverage at one price add up to one fill of their sum
-        // (exactly: same entry, same realized), so a flood of them costs no more.
-        let mut fills: Vec<OrderRequest> = Vec::new();
-        for o in arriving {
-            match fills
-                .iter_mut()
-                .find(|f| f.side == o.side && f.leverage == o.leverage)
-            {
-                Some(f) => f.quantity += o.remaining,
-                None => fills.push(OrderRequest {
-                    symbol: symbol.clone(),
-                    side: o.side,
-                    quantity: o.remaining,
-                    limit: None,
-                    leverage: o.leverage,
-                    reduce_only: false,
-                }),
-            }
-        }
-        for fill in &fills {
+        for fill in &pending.arriving {
             trading::risk::assume_filled(&mut view, fill, mark, mark);
         }
         let held = |s: &str| {
@@ -936,7 +925,7 @@ impl Executor {
                 .find(|q| &*q.symbol == s)
                 .map_or(Decimal::ZERO, |q| q.position.signed())
         };
-        view.pending = trading::risk::Pending::of(&resting, &symbol, held, stream_mark);
+        view.pending = trading::risk::Pending::of(&pending.resting, &symbol, held, stream_mark);
         Ok(Ticket {
             symbol,
             filters,
@@ -1272,10 +1261,37 @@ impl Executor {
         }
         Ok(Some(row))
     }
-    /// The account's pending orders: those in its book, and those sent since that the
-    /// book does not hold yet.
-    fn pending_of(&self, account: &str, book: &Book) -> Vec<trading::risk::PendingOrder> {
-        let mut out: Vec<_> = book.pending.iter().map(|r| r.order.clone()).collect();
+    /// The account's pending orders: those its book holds, and those counted as sent
+    /// (the book holds none of these) — read in place, without a copy of each.
+    fn pending_of(&self, account: &str, book: &Book, symbol: &str) -> PendingView {
+        let mut view = PendingView {
+            arriving: Vec::new(),
+            resting: Vec::new(),
+        };
+        let mut add = |o: &trading::risk::PendingOrder| {
+            if o.price.is_some() || o.symbol != symbol {
+                view.resting.push(o.clone());
+                return;
+            }
+            match view
+                .arriving
+                .iter_mut()
+                .find(|f| f.side == o.side && f.leverage == o.leverage)
+            {
+                Some(f) => f.quantity += o.remaining,
+                None => view.arriving.push(OrderRequest {
+                    symbol: symbol.to_owned(),
+                    side: o.side,
+                    quantity: o.remaining,
+                    limit: None,
+                    leverage: o.leverage,
+                    reduce_only: false,
+                }),
+            }
+        };
+        for r in &book.pending {
+            add(&r.order);
+        }
         if let Some(mine) = self
             .inner
             .unsettled
@@ -1283,18 +1299,11 @@ impl Executor {
             .expect("unsettled lock")
             .get(account)
         {
-            let read: std::collections::HashSet<&str> = book
-                .pending
-                .iter()
-                .map(|r| r.client_order_id.as_str())
-                .collect();
-            out.extend(
-                mine.iter()
-                    .filter(|(id, _)| !read.contains(id.as_str()))
-                    .map(|(_, o)| o.clone()),
-            );
+            for o in mine.values() {
+                add(o);
+            }
         }
-        out
+        view
     }
 
     /// Whether `row` is an order of ours still counted as sent.
@@ -1534,9 +1543,16 @@ impl Executor {
     async fn read_book(&self, account: &str) -> Result<Option<(Arc<Book>, bool)>, LedgerError> {
         let i = &self.inner;
         let read = i.book_reads.fetch_add(1, Relaxed) + 1;
-        let Some(w) = ledger::watched_with_rules(&i.pool, account).await? else {
+        let Some(mut w) = ledger::watched_with_rules(&i.pool, account).await? else {
             return Ok(None);
         };
+        // What is counted as sent is counted from memory: the book keeps the rest
+        // (orders of an earlier run), so a check adds the two without comparing ids.
+        // An order leaves `unsettled` only after a read begun after it ended, which
+        // no longer finds it pending.
+        if let Some(sent) = i.unsettled.lock().expect("unsettled lock").get(account) {
+            w.pending.retain(|r| !sent.contains_key(&r.client_order_id));
+        }
         let book = Arc::new(Book::of(w));
         let mut books = i.books.lock().expect("books lock");
         let kept = books.get(account).is_none_or(|c| c.read < read);
