@@ -1,0 +1,206 @@
+//! An account as the order path and the risk loop watch it: its book, rules,
+//! pending orders and what it realized today, in one read.
+
+use chrono::DateTime;
+use rust_decimal::Decimal;
+use sqlx::{PgPool, Row};
+use trading::evaluate::{Account, OpenPosition};
+use trading::position::{OrderSide, Position};
+use trading::risk::RiskRules;
+
+use super::accounts::rules_for;
+use super::positions::open_positions;
+use super::rows::{
+    account_row, corrupt, is_uuid, side, AccountRow, LedgerError, PositionRow, ACCOUNT_COLUMNS,
+};
+
+/// The account as the risk loop watches it; `None` when it does not exist.
+pub async fn watched(pool: &PgPool, id: &str) -> Result<Option<Account>, LedgerError> {
+    Ok(watched_with_rules(pool, id).await?.map(|w| w.account))
+}
+
+/// An account as the order path checks it.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub account: Account,
+    pub rules: RiskRules,
+    /// Realized since 00:00 UTC.
+    pub realized_today: Decimal,
+    /// Its orders not yet final that can open a position.
+    pub pending: Vec<PendingRow>,
+}
+
+/// An order not yet final that can open a position, with its client order id.
+#[derive(Debug, Clone)]
+pub struct PendingRow {
+    pub client_order_id: String,
+    pub order: trading::risk::PendingOrder,
+}
+
+/// The account as the risk loop watches it, its rules, its pending orders, and what it has realized since
+/// 00:00 UTC (trading PnL, fees, forced and virtual closes: what the daily-loss check
+/// counts; deposits and adjustments are not trading), in one round trip (the order
+/// path reads them before every order).
+pub async fn watched_with_rules(pool: &PgPool, id: &str) -> Result<Option<Watched>, LedgerError> {
+    if !is_uuid(id) {
+        return Ok(None);
+    }
+    let row = sqlx::query(&format!(
+        "SELECT {ACCOUNT_COLUMNS}, r.max_leverage, r.max_notional_per_trade, r.max_total_exposure,
+                r.max_symbol_exposure, r.max_daily_loss, r.liquidation_threshold,
+                coalesce((SELECT json_agg(json_build_object(
+                            'id', p.id::text, 'symbol', p.symbol, 'side', p.side,
+                            'quantity', p.quantity::text, 'entry', p.entry_price::text,
+                            'leverage', p.leverage::text, 'excluded', p.babysitter_excluded,
+                            'opened', (extract(epoch FROM p.opened_at) * 1000)::bigint)
+                          ORDER BY p.opened_at, p.id)
+                            FROM virtual_positions p
+                           WHERE p.sub_account_id = s.id AND p.status = 'OPEN'), '[]'::json)::text,
+                coalesce((SELECT d.amount FROM realized_daily d
+                           WHERE d.sub_account_id = s.id
+                             AND d.day = (now() AT TIME ZONE 'UTC')::date), 0),
+                coalesce((SELECT json_agg(json_build_object(
+                            'id', o.client_order_id, 'symbol', o.symbol, 'side', o.side, 'remaining', (o.quantity - o.filled)::text,
+                            'price', o.price::text, 'leverage', o.leverage::text))
+                            FROM orders o
+                           WHERE o.sub_account_id = s.id AND NOT o.reduce_only
+                             AND o.state IN ('NEW', 'SUBMITTED', 'UNKNOWN', 'PARTIALLY_FILLED')),
+                         '[]'::json)::text
+           FROM sub_accounts s
+           LEFT JOIN LATERAL (SELECT * FROM risk_rules
+                               WHERE sub_account_id = s.id OR is_global
+                               ORDER BY is_global LIMIT 1) r ON true
+          WHERE s.id = $1::uuid"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let a = account_row(&r)?;
+    let rules = match r.try_get::<Option<Decimal>, _>(9)? {
+        None => RiskRules::default(),
+        Some(max_leverage) => RiskRules {
+            max_leverage,
+            max_notional_per_trade: r.try_get(10)?,
+            max_total_exposure: r.try_get(11)?,
+            max_symbol_exposure: r.try_get(12)?,
+            max_daily_loss: r.try_get(13)?,
+            liquidation_threshold: r.try_get(14)?,
+        },
+    };
+    #[derive(serde::Deserialize)]
+    struct Open {
+        id: String,
+        symbol: String,
+        side: String,
+        quantity: String,
+        entry: String,
+        leverage: String,
+        excluded: bool,
+        opened: i64,
+    }
+    let text: String = r.try_get(15)?;
+    let open: Vec<Open> =
+        serde_json::from_str(&text).map_err(|e| corrupt("open positions", &e.to_string()))?;
+    let dec = |what: &'static str, v: &str| v.parse::<Decimal>().map_err(|_| corrupt(what, v));
+    let positions = open
+        .into_iter()
+        .map(|p| {
+            Ok(PositionRow {
+                sub_account_id: a.id.clone(),
+                position: Position {
+                    side: side(&p.side)?,
+                    quantity: dec("quantity", &p.quantity)?,
+                    entry_price: dec("entry_price", &p.entry)?,
+                    leverage: dec("leverage", &p.leverage)?,
+                },
+                babysitter_excluded: p.excluded,
+                opened_at: DateTime::from_timestamp_millis(p.opened).unwrap_or_default(),
+                id: p.id,
+                symbol: p.symbol,
+            })
+        })
+        .collect::<Result<Vec<_>, LedgerError>>()?;
+    let realized_today: Decimal = r.try_get(16)?;
+    #[derive(serde::Deserialize)]
+    struct Resting {
+        id: String,
+        symbol: String,
+        side: String,
+        remaining: String,
+        price: Option<String>,
+        leverage: String,
+    }
+    let text: String = r.try_get(17)?;
+    let resting: Vec<Resting> =
+        serde_json::from_str(&text).map_err(|e| corrupt("pending orders", &e.to_string()))?;
+    let pending = resting
+        .into_iter()
+        .map(|o| {
+            Ok(PendingRow {
+                client_order_id: o.id,
+                order: trading::risk::PendingOrder {
+                    side: match o.side.as_str() {
+                        "BUY" => OrderSide::Buy,
+                        "SELL" => OrderSide::Sell,
+                        other => return Err(corrupt("order side", other)),
+                    },
+                    remaining: dec("remaining", &o.remaining)?,
+                    price: o.price.as_deref().map(|p| dec("price", p)).transpose()?,
+                    leverage: dec("leverage", &o.leverage)?,
+                    symbol: o.symbol,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, LedgerError>>()?;
+    Ok(Some(Watched {
+        account: to_watched(a, &rules, positions),
+        rules,
+        realized_today,
+        pending,
+    }))
+}
+
+/// Every account, as the risk loop watches it (start-up).
+pub async fn all_watched(pool: &PgPool) -> Result<Vec<Account>, LedgerError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM sub_accounts s ORDER BY s.id"
+    ))
+    .fetch_all(pool)
+    .await?;
+    let mut positions = open_positions(pool, None).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let a = account_row(r)?;
+        let rules = rules_for(pool, &a.id).await?;
+        let (mine, rest) = positions
+            .into_iter()
+            .partition(|p: &PositionRow| p.sub_account_id == a.id);
+        positions = rest;
+        out.push(to_watched(a, &rules, mine));
+    }
+    Ok(out)
+}
+
+pub(super) fn to_watched(a: AccountRow, rules: &RiskRules, positions: Vec<PositionRow>) -> Account {
+    Account {
+        id: a.id.into(),
+        status: a.status,
+        liquidation_mode: a.liquidation_mode,
+        balance: a.current_balance,
+        maintenance_rate: a.maintenance_rate,
+        threshold: rules.liquidation_threshold,
+        positions: positions
+            .into_iter()
+            .map(|p| OpenPosition {
+                id: p.id.into(),
+                symbol: p.symbol.into(),
+                position: p.position,
+                babysitter_excluded: p.babysitter_excluded,
+                opened_at: p.opened_at.timestamp_millis(),
+            })
+            .collect(),
+    }
+}
