@@ -3,6 +3,7 @@
 //! `database::ledger`; the gateway's Redis is written through `bus::outbox`.
 
 pub mod batch;
+mod book;
 pub mod closing;
 pub mod execution;
 pub mod journal;
