@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backoff::backoff::Backoff;
-use database::ledger::{self, Booked, FillBooking, LedgerError};
+use database::ledger::LedgerError;
 use database::orders::{self, NewOrder, OrderKind, OrderRow, Source};
 use reqwest::Method;
 use rust_decimal::Decimal;
@@ -31,12 +31,10 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use streaming::binance::prices::Prices;
 use streaming::binance::rest::{Rest, RestError, RECV_WINDOW_MS};
-use streaming::binance::wire::OrderUpdate;
-use streaming::binance::OrderFeed;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use trading::order::{self as machine, classify, Effect, Execution, OrderEvent, Reply, Wire};
-use trading::position::{Change, Fill, OrderSide};
+use trading::order::{classify, OrderEvent, Reply, Wire};
+use trading::position::OrderSide;
 use trading::price::PriceError;
 use trading::risk::{check_view, OrderRequest, Refusal, VenueFilters};
 
@@ -247,7 +245,7 @@ fn sample(q: &mut std::collections::VecDeque<u32>, d: Duration) {
 }
 
 impl ExecutionStats {
-    fn record(
+    pub(super) fn record(
         &self,
         pick: fn(&mut Latencies) -> &mut std::collections::VecDeque<u32>,
         d: Duration,
@@ -419,7 +417,7 @@ pub(super) fn event_of(reply: Reply) -> OrderEvent {
     }
 }
 
-fn detail_of(e: &OrderEvent) -> Value {
+pub(super) fn detail_of(e: &OrderEvent) -> Value {
     match e {
         OrderEvent::Accepted { venue_id } => json!({"venueOrderId": venue_id}),
         OrderEvent::Ambiguous { reason } => json!({"reason": reason}),
@@ -433,8 +431,6 @@ fn detail_of(e: &OrderEvent) -> Value {
         | OrderEvent::NotSent => json!({}),
     }
 }
-
-use super::risk_loop::num;
 
 pub(crate) const fn position_side(side: OrderSide) -> &'static str {
     match side {
@@ -888,36 +884,6 @@ impl Executor {
         })
     }
 
-    /// Applies a venue's word on the order with `client_id` (what the stream, the
-    /// REST reply or a query said) in one transaction, booking a new fill with it;
-    /// publishes what changed. `Ok(None)`: no such order of ours.
-    pub async fn apply_event(
-        &self,
-        client_id: &str,
-        event: OrderEvent,
-        source: Source,
-    ) -> Result<Option<OrderRow>, LedgerError> {
-        self.transition(client_id, event, source).await
-    }
-
-    pub(super) async fn adopt_reply(
-        &self,
-        client_id: &str,
-        symbol: &str,
-        v: &Value,
-    ) -> Result<(), LedgerError> {
-        self.adopt(client_id, symbol, v, Source::Reconcile).await
-    }
-
-    async fn transition(
-        &self,
-        client_id: &str,
-        event: OrderEvent,
-        source: Source,
-    ) -> Result<Option<OrderRow>, LedgerError> {
-        self.transition_with(client_id, None, event, source).await
-    }
-
     /// Makes `orders` durable in the journal, then starts writing their rows; returns
     /// them as they stand (SUBMITTED, sent at `sent_at`). Refused before anything is
     /// written: an order its row's checks would refuse (once sent, its row must not
@@ -1057,242 +1023,6 @@ impl Executor {
         }
     }
 
-    /// [`Executor::transition`], first taking the venue's order id when the order
-    /// has none yet — in the same transaction, so a stream update costs one.
-    async fn transition_with(
-        &self,
-        client_id: &str,
-        venue_id: Option<String>,
-        event: OrderEvent,
-        source: Source,
-    ) -> Result<Option<OrderRow>, LedgerError> {
-        let i = &self.inner;
-        // The venue can answer (and fill) before the row of an order it got is written.
-        self.row_written(client_id).await;
-        let began = std::time::Instant::now();
-        let mut tx = i.pool.begin().await?;
-        let Some(mut row) = orders::lock_by_client_id(&mut tx, client_id).await? else {
-            return Ok(None);
-        };
-        let adopted = match venue_id {
-            Some(v) if row.order.venue_id.is_none() => {
-                let accepted = OrderEvent::Accepted { venue_id: v };
-                let detail = detail_of(&accepted);
-                let changed = matches!(
-                    machine::apply(&mut row.order, accepted),
-                    Ok(Effect::Changed)
-                );
-                changed.then_some(detail)
-            }
-            _ => None,
-        };
-        let name = event.name();
-        let mut detail = detail_of(&event);
-        if let Some(accepted) = adopted {
-            orders::record(&mut tx, &row.id, &row.order, "Accepted", source, accepted).await?;
-        }
-        let rejected_with = (row.order.state == machine::OrderState::Rejected).then(|| {
-            (
-                row.order.reject_code.clone(),
-                row.order.reject_message.clone(),
-            )
-        });
-        let applied = machine::apply(&mut row.order, event);
-        let effect = match applied {
-            Ok(e) => e,
-            Err(invalid) => {
-                i.stats.feed_errors.fetch_add(1, Relaxed);
-                metrics::counter!(FEED_ERRORS, "kind" => "invalid_transition").increment(1);
-                tracing::warn!(order = client_id, error = %invalid, "order event ignored");
-                tx.commit().await?;
-                return Ok(Some(row));
-            }
-        };
-        if let (Some((code, message)), true) = (
-            &rejected_with,
-            row.order.state != machine::OrderState::Rejected,
-        ) {
-            // Our REJECTED was wrong: the venue has the order. Said in its event row.
-            metrics::counter!(RESURRECTED).increment(1);
-            tracing::warn!(order = client_id, rejected_with = ?code, event = name, source = source.as_str(),
-                "an order taken for rejected exists on the venue: resurrected");
-            detail["resurrected"] = json!({"from": "REJECTED", "rejectCode": code,
-                                           "rejectMessage": message, "by": name});
-        }
-        // A fill is booked under its symbol's lock: reconciliation never judges the
-        // symbol between the venue's fill and its booking.
-        let symbol_lock = match &effect {
-            Effect::Book(_) => Some(self.symbol_guard(&row.symbol).await),
-            Effect::Changed | Effect::Nothing => None,
-        };
-        let booked = match &effect {
-            Effect::Nothing => {
-                i.stats.duplicates.fetch_add(1, Relaxed);
-                tx.commit().await?;
-                return Ok(Some(row));
-            }
-            Effect::Changed => None,
-            Effect::Book(x) => Some(
-                ledger::book_fill_in(
-                    &mut tx,
-                    &FillBooking {
-                        sub_account_id: row.sub_account_id.clone(),
-                        symbol: row.symbol.clone(),
-                        fill: Fill {
-                            side: row.side,
-                            quantity: x.quantity,
-                            price: x.price,
-                            leverage: row.leverage,
-                        },
-                        fee: x.fee,
-                        exchange_order_id: row.order.venue_id.clone(),
-                        client_order_id: Some(row.client_order_id.clone()),
-                        exchange_trade_id: Some(x.trade_id.clone()),
-                        order_type: row.kind.clone(),
-                        origin: row.origin.clone(),
-                        close_action: "CLOSE".into(),
-                        babysitter_excluded: false,
-                        closes: None,
-                        reduce_only: row.reduce_only,
-                    },
-                )
-                .await?,
-            ),
-        };
-        if matches!(booked, Some(Booked::Duplicate)) {
-            // The ledger already holds this trade: nothing to record (rolled back,
-            // with the venue id, which the next update brings again).
-            i.stats.duplicates.fetch_add(1, Relaxed);
-            return Ok(Some(row));
-        }
-        orders::record(&mut tx, &row.id, &row.order, name, source, detail).await?;
-        tx.commit().await?;
-        // The ledger holds the fill: what follows reads it, and need not keep
-        // reconciliation off the symbol.
-        drop(symbol_lock);
-        if let Some(n) = i.watched.lock().expect("watched lock").get(client_id) {
-            n.notify_waiters();
-        }
-        // Final now, and counted as sent until a read of its book shows what it did.
-        let mut ended =
-            (row.order.state.is_final() && self.tracked(&row)).then(|| row.client_order_id.clone());
-        if let (Effect::Book(x), Some(booked)) = (&effect, booked) {
-            let applied = matches!(booked, Booked::Applied(_));
-            let committed = std::time::Instant::now();
-            i.stats.record(|l| &mut l.booking_tx_us, committed - began);
-            self.after_fill(&row, x, booked).await;
-            if applied {
-                self.book_changed_soon(&row.sub_account_id, ended.take());
-            }
-            i.stats
-                .record(|l| &mut l.booking_after_us, committed.elapsed());
-        }
-        if matches!(
-            row.order.state,
-            machine::OrderState::Canceled
-                | machine::OrderState::Expired
-                | machine::OrderState::Rejected
-        ) && matches!(effect, Effect::Changed)
-        {
-            i.outbox.event(
-                "order_cancelled",
-                json!({"subAccountId": row.sub_account_id, "orderId": row.id, "symbol": row.symbol,
-                       "side": position_side(row.side), "price": row.price.map_or(Value::Null, num),
-                       "reason": row.order.state.as_str()}),
-                now_ms(),
-            );
-            // Read at once: the account's next order is checked without it.
-            if !row.reduce_only && self.book_changed(&row.sub_account_id).await {
-                if let Some(id) = ended.take() {
-                    self.untrack(&row.sub_account_id, &[id]);
-                }
-            }
-        }
-        if let Some(id) = ended {
-            self.book_changed_soon(&row.sub_account_id, Some(id));
-        }
-        Ok(Some(row))
-    }
-    async fn after_fill(&self, row: &OrderRow, x: &Execution, booked: Booked) {
-        let i = &self.inner;
-        let a = match booked {
-            Booked::Applied(a) => a,
-            Booked::Duplicate => {
-                i.stats.duplicates.fetch_add(1, Relaxed);
-                return;
-            }
-            Booked::NothingLeft => {
-                metrics::counter!(REDUCE_ONLY_EXCESS).increment(1);
-                tracing::warn!(order = %row.client_order_id, symbol = %row.symbol, quantity = %x.quantity,
-                    "a reduce-only fill with no position left to reduce: not booked");
-                return;
-            }
-        };
-        i.stats.fills_booked.fetch_add(1, Relaxed);
-        metrics::counter!(FILLS).increment(1);
-        i.last_fill
-            .lock()
-            .expect("fills lock")
-            .insert(row.symbol.clone(), tokio::time::Instant::now());
-        let now = now_ms();
-        i.outbox.event(
-            "order_filled",
-            json!({"subAccountId": row.sub_account_id, "orderId": row.id, "symbol": row.symbol,
-                   "side": position_side(row.side), "price": num(x.price), "quantity": num(x.quantity),
-                   "exchangeOrderId": row.order.venue_id, "orderType": row.kind, "origin": row.origin,
-                   "suppressToast": row.origin == "MANUAL"}),
-            now,
-        );
-        let balance = num(a.balance);
-        if let (Some(closed), Change::Closed | Change::Flipped) =
-            (&a.closed_position, &a.outcome.change)
-        {
-            self.cancel_orders_of_closed(closed);
-        }
-        if let Some(closed) = &a.closed_position {
-            // Only the closing part's share of the fee: a flip's opening part pays
-            // the rest.
-            let net = a.outcome.realized - x.fee * a.outcome.closed / x.quantity;
-            match a.outcome.change {
-                Change::Reduced => i.outbox.event(
-                    "position_reduced",
-                    json!({"subAccountId": row.sub_account_id, "positionId": closed, "symbol": row.symbol,
-                           // The position's side (the order's is the other).
-                           "side": match row.side { OrderSide::Buy => "SHORT", OrderSide::Sell => "LONG" },
-                           "remainingQty":
-                               a.outcome.after.as_ref().map_or(Value::Null, |p| num(p.quantity)),
-                           "closedQty": num(a.outcome.closed), "realizedPnl": num(net),
-                           "newBalance": balance, "reason": "CLOSE"}),
-                    now,
-                ),
-                Change::Closed | Change::Flipped => i.outbox.event(
-                    "position_closed",
-                    json!({"subAccountId": row.sub_account_id, "positionId": closed, "symbol": row.symbol,
-                           "side": match row.side { OrderSide::Buy => "SHORT", OrderSide::Sell => "LONG" },
-                           "realizedPnl": num(net), "newBalance": balance,
-                           "reason": if a.outcome.change == Change::Flipped { "FLIP" } else { "CLOSE" }}),
-                    now,
-                ),
-                Change::Opened | Change::Added => {}
-            }
-        }
-        if let (Some(open), Some(p)) = (&a.open_position, &a.outcome.after) {
-            if a.outcome.change != Change::Reduced {
-                let (liquidation, excluded) = self.position_facts(row, &a, open, p, x.price).await;
-                i.outbox.event(
-                    "position_updated",
-                    json!({"subAccountId": row.sub_account_id, "positionId": open, "symbol": row.symbol,
-                           "side": p.side.as_str(), "entryPrice": num(p.entry_price),
-                           "quantity": num(p.quantity), "notional": num(p.notional()),
-                           "leverage": num(p.leverage), "margin": num(p.margin()),
-                           "liquidationPrice": liquidation.map_or(Value::Null, num),
-                           "babysitterExcluded": excluded}),
-                    now,
-                );
-            }
-        }
-    }
-
     /// Takes `n` new orders from the venue's limits at venue time `venue_now`, after
     /// raising our counts to what the venue last said it counted.
     pub(super) fn take_budget(
@@ -1361,257 +1091,5 @@ impl Executor {
         }
         drop(notify);
         settled
-    }
-
-    /// Measures the venue's clock now: the offset signs requests, the drift gates
-    /// opening orders.
-    pub async fn sync_clock(&self) -> Result<i64, RestError> {
-        let i = &self.inner;
-        let offset = i.rest.sync_time().await?;
-        let drift = offset.abs();
-        i.stats.drift_ms.store(drift, Relaxed);
-        metrics::gauge!(TIME_DRIFT).set(drift as f64 / 1000.0);
-        if drift > i.config.drift_block.as_millis() as i64 {
-            tracing::error!(
-                drift_ms = drift,
-                "clock drift over the limit: orders that open are refused"
-            );
-        } else if drift > i.config.drift_warn.as_millis() as i64 {
-            tracing::warn!(drift_ms = drift, "clock drift");
-        }
-        Ok(offset)
-    }
-
-    /// Measures the clock every `clock_every` until cancelled.
-    pub async fn run_clock(self) {
-        let every = self.inner.config.clock_every;
-        loop {
-            if let Err(e) = self.sync_clock().await {
-                tracing::warn!(error = %e, "venue clock not measured");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = self.inner.cancel.cancelled() => return,
-            }
-        }
-    }
-
-    /// One user-stream message.
-    pub async fn on_feed(&self, feed: OrderFeed) {
-        match feed {
-            // Events may have been missed while the stream was down: read them back.
-            OrderFeed::Opened => {
-                let me = self.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = me.reconcile().await {
-                        tracing::warn!(error = %e, "reconciliation after a reconnect failed");
-                    }
-                });
-            }
-            OrderFeed::Update { order, .. } => self.on_update(*order).await,
-        }
-    }
-
-    async fn on_update(&self, u: OrderUpdate) {
-        let i = &self.inner;
-        let received = std::time::Instant::now();
-        let trade = u.execution_type == "TRADE";
-        if !u.client_order_id.starts_with(machine::CLIENT_ID_PREFIX) {
-            i.stats.foreign.fetch_add(1, Relaxed);
-            return;
-        }
-        let venue_id = u.order_id.to_string();
-        let event = match u.execution_type.as_str() {
-            "TRADE" => OrderEvent::Fill(Execution {
-                trade_id: u.trade_id.to_string(),
-                quantity: u.last_filled_qty,
-                price: u.last_filled_price,
-                fee: if u.commission_asset.as_deref().is_none_or(|a| a == "USDT") {
-                    u.commission
-                } else {
-                    Decimal::ZERO
-                },
-            }),
-            "CANCELED" => OrderEvent::Canceled,
-            "EXPIRED" => OrderEvent::Expired,
-            "REJECTED" => OrderEvent::Rejected {
-                code: "REJECTED".into(),
-                message: "rejected by the venue".into(),
-            },
-            // NEW, and what changes nothing here (AMENDMENT, CALCULATED): the venue id.
-            _ => OrderEvent::Accepted {
-                venue_id: venue_id.clone(),
-            },
-        };
-        let stored = self
-            .transition_with(&u.client_order_id, Some(venue_id), event, Source::Stream)
-            .await;
-        if let Err(err) = stored {
-            i.stats.feed_errors.fetch_add(1, Relaxed);
-            metrics::counter!(FEED_ERRORS, "kind" => "storage").increment(1);
-            tracing::error!(order = %u.client_order_id, error = %err, "order update not stored");
-        }
-        if trade {
-            let took = received.elapsed();
-            metrics::histogram!(FILL_BOOKING).record(took.as_secs_f64());
-            i.stats.record(|l| &mut l.fill_booking_us, took);
-        }
-    }
-
-    /// Feeds the user stream's order updates until `cancel`.
-    pub async fn run_feed(self, mut feed: mpsc::Receiver<OrderFeed>) {
-        let cancel = self.inner.cancel.clone();
-        loop {
-            tokio::select! {
-                f = feed.recv() => match f {
-                    Some(f) => self.on_feed(f).await,
-                    None => return,
-                },
-                _ = cancel.cancelled() => return,
-            }
-        }
-    }
-
-    /// Counts an ambiguous reply and starts resolving it.
-    pub(super) fn resolve_later(&self, client_id: &str, symbol: &str, sent_at: i64) {
-        let i = &self.inner;
-        i.stats.ambiguous.fetch_add(1, Relaxed);
-        metrics::counter!(AMBIGUOUS).increment(1);
-        let me = self.clone();
-        let (cid, sym) = (client_id.to_owned(), symbol.to_owned());
-        tokio::spawn(async move { me.resolve(&cid, &sym, sent_at).await });
-    }
-
-    /// Asks the venue about an UNKNOWN order until it answers for it.
-    async fn resolve(&self, client_id: &str, symbol: &str, sent_at: i64) {
-        let i = &self.inner;
-        let mut backoff =
-            streaming::retry::exponential(i.config.resolve_first, i.config.resolve_max);
-        loop {
-            let wait = backoff.next_backoff().unwrap_or(i.config.resolve_max);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = i.cancel.cancelled() => return,
-            }
-            let q = [
-                ("symbol", symbol.to_owned()),
-                ("origClientOrderId", client_id.to_owned()),
-            ];
-            match i.rest.signed(Method::GET, "/fapi/v1/order", &q).await {
-                Ok(body) => {
-                    let Ok(v) = serde_json::from_str::<Value>(&body) else {
-                        continue;
-                    };
-                    if self
-                        .adopt(client_id, symbol, &v, Source::Reconcile)
-                        .await
-                        .is_ok()
-                    {
-                        i.stats.resolved.fetch_add(1, Relaxed);
-                        metrics::counter!(AMBIGUOUS, "resolved" => "exists").increment(1);
-                        return;
-                    }
-                }
-                Err(e) if e.code() == Some(-2013) => {
-                    let venue_now = now_ms() + i.rest.stats.time_offset_ms.load(Relaxed);
-                    let past = venue_now >= sent_at + i.config.acceptance_window.as_millis() as i64;
-                    if past
-                        && self
-                            .transition(client_id, OrderEvent::NotFound, Source::Reconcile)
-                            .await
-                            .is_ok()
-                    {
-                        i.stats.resolved.fetch_add(1, Relaxed);
-                        metrics::counter!(AMBIGUOUS, "resolved" => "never_existed").increment(1);
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(order = client_id, error = %e, "order query failed; retrying")
-                }
-            }
-        }
-    }
-
-    /// Applies what a venue order query says: accepted, its trades, its final state.
-    pub(super) async fn adopt(
-        &self,
-        client_id: &str,
-        symbol: &str,
-        v: &Value,
-        source: Source,
-    ) -> Result<(), LedgerError> {
-        let i = &self.inner;
-        let Some(venue_id) = v["orderId"].as_u64() else {
-            return Ok(());
-        };
-        let known = self
-            .transition(
-                client_id,
-                OrderEvent::Accepted {
-                    venue_id: venue_id.to_string(),
-                },
-                source,
-            )
-            .await?
-            .map_or(Decimal::ZERO, |r| r.order.filled);
-        let status = v["status"].as_str().unwrap_or("");
-        let executed: Decimal = v["executedQty"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_default();
-        // The venue's fills ahead of the book's: read its trades (each booked once).
-        if executed > known {
-            let q = [
-                ("symbol", symbol.to_owned()),
-                ("orderId", venue_id.to_string()),
-            ];
-            let body = i
-                .rest
-                .signed(Method::GET, "/fapi/v1/userTrades", &q)
-                .await
-                .map_err(|e| LedgerError::Corrupt {
-                    what: "userTrades",
-                    value: e.to_string(),
-                })?;
-            let trades: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
-            for t in trades {
-                let dec = |k: &str| {
-                    t[k].as_str()
-                        .and_then(|s| s.parse::<Decimal>().ok())
-                        .unwrap_or_default()
-                };
-                let fee = if t["commissionAsset"].as_str().is_none_or(|a| a == "USDT") {
-                    dec("commission")
-                } else {
-                    Decimal::ZERO
-                };
-                let Some(id) = t["id"].as_u64() else { continue };
-                self.transition(
-                    client_id,
-                    OrderEvent::Fill(Execution {
-                        trade_id: id.to_string(),
-                        quantity: dec("qty"),
-                        price: dec("price"),
-                        fee,
-                    }),
-                    source,
-                )
-                .await?;
-            }
-        }
-        let last = match status {
-            "CANCELED" => Some(OrderEvent::Canceled),
-            "EXPIRED" => Some(OrderEvent::Expired),
-            "REJECTED" => Some(OrderEvent::Rejected {
-                code: "REJECTED".into(),
-                message: "rejected by the venue".into(),
-            }),
-            _ => None,
-        };
-        if let Some(e) = last {
-            self.transition(client_id, e, source).await?;
-        }
-        Ok(())
     }
 }

@@ -4,8 +4,10 @@
 
 pub mod batch;
 mod book;
+mod booking;
 pub mod closing;
 pub mod execution;
+mod feed;
 pub mod journal;
 pub mod prices;
 pub mod reads;
