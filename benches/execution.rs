@@ -18,13 +18,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::outbox::outbox;
 use database::ledger::{self, AccountKind, NewAccount};
 use database::orders::OrderKind;
 use database::testing::TestDb;
-use greekstream::bus::outbox::outbox;
-use greekstream::engine::execution::{ExecutionConfig, Executor, PlaceOrder};
-use greekstream::engine::journal::JournalSync;
-use greekstream::engine::prices::{PriceChain, PriceChainConfig};
+use engine::execution::{ExecutionConfig, Executor, PlaceOrder};
+use engine::journal::JournalSync;
+use engine::prices::{PriceChain, PriceChainConfig};
 use simulators::binance::{BinanceSim, BinanceSimConfig};
 use streaming::binance::prices::Prices;
 use streaming::binance::rest::{Keys, Rest};

@@ -146,7 +146,7 @@ pub struct Config {
     /// `GS_ORDER_JOURNAL_SYNC`: `always` (default; each order is on disk before it
     /// is sent) or `background` (in the kernel before it is sent, on disk a flush
     /// later): see `engine::journal::JournalSync`.
-    pub order_journal_sync: crate::engine::journal::JournalSync,
+    pub order_journal_sync: engine::journal::JournalSync,
     pub metrics_addr: SocketAddr,
     pub control_addr: SocketAddr,
     pub channel_capacity: usize,
@@ -350,7 +350,7 @@ impl Config {
             order_journal_dir: env
                 .raw("GS_ORDER_JOURNAL_DIR")
                 .filter(|d| !d.is_empty())
-                .unwrap_or_else(|| crate::engine::execution::DEFAULT_JOURNAL_DIR.into())
+                .unwrap_or_else(|| engine::execution::DEFAULT_JOURNAL_DIR.into())
                 .into(),
             order_journal_sync: env.parse("GS_ORDER_JOURNAL_SYNC", Default::default())?,
             jwt_secret: env

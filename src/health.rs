@@ -19,6 +19,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use database::writer::WriterHealth;
+use engine::EngineStatus;
 use processor::pipeline::SourceActivity;
 use serde::Serialize;
 use serde_json::json;
@@ -128,29 +129,6 @@ pub struct HealthMonitor {
     alive: Arc<PipelineAlive>,
     sources: Vec<(Broker, Duration)>,
     engine: Arc<EngineStatus>,
-}
-
-/// Whether the trading engine has finished recovering (set by the executor).
-#[derive(Debug)]
-pub struct EngineStatus {
-    recovering: std::sync::atomic::AtomicBool,
-}
-
-impl EngineStatus {
-    /// `recovering`: true when an engine runs and has yet to reconcile.
-    pub fn new(recovering: bool) -> Self {
-        Self {
-            recovering: recovering.into(),
-        }
-    }
-
-    pub fn recovered(&self) {
-        self.recovering.store(false, Ordering::Relaxed);
-    }
-
-    pub fn is_recovering(&self) -> bool {
-        self.recovering.load(Ordering::Relaxed)
-    }
 }
 
 impl HealthMonitor {

@@ -6,13 +6,11 @@
 pub mod api;
 pub mod app;
 pub mod bench;
-pub mod bus;
 pub mod config;
-pub mod engine;
-pub mod gateway;
 pub mod health;
 pub mod order_cli;
 pub mod pipeline;
+pub mod position_events;
 pub mod price;
 pub mod supervisor;
 pub mod telemetry;

@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Sim(sim)) => return run_sim(sim).await,
         Some(Command::Risk(RiskCommand::WhatIf(args))) => {
-            match greekstream::what_if::run(&args) {
+            match trading::what_if::run(&(&args).into()) {
                 Ok(out) => println!("{out}"),
                 Err(e) => {
                     eprintln!("{}", serde_json::json!({ "error": e.to_string() }));

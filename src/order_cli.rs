@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use trading::position::OrderSide;
 
 use crate::app::connect_and_migrate;
-use crate::bus::outbox::outbox;
 use crate::config::Config;
-use crate::engine::execution::{ExecutionConfig, Executor, PlaceOrder};
-use crate::engine::prices::{PriceChain, PriceChainConfig};
+use bus::outbox::outbox;
+use engine::execution::{ExecutionConfig, Executor, PlaceOrder};
+use engine::prices::{PriceChain, PriceChainConfig};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum OrderCommand {
@@ -101,7 +101,7 @@ pub async fn run(cfg: &Config, cmd: &OrderCommand) -> Result<Value, CliError> {
             // The service's lock: an operator's run never overlaps the engine's.
             lock: redis::Client::open(cfg.redis_url.expose())
                 .ok()
-                .map(|client| crate::engine::reconcile::ReconcileLock {
+                .map(|client| engine::reconcile::ReconcileLock {
                     client,
                     key: format!("{}lock:reconcile", cfg.binance.redis_prefix),
                     ttl: Duration::from_secs(30),

@@ -44,21 +44,15 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
             DEVIATION_BUCKETS,
         )?
         .set_buckets_for_metric(
-            Matcher::Full(crate::engine::execution::OVERHEAD.into()),
+            Matcher::Full(engine::execution::OVERHEAD.into()),
             ORDER_BUCKETS,
         )?
+        .set_buckets_for_metric(Matcher::Full(engine::execution::ACK.into()), ORDER_BUCKETS)?
         .set_buckets_for_metric(
-            Matcher::Full(crate::engine::execution::ACK.into()),
+            Matcher::Full(engine::execution::FILL_BOOKING.into()),
             ORDER_BUCKETS,
         )?
-        .set_buckets_for_metric(
-            Matcher::Full(crate::engine::execution::FILL_BOOKING.into()),
-            ORDER_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full(crate::gateway::DURATION.into()),
-            ORDER_BUCKETS,
-        )?
+        .set_buckets_for_metric(Matcher::Full(gateway::DURATION.into()), ORDER_BUCKETS)?
         .install_recorder()?;
     describe();
     processor::pipeline::register_metrics();
@@ -89,24 +83,24 @@ fn describe() {
     describe_histogram!(BATCH_ROWS, Unit::Count, "rows per batch");
     describe_counter!(EVENTS_RECEIVED, "broker events reaching the processor");
     describe_counter!(
-        crate::gateway::COMMANDS,
+        gateway::COMMANDS,
         "gateway commands taken (bus and HTTP), by type"
     );
     describe_counter!(
-        crate::gateway::REJECTED,
+        gateway::REJECTED,
         "gateway commands answered with an error, by type and code"
     );
     describe_counter!(
-        crate::gateway::UNDECODABLE,
+        gateway::UNDECODABLE,
         "gateway input without a requestId to answer on, dropped, by code"
     );
     describe_histogram!(
-        crate::gateway::DURATION,
+        gateway::DURATION,
         Unit::Seconds,
         "a gateway command from taken to answered, by type"
     );
     describe_counter!(
-        crate::gateway::bus::REPLAYED,
+        gateway::consumer::REPLAYED,
         "commands run again: stranded by a lost connection or left in flight by a dead engine"
     );
     describe_counter!(
@@ -134,11 +128,11 @@ fn describe() {
         "position-stream subscribers that fell behind and were resynchronized from a snapshot"
     );
     describe_counter!(
-        crate::bus::positions::PUBLISHED,
+        crate::position_events::PUBLISHED,
         "position updates published to Redis <prefix>greeks:position_update"
     );
     describe_counter!(
-        crate::bus::positions::PUBLISH_ERRORS,
+        crate::position_events::PUBLISH_ERRORS,
         "failed attempts to publish position updates to Redis"
     );
     describe_counter!(
@@ -254,11 +248,11 @@ fn describe() {
         "Binance listen keys created (at start, after expiry or an unknown-key answer)"
     );
     describe_counter!(
-        crate::bus::price_cache::CACHE_WRITES,
+        bus::price_cache::CACHE_WRITES,
         "symbols written to the Redis price cache"
     );
     describe_counter!(
-        crate::bus::price_cache::CACHE_ERRORS,
+        bus::price_cache::CACHE_ERRORS,
         "Redis price cache failures (Redis down or refusing); retried with backoff"
     );
 }

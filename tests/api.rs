@@ -260,7 +260,7 @@ async fn the_service_serves_every_broker_and_publishes_updates_to_redis() {
     let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub
-        .subscribe(greekstream::bus::positions::channel(&prefix))
+        .subscribe(greekstream::position_events::channel(&prefix))
         .await
         .unwrap();
     let url = db.url();

@@ -132,7 +132,7 @@ async fn accounts_in_the_ledger_are_valued_at_the_venue_marks_and_published() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_services_executor_trades_on_the_simulator_and_the_risk_loop_values_it() {
     use database::orders::OrderKind;
-    use greekstream::engine::execution::PlaceOrder;
+    use engine::execution::PlaceOrder;
     use trading::order::OrderState;
 
     let db = TestDb::new().await;
@@ -239,7 +239,15 @@ fn the_trading_dashboard_queries_only_metrics_we_export() {
     ))
     .unwrap();
     let mut sources = String::new();
-    for dir in ["src", "streaming/src", "processor/src", "database/src"] {
+    for dir in [
+        "src",
+        "streaming/src",
+        "processor/src",
+        "database/src",
+        "bus/src",
+        "engine/src",
+        "gateway/src",
+    ] {
         let mut stack = vec![std::path::PathBuf::from(format!("{root}/{dir}"))];
         while let Some(p) = stack.pop() {
             for e in std::fs::read_dir(&p).unwrap() {

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::outbox::{outbox, BusWrite};
 use database::ledger::{self, AccountKind, NewAccount};
 use database::orders::{self, OrderKind};
 use database::testing::TestDb;
-use greekstream::bus::outbox::{outbox, BusWrite};
-use greekstream::engine::closing::CloseError;
-use greekstream::engine::execution::{ExecutionConfig, Executor, PlaceError, PlaceOrder};
-use greekstream::engine::journal;
-use greekstream::engine::prices::{PriceChain, PriceChainConfig};
+use engine::closing::CloseError;
+use engine::execution::{ExecutionConfig, Executor, PlaceError, PlaceOrder};
+use engine::journal;
+use engine::prices::{PriceChain, PriceChainConfig};
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -38,7 +38,7 @@ struct Venue {
     exec: Executor,
     rest: Rest,
     account: String,
-    events: greekstream::bus::outbox::Drain,
+    events: bus::outbox::Drain,
     stream: Arc<streaming::binance::prices::Prices>,
     cancel: CancellationToken,
 }
@@ -592,7 +592,7 @@ async fn a_close_goes_to_the_venue_when_it_holds_the_position_and_is_virtual_whe
         .await
         .unwrap();
     let closed = v.exec.close(&v.account, &pos[0].id).await.unwrap();
-    let greekstream::engine::closing::Closed::Order(row) = closed else {
+    let engine::closing::Closed::Order(row) = closed else {
         panic!("the venue holds it: {closed:?}")
     };
     v.wait_state(
@@ -625,7 +625,7 @@ async fn a_close_goes_to_the_venue_when_it_holds_the_position_and_is_virtual_whe
     let before = v.venue_orders_all().await;
     let closed = v.exec.close(&v.account, &pos[0].id).await.unwrap();
     assert!(
-        matches!(closed, greekstream::engine::closing::Closed::Virtual { .. }),
+        matches!(closed, engine::closing::Closed::Virtual { .. }),
         "{closed:?}"
     );
     assert_eq!(v.venue_orders_all().await, before, "nothing sent");
@@ -677,7 +677,7 @@ async fn with_the_clock_six_seconds_off_orders_that_open_are_refused_and_closes_
         .unwrap();
     let closed = v.exec.close(&v.account, &pos[0].id).await.unwrap();
     assert!(
-        matches!(closed, greekstream::engine::closing::Closed::Order(_)),
+        matches!(closed, engine::closing::Closed::Order(_)),
         "{closed:?}"
     );
     // Back in line: opening orders go again.
@@ -1512,7 +1512,7 @@ async fn a_scale_over_the_limits_in_sum_is_refused_whole_before_anything_is_sent
 /// round and is left alone; a free one is taken and given back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_takes_the_redis_lock_and_leaves_anothers_alone() {
-    use greekstream::engine::reconcile::ReconcileLock;
+    use engine::reconcile::ReconcileLock;
     let v = venue().await;
     let prefix = simulators::testkit::unique_prefix("reconcile-lock");
     let key = format!("{prefix}lock:reconcile");

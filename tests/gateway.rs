@@ -360,10 +360,7 @@ fn jwt(user: &str, role: &str) -> String {
     let exp = now() / 1000 + 3600;
     format!(
         "Bearer {}",
-        greekstream::gateway::auth::sign_hs256(
-            JWT_SECRET,
-            &json!({"id": user, "role": role, "exp": exp})
-        )
+        gateway::auth::sign_hs256(JWT_SECRET, &json!({"id": user, "role": role, "exp": exp}))
     )
 }
 
@@ -841,13 +838,13 @@ fn the_gateway_doc_names_every_event_and_code() {
         "/docs/trading/gateway.md"
     ))
     .unwrap();
-    for (event, _) in greekstream::gateway::schema::EVENTS {
+    for (event, _) in gateway::schema::EVENTS {
         assert!(
             doc.contains(&format!("`{event}`")),
             "{event} is not in the doc"
         );
     }
-    for code in greekstream::gateway::schema::ERROR_CODES {
+    for code in gateway::schema::ERROR_CODES {
         assert!(
             doc.contains(&format!("`{code}`")),
             "{code} is not in the doc"

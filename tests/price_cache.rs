@@ -1,4 +1,4 @@
-//! The price cache (`greekstream::bus::price_cache`) fed by the Binance client running
+//! The price cache (`bus::price_cache`) fed by the Binance client running
 //! against the simulator, with real Redis: prices land with a TTL, start-up clears only
 //! price keys, and Redis being down costs nothing but the cache.
 
@@ -7,10 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use greekstream::bus::price_cache::{
-    run_price_cache, PriceCacheConfig, PriceCacheStats, CACHE_ERRORS,
-};
-use greekstream::bus::RedisLink;
+use bus::price_cache::{run_price_cache, PriceCacheConfig, PriceCacheStats, CACHE_ERRORS};
+use bus::RedisLink;
 use rust_decimal::Decimal;
 use simulators::binance::{BinanceSim, BinanceSimConfig};
 use simulators::testkit::{unique_prefix, wait_for};

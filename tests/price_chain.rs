@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use greekstream::engine::prices::{PriceChain, PriceChainConfig};
+use engine::prices::{PriceChain, PriceChainConfig};
 use rust_decimal::Decimal;
 use simulators::binance::{BinanceSim, BinanceSimConfig};
 use simulators::testkit::unique_prefix;

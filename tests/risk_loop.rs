@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::outbox::{outbox, run_writer, BusWrite, ERRORS};
+use bus::RedisLink;
+use engine::risk_loop::{run_risk_loop, RiskInput, RiskLoopConfig};
 use futures_util::StreamExt;
-use greekstream::bus::outbox::{outbox, run_writer, BusWrite, ERRORS};
-use greekstream::bus::RedisLink;
-use greekstream::engine::risk_loop::{run_risk_loop, RiskInput, RiskLoopConfig};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use simulators::testkit::unique_prefix;
@@ -70,7 +70,7 @@ fn decode(w: BusWrite) -> (String, Value) {
 
 struct Loop {
     inputs: mpsc::Sender<RiskInput>,
-    writes: greekstream::bus::outbox::Drain,
+    writes: bus::outbox::Drain,
     cancel: CancellationToken,
 }
 

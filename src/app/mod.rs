@@ -8,13 +8,13 @@ mod sources;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::bus::outbox::{outbox, run_writer, ERRORS as outbox_errors};
-use crate::bus::RedisLink;
-use crate::engine::risk_loop::RiskInput;
 use axum::routing::get;
 use axum::Router;
 use backoff::backoff::Backoff;
+use bus::outbox::{outbox, run_writer, ERRORS as outbox_errors};
+use bus::RedisLink;
 use database::partitions::{ensure_partitions, run_maintenance};
+use engine::risk_loop::RiskInput;
 use metrics_exporter_prometheus::PrometheusHandle;
 use simulators::binance::BinanceSim;
 use simulators::ibkr::IbkrSim;
@@ -48,7 +48,7 @@ pub enum AppError {
     #[error("cancelled before the database was reachable")]
     Cancelled,
     #[error(transparent)]
-    Redis(#[from] crate::bus::InvalidRedisUrl),
+    Redis(#[from] bus::InvalidRedisUrl),
     #[error("the command gateway cannot start: {0}")]
     Gateway(String),
 }
@@ -80,7 +80,7 @@ pub struct App {
     /// Book changes for the risk loop (when it runs).
     pub risk_inputs: Option<mpsc::Sender<RiskInput>>,
     /// The order executor, once it has read the venue's symbols and reconciled.
-    pub executor: Arc<tokio::sync::OnceCell<crate::engine::execution::Executor>>,
+    pub executor: Arc<tokio::sync::OnceCell<engine::execution::Executor>>,
     cancel: CancellationToken,
     sources: Vec<JoinHandle<()>>,
     servers: Vec<JoinHandle<()>>,
@@ -136,7 +136,7 @@ impl App {
         let trading = cfg.engine && cfg.binance.enabled;
         // One engine per stack: a second one refuses to start (gateway::lease).
         let lease = if trading {
-            crate::gateway::lease::EngineLease::take(
+            gateway::lease::EngineLease::take(
                 cfg.redis_url.expose(),
                 &cfg.binance.redis_prefix,
                 &cfg.engine_id,
@@ -146,7 +146,7 @@ impl App {
         } else {
             None
         };
-        let engine_status = Arc::new(crate::health::EngineStatus::new(trading));
+        let engine_status = Arc::new(engine::EngineStatus::new(trading));
         let monitor = HealthMonitor::new(
             cfg.writer.health.clone(),
             cfg.health_writer_window,
@@ -162,12 +162,12 @@ impl App {
         let gateway = Arc::new(tokio::sync::OnceCell::new());
         let control_app = crate::api::router(hub.clone())
             .merge(crate::health::router(monitor.clone()))
-            .merge(crate::gateway::http::router(
+            .merge(gateway::http::router(
                 gateway.clone(),
                 cfg.control_token.clone(),
                 cfg.jwt_secret.clone(),
             ))
-            .fallback(crate::gateway::http::not_found);
+            .fallback(gateway::http::not_found);
         let mut servers = vec![
             serve("metrics", metrics_listener, metrics_app),
             serve("control", control_listener, control_app),
@@ -177,11 +177,11 @@ impl App {
 
         let pool = open_database(&cfg, &cancel, &mut servers).await?;
         if cfg.position_events {
-            servers.push(tokio::spawn(crate::bus::positions::run_publisher(
+            servers.push(tokio::spawn(crate::position_events::run_publisher(
                 RedisLink::open(
                     cfg.redis_url.expose(),
                     "position events",
-                    crate::bus::positions::PUBLISH_ERRORS,
+                    crate::position_events::PUBLISH_ERRORS,
                 )?,
                 cfg.binance.redis_prefix.clone(),
                 hub.clone(),
@@ -207,7 +207,7 @@ impl App {
         }
         let risk_inputs = if cfg.risk_loop {
             let (tx, rx) = mpsc::channel(1024);
-            servers.push(tokio::spawn(crate::engine::run_engine_risk_loop(
+            servers.push(tokio::spawn(engine::run_engine_risk_loop(
                 pool.clone(),
                 Some(sources.binance_stats.prices.clone()),
                 rx,
@@ -229,8 +229,8 @@ impl App {
                     .collect(),
                 None => cfg.house_positions.clone(),
             };
-            servers.push(tokio::spawn(crate::engine::run_executor(
-                crate::engine::ExecutorSetup {
+            servers.push(tokio::spawn(engine::run_executor(
+                engine::ExecutorSetup {
                     pool: pool.clone(),
                     rest_url,
                     keys,
@@ -253,7 +253,7 @@ impl App {
             servers.push(tokio::spawn(lease.keep(cancel.clone())));
         }
         if trading {
-            let g = crate::gateway::Gateway::new(pool.clone(), executor.clone(), out.clone())
+            let g = gateway::Gateway::new(pool.clone(), executor.clone(), out.clone())
                 .await
                 .map_err(|e| AppError::Gateway(e.to_string()))?;
             let _ = gateway.set(g.clone());
@@ -265,7 +265,7 @@ impl App {
             );
             servers.push(tokio::spawn(async move {
                 if let Err(e) =
-                    crate::gateway::bus::run_consumer(g, &url, prefix, &engine_id, c).await
+                    gateway::consumer::run_consumer(g, &url, prefix, &engine_id, c).await
                 {
                     tracing::error!(error = %e, "the command bus cannot start");
                 }

@@ -19,11 +19,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::AppError;
-use crate::bus::price_cache::{run_price_cache, PriceCacheConfig, CACHE_ERRORS};
-use crate::bus::RedisLink;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::supervisor::supervise;
+use bus::price_cache::{run_price_cache, PriceCacheConfig, CACHE_ERRORS};
+use bus::RedisLink;
 
 /// The running sources, their statistics and the simulators standing in for venues.
 pub(super) struct Sources {

@@ -22,3 +22,4 @@ pub mod order;
 pub mod position;
 pub mod price;
 pub mod risk;
+pub mod what_if;

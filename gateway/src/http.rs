@@ -27,8 +27,8 @@ use trading::command::{self, normalize_symbol, Role, MAX_COMMAND_BYTES};
 
 use super::auth::{authenticate, Caller};
 use super::{handlers, owns, result_json, Gateway, Reply, UNDECODABLE};
-use crate::engine::execution::{now_ms, Executor};
-use crate::engine::risk_loop::{margin_update, num, snapshot};
+use engine::execution::{now_ms, Executor};
+use engine::risk_loop::{margin_update, num, snapshot};
 
 #[derive(Clone)]
 struct Http {

@@ -91,7 +91,7 @@ impl EngineLease {
     async fn try_take(&self) -> Result<Option<String>, redis::RedisError> {
         let mut c = self
             .client
-            .get_multiplexed_async_connection_with_config(&crate::bus::link::connection_config())
+            .get_multiplexed_async_connection_with_config(&bus::link::connection_config())
             .await?;
         let got: Option<String> = redis::cmd("SET")
             .arg(&self.key)
@@ -135,7 +135,7 @@ impl EngineLease {
     async fn script(&self, script: &str, ttl: Option<Duration>) -> Result<i64, redis::RedisError> {
         let mut c = self
             .client
-            .get_multiplexed_async_connection_with_config(&crate::bus::link::connection_config())
+            .get_multiplexed_async_connection_with_config(&bus::link::connection_config())
             .await?;
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(script).arg(1).arg(&self.key).arg(&self.token);

@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use trading::command::{self, Kind};
 
 use super::{result_json, Gateway, UNDECODABLE};
-use crate::bus::link::RedisLink;
-use crate::engine::execution::now_ms;
+use bus::link::RedisLink;
+use engine::execution::now_ms;
 
 pub const BUS_ERRORS: &str = "greekstream_gateway_bus_errors_total";
 pub const REPLAYED: &str = "greekstream_gateway_replayed_total";
@@ -79,7 +79,7 @@ pub async fn run_consumer(
     prefix: String,
     engine_id: &str,
     cancel: CancellationToken,
-) -> Result<(), crate::bus::link::InvalidRedisUrl> {
+) -> Result<(), bus::link::InvalidRedisUrl> {
     metrics::counter!(REPLAYED).increment(0);
     let results = RedisLink::open(redis_url, "command results", BUS_ERRORS)?;
     let inflight = format!("{prefix}inflight:{engine_id}");

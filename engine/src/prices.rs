@@ -1,5 +1,5 @@
 //! The price an order is checked at: the in-process Binance prices first, then the
-//! Redis cache (`pms:price:{SYMBOL}`, written by [`crate::bus::price_cache`]), then
+//! Redis cache (`pms:price:{SYMBOL}`, written by [`bus::price_cache`]), then
 //! the venue's `GET /fapi/v1/premiumIndex`, each quote judged fresh or stale by
 //! `trading::price` against one bound. A source that fails or does not answer within
 //! its timeout counts as having no quote; an order is never checked at a stale price.

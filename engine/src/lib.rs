@@ -23,7 +23,7 @@ use streaming::binance::prices::Prices;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::outbox::Outbox;
+use bus::outbox::Outbox;
 use risk_loop::{run_risk_loop, RiskInput, RiskLoopConfig};
 
 /// Loads every sub-account from the ledger (retrying until the database answers: the
@@ -77,7 +77,7 @@ pub struct ExecutorSetup {
     /// Set once the executor is up (it has read the venue and reconciled).
     pub ready: Arc<tokio::sync::OnceCell<execution::Executor>>,
     /// Told when recovery is over (`/health` says RECOVERING until then).
-    pub status: Arc<crate::health::EngineStatus>,
+    pub status: Arc<EngineStatus>,
     pub journal_dir: std::path::PathBuf,
     pub journal_sync: journal::JournalSync,
 }
@@ -209,4 +209,28 @@ pub async fn run_executor(setup: ExecutorSetup, cancel: CancellationToken) {
     tokio::spawn(executor.clone().run_clock());
     tokio::spawn(executor.clone().run_reconciler());
     executor.run_feed(feed).await;
+}
+
+/// Whether the trading engine has finished recovering (set by the executor).
+#[derive(Debug)]
+pub struct EngineStatus {
+    recovering: std::sync::atomic::AtomicBool,
+}
+
+impl EngineStatus {
+    /// `recovering`: true when an engine runs and has yet to reconcile.
+    pub fn new(recovering: bool) -> Self {
+        Self {
+            recovering: recovering.into(),
+        }
+    }
+
+    pub fn recovered(&self) {
+        self.recovering
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_recovering(&self) -> bool {
+        self.recovering.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }

@@ -227,7 +227,7 @@ impl Executor {
     }
 
     /// Drops every cached book (the global rules changed): each is read again.
-    pub(crate) fn forget_books(&self) {
+    pub fn forget_books(&self) {
         self.inner.books.lock().expect("books lock").clear();
     }
 
@@ -235,7 +235,7 @@ impl Executor {
     /// again, kept for the order path, and handed to the risk loop. Meanwhile orders
     /// use the book one write old rather than each going to the database. Whether
     /// the read succeeded.
-    pub(crate) async fn book_changed(&self, account: &str) -> bool {
+    pub async fn book_changed(&self, account: &str) -> bool {
         match self.read_book(account).await {
             Ok(Some((b, kept))) => {
                 if let (Some(risk), true) = (&self.inner.risk, kept) {

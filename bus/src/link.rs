@@ -24,7 +24,7 @@ pub struct InvalidRedisUrl(redis::RedisError);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) fn connection_config() -> redis::AsyncConnectionConfig {
+pub fn connection_config() -> redis::AsyncConnectionConfig {
     redis::AsyncConnectionConfig::new()
         .set_connection_timeout(CONNECT_TIMEOUT)
         .set_response_timeout(RESPONSE_TIMEOUT)

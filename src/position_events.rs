@@ -11,8 +11,8 @@ use redis::aio::MultiplexedConnection;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::link::RedisLink;
 use crate::api::position_json;
+use bus::RedisLink;
 
 pub const PUBLISHED: &str = "greekstream_position_events_published_total";
 pub const PUBLISH_ERRORS: &str = "greekstream_position_events_errors_total";

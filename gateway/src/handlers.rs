@@ -15,9 +15,9 @@ use trading::risk::AccountStatus;
 
 use super::lanes::Step;
 use super::{storage, Gateway, Reply};
-use crate::engine::closing::{CloseError, Closed};
-use crate::engine::execution::{position_side, Executor, PlaceError, PlaceOrder};
-use crate::engine::risk_loop::num;
+use engine::closing::{CloseError, Closed};
+use engine::execution::{position_side, Executor, PlaceError, PlaceOrder};
+use engine::risk_loop::num;
 
 /// How long `trade` waits for its market order's fill before answering without it.
 const FILL_WAIT: Duration = Duration::from_secs(5);

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use trading::evaluate::{Account, Evaluation};
 use trading::monitor::{Config, Monitor, Report};
 
-use crate::bus::outbox::Outbox;
+use bus::outbox::Outbox;
 
 pub const VALUATIONS: &str = "greekstream_risk_valuations_total";
 pub const WARNINGS: &str = "greekstream_risk_margin_warnings_total";
@@ -60,7 +60,7 @@ impl Default for RiskLoopConfig {
 }
 
 /// A JSON number for the gateway (decision 7: numbers, not strings).
-pub(crate) fn num(d: Decimal) -> Value {
+pub fn num(d: Decimal) -> Value {
     d.to_f64().map_or(Value::Null, Value::from)
 }
 

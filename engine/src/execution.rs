@@ -41,7 +41,7 @@ use trading::risk::{check_view, OrderRequest, Refusal, VenueFilters};
 use super::book::{CachedBook, Refreshing};
 use super::prices::PriceChain;
 use super::risk_loop::RiskInput;
-use crate::bus::outbox::Outbox;
+use bus::outbox::Outbox;
 
 pub const ORDERS: &str = "greekstream_orders_total";
 pub const AMBIGUOUS: &str = "greekstream_orders_ambiguous_total";
@@ -386,7 +386,7 @@ impl std::fmt::Debug for Executor {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -432,7 +432,7 @@ pub(super) fn detail_of(e: &OrderEvent) -> Value {
     }
 }
 
-pub(crate) const fn position_side(side: OrderSide) -> &'static str {
+pub const fn position_side(side: OrderSide) -> &'static str {
     match side {
         OrderSide::Buy => "LONG",
         OrderSide::Sell => "SHORT",

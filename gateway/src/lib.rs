@@ -1,5 +1,5 @@
 //! The JS gateway's contract (js-gateway §2): commands in — from the Redis bus
-//! ([`bus`]) or over HTTP ([`http`]) — through one pipeline ([`Gateway::execute`]):
+//! ([`consumer`]) or over HTTP ([`http`]) — through one pipeline ([`Gateway::execute`]):
 //!
 //! parse (pure, `trading::command`) → the sub-account and its owner → the
 //! idempotency gate (PostgreSQL) → the account's lane (one command at a time per
@@ -10,7 +10,7 @@
 //! the JS route returns and a stable `code` when it failed.
 
 pub mod auth;
-pub mod bus;
+pub mod consumer;
 mod handlers;
 pub mod http;
 mod lanes;
@@ -27,8 +27,8 @@ use sqlx::PgPool;
 use tokio::sync::OnceCell;
 use trading::command::{self, Command, Envelope, Rejected, Role};
 
-use crate::bus::outbox::Outbox;
-use crate::engine::execution::{now_ms, Executor};
+use bus::outbox::Outbox;
+use engine::execution::{now_ms, Executor};
 
 pub const COMMANDS: &str = "greekstream_gateway_commands_total";
 pub const REJECTED: &str = "greekstream_gateway_rejected_total";
