@@ -15,7 +15,8 @@ use streaming::BrokerEvent;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::telemetry::CHANNEL_DEPTH;
+/// Messages waiting in a pipeline channel, by channel.
+pub const CHANNEL_DEPTH: &str = "greekstream_channel_depth";
 
 /// Whether the processor and the writer tasks are still running (false once one
 /// has ended, by returning or by a panic), for `/health`.

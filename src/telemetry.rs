@@ -5,8 +5,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use database::writer::{BATCH_ROWS, FLUSH_DURATION, INGEST_LATENCY};
 
-pub const CHANNEL_DEPTH: &str = "greekstream_channel_depth";
-
 /// Seconds: fine below 100 ms where we aim, coarse up to the 500 ms target and past it.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -62,7 +60,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, metrics_exporter_prometheu
     streaming::tastytrade::client::register_metrics();
     streaming::binance::client::register_metrics();
     for ch in ["events", "snapshots"] {
-        metrics::gauge!(CHANNEL_DEPTH, "channel" => ch).set(0.0);
+        metrics::gauge!(crate::pipeline::CHANNEL_DEPTH, "channel" => ch).set(0.0);
     }
     Ok(handle)
 }
@@ -180,7 +178,10 @@ fn describe() {
         database::writer::INFLIGHT_ROWS,
         "rows in batches being written"
     );
-    describe_gauge!(CHANNEL_DEPTH, "messages waiting in a pipeline channel");
+    describe_gauge!(
+        crate::pipeline::CHANNEL_DEPTH,
+        "messages waiting in a pipeline channel"
+    );
     describe_gauge!(
         streaming::ws::WS_CONNECTION_STATE,
         "1 for the state each broker socket is in (disconnected, connecting, connected, unauthenticated)"

@@ -389,7 +389,7 @@ async fn heartbeat(gateway: Gateway, cancel: CancellationToken) {
             _ = tick.tick() => {}
             _ = cancel.cancelled() => return,
         }
-        gateway.outbox.set(
+        gateway.services.outbox.set(
             "engine:heartbeat",
             &serde_json::json!({"ts": now_ms(), "pid": std::process::id()}),
             HEARTBEAT_TTL,

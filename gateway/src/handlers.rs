@@ -14,7 +14,8 @@ use trading::order::OrderState;
 use trading::risk::AccountStatus;
 
 use super::lanes::Step;
-use super::{storage, Gateway, Reply};
+use super::reply::{storage, Reply};
+use super::services::Services;
 use engine::closing::{CloseError, Closed};
 use engine::execution::{position_side, Executor, PlaceError, PlaceOrder};
 use engine::risk_loop::num;
@@ -42,7 +43,7 @@ fn with_latency(mut r: Reply, started: Instant) -> Reply {
 /// send — waiting for the fill and answering — to run outside the lane: the account's
 /// next command (a kill switch above all) waits one venue round trip, not for a fill.
 pub(super) async fn run(
-    g: &Gateway,
+    g: &Services,
     exec: &Executor,
     env: &Envelope,
     account: Option<&str>,
@@ -438,7 +439,7 @@ async fn place_trade(exec: &Executor, p: PlaceOrder) -> Result<OrderRow, Reply> 
 }
 
 /// A placed trade's answer, after its fill (up to [`FILL_WAIT`]).
-async fn trade_answer(g: &Gateway, exec: &Executor, o: OrderRow) -> Reply {
+async fn trade_answer(g: &Services, exec: &Executor, o: OrderRow) -> Reply {
     let o = match exec.settle(&o.client_order_id, FILL_WAIT).await {
         Ok(Some(settled)) => settled,
         Ok(None) => o,
@@ -487,7 +488,7 @@ async fn trade_answer(g: &Gateway, exec: &Executor, o: OrderRow) -> Reply {
 /// (`realizedPnl` net of the close's fee, `null` while its fill is not booked), or
 /// the virtual close's `{…, source: "virtual_only"}`.
 async fn close_answer(
-    g: &Gateway,
+    g: &Services,
     account: &str,
     position_id: &str,
     closed: Result<Closed, CloseError>,
@@ -624,7 +625,7 @@ fn venue_rejected(o: &OrderRow) -> Option<Reply> {
     Some(r)
 }
 
-fn order_placed(g: &Gateway, o: &OrderRow, extra: Value) {
+fn order_placed(g: &Services, o: &OrderRow, extra: Value) {
     let mut data = json!({"subAccountId": o.sub_account_id, "symbol": o.symbol,
                           "side": position_side(o.side), "price": o.price.map_or(Value::Null, num),
                           "quantity": num(o.order.quantity),

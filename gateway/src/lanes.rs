@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::Reply;
+use super::reply::Reply;
 
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 

@@ -15,7 +15,12 @@ mod handlers;
 pub mod http;
 mod lanes;
 pub mod lease;
+mod reply;
 pub mod schema;
+mod services;
+
+pub use reply::{result_json, storage, Reply};
+use services::Services;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,64 +40,11 @@ pub const REJECTED: &str = "greekstream_gateway_rejected_total";
 pub const UNDECODABLE: &str = "greekstream_gateway_undecodable_total";
 pub const DURATION: &str = "greekstream_gateway_command_seconds";
 
-/// A command's answer: what the gateway's route returns.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    pub status: u16,
-    /// Stable, when it failed.
-    pub code: Option<&'static str>,
-    pub body: Value,
-    pub headers: Option<Value>,
-}
-
-impl Reply {
-    pub fn ok(status: u16, body: Value) -> Self {
-        Self {
-            status,
-            code: None,
-            body,
-            headers: None,
-        }
-    }
-
-    /// A failure with `code` (its status is the code's: `command::status_of`).
-    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
-        Rejected::new(code, message).into()
-    }
-}
-
-impl From<Rejected> for Reply {
-    fn from(r: Rejected) -> Self {
-        Self {
-            status: r.status,
-            code: Some(r.code),
-            body: r.body,
-            headers: None,
-        }
-    }
-}
-
-/// The result envelope (§2.1) for `env`'s request.
-pub fn result_json(kind: &str, request_id: &str, r: &Reply, started: i64, finished: i64) -> Value {
-    let mut v = json!({
-        "v": 1, "type": kind, "requestId": request_id, "ok": r.status < 400,
-        "httpStatus": r.status, "body": r.body, "startedAt": started, "finishedAt": finished,
-    });
-    if let Some(c) = r.code {
-        v["code"] = c.into();
-    }
-    if let Some(h) = &r.headers {
-        v["headers"] = h.clone();
-    }
-    v
-}
-
 /// The pipeline every command goes through. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
-    pub(crate) pool: PgPool,
+    pub(crate) services: Services,
     pub(crate) executor: Arc<OnceCell<Executor>>,
-    pub(crate) outbox: Outbox,
     lanes: lanes::Lanes,
 }
 
@@ -130,9 +82,8 @@ impl Gateway {
         }
         commands::sweep(&pool).await?;
         Ok(Self {
-            pool,
+            services: Services { pool, outbox },
             executor,
-            outbox,
             lanes: lanes::Lanes::default(),
         })
     }
@@ -163,7 +114,7 @@ impl Gateway {
             command: &env.body(),
             result: &reply.body,
         };
-        if let Err(e) = commands::finish(&self.pool, gated, &audit).await {
+        if let Err(e) = commands::finish(&self.services.pool, gated, &audit).await {
             tracing::error!(request = %env.request_id, error = %e, "command result not stored");
         }
         reply
@@ -188,7 +139,7 @@ impl Gateway {
         };
         let body = env.body();
         let gate = commands::gate(
-            &self.pool,
+            &self.services.pool,
             &Request {
                 request_id: &env.request_id,
                 kind: &env.kind,
@@ -240,7 +191,7 @@ impl Gateway {
                     "The command's deadline passed before it could start",
                 ));
             }
-            handlers::run(&this, &exec, &env2, account2.as_deref(), cmd).await
+            handlers::run(&this.services, &exec, &env2, account2.as_deref(), cmd).await
         };
         let reply = self.lanes.run(&lane_key, kill, job).await;
         (reply, true, account)
@@ -251,7 +202,7 @@ impl Gateway {
     async fn account_of(&self, env: &Envelope, cmd: &Command) -> Result<Option<String>, Reply> {
         let named = match cmd {
             Command::Close { position_id } | Command::LimitClose { position_id, .. } => {
-                match commands::position_owner(&self.pool, position_id).await {
+                match commands::position_owner(&self.services.pool, position_id).await {
                     Ok(Some((owner, _))) => Some(owner),
                     Ok(None) => {
                         return Err(Reply::error("POSITION_NOT_FOUND", "Position not found"))
@@ -260,7 +211,7 @@ impl Gateway {
                 }
             }
             Command::CancelOrder { order_id } => {
-                match commands::order_owner(&self.pool, order_id).await {
+                match commands::order_owner(&self.services.pool, order_id).await {
                     Ok(Some(owner)) => Some(owner),
                     Ok(None) => return Err(Reply::error("ORDER_NOT_FOUND", "Order not found")),
                     Err(e) => return Err(storage(e)),
@@ -293,7 +244,7 @@ impl Gateway {
 impl Gateway {
     /// The account, or the refusal to answer with.
     pub(crate) async fn account_row(&self, id: &str) -> Result<ledger::AccountRow, Reply> {
-        match ledger::account(&self.pool, id).await {
+        match ledger::account(&self.services.pool, id).await {
             Ok(Some(r)) => Ok(r),
             Ok(None) => Err(Rejected::account_not_found().into()),
             Err(e) => Err(storage(e)),
@@ -316,12 +267,4 @@ fn code_of(s: &str) -> &'static str {
         .find(|k| **k == s)
         .copied()
         .unwrap_or("REPLAYED_ERROR")
-}
-
-pub(crate) fn storage(e: ledger::LedgerError) -> Reply {
-    tracing::error!(error = %e, "command storage failed");
-    Reply::error(
-        "DATABASE_ERROR",
-        "Internal error: the database did not answer",
-    )
 }

@@ -3,6 +3,7 @@
 //! everything listens; `App::shutdown` stops the sources and waits until what they
 //! sent is written.
 
+mod error;
 mod sources;
 
 use std::net::SocketAddr;
@@ -36,22 +37,7 @@ use processor::pipeline::SourceActivity;
 use processor::position_stream::PositionHub;
 use sources::{configured_sources, Sources};
 
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Db(#[from] database::DbError),
-    #[error("cancelled before the database was reachable")]
-    Cancelled,
-    #[error(transparent)]
-    Redis(#[from] bus::InvalidRedisUrl),
-    #[error("the command gateway cannot start: {0}")]
-    Gateway(String),
-}
+pub use error::AppError;
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

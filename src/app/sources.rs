@@ -18,7 +18,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::AppError;
+use super::error::AppError;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::supervisor::supervise;

@@ -19,33 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{Broker, BrokerEvent, BrokerPayload};
 use crate::rng::SplitMix64;
 
-/// One synthetic venue message: a position with its option's Greeks. Fields that a
-/// real venue can omit are `Option`s so the processor's handling of them is exercised.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SyntheticTick {
-    pub seq: u64,
-    pub event_time: DateTime<Utc>,
-    pub symbol: Option<Arc<str>>,
-    pub expiry: NaiveDate,
-    pub right: char,
-    pub strike: Decimal,
-    pub multiplier: Decimal,
-    pub position: Decimal,
-    pub greeks: Option<TickGreeks>,
-}
-
-/// Per-unit values as the synthetic venue sends them (already in our conventions).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TickGreeks {
-    pub price: f64,
-    pub underlying_price: f64,
-    pub implied_vol: f64,
-    pub delta: f64,
-    pub gamma: f64,
-    pub theta: f64,
-    pub vega: f64,
-    pub rho: f64,
-}
+pub use crate::event::{SyntheticTick, TickGreeks};
 
 #[derive(Debug, Clone)]
 pub struct SyntheticConfig {

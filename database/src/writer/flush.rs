@@ -15,7 +15,6 @@
 //! with it. A single refused item goes to `rejected_snapshots` ([`dead_letter`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use backoff::backoff::Backoff;
 use chrono::Utc;
@@ -25,7 +24,7 @@ use sqlx::{Connection, Postgres};
 use tokio::time::Instant;
 
 use super::dead_letter::{self, DeadLetter, Kind};
-use super::{record_committed, Shared};
+use super::shared::{record_committed, Shared};
 use crate::copy::CopyBuffer;
 
 /// Contracts and positions that ride along with a batch.
@@ -367,6 +366,3 @@ async fn write(
     tx.commit().await?;
     Ok(Attempt::Committed)
 }
-
-/// How long a unit may take before its connection is presumed half-open.
-pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(15);

@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use streaming::binance::{BnKind, BnPosition, BnQuote};
 use streaming::BrokerEvent;
 
-use super::{event_time, Normalized, Normalizer};
+use super::shared::{event_time, ContractCache, Normalized};
 use model::{
     AccountId, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
     PositionSide, UnifiedPosition,
@@ -59,7 +59,7 @@ fn f(d: Decimal) -> Option<f64> {
 }
 
 pub(super) fn normalize(
-    norm: &mut Normalizer,
+    contracts: &mut ContractCache,
     event: &BrokerEvent,
     q: &BnQuote,
 ) -> Result<Normalized, ModelError> {
@@ -67,7 +67,7 @@ pub(super) fn normalize(
     if p.account.trim().is_empty() {
         return Err(ModelError::MissingField("account"));
     }
-    let contract = norm.contract(&format!("binance|{}", p.symbol), || contract(p))?;
+    let contract = contracts.contract(&format!("binance|{}", p.symbol), || contract(p))?;
     let mut dropped = 0;
     let (unit, source, implied_vol, mark_price, underlying_price, venue_ms) =
         if contract.asset_class().is_option() {
@@ -141,6 +141,7 @@ mod tests {
     use streaming::{Broker, BrokerPayload};
 
     use super::*;
+    use crate::normalize::Normalizer;
 
     fn position(symbol: &str, kind: BnKind, amount: &str) -> Arc<BnPosition> {
         Arc::new(BnPosition {

@@ -11,7 +11,7 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use streaming::ibkr::{IbkrPosition, IbkrQuote, MdField, MdFields};
 use streaming::BrokerEvent;
 
-use super::{clamp_future, Normalized, Normalizer};
+use super::shared::{clamp_future, ContractCache, Normalized};
 use model::{
     AccountId, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError, OptionRight,
     PositionSide, UnifiedPosition,
@@ -126,7 +126,7 @@ pub fn contract(p: &IbkrPosition) -> Result<Contract, ModelError> {
 }
 
 pub(super) fn normalize(
-    norm: &mut Normalizer,
+    contracts: &mut ContractCache,
     event: &BrokerEvent,
     quote: &IbkrQuote,
 ) -> Result<Normalized, ModelError> {
@@ -134,7 +134,7 @@ pub(super) fn normalize(
     if p.account.trim().is_empty() {
         return Err(ModelError::MissingField("acctId"));
     }
-    let contract = norm.contract(&format!("ibkr|{}", p.conid), || contract(p))?;
+    let contract = contracts.contract(&format!("ibkr|{}", p.conid), || contract(p))?;
     let mut own = Reader {
         fields: &quote.fields,
         dropped: 0,
@@ -202,6 +202,7 @@ mod tests {
     use streaming::{Broker, BrokerPayload};
 
     use super::*;
+    use crate::normalize::Normalizer;
 
     fn option_row() -> IbkrPosition {
         IbkrPosition {

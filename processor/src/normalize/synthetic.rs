@@ -6,14 +6,14 @@ use std::fmt::Write as _;
 use streaming::synthetic::SyntheticTick;
 use streaming::BrokerEvent;
 
-use super::{Normalized, Normalizer};
+use super::shared::{ContractCache, Normalized};
 use model::{
     finite, AccountId, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError,
     OptionRight, PositionSide, UnifiedPosition,
 };
 
 pub(super) fn normalize(
-    norm: &mut Normalizer,
+    contracts: &mut ContractCache,
     event: &BrokerEvent,
     tick: &SyntheticTick,
 ) -> Result<Normalized, ModelError> {
@@ -35,7 +35,7 @@ pub(super) fn normalize(
         "{symbol}|{}|{}|{}|{}",
         tick.expiry, tick.right, tick.strike, tick.multiplier
     );
-    let contract = norm.contract(&cache_key, || {
+    let contract = contracts.contract(&cache_key, || {
         Contract::option(
             symbol,
             AssetClass::Option,
@@ -88,6 +88,7 @@ mod tests {
     use streaming::{Broker, BrokerPayload};
 
     use super::*;
+    use crate::normalize::Normalizer;
 
     fn tick() -> SyntheticTick {
         SyntheticTick {

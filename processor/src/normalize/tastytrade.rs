@@ -13,7 +13,7 @@ use streaming::tastytrade::symbols::parse_occ;
 use streaming::tastytrade::{TtPosition, TtQuote};
 use streaming::BrokerEvent;
 
-use super::{event_time, Normalized, Normalizer};
+use super::shared::{event_time, ContractCache, Normalized};
 use model::{
     finite, AccountId, AssetClass, Contract, GreekSnapshot, Greeks, GreeksSource, ModelError,
     OptionRight, PositionSide, UnifiedPosition,
@@ -56,7 +56,7 @@ fn mid(q: &QuoteEvent, dropped: &mut u32) -> Option<f64> {
 }
 
 pub(super) fn normalize(
-    norm: &mut Normalizer,
+    contracts: &mut ContractCache,
     event: &BrokerEvent,
     q: &TtQuote,
 ) -> Result<Normalized, ModelError> {
@@ -64,7 +64,7 @@ pub(super) fn normalize(
     if p.account.trim().is_empty() {
         return Err(ModelError::MissingField("account-number"));
     }
-    let contract = norm.contract(&format!("tastytrade|{}", p.symbol), || contract(p))?;
+    let contract = contracts.contract(&format!("tastytrade|{}", p.symbol), || contract(p))?;
     let mut dropped = 0;
     let own_mid = q.quote.as_deref().and_then(|x| mid(x, &mut dropped));
     let underlying_mid = q.underlying.as_deref().and_then(|x| mid(x, &mut dropped));
@@ -137,6 +137,7 @@ mod tests {
     use streaming::{Broker, BrokerPayload};
 
     use super::*;
+    use crate::normalize::Normalizer;
 
     fn position(symbol: &str, kind: &str, qty: i64, mult: i64) -> TtPosition {
         TtPosition {
