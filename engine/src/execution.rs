@@ -18,29 +18,32 @@
 //! After the commit the gateway hears of it and the risk loop gets the new book.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backoff::backoff::Backoff;
 use database::ledger::LedgerError;
 use database::orders::{self, NewOrder, OrderKind, OrderRow, Source};
 use reqwest::Method;
 use rust_decimal::Decimal;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::PgPool;
 use streaming::binance::prices::Prices;
-use streaming::binance::rest::{Rest, RestError, RECV_WINDOW_MS};
+use streaming::binance::rest::{Rest, RestError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use trading::order::{classify, OrderEvent, Reply, Wire};
-use trading::position::OrderSide;
-use trading::price::PriceError;
-use trading::risk::{check_view, OrderRequest, Refusal, VenueFilters};
+use trading::order::{classify, OrderEvent, Wire};
+use trading::risk::{check_view, VenueFilters};
 
-use super::book::{CachedBook, Refreshing};
+use super::book_cache::{CachedBook, Refreshing};
+pub use super::config::{ExecutionConfig, DEFAULT_JOURNAL_DIR};
 use super::prices::PriceChain;
+pub(crate) use super::replies::{detail_of, event_of, wire_of};
+pub use super::replies::{now_ms, position_side};
+pub(crate) use super::request::request_of;
+pub use super::request::{PlaceError, PlaceOrder};
 use super::risk_loop::RiskInput;
+pub use super::stats::{ExecutionStats, Latencies, LATENCY_SAMPLES};
 use bus::outbox::Outbox;
 
 pub const ORDERS: &str = "greekstream_orders_total";
@@ -61,199 +64,6 @@ pub const ACK: &str = "greekstream_order_ack_seconds";
 /// A fill's user-stream frame → booked and its events queued.
 pub const FILL_BOOKING: &str = "greekstream_fill_booking_seconds";
 
-/// An order a sub-account asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlaceOrder {
-    pub sub_account_id: String,
-    pub symbol: String,
-    pub side: OrderSide,
-    pub kind: OrderKind,
-    pub quantity: Decimal,
-    /// The limit price; `None` for a market order.
-    pub price: Option<Decimal>,
-    pub leverage: Decimal,
-    pub reduce_only: bool,
-    pub origin: String,
-    pub request_id: Option<String>,
-    /// The position this order closes (a close or a limit close).
-    pub position_id: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PlaceError {
-    #[error("Sub-account not found")]
-    AccountNotFound,
-    #[error("{0}")]
-    Refused(Refusal),
-    #[error("{0}")]
-    Price(PriceError),
-    #[error("Unknown symbol {0}")]
-    UnknownSymbol(String),
-    #[error("{0}: the exchange position disagrees with the sub-accounts'; only orders that reduce are taken until it is reconciled")]
-    SymbolDesync(String),
-    #[error("The clock is {drift_ms} ms off the venue's (limit {limit_ms} ms): only orders that reduce are taken")]
-    ClockDrift { drift_ms: i64, limit_ms: i64 },
-    #[error("{0}")]
-    Storage(LedgerError),
-    #[error("{0}")]
-    RateLimited(trading::budget::OverBudget),
-    /// The order's record could not be made durable: nothing was sent.
-    #[error("{0}")]
-    Journal(super::journal::JournalError),
-    /// The order was sent but what the venue said could not be stored: it is being
-    /// resolved by asking the venue.
-    #[error("Order state unknown: the order was sent; its outcome is being resolved ({error})")]
-    StateUnknown {
-        order_id: String,
-        client_order_id: String,
-        error: LedgerError,
-    },
-}
-
-impl PlaceError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            PlaceError::AccountNotFound => "ACCOUNT_NOT_FOUND",
-            PlaceError::Refused(r) => r.code(),
-            PlaceError::Price(p) => p.code(),
-            PlaceError::UnknownSymbol(_) => "INVALID_SYMBOL",
-            PlaceError::ClockDrift { .. } => "CLOCK_DRIFT",
-            PlaceError::SymbolDesync(_) => "SYMBOL_DESYNC",
-            PlaceError::Storage(e) => e.code(),
-            PlaceError::RateLimited(_) => "ORDER_RATE_LIMITED",
-            PlaceError::Journal(_) => "JOURNAL_UNAVAILABLE",
-            PlaceError::StateUnknown { .. } => "ORDER_STATE_UNKNOWN",
-        }
-    }
-}
-
-impl From<LedgerError> for PlaceError {
-    fn from(e: LedgerError) -> Self {
-        match e {
-            LedgerError::AccountNotFound(_) => PlaceError::AccountNotFound,
-            e => PlaceError::Storage(e),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ExecutionConfig {
-    /// How long after a request's timestamp the venue can still accept it: before
-    /// then, "does not exist" may only mean "not yet".
-    pub acceptance_window: Duration,
-    /// The resolver's first and longest waits between queries.
-    pub resolve_first: Duration,
-    pub resolve_max: Duration,
-    /// How often the venue's clock is measured.
-    pub clock_every: Duration,
-    /// A drift over this is logged as a warning.
-    pub drift_warn: Duration,
-    /// A drift over this refuses orders that open (reducing ones still go).
-    pub drift_block: Duration,
-    /// Positions on the shared exchange account that belong to no sub-account (set by
-    /// the operator): reconciliation compares the exchange minus these with the book.
-    pub house: HashMap<String, Decimal>,
-    /// How often reconciliation runs (also after every user-stream reconnect).
-    pub reconcile_every: Duration,
-    /// A symbol filled this recently is not judged for desync: its fill may still be
-    /// on its way to the book.
-    pub fill_debounce: Duration,
-    /// The lock that keeps two engines from reconciling at once.
-    pub lock: Option<super::reconcile::ReconcileLock>,
-    /// How long the order path trusts an account's book read from the ledger. The
-    /// engine's own writes refresh it at once; this bounds how long a change made
-    /// outside the engine (an operator's SQL) can go unseen.
-    pub book_ttl: Duration,
-    /// Our own cap on new orders, below the venue's: the venue's limits (read from
-    /// `exchangeInfo`; Binance's 300 per 10 s and 1 200 per minute when it states
-    /// none) apply in any case.
-    pub order_limits: Option<trading::budget::Limits>,
-    /// Where this process's order journal lives ([`super::journal`]); reconciliation
-    /// replays the journals other processes left here.
-    pub journal_dir: std::path::PathBuf,
-    /// Whether each journal append waits for the disk ([`super::journal::JournalSync`]).
-    pub journal_sync: super::journal::JournalSync,
-}
-
-/// The journal's directory when none is configured (`GS_ORDER_JOURNAL_DIR`).
-pub const DEFAULT_JOURNAL_DIR: &str = "var/journal";
-
-impl Default for ExecutionConfig {
-    fn default() -> Self {
-        Self {
-            acceptance_window: Duration::from_millis(RECV_WINDOW_MS + 1_000),
-            resolve_first: Duration::from_millis(200),
-            resolve_max: Duration::from_secs(5),
-            clock_every: Duration::from_secs(60),
-            drift_warn: Duration::from_secs(1),
-            drift_block: Duration::from_secs(5),
-            house: HashMap::new(),
-            reconcile_every: Duration::from_secs(60),
-            fill_debounce: Duration::from_secs(5),
-            lock: None,
-            book_ttl: Duration::from_secs(10),
-            order_limits: None,
-            journal_dir: DEFAULT_JOURNAL_DIR.into(),
-            journal_sync: Default::default(),
-        }
-    }
-}
-
-/// Counters a test or a status page can read.
-#[derive(Debug, Default)]
-pub struct ExecutionStats {
-    pub placed: AtomicU64,
-    pub ambiguous: AtomicU64,
-    pub resolved: AtomicU64,
-    pub fills_booked: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub feed_errors: AtomicU64,
-    pub foreign: AtomicU64,
-    pub desync_closes: AtomicU64,
-    /// The last measured |venue clock − ours|, in ms.
-    pub drift_ms: AtomicI64,
-    /// Recent latencies in µs (the newest `LATENCY_SAMPLES` of each), for reports.
-    pub latencies: std::sync::Mutex<Latencies>,
-}
-
-/// How many recent samples of each latency are kept.
-pub const LATENCY_SAMPLES: usize = 100_000;
-
-#[derive(Debug, Default)]
-pub struct Latencies {
-    pub overhead_us: std::collections::VecDeque<u32>,
-    /// Of the overhead: the checks before the write (gates, book, price, risk).
-    pub checks_us: std::collections::VecDeque<u32>,
-    /// Of the overhead: the order's journal append, durable.
-    pub write_us: std::collections::VecDeque<u32>,
-    /// The order row's commit, beside the venue call (not part of the overhead).
-    pub row_us: std::collections::VecDeque<u32>,
-    pub ack_us: std::collections::VecDeque<u32>,
-    pub fill_booking_us: std::collections::VecDeque<u32>,
-    /// Of the fill booking: its transaction (the order locked, the fill booked, the
-    /// order's event row), from its start to its commit.
-    pub booking_tx_us: std::collections::VecDeque<u32>,
-    /// Of the fill booking: after the commit (the book read again, the events).
-    pub booking_after_us: std::collections::VecDeque<u32>,
-}
-
-fn sample(q: &mut std::collections::VecDeque<u32>, d: Duration) {
-    if q.len() == LATENCY_SAMPLES {
-        q.pop_front();
-    }
-    q.push_back(d.as_micros().min(u32::MAX as u128) as u32);
-}
-
-impl ExecutionStats {
-    pub(super) fn record(
-        &self,
-        pick: fn(&mut Latencies) -> &mut std::collections::VecDeque<u32>,
-        d: Duration,
-    ) {
-        sample(pick(&mut self.latencies.lock().expect("latency lock")), d);
-    }
-}
-
 /// What [`Executor::ticket`] read for an order.
 #[derive(Debug, Clone)]
 pub(super) struct Ticket {
@@ -264,17 +74,6 @@ pub(super) struct Ticket {
     pub(super) view: trading::risk::AccountView,
     /// The account's signed position in the symbol, if any.
     pub(super) here: Option<Decimal>,
-}
-
-pub(super) fn request_of(symbol: &str, p: &PlaceOrder) -> OrderRequest {
-    OrderRequest {
-        symbol: symbol.to_owned(),
-        side: p.side,
-        quantity: p.quantity,
-        limit: p.price,
-        leverage: p.leverage,
-        reduce_only: p.reduce_only,
-    }
 }
 
 #[derive(Clone)]
@@ -383,59 +182,6 @@ impl std::fmt::Debug for Executor {
         f.debug_struct("Executor")
             .field("symbols", &self.inner.filters.len())
             .finish()
-    }
-}
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// What a REST error says about an order placement.
-pub(super) fn wire_of(e: &RestError) -> Wire {
-    match e {
-        RestError::Api { status, code, msg } => Wire::Api {
-            status: *status,
-            code: *code,
-            message: msg.clone(),
-        },
-        RestError::Http { status, .. } => Wire::Http { status: *status },
-        // Held back by our own rate-limit pause: it never left.
-        RestError::Paused { .. } | RestError::Connect(_) => Wire::NotConnected,
-        RestError::Transport(d) => Wire::Broken { detail: d.clone() },
-        // A 2xx whose body we could not read: the venue took it.
-        RestError::Body(e) => Wire::Broken {
-            detail: format!("unreadable reply: {e}"),
-        },
-    }
-}
-
-pub(super) fn event_of(reply: Reply) -> OrderEvent {
-    match reply {
-        Reply::Accepted { venue_id } => OrderEvent::Accepted { venue_id },
-        Reply::Rejected { code, message } => OrderEvent::Rejected { code, message },
-        Reply::Unknown { reason } => OrderEvent::Ambiguous { reason },
-    }
-}
-
-pub(super) fn detail_of(e: &OrderEvent) -> Value {
-    match e {
-        OrderEvent::Accepted { venue_id } => json!({"venueOrderId": venue_id}),
-        OrderEvent::Ambiguous { reason } => json!({"reason": reason}),
-        OrderEvent::Rejected { code, message } => json!({"code": code, "message": message}),
-        OrderEvent::Fill(x) => json!({"tradeId": x.trade_id, "quantity": x.quantity.to_string(),
-            "price": x.price.to_string(), "fee": x.fee.to_string()}),
-        OrderEvent::Sent
-        | OrderEvent::NotFound
-        | OrderEvent::Canceled
-        | OrderEvent::Expired
-        | OrderEvent::NotSent => json!({}),
-    }
-}
-
-pub const fn position_side(side: OrderSide) -> &'static str {
-    match side {
-        OrderSide::Buy => "LONG",
-        OrderSide::Sell => "SHORT",
     }
 }
 
@@ -882,145 +628,6 @@ impl Executor {
             view,
             here,
         })
-    }
-
-    /// Makes `orders` durable in the journal, then starts writing their rows; returns
-    /// them as they stand (SUBMITTED, sent at `sent_at`). Refused before anything is
-    /// written: an order its row's checks would refuse (once sent, its row must not
-    /// fail). Every order gets fresh random ids.
-    pub(super) fn write_ahead(
-        &self,
-        orders: Vec<NewOrder>,
-        sent_at: i64,
-    ) -> Result<Vec<OrderRow>, PlaceError> {
-        use ring::rand::SecureRandom;
-        let i = &self.inner;
-        let random = ring::rand::SystemRandom::new();
-        let mut ids = Vec::with_capacity(orders.len());
-        for o in &orders {
-            o.check()
-                .map_err(|why| PlaceError::Refused(Refusal::Invalid(why)))?;
-            let mut b = [0u8; 16];
-            random
-                .fill(&mut b)
-                .map_err(|_| PlaceError::Refused(Refusal::Invalid("no random source")))?;
-            ids.push(orders::OrderIds::from_random(b));
-        }
-        let entries: Vec<_> = ids
-            .iter()
-            .zip(&orders)
-            .map(|(ids, o)| super::journal::Entry::new(ids, o, sent_at))
-            .collect();
-        // The durable write blocks this thread: on a multi-thread runtime the
-        // worker's other tasks move to another thread meanwhile (the write itself
-        // stays here: a hand-off to a writer thread costs more than the write).
-        let append = || i.journal.append(&entries);
-        let multi = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let appended = match i.config.journal_sync {
-            super::journal::JournalSync::Always if multi => tokio::task::block_in_place(append),
-            _ => append(),
-        };
-        appended.map_err(PlaceError::Journal)?;
-        {
-            let mut sent = i.unsettled.lock().expect("unsettled lock");
-            for (ids, o) in ids.iter().zip(&orders).filter(|(_, o)| !o.reduce_only) {
-                sent.entry(o.sub_account_id.clone()).or_default().insert(
-                    ids.client_order_id.clone(),
-                    trading::risk::PendingOrder {
-                        symbol: o.symbol.clone(),
-                        side: o.side,
-                        remaining: o.quantity,
-                        price: o.price,
-                        leverage: o.leverage,
-                    },
-                );
-            }
-        }
-        Ok(ids
-            .into_iter()
-            .zip(orders)
-            .map(|(ids, o)| {
-                let row = OrderRow::submitted(&ids, &o, sent_at);
-                self.write_row(ids, o, sent_at);
-                row
-            })
-            .collect())
-    }
-
-    /// Writes a journaled order's row, retrying while the database is away (the order
-    /// is on its way to the venue: its row must follow). Readers of the order wait
-    /// for it ([`Executor::row_written`]).
-    fn write_row(&self, ids: orders::OrderIds, o: NewOrder, sent_at: i64) {
-        let (written, rx) = tokio::sync::watch::channel(false);
-        let client_id = ids.client_order_id.clone();
-        self.inner
-            .rows
-            .lock()
-            .expect("rows lock")
-            .insert(client_id.clone(), rx);
-        let me = self.clone();
-        tokio::spawn(async move {
-            let i = &me.inner;
-            let started = std::time::Instant::now();
-            let mut retry =
-                streaming::retry::exponential(Duration::from_millis(20), Duration::from_secs(2));
-            loop {
-                match orders::insert_submitted(&i.pool, &ids, &o, sent_at).await {
-                    Ok(_) => {
-                        i.journal.settled(1);
-                        i.stats.record(|l| &mut l.row_us, started.elapsed());
-                        let _ = written.send(true);
-                        break;
-                    }
-                    Err(e @ LedgerError::AccountNotFound(_)) => {
-                        // Checked just before: only an account removed in between.
-                        tracing::error!(client_order_id = %client_id, error = %e, "a sent order's row was refused; it stays in the journal");
-                        break;
-                    }
-                    Err(e) => {
-                        let wait = retry.next_backoff().unwrap_or(Duration::from_secs(2));
-                        tracing::warn!(client_order_id = %client_id, error = %e, retry_in_ms = wait.as_millis() as u64, "a sent order's row is not written yet");
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            // The journal keeps it: the next reconciliation writes it.
-                            _ = i.cancel.cancelled() => break,
-                        }
-                    }
-                }
-            }
-            i.rows.lock().expect("rows lock").remove(&client_id);
-        });
-    }
-
-    /// Returns once the row of the order with `client_id` is written, if it is one
-    /// this executor sent and is still writing.
-    pub(super) async fn row_written(&self, client_id: &str) {
-        let pending = self
-            .inner
-            .rows
-            .lock()
-            .expect("rows lock")
-            .get(client_id)
-            .cloned();
-        if let Some(mut rx) = pending {
-            let _ = rx.wait_for(|w| *w).await;
-        }
-    }
-
-    /// Returns once every row being written when it was called is written.
-    pub(super) async fn rows_written(&self) {
-        let pending: Vec<_> = self
-            .inner
-            .rows
-            .lock()
-            .expect("rows lock")
-            .values()
-            .cloned()
-            .collect();
-        for mut rx in pending {
-            let _ = rx.wait_for(|w| *w).await;
-        }
     }
 
     /// Takes `n` new orders from the venue's limits at venue time `venue_now`, after

@@ -4,15 +4,21 @@
 
 pub mod batch;
 mod book;
+mod book_cache;
 mod booking;
 pub mod closing;
+mod config;
 pub mod execution;
 mod feed;
 pub mod journal;
 pub mod prices;
 pub mod reads;
 pub mod reconcile;
+mod replies;
+mod request;
 pub mod risk_loop;
+mod stats;
+mod write_ahead;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -30,69 +30,11 @@ use serde_json::{json, Value};
 use trading::order::{OrderEvent, OrderState, CLIENT_ID_PREFIX};
 
 use super::closing::CloseError;
+pub use super::config::ReconcileLock;
 use super::execution::Executor;
 
 pub const ACTIONS: &str = "greekstream_reconciliation_actions_total";
 pub const DESYNCED: &str = "greekstream_desynced_symbols";
-
-/// `SET {key} {token} NX PX {ttl}` around a reconciliation, released only by its
-/// owner: two engines (or an engine and an operator's `greekstream order reconcile`)
-/// never reconcile at once. Redis unreachable: the round is skipped (fail closed) and
-/// retried at the next.
-#[derive(Clone)]
-pub struct ReconcileLock {
-    pub client: redis::Client,
-    /// `pms:lock:reconcile`.
-    pub key: String,
-    pub ttl: std::time::Duration,
-}
-
-impl std::fmt::Debug for ReconcileLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the client: its URL can carry a password.
-        f.debug_struct("ReconcileLock")
-            .field("key", &self.key)
-            .finish()
-    }
-}
-
-const RELEASE: &str =
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
-
-impl ReconcileLock {
-    /// The lock's token if taken; `None` if another holds it.
-    async fn take(&self) -> Result<Option<String>, redis::RedisError> {
-        let mut c = self.client.get_multiplexed_async_connection().await?;
-        let token = format!(
-            "{}-{}",
-            std::process::id(),
-            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        );
-        let got: Option<String> = redis::cmd("SET")
-            .arg(&self.key)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(self.ttl.as_millis() as u64)
-            .query_async(&mut c)
-            .await?;
-        Ok(got.map(|_| token))
-    }
-
-    async fn release(&self, token: &str) {
-        let Ok(mut c) = self.client.get_multiplexed_async_connection().await else {
-            return;
-        };
-        // Compare and delete in one step (EVAL: no script cache needed).
-        let _: Result<i64, _> = redis::cmd("EVAL")
-            .arg(RELEASE)
-            .arg(1)
-            .arg(&self.key)
-            .arg(token)
-            .query_async(&mut c)
-            .await;
-    }
-}
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReconcileReport {
