@@ -13,31 +13,8 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use super::orders::place;
-use super::rest::{error, missing, ok, reject, Params, Reject};
-use super::SimState;
-
-#[derive(Debug, Clone)]
-pub(super) struct AlgoOrder {
-    id: u64,
-    client_id: String,
-    symbol: String,
-    side: String,
-    kind: String,
-    qty: Decimal,
-    trigger: Decimal,
-    price: Decimal,
-    /// Trailing stops: callback in percent, and the best mark seen since placing.
-    callback: Decimal,
-    extreme: Decimal,
-    tif: String,
-    reduce_only: bool,
-    working_type: String,
-    status: &'static str,
-    actual_order_id: Option<u64>,
-    time: i64,
-    update_time: i64,
-    trigger_time: i64,
-}
+use super::reply::{error, missing, ok, reject, Params, Reject};
+use super::state::{AlgoOrder, SimState};
 
 const KINDS: [&str; 5] = [
     "STOP",

@@ -15,7 +15,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{canonical_stream, Frame, SimState};
+use super::state::{canonical_stream, Frame, SimState};
 use crate::kit::{inbound, Inbound};
 
 pub(super) fn router(state: Arc<SimState>) -> Router {

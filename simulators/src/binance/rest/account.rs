@@ -10,8 +10,9 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use super::reply::{error, missing, ok, Params};
-use crate::binance::{options, Held, PositionKey, SimState};
+use crate::binance::options;
+use crate::binance::reply::{error, missing, ok, Params};
+use crate::binance::state::{Held, PositionKey, SimState};
 
 pub(super) fn listen_key(state: &SimState, method: &Method) -> Response {
     let ttl = state.cfg.listen_key_ttl;

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use crate::binance::failures::{OrderFault, Selector, StreamFault};
-use crate::binance::{set_position, side_name, SimState};
+use crate::binance::state::{set_position, side_name, SimState};
 use crate::kit;
 
 /// `POST /sim/position` `{"symbol": "BTCUSDT", "amount": "0.5", "side": "BOTH",
@@ -43,7 +43,7 @@ pub(super) async fn position_change(
     }
     let entry = state.mark(symbol).unwrap_or(Decimal::ONE);
     if quiet {
-        crate::binance::store_position(&state, symbol, side, amount, entry);
+        crate::binance::state::store_position(&state, symbol, side, amount, entry);
     } else {
         set_position(&state, symbol, side, amount, entry, "ORDER");
     }
@@ -139,7 +139,7 @@ pub(super) async fn price_move(
             "body must be {\"symbol\": s, \"ticks\": integer}",
         );
     };
-    if crate::binance::move_price(&state, symbol, ticks) {
+    if crate::binance::moves::move_price(&state, symbol, ticks) {
         (StatusCode::OK, "ok").into_response()
     } else {
         kit::sim_error(StatusCode::NOT_FOUND, "unknown symbol")
@@ -173,7 +173,7 @@ pub(super) async fn level(
             "body must be {\"symbol\": s, \"side\": bid|ask, \"price\": decimal string, \"qty\": decimal string}",
         );
     };
-    if crate::binance::set_level(&state, symbol, bid, price, qty) {
+    if crate::binance::moves::set_level(&state, symbol, bid, price, qty) {
         (StatusCode::OK, "ok").into_response()
     } else {
         kit::sim_error(
@@ -211,7 +211,7 @@ pub(super) async fn liquidate(
             "body must be {\"symbol\": s, \"side\": BOTH|LONG|SHORT, \"adl\": bool}",
         );
     };
-    if crate::binance::orders::force_close(&state, symbol, leg, adl) {
+    if crate::binance::liquidation::force_close(&state, symbol, leg, adl) {
         (StatusCode::OK, "ok").into_response()
     } else {
         kit::sim_error(StatusCode::NOT_FOUND, "no position there")

@@ -3,8 +3,8 @@
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 
-use super::reply::{error, Params};
-use crate::binance::{BinanceSimConfig, Limiter, SimState};
+use crate::binance::reply::{error, Params};
+use crate::binance::state::{BinanceSimConfig, Limiter, SimState};
 
 pub(crate) fn roll_window(l: &mut Limiter, cfg: &BinanceSimConfig, now: i64) {
     let window = now as u64 / cfg.weight_window.as_millis().max(1) as u64;

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::reply::{error, missing, ok, Params};
-use crate::binance::SimState;
+use crate::binance::reply::{error, missing, ok, Params};
+use crate::binance::state::SimState;
 
 pub(super) fn exchange_info(state: &SimState) -> Value {
     let m = state.market.lock().expect("market lock");

@@ -6,7 +6,6 @@ mod account;
 mod control;
 mod limits;
 mod market;
-mod reply;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -19,21 +18,23 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::batch::{cancel_batch, modify_batch, place_batch};
 use super::failures::OrderFault;
 use super::orders::{
-    all_orders, cancel, cancel_all, cancel_batch, countdown_cancel_all, find, is_open, modify,
-    modify_batch, order_json, place, place_batch, set_leverage, user_trades,
+    cancel, cancel_all, countdown_cancel_all, find, is_open, modify, order_json, place,
 };
-use super::{algo, options, SimState};
+use super::queries::{all_orders, set_leverage, user_trades};
+use super::state::SimState;
+use super::{algo, options};
 use crate::kit;
 use streaming::binance::sign::{split_signature, verify};
 
+pub(crate) use super::reply::{error, missing, ok, Params, Reject};
 use account::*;
 use control::*;
 pub(crate) use limits::roll_window;
 use limits::*;
 use market::*;
-pub(crate) use reply::{error, missing, ok, reject, Params, Reject};
 
 pub(super) fn router(state: Arc<SimState>) -> Router {
     Router::new()
