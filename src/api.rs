@@ -19,8 +19,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
-use model::portfolio::{aggregate, Group, GroupBy, Position, Totals, MEASURES};
+use model::portfolio::{aggregate, GroupBy, Position};
 use processor::position_stream::{PositionHub, StreamItem};
+use processor::position_view::{group_json, position_json, Filter};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use streaming::Broker;
@@ -57,105 +58,28 @@ pub struct Params {
     by: Option<String>,
 }
 
-/// The parsed filters: a position matches when it matches every one given.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    broker: Option<Broker>,
-    account: Option<String>,
-    underlying: Option<String>,
-}
-
-impl Filter {
-    fn parse(p: &Params) -> Result<Self, ApiError> {
-        let broker = p
-            .broker
-            .as_deref()
-            .map(str::parse::<Broker>)
-            .transpose()
-            .map_err(|e| ApiError {
-                code: "invalid_broker",
-                message: e.to_string(),
-            })?;
-        Ok(Self {
-            broker,
-            account: p.account.clone(),
-            underlying: p.underlying.as_ref().map(|u| u.to_ascii_uppercase()),
-        })
-    }
-
-    fn is_empty(&self) -> bool {
-        self.broker.is_none() && self.account.is_none() && self.underlying.is_none()
-    }
-
-    pub fn matches(&self, p: &Position) -> bool {
-        self.broker.is_none_or(|b| b == p.broker)
-            && self.account.as_deref().is_none_or(|a| a == &*p.account_id)
-            && self
-                .underlying
-                .as_deref()
-                .is_none_or(|u| u == p.contract.underlying())
-    }
-}
-
-fn greeks_json(g: &model::Greeks) -> Value {
-    json!({"delta": g.delta, "gamma": g.gamma, "theta": g.theta, "vega": g.vega, "rho": g.rho})
-}
-
-pub fn position_json(p: &Position) -> Value {
-    let c = &p.contract;
-    let mut total = greeks_json(&p.total);
-    total["dollar_delta"] = json!(p.dollar_delta());
-    json!({
-        "seq": p.seq,
-        "broker": p.broker.as_str(),
-        "account_id": p.account_id.as_str(),
-        "contract_key": c.key().as_str(),
-        "position_side": p.side.as_str(),
-        "underlying": c.underlying(),
-        "asset_class": c.asset_class().as_str(),
-        "expiry": c.expiry().map(|d| d.format("%Y-%m-%d").to_string()),
-        "strike": c.strike().map(|s| s.to_string()),
-        "right": c.right().map(|r| r.as_char().to_string()),
-        "multiplier": c.multiplier().to_string(),
-        "quantity": p.quantity.to_string(),
-        "mark_price": p.mark_price,
-        "underlying_price": p.underlying_price,
-        "implied_vol": p.implied_vol,
-        "greeks": greeks_json(&p.unit),
-        "position_greeks": total,
-        "greeks_source": p.greeks_source.map(|s| s.as_str()),
-        "event_time": p.event_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    })
-}
-
-fn group_json(g: &Group, t: &Totals) -> Value {
-    let key = match g {
-        Group::Total => json!({"kind": "total"}),
-        Group::Broker(b) => json!({"kind": "broker", "broker": b.as_str()}),
-        Group::Account(b, a) => {
-            json!({"kind": "account", "broker": b.as_str(), "account_id": &**a})
-        }
-        Group::Underlying(u) => json!({"kind": "underlying", "underlying": &**u}),
-    };
-    let mut v = json!({
-        "group": key,
-        "positions": t.positions,
-        "without_greeks": t.without_greeks,
-    });
-    let mut missing = serde_json::Map::new();
-    for (i, m) in MEASURES.iter().enumerate() {
-        v[*m] = json!(t.sums[i]);
-        missing.insert((*m).to_owned(), json!(t.missing[i]));
-    }
-    v["missing"] = Value::Object(missing);
-    v
+fn filter(p: &Params) -> Result<Filter, ApiError> {
+    let broker = p
+        .broker
+        .as_deref()
+        .map(str::parse::<Broker>)
+        .transpose()
+        .map_err(|e| ApiError {
+            code: "invalid_broker",
+            message: e.to_string(),
+        })?;
+    Ok(Filter::new(
+        broker,
+        p.account.clone(),
+        p.underlying.as_deref(),
+    ))
 }
 
 async fn positions(
     State(hub): State<PositionHub>,
     Query(p): Query<Params>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = Filter::parse(&p)?;
+    let filter = filter(&p)?;
     let (seq, rows) = hub.read(|b| {
         let mut rows: Vec<&Position> = b.positions().filter(|p| filter.matches(p)).collect();
         rows.sort_by(|a, b| {
@@ -178,7 +102,7 @@ async fn portfolio(
     State(hub): State<PositionHub>,
     Query(p): Query<Params>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = Filter::parse(&p)?;
+    let filter = filter(&p)?;
     let by_name = p.by.as_deref().unwrap_or("total");
     let by = GroupBy::parse(by_name).ok_or_else(|| ApiError {
         code: "invalid_group",
@@ -205,7 +129,7 @@ async fn stream_positions(
     State(hub): State<PositionHub>,
     Query(p): Query<Params>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let filter = Filter::parse(&p)?;
+    let filter = filter(&p)?;
     let sub = hub.subscribe();
     let events = stream::unfold((sub, filter), |(mut sub, filter)| async move {
         loop {

@@ -11,8 +11,8 @@ use redis::aio::MultiplexedConnection;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::position_json;
 use bus::RedisLink;
+use processor::position_view::position_json;
 
 pub const PUBLISHED: &str = "greekstream_position_events_published_total";
 pub const PUBLISH_ERRORS: &str = "greekstream_position_events_errors_total";

@@ -10,3 +10,4 @@ pub mod model_greeks;
 pub mod normalize;
 pub mod pipeline;
 pub mod position_stream;
+pub mod position_view;

@@ -10,6 +10,7 @@
 //! the clients.
 
 pub mod binance;
+pub mod cli;
 pub mod ibkr;
 pub mod kit;
 pub mod tastytrade;
