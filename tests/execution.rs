@@ -835,6 +835,7 @@ async fn after_a_crash_a_new_engine_adopts_what_the_venue_did_and_sends_nothing_
             position_id: None,
         },
         chrono::Utc::now().timestamp_millis(),
+        None,
     )
     .await
     .unwrap();

@@ -394,7 +394,7 @@ async fn an_order_is_written_while_a_fill_of_its_account_is_being_booked() {
         position_id: None,
     };
     let ids = orders::OrderIds::from_random([7; 16]);
-    let write = orders::insert_submitted(&db.pool, &ids, &order, 1);
+    let write = orders::insert_submitted(&db.pool, &ids, &order, 1, None);
     let written = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
     match written {
         Ok(r) => {
@@ -453,4 +453,54 @@ async fn a_reduce_only_fill_is_booked_up_to_what_the_position_holds_and_never_op
     let house = ledger::house_taken(p).await.unwrap();
     assert_eq!(house.get("BTCUSDT").copied(), Some(d("-1")));
     assert_eq!(identity_breaks(p).await, 0);
+}
+
+/// The order path's book read leaves out the pending orders its own engine sent (it
+/// counts them from memory) and keeps every other one: another engine's, and those a
+/// journal replay wrote without a sender.
+#[tokio::test]
+async fn the_book_read_leaves_out_only_the_reading_engines_own_pending_orders() {
+    use database::orders::{self, NewOrder, OrderKind};
+    let db = TestDb::new().await;
+    let account = new_account(&db.pool, "1000").await;
+    let order = |q: &str| NewOrder {
+        sub_account_id: account.clone(),
+        symbol: "BTCUSDT".into(),
+        side: OrderSide::Buy,
+        kind: OrderKind::Market,
+        quantity: d(q),
+        price: None,
+        leverage: d("10"),
+        reduce_only: false,
+        origin: "MANUAL".into(),
+        request_id: None,
+        position_id: None,
+    };
+    let me = orders::OrderIds::from_random([1; 16]).id;
+    let other = orders::OrderIds::from_random([2; 16]).id;
+    for (seed, q, sender) in [
+        (11u8, "0.001", Some(me.as_str())),
+        (12, "0.002", Some(other.as_str())),
+        (13, "0.004", None),
+    ] {
+        let ids = orders::OrderIds::from_random([seed; 16]);
+        orders::insert_submitted(&db.pool, &ids, &order(q), 1, sender)
+            .await
+            .unwrap();
+    }
+    let quantities = |w: ledger::Watched| {
+        let mut q: Vec<_> = w.pending.iter().map(|r| r.order.remaining).collect();
+        q.sort();
+        q
+    };
+    let mine = ledger::watched_with_rules(&db.pool, &account, Some(&me))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(quantities(mine), vec![d("0.002"), d("0.004")]);
+    let all = ledger::watched_with_rules(&db.pool, &account, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(quantities(all), vec![d("0.001"), d("0.002"), d("0.004")]);
 }

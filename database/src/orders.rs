@@ -240,6 +240,7 @@ pub async fn insert_submitted(
     ids: &OrderIds,
     o: &NewOrder,
     sent_at_ms: i64,
+    sent_by: Option<&str>,
 ) -> Result<OrderRow, LedgerError> {
     if !is_uuid(&o.sub_account_id) {
         return Err(LedgerError::AccountNotFound(o.sub_account_id.clone()));
@@ -248,9 +249,9 @@ pub async fn insert_submitted(
         "WITH ins AS (
                 INSERT INTO orders (id, sub_account_id, client_order_id, symbol, side, type, quantity,
                                     price, leverage, reduce_only, state, origin, request_id, sent_at_ms,
-                                    position_id)
+                                    position_id, sent_by)
                 VALUES ($12::uuid, $1::uuid, $13, $2, $3, $4, $5, $6, $7, $8, 'SUBMITTED', $9, $10, $11,
-                        $14::uuid)
+                        $14::uuid, $15::uuid)
                 ON CONFLICT (client_order_id) DO NOTHING
                 RETURNING *),
               e AS (INSERT INTO order_events (order_id, event, source, state)
@@ -274,6 +275,7 @@ pub async fn insert_submitted(
     .bind(&ids.id)
     .bind(&ids.client_order_id)
     .bind(&o.position_id)
+    .bind(sent_by)
     .fetch_one(pool)
     .await
     .map_err(|e| match &e {

@@ -153,13 +153,15 @@ impl Executor {
     ) -> Result<Option<(Arc<Book>, bool)>, LedgerError> {
         let i = &self.inner;
         let read = i.book_reads.fetch_add(1, Relaxed) + 1;
-        let Some(mut w) = ledger::watched_with_rules(&i.pool, account).await? else {
+        let Some(mut w) = ledger::watched_with_rules(&i.pool, account, Some(&i.instance)).await?
+        else {
             return Ok(None);
         };
         // What is counted as sent is counted from memory: the book keeps the rest
-        // (orders of an earlier run), so a check adds the two without comparing ids.
-        // An order leaves `unsettled` only after a read begun after it ended, which
-        // no longer finds it pending.
+        // (orders of an earlier run or of another process; the read leaves out the
+        // ones this engine sent), so a check adds the two without comparing ids. An
+        // order leaves `unsettled` only after a read begun after it ended. The ids
+        // are still compared for the orders a journal replay wrote without a sender.
         if let Some(sent) = i.unsettled.lock().expect("unsettled lock").get(account) {
             w.pending.retain(|r| !sent.contains_key(&r.client_order_id));
         }

@@ -122,6 +122,9 @@ pub(super) struct Inner {
     pub(super) journal: super::journal::Journal,
     /// The database the journal's orders belong to.
     pub(super) scope: String,
+    /// This engine's id in `orders.sent_by` (random per process): its book reads
+    /// leave out its own orders, which it counts from memory.
+    pub(super) instance: String,
     /// Orders sent whose rows are still being written: `true` once written. Whoever
     /// reads such an order waits for its row.
     pub(super) rows: std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
@@ -166,6 +169,8 @@ pub enum StartError {
     Venue(#[from] RestError),
     #[error("{0}")]
     Journal(#[from] super::journal::JournalError),
+    #[error("no random source for the engine's id")]
+    Random,
 }
 
 impl StartError {
@@ -173,6 +178,7 @@ impl StartError {
         match self {
             StartError::Venue(_) => "EXCHANGE_ERROR",
             StartError::Journal(_) => "JOURNAL_UNAVAILABLE",
+            StartError::Random => "NO_RANDOM_SOURCE",
         }
     }
 }
@@ -212,6 +218,11 @@ impl Executor {
             Err(e) => return Err((e.into(), prices)),
         };
         let scope = super::journal::scope_of(&pool);
+        let mut seed = [0u8; 16];
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).is_err() {
+            return Err((StartError::Random, prices));
+        }
+        let instance = orders::OrderIds::from_random(seed).id;
         let journal =
             match super::journal::Journal::open(&config.journal_dir, &scope, config.journal_sync) {
                 Ok(j) => j,
@@ -274,6 +285,7 @@ impl Executor {
                 budget: std::sync::Mutex::new(trading::budget::OrderBudget::new(limits)),
                 journal,
                 scope,
+                instance,
                 rows: Default::default(),
                 closing: Default::default(),
                 symbols: Default::default(),

@@ -567,7 +567,7 @@ pub async fn replay(dir: &Path, scope: &str, pool: &PgPool) -> Result<Replayed, 
                     continue;
                 }
             };
-            match orders::insert_submitted(pool, &ids, &order, e.sent_at_ms).await {
+            match orders::insert_submitted(pool, &ids, &order, e.sent_at_ms, None).await {
                 Ok(_) => written += 1,
                 Err(err @ LedgerError::AccountNotFound(_)) => {
                     metrics::counter!(JOURNAL_ERRORS, "kind" => "refused").increment(1);

@@ -93,7 +93,8 @@ impl Executor {
             let mut retry =
                 streaming::retry::exponential(Duration::from_millis(20), Duration::from_secs(2));
             loop {
-                match orders::insert_submitted(&i.pool, &ids, &o, sent_at).await {
+                match orders::insert_submitted(&i.pool, &ids, &o, sent_at, Some(&i.instance)).await
+                {
                     Ok(_) => {
                         i.journal.settled(1);
                         i.stats.record(|l| &mut l.row_us, started.elapsed());

@@ -16,7 +16,7 @@ use super::rows::{
 
 /// The account as the risk loop watches it; `None` when it does not exist.
 pub async fn watched(pool: &PgPool, id: &str) -> Result<Option<Account>, LedgerError> {
-    Ok(watched_with_rules(pool, id).await?.map(|w| w.account))
+    Ok(watched_with_rules(pool, id, None).await?.map(|w| w.account))
 }
 
 /// An account as the order path checks it.
@@ -40,8 +40,13 @@ pub struct PendingRow {
 /// The account as the risk loop watches it, its rules, its pending orders, and what it has realized since
 /// 00:00 UTC (trading PnL, fees, forced and virtual closes: what the daily-loss check
 /// counts; deposits and adjustments are not trading), in one round trip (the order
-/// path reads them before every order).
-pub async fn watched_with_rules(pool: &PgPool, id: &str) -> Result<Option<Watched>, LedgerError> {
+/// path reads them before every order). `not_sent_by`: an engine that counts its own
+/// orders from memory, whose orders are left out of `pending`.
+pub async fn watched_with_rules(
+    pool: &PgPool,
+    id: &str,
+    not_sent_by: Option<&str>,
+) -> Result<Option<Watched>, LedgerError> {
     if !is_uuid(id) {
         return Ok(None);
     }
@@ -73,10 +78,12 @@ pub async fn watched_with_rules(pool: &PgPool, id: &str) -> Result<Option<Watche
                        array_agg(o.price) AS prices, array_agg(o.leverage) AS leverages
                   FROM orders o
                  WHERE o.sub_account_id = s.id AND NOT o.reduce_only
-                   AND o.state IN ('NEW', 'SUBMITTED', 'UNKNOWN', 'PARTIALLY_FILLED')) o
+                   AND o.state IN ('NEW', 'SUBMITTED', 'UNKNOWN', 'PARTIALLY_FILLED')
+                   AND ($2::uuid IS NULL OR o.sent_by IS DISTINCT FROM $2::uuid)) o
           WHERE s.id = $1::uuid"
     ))
     .bind(id)
+    .bind(not_sent_by)
     .fetch_optional(pool)
     .await?;
     let Some(r) = row else {
