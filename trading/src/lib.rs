@@ -1,7 +1,8 @@
 //! The trading core, pure: what a fill does to a sub-account's virtual position
 //! ([`position`]: open, add, reduce, close, flip), balances changed only through logged
 //! deltas floored at zero ([`balance`]), an account's margin numbers ([`account`]) and
-//! its valuation at the marks ([`evaluate`]), pre-trade checks ([`risk`]), which price
+//! its valuation at the marks ([`evaluate`]) and what is done past its threshold
+//! ([`liquidation`]), pre-trade checks ([`risk`]), which price
 //! is fresh enough to use ([`price`]), and the risk loop's throttles and warnings
 //! ([`monitor`]), and the gateway's commands parsed and validated ([`command`]).
 //! Many sub-accounts share one exchange account; each has its own book here, and the
@@ -17,6 +18,7 @@ pub mod budget;
 pub mod close;
 pub mod command;
 pub mod evaluate;
+pub mod liquidation;
 pub mod monitor;
 pub mod order;
 pub mod position;
