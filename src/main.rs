@@ -47,6 +47,10 @@ enum RiskCommand {
     /// Runs the pre-trade checks on a balance, positions and an order given as JSON;
     /// prints the verdict and the numbers behind it as one JSON object.
     WhatIf(greekstream::what_if::WhatIfArgs),
+    /// Values an account given as JSON (balance, positions, marks, rules, mode) with the
+    /// risk loop's code: margin numbers, each position's PnL and liquidation prices,
+    /// the tier, and what would be closed and the ratio after.
+    Value(greekstream::what_if::ValueArgs),
 }
 
 #[derive(Subcommand)]
@@ -85,6 +89,21 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// An offline command's answer: one JSON object on stdout, or `{"error"}` on stderr and
+/// exit 2.
+fn offline(out: Result<serde_json::Value, String>) -> ! {
+    match out {
+        Ok(out) => {
+            println!("{out}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("{}", serde_json::json!({ "error": e }));
+            std::process::exit(2)
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = dotenvy::dotenv();
@@ -95,25 +114,15 @@ async fn main() -> anyhow::Result<()> {
             return Ok(simulators::cli::run(sim, shutdown_signal()).await?);
         }
         Some(Command::Risk(RiskCommand::WhatIf(args))) => {
-            match trading::what_if::run(&(&args).into()) {
-                Ok(out) => println!("{out}"),
-                Err(e) => {
-                    eprintln!("{}", serde_json::json!({ "error": e.to_string() }));
-                    std::process::exit(2);
-                }
-            }
-            return Ok(());
+            offline(trading::what_if::run(&(&args).into()).map_err(|e| e.to_string()))
         }
+        Some(Command::Risk(RiskCommand::Value(args))) => offline(
+            args.input()
+                .and_then(|input| trading::risk_value::run(&input).map_err(|e| e.to_string())),
+        ),
+        // Machine-readable either way: a JSON result, or a JSON error and exit 2.
         Some(Command::Price(args)) => {
-            // Machine-readable either way: a JSON result, or a JSON error and exit 2.
-            match greekstream::price::run(&args) {
-                Ok(out) => println!("{out}"),
-                Err(e) => {
-                    eprintln!("{}", serde_json::json!({ "error": e.to_string() }));
-                    std::process::exit(2);
-                }
-            }
-            return Ok(());
+            offline(greekstream::price::run(&args).map_err(|e| e.to_string()))
         }
         _ => {}
     }

@@ -1,5 +1,6 @@
-//! `greekstream risk what-if`'s flags; the checks are `trading::what_if`. Bad input is
-//! `{"error"}` and exit 2 (see main.rs).
+//! `greekstream risk what-if` and `risk value`'s flags; the checks are
+//! `trading::what_if` and `trading::risk_value`. Bad input is `{"error"}` and exit 2
+//! (see main.rs).
 
 use clap::Args;
 
@@ -47,5 +48,26 @@ impl From<&WhatIfArgs> for trading::what_if::WhatIf {
             maintenance_rate: a.maintenance_rate.clone(),
             realized_today: a.realized_today.clone(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ValueArgs {
+    /// The account as JSON — `{"balance","positions":[{"symbol","side","quantity",
+    /// "entryPrice","leverage"}],"marks":{"BTCUSDT":…},"liquidationMode"?,"rules"?,
+    /// "lots"?}` — or `-` to read it from standard input.
+    #[arg(default_value = "-")]
+    pub account: String,
+}
+
+impl ValueArgs {
+    pub fn input(&self) -> Result<String, String> {
+        if self.account != "-" {
+            return Ok(self.account.clone());
+        }
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        Ok(s)
     }
 }

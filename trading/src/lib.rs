@@ -18,10 +18,14 @@ pub mod budget;
 pub mod close;
 pub mod command;
 pub mod evaluate;
+mod input;
 pub mod liquidation;
 pub mod monitor;
 pub mod order;
 pub mod position;
 pub mod price;
 pub mod risk;
+pub mod risk_value;
 pub mod what_if;
+
+pub use input::InputError;

@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use crate::account::Marked;
+use crate::input::{decimal, field, parse, required, text, InputError};
 use crate::position::{OrderSide, Position, Side};
 use crate::risk::{self, AccountState, AccountStatus, OrderRequest, RiskRules, VenueFilters};
 
@@ -25,55 +26,10 @@ pub struct WhatIf {
     pub realized_today: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WhatIfError {
-    #[error("{0} is not valid JSON: {1}")]
-    Json(&'static str, serde_json::Error),
-    #[error("{0}: expected a decimal number, got {1}")]
-    Number(String, String),
-    #[error("{0}: missing")]
-    Missing(String),
-    #[error("{0}: expected one of {1}")]
-    Choice(String, &'static str),
-}
-
-fn decimal(what: &str, raw: &str) -> Result<Decimal, WhatIfError> {
-    raw.trim()
-        .parse()
-        .map_err(|_| WhatIfError::Number(what.to_owned(), raw.to_owned()))
-}
-
-/// A decimal field of a JSON object, given as a string or a number.
-fn field(v: &Value, what: &str, key: &str) -> Result<Option<Decimal>, WhatIfError> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => decimal(&format!("{what}.{key}"), s).map(Some),
-        Some(Value::Number(n)) => decimal(&format!("{what}.{key}"), &n.to_string()).map(Some),
-        Some(other) => Err(WhatIfError::Number(
-            format!("{what}.{key}"),
-            other.to_string(),
-        )),
-    }
-}
-
-fn required(v: &Value, what: &str, key: &str) -> Result<Decimal, WhatIfError> {
-    field(v, what, key)?.ok_or_else(|| WhatIfError::Missing(format!("{what}.{key}")))
-}
-
-fn text<'a>(v: &'a Value, what: &str, key: &str) -> Result<&'a str, WhatIfError> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| WhatIfError::Missing(format!("{what}.{key}")))
-}
-
-fn parse(what: &'static str, raw: &str) -> Result<Value, WhatIfError> {
-    serde_json::from_str(raw).map_err(|e| WhatIfError::Json(what, e))
-}
-
-fn positions(raw: &str) -> Result<Vec<(String, Marked)>, WhatIfError> {
+fn positions(raw: &str) -> Result<Vec<(String, Marked)>, InputError> {
     let v = parse("--positions", raw)?;
     let Some(items) = v.as_array() else {
-        return Err(WhatIfError::Choice("--positions".into(), "a JSON array"));
+        return Err(InputError::Choice("--positions".into(), "a JSON array"));
     };
     items
         .iter()
@@ -83,7 +39,7 @@ fn positions(raw: &str) -> Result<Vec<(String, Marked)>, WhatIfError> {
             let side = match text(p, &what, "side")? {
                 "LONG" => Side::Long,
                 "SHORT" => Side::Short,
-                _ => return Err(WhatIfError::Choice(format!("{what}.side"), "LONG, SHORT")),
+                _ => return Err(InputError::Choice(format!("{what}.side"), "LONG, SHORT")),
             };
             let position = Position {
                 side,
@@ -100,12 +56,12 @@ fn positions(raw: &str) -> Result<Vec<(String, Marked)>, WhatIfError> {
         .collect()
 }
 
-fn order(raw: &str) -> Result<OrderRequest, WhatIfError> {
+fn order(raw: &str) -> Result<OrderRequest, InputError> {
     let v = parse("--order", raw)?;
     let side = match text(&v, "order", "side")? {
         "BUY" => OrderSide::Buy,
         "SELL" => OrderSide::Sell,
-        _ => return Err(WhatIfError::Choice("order.side".into(), "BUY, SELL")),
+        _ => return Err(InputError::Choice("order.side".into(), "BUY, SELL")),
     };
     Ok(OrderRequest {
         symbol: text(&v, "order", "symbol")?.to_owned(),
@@ -120,7 +76,7 @@ fn order(raw: &str) -> Result<OrderRequest, WhatIfError> {
     })
 }
 
-fn rules(raw: &str) -> Result<RiskRules, WhatIfError> {
+fn rules(raw: &str) -> Result<RiskRules, InputError> {
     let v = parse("--rules", raw)?;
     let d = RiskRules::default();
     Ok(RiskRules {
@@ -135,9 +91,9 @@ fn rules(raw: &str) -> Result<RiskRules, WhatIfError> {
     })
 }
 
-fn filters(raw: &str) -> Result<VenueFilters, WhatIfError> {
+fn filters(raw: &str) -> Result<VenueFilters, InputError> {
     let v = parse("--filters", raw)?;
-    let or = |k: &str, default: i64, scale: u32| -> Result<Decimal, WhatIfError> {
+    let or = |k: &str, default: i64, scale: u32| -> Result<Decimal, InputError> {
         Ok(field(&v, "filters", k)?.unwrap_or(Decimal::new(default, scale)))
     };
     Ok(VenueFilters {
@@ -150,13 +106,13 @@ fn filters(raw: &str) -> Result<VenueFilters, WhatIfError> {
 }
 
 /// Runs the checks; the JSON verdict.
-pub fn run(a: &WhatIf) -> Result<Value, WhatIfError> {
+pub fn run(a: &WhatIf) -> Result<Value, InputError> {
     let status = match a.status.as_str() {
         "ACTIVE" => AccountStatus::Active,
         "FROZEN" => AccountStatus::Frozen,
         "LIQUIDATED" => AccountStatus::Liquidated,
         _ => {
-            return Err(WhatIfError::Choice(
+            return Err(InputError::Choice(
                 "--status".into(),
                 "ACTIVE, FROZEN, LIQUIDATED",
             ))
@@ -170,10 +126,12 @@ pub fn run(a: &WhatIf) -> Result<Value, WhatIfError> {
         realized_today: decimal("--realized-today", &a.realized_today)?,
     };
     let order = order(&a.order)?;
+    let rules = rules(&a.rules)?;
+    let valuation = valuation(&account, rules.liquidation_threshold);
     let view = risk::AccountView::of(&account, &order.symbol);
     let (numbers, verdict) = risk::explain(
         &view,
-        &rules(&a.rules)?,
+        &rules,
         &filters(&a.filters)?,
         decimal("--mark", &a.mark)?,
         order,
@@ -197,7 +155,36 @@ pub fn run(a: &WhatIf) -> Result<Value, WhatIfError> {
             "usageAfter": n.usage_after.to_string(),
         });
     }
+    out["valuation"] = valuation;
     Ok(out)
+}
+
+/// The account before the order, as the risk loop values it (`risk value`'s numbers).
+fn valuation(account: &AccountState, threshold: Decimal) -> Value {
+    let open = account
+        .positions
+        .iter()
+        .enumerate()
+        .map(|(i, (symbol, m))| crate::evaluate::OpenPosition {
+            id: format!("{symbol}-{i}").into(),
+            symbol: symbol.as_str().into(),
+            position: m.position.clone(),
+            babysitter_excluded: false,
+            opened_at: 0,
+        })
+        .collect();
+    let book = crate::evaluate::Account {
+        id: "offline".into(),
+        status: account.status,
+        liquidation_mode: crate::evaluate::LiquidationMode::Adl30,
+        balance: account.balance,
+        maintenance_rate: account.maintenance_rate,
+        threshold,
+        positions: open,
+    };
+    let marks = &account.positions;
+    let valued = crate::evaluate::Prepared::new(book).value(|i| Some(marks[i].1.mark));
+    crate::risk_value::valuation_json(&valued)
 }
 
 #[cfg(test)]
@@ -239,6 +226,12 @@ mod tests {
         assert_eq!(n["exposureBefore"], "100", "{out}");
         assert_eq!(n["maintenance"], "0.500", "{out}");
         assert_eq!(n["usageAfter"], "4", "{out}");
+        // Beside the verdict, the account as the risk loop values it.
+        let v = &out["valuation"];
+        assert_eq!(v["equity"], "5", "{out}");
+        assert_eq!(v["maintenanceMargin"], "0.500", "{out}");
+        assert_eq!(v["marginRatio"], "0.1", "{out}");
+        assert_eq!(v["tier"], "NORMAL", "{out}");
     }
 
     #[test]
