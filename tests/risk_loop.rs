@@ -85,6 +85,7 @@ impl Loop {
             prices,
             rx,
             out,
+            None,
             cancel.clone(),
         ));
         Self {

@@ -116,8 +116,11 @@ impl NewOrder {
         if !symbol_ok {
             return Err("the symbol is not a venue symbol");
         }
-        if !matches!(self.origin.as_str(), "MANUAL" | "BOT" | "API") {
-            return Err("origin must be MANUAL, BOT or API");
+        if !matches!(
+            self.origin.as_str(),
+            "MANUAL" | "BOT" | "API" | "LIQUIDATION" | "ADL_TIER2" | "ADL_TIER3"
+        ) {
+            return Err("origin must be MANUAL, BOT, API or a forced close's");
         }
         if self.quantity <= Decimal::ZERO {
             return Err("the quantity must be positive");

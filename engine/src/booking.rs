@@ -136,7 +136,7 @@ impl Executor {
                         exchange_trade_id: Some(x.trade_id.clone()),
                         order_type: row.kind.clone(),
                         origin: row.origin.clone(),
-                        close_action: "CLOSE".into(),
+                        close_action: trading::liquidation::close_action(&row.origin).into(),
                         babysitter_excluded: false,
                         closes: None,
                         reduce_only: row.reduce_only,
@@ -248,7 +248,8 @@ impl Executor {
                            "remainingQty":
                                a.outcome.after.as_ref().map_or(Value::Null, |p| num(p.quantity)),
                            "closedQty": num(a.outcome.closed), "realizedPnl": num(net),
-                           "newBalance": balance, "reason": "CLOSE"}),
+                           "newBalance": balance,
+                           "reason": trading::liquidation::close_action(&row.origin)}),
                     now,
                 ),
                 Change::Closed | Change::Flipped => i.outbox.event(
@@ -256,7 +257,8 @@ impl Executor {
                     json!({"subAccountId": row.sub_account_id, "positionId": closed, "symbol": row.symbol,
                            "side": match row.side { OrderSide::Buy => "SHORT", OrderSide::Sell => "LONG" },
                            "realizedPnl": num(net), "newBalance": balance,
-                           "reason": if a.outcome.change == Change::Flipped { "FLIP" } else { "CLOSE" }}),
+                           "reason": if a.outcome.change == Change::Flipped { "FLIP" }
+                                     else { trading::liquidation::close_action(&row.origin) }}),
                     now,
                 ),
                 Change::Opened | Change::Added => {}

@@ -60,6 +60,26 @@ impl CloseError {
     }
 }
 
+/// Who closes a position, and how much of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseAs {
+    /// `None`: all of it.
+    pub quantity: Option<Decimal>,
+    /// The order's origin (`MANUAL`, `LIQUIDATION`, `ADL_TIER2`…): its fills are
+    /// booked by it (`trading::liquidation::close_action`).
+    pub origin: &'static str,
+    /// What a close is booked as when the exchange does not hold the position.
+    pub virtual_reason: &'static str,
+}
+
+impl CloseAs {
+    pub const MANUAL: CloseAs = CloseAs {
+        quantity: None,
+        origin: "MANUAL",
+        virtual_reason: "DESYNC_CLOSE",
+    };
+}
+
 /// How a position was closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Closed {
@@ -177,7 +197,10 @@ impl Executor {
 
     /// One close of a position at a time in this engine (the account's lane already
     /// serializes its commands; this also covers the engine's own closes).
-    async fn position_guard(&self, position_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(super) async fn position_guard(
+        &self,
+        position_id: &str,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = self
             .inner
             .closing
@@ -224,6 +247,18 @@ impl Executor {
     /// a second close while the first is in flight — or once it has filled — is
     /// answered from the first, never sent again.
     pub async fn close_sent(&self, account: &str, position_id: &str) -> Result<Closed, CloseError> {
+        self.close_sent_as(account, position_id, &CloseAs::MANUAL)
+            .await
+    }
+
+    /// [`Executor::close_sent`] for a part of the position or with another origin (a
+    /// liquidation's forced closes): one close of a position at a time, whoever asks.
+    pub async fn close_sent_as(
+        &self,
+        account: &str,
+        position_id: &str,
+        how: &CloseAs,
+    ) -> Result<Closed, CloseError> {
         let i = &self.inner;
         let _one = self.position_guard(position_id).await;
         if let Some(p) = ledger::open_position_of(&i.pool, account, position_id).await? {
@@ -246,12 +281,12 @@ impl Executor {
         let (venue, house, book) = self.still_snapshot(account, &p.symbol, position_id).await?;
         match plan(venue, house, book, signed) {
             ClosePlan::Venue { reduce_only } => {
-                let row = self
-                    .place_with(
-                        self.closing_order(&p, OrderKind::Market, None),
-                        Some(reduce_only),
-                    )
-                    .await?;
+                let mut order = self.closing_order(&p, OrderKind::Market, None);
+                order.origin = how.origin.into();
+                if let Some(q) = how.quantity {
+                    order.quantity = q.min(p.position.quantity);
+                }
+                let row = self.place_with(order, Some(reduce_only)).await?;
                 drop(alone);
                 Ok(Closed::Order(Box::new(row)))
             }
@@ -270,7 +305,8 @@ impl Executor {
                 metrics::counter!(DESYNC_CLOSES).increment(1);
                 tracing::warn!(account, position = position_id, symbol = %p.symbol, %venue, %house, %book,
                     "the exchange does not hold this position: closed virtually");
-                self.close_virtually(&p, price, "DESYNC_CLOSE").await?;
+                // Whole, even for a part asked: the exchange holds none of it.
+                self.close_virtually(&p, price, how.virtual_reason).await?;
                 Ok(Closed::Virtual { price })
             }
         }

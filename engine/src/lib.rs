@@ -11,6 +11,7 @@ mod config;
 pub mod execution;
 mod feed;
 pub mod journal;
+pub mod liquidator;
 pub mod prices;
 pub mod reads;
 pub mod reconcile;
@@ -39,6 +40,7 @@ pub async fn run_engine_risk_loop(
     prices: Option<Arc<Prices>>,
     inputs: mpsc::Receiver<RiskInput>,
     out: Outbox,
+    liquidations: Option<mpsc::Sender<liquidator::Liquidate>>,
     cancel: CancellationToken,
 ) {
     let mut retry = streaming::retry::database_start();
@@ -63,6 +65,7 @@ pub async fn run_engine_risk_loop(
         prices,
         inputs,
         out,
+        liquidations,
         cancel,
     )
     .await;

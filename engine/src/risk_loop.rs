@@ -25,6 +25,8 @@ use trading::monitor::{Config, Monitor, Report};
 
 use bus::outbox::Outbox;
 
+use super::liquidator::Liquidate;
+
 pub const VALUATIONS: &str = "greekstream_risk_valuations_total";
 pub const WARNINGS: &str = "greekstream_risk_margin_warnings_total";
 
@@ -164,8 +166,13 @@ pub fn snapshot(e: &Evaluation, now_ms: i64) -> Value {
     Value::Object(f)
 }
 
-fn publish(out: &Outbox, r: &Report) {
+fn publish(out: &Outbox, r: &Report, liquidations: Option<&mpsc::Sender<Liquidate>>) {
     let e = &r.evaluation;
+    // Past the threshold: the liquidator is asked (it reads the book again and
+    // decides); a full queue drops the ask, the next valuation asks again.
+    if let (Some(tx), Some(ask)) = (liquidations, Liquidate::wanted(e)) {
+        let _ = tx.try_send(ask);
+    }
     let now = wall_ms();
     if r.events {
         metrics::counter!(VALUATIONS).increment(1);
@@ -205,15 +212,17 @@ pub async fn run_risk_loop(
     prices: Option<Arc<Prices>>,
     mut inputs: mpsc::Receiver<RiskInput>,
     out: Outbox,
+    liquidations: Option<mpsc::Sender<Liquidate>>,
     cancel: CancellationToken,
 ) {
+    let ask = liquidations.as_ref();
     metrics::counter!(VALUATIONS).increment(0);
     metrics::counter!(WARNINGS).increment(0);
     let start = Instant::now();
     let now = || start.elapsed();
     let mut monitor = Monitor::new(config.monitor);
     for a in initial {
-        publish(&out, &monitor.upsert(a, now()));
+        publish(&out, &monitor.upsert(a, now()), ask);
     }
     // The venue time of the last mark taken from `prices`, per symbol.
     let mut seen: HashMap<String, i64> = HashMap::new();
@@ -225,13 +234,13 @@ pub async fn run_risk_loop(
             input = inputs.recv() => {
                 let Some(input) = input else { return };
                 match input {
-                    RiskInput::Book(a) => publish(&out, &monitor.upsert(a, now())),
+                    RiskInput::Book(a) => publish(&out, &monitor.upsert(a, now()), ask),
                     RiskInput::Remove(id) => {
                         monitor.remove(&id);
                     }
                     RiskInput::Mark { symbol, price } => {
                         for r in monitor.tick(&symbol, price, now()) {
-                            publish(&out, &r);
+                            publish(&out, &r, ask);
                         }
                     }
                 }
@@ -247,14 +256,14 @@ pub async fn run_risk_loop(
                     .collect();
                 for (symbol, price, at) in fresh {
                     for r in monitor.tick(&symbol, price, now()) {
-                        publish(&out, &r);
+                        publish(&out, &r, ask);
                     }
                     seen.insert(symbol, at);
                 }
             }
             _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {
                 for r in monitor.due(now()) {
-                    publish(&out, &r);
+                    publish(&out, &r, ask);
                 }
             }
             _ = cancel.cancelled() => return,

@@ -182,6 +182,24 @@ pub fn recheck(
     }
 }
 
+/// An account already marked `LIQUIDATED` that still holds positions (a liquidation
+/// stopped half-way): everything left goes, taken over for a `TAKEOVER` account and
+/// closed for any other, whatever its ratio now.
+pub fn resume(account: &Account, mark_of: impl Fn(&str) -> Option<Decimal>) -> Decision {
+    let valued = evaluate(account, &mark_of);
+    let closes = everything(account, &valued);
+    let action = match account.liquidation_mode {
+        LiquidationMode::Takeover => Action::TakeOver,
+        LiquidationMode::Adl30 | LiquidationMode::InstantClose => Action::Liquidate,
+    };
+    let action = if closes.is_empty() {
+        Action::None
+    } else {
+        action
+    };
+    finish(account, &mark_of, valued, action, None, closes)
+}
+
 fn finish(
     account: &Account,
     mark_of: &impl Fn(&str) -> Option<Decimal>,
@@ -296,6 +314,40 @@ pub fn after(account: &Account, closes: &[Close]) -> Account {
         }
     }
     next
+}
+
+/// The order origin of a forced close (`orders.origin`): what its fills are booked as.
+pub const fn origin(reason: Reason) -> &'static str {
+    match reason {
+        Reason::AdlTier2 => "ADL_TIER2",
+        Reason::AdlTier3 => "ADL_TIER3",
+        Reason::Adl30Escalated
+        | Reason::InstantClose
+        | Reason::VirtualLiquidation
+        | Reason::InsolvencyGuard
+        | Reason::InsolvencyTakeover => "LIQUIDATION",
+    }
+}
+
+/// What a fill of an order from `origin` that closes or reduces a position is booked
+/// as (`trade_executions.action`, the reason of `position_closed`/`position_reduced`):
+/// `LIQUIDATE` for a liquidation's, the tier for an ADL step's, `CLOSE` otherwise.
+pub fn close_action(origin: &str) -> &'static str {
+    match origin {
+        "LIQUIDATION" => "LIQUIDATE",
+        "ADL_TIER2" => "ADL_TIER2",
+        "ADL_TIER3" => "ADL_TIER3",
+        _ => "CLOSE",
+    }
+}
+
+/// The balance reason of what a close booked as `close_action` realizes.
+pub fn realized_reason(close_action: &str) -> crate::balance::Reason {
+    match close_action {
+        "LIQUIDATE" => crate::balance::Reason::Liquidation,
+        "ADL_TIER2" | "ADL_TIER3" => crate::balance::Reason::Adl,
+        _ => crate::balance::Reason::TradePnl,
+    }
 }
 
 #[cfg(test)]

@@ -424,7 +424,7 @@ pub async fn book_fill_in(tx: &mut PgConnection, b: &FillBooking) -> Result<Book
             &b.sub_account_id,
             balance,
             outcome.realized,
-            Reason::TradePnl,
+            trading::liquidation::realized_reason(&b.close_action),
             trade,
         )
         .await?;

@@ -1,0 +1,308 @@
+//! Liquidation and ADL end to end, as the gateway sees them: an account trades through
+//! the command bus on the built-in Binance simulator, the market is moved until the
+//! account's margin ratio crosses its threshold, and the engine acts on its own —
+//! the venue's orders, the book, the balance logs and the events are checked.
+
+mod common;
+
+use std::time::Duration;
+
+use common::bus::*;
+use database::ledger::{self, AccountKind, NewAccount};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use trading::command::RulesPatch;
+use trading::evaluate::LiquidationMode;
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+const BALANCE: &str = "40";
+const QUANTITY: &str = "0.01";
+
+impl Engine {
+    /// A fresh account of USER's with 40 USDT in `mode`, allowed a 0.01 BTC trade,
+    /// becomes the engine's account; its long 0.01 BTC at 20x opened (the market's
+    /// walk paused first). The entry price.
+    async fn long_on_small_account(&mut self, mode: LiquidationMode) -> Decimal {
+        let id = ledger::create_account(
+            &self.db.pool,
+            &NewAccount {
+                name: "thin".into(),
+                kind: AccountKind::User,
+                user_id: Some(USER.into()),
+                initial_balance: d(BALANCE),
+                liquidation_mode: mode,
+                maintenance_rate: d("0.005"),
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+        ledger::set_rules(
+            &self.db.pool,
+            Some(&id),
+            &RulesPatch {
+                max_notional_per_trade: Some(d("10000")),
+                max_total_exposure: Some(d("10000")),
+                ..RulesPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+        self.account = id;
+        self.sim().pause_market(true);
+        let body =
+            json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": QUANTITY, "leverage": 20});
+        let r = self.send("trade", self.envelope("trade", body)).await;
+        assert_eq!(r["httpStatus"], 201, "{r}");
+        r["body"]["position"]["entryPrice"]
+            .as_f64()
+            .map(|p| Decimal::try_from(p).unwrap())
+            .unwrap_or_else(|| panic!("no entry price: {r}"))
+    }
+
+    /// Moves BTCUSDT's book so that the account (its balance B, after the opening
+    /// fee; long 0.01 at `entry`) is valued at margin ratio `ratio`:
+    /// mark = entry + (maintenance / ratio − B) / q.
+    async fn move_to_ratio(&self, entry: Decimal, ratio: &str) {
+        let q = d(QUANTITY);
+        let balance: Decimal = self
+            .scalar("SELECT current_balance FROM sub_accounts WHERE id = $1::uuid")
+            .await;
+        let maintenance = q * entry * d("0.005");
+        let mark = entry + (maintenance / d(ratio) - balance) / q;
+        let (bids, asks, _) = self.sim().book("BTCUSDT").unwrap();
+        let (&bid, _) = bids.iter().next_back().unwrap();
+        let (&ask, _) = asks.iter().next().unwrap();
+        let mid = (bid + ask) / d("2");
+        let ticks = ((mark - mid) / d("0.1")).round();
+        assert!(self.sim().move_price("BTCUSDT", ticks.try_into().unwrap()));
+    }
+
+    /// Waits (≤ 30 s) until the events log holds one of `kind` for this account.
+    async fn event(&mut self, kind: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self
+                .events()
+                .await
+                .into_iter()
+                .find(|(k, v)| k == kind && v["subAccountId"] == self.account.as_str());
+            if let Some((_, v)) = found {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {kind} event for the account"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn scalar<T>(&self, sql: &str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        sqlx::query_scalar(sql)
+            .bind(&self.account)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier_two_closes_thirty_percent_of_the_position_once_as_adl() {
+    let mut e = engine().await;
+    let entry = e.long_on_small_account(LiquidationMode::Adl30).await;
+    // Below the warning band first: nothing is closed.
+    e.move_to_ratio(entry, "0.5").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        e.scalar::<i64>(
+            "SELECT count(*) FROM orders WHERE sub_account_id = $1::uuid AND reduce_only"
+        )
+        .await,
+        0
+    );
+    e.move_to_ratio(entry, "0.925").await;
+    let adl = e.event("adl_triggered").await;
+    assert_eq!(adl["tier"], 2, "{adl}");
+    assert_eq!(adl["symbol"], "BTCUSDT", "{adl}");
+    let reduced = e.event("position_reduced").await;
+    assert_eq!(reduced["reason"], "ADL_TIER2", "{reduced}");
+    assert_eq!(reduced["closedQty"], 0.003, "{reduced}");
+    assert_eq!(reduced["remainingQty"], 0.007, "{reduced}");
+    // Valued again after the step, the account is below T: one ADL order, however
+    // often the loop valued it meanwhile.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (origin, q, state): (String, Decimal, String) = sqlx::query_as(
+        "SELECT origin, quantity, state FROM orders
+          WHERE sub_account_id = $1::uuid AND reduce_only",
+    )
+    .bind(&e.account)
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (origin.as_str(), q, state.as_str()),
+        ("ADL_TIER2", d("0.003"), "FILLED")
+    );
+    assert_eq!(
+        e.scalar::<i64>(
+            "SELECT count(*) FROM balance_logs WHERE sub_account_id = $1::uuid AND reason = 'ADL'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        e.scalar::<Decimal>("SELECT quantity FROM virtual_positions WHERE sub_account_id = $1::uuid AND status = 'OPEN'")
+            .await,
+        d("0.007")
+    );
+    assert_eq!(
+        e.venue("BTCUSDT"),
+        d("0.507"),
+        "the house's 0.5 and the rest"
+    );
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instant_close_account_at_its_threshold_is_closed_whole_and_liquidated() {
+    let mut e = engine().await;
+    let entry = e.long_on_small_account(LiquidationMode::InstantClose).await;
+    e.move_to_ratio(entry, "0.925").await;
+    let full = e.event("full_liquidation").await;
+    assert_eq!(full["mode"], "INSTANT_CLOSE", "{full}");
+    let closed = e.event("position_closed").await;
+    assert_eq!(closed["reason"], "LIQUIDATE", "{closed}");
+    assert_eq!(
+        e.count_until(
+            &format!(
+                "SELECT count(*) FROM virtual_positions WHERE sub_account_id = '{}' AND status = 'OPEN'",
+                e.account
+            ),
+            0
+        )
+        .await,
+        0
+    );
+    let status: String = e
+        .scalar("SELECT status FROM sub_accounts WHERE id = $1::uuid")
+        .await;
+    assert_eq!(status, "LIQUIDATED");
+    let (origin, q): (String, Decimal) = sqlx::query_as(
+        "SELECT origin, quantity FROM orders WHERE sub_account_id = $1::uuid AND reduce_only",
+    )
+    .bind(&e.account)
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((origin.as_str(), q), ("LIQUIDATION", d("0.01")));
+    assert_eq!(
+        e.scalar::<i64>("SELECT count(*) FROM balance_logs WHERE sub_account_id = $1::uuid AND reason = 'LIQUIDATION'")
+            .await,
+        1
+    );
+    assert_eq!(e.venue("BTCUSDT"), d("0.5"));
+    // The account's margin is published zeroed after it.
+    let events = e.events().await;
+    let last_margin = events
+        .iter()
+        .rev()
+        .find(|(k, v)| k == "margin_update" && v["subAccountId"] == e.account.as_str())
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert_eq!(last_margin["positionCount"], 0, "{last_margin}");
+    assert_eq!(last_margin["totalExposure"], 0, "{last_margin}");
+    e.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_account_moves_its_position_into_the_house_without_a_venue_order() {
+    let mut e = engine().await;
+    let entry = e.long_on_small_account(LiquidationMode::Takeover).await;
+    e.move_to_ratio(entry, "0.925").await;
+    let full = e.event("full_liquidation").await;
+    assert_eq!(full["mode"], "VIRTUAL_LIQ", "{full}");
+    let taken = e.event("position_takeover").await;
+    assert_eq!(taken["symbol"], "BTCUSDT", "{taken}");
+    let closed = e.event("position_closed").await;
+    assert_eq!(closed["reason"], "TAKEOVER", "{closed}");
+    let (status, by): (String, Option<String>) = sqlx::query_as(
+        "SELECT status, taken_over_by FROM virtual_positions WHERE sub_account_id = $1::uuid",
+    )
+    .bind(&e.account)
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), by.as_deref()),
+        ("TAKEN_OVER", Some("RISK_ENGINE"))
+    );
+    assert_eq!(
+        e.scalar::<i64>(
+            "SELECT count(*) FROM orders WHERE sub_account_id = $1::uuid AND reduce_only"
+        )
+        .await,
+        0,
+        "no venue order"
+    );
+    assert_eq!(
+        e.scalar::<i64>("SELECT count(*) FROM balance_logs WHERE sub_account_id = $1::uuid AND reason = 'ADMIN_TAKEOVER'")
+            .await,
+        1
+    );
+    let house: Decimal = sqlx::query_scalar(
+        "SELECT sum(quantity) FROM house_log WHERE symbol = 'BTCUSDT' AND reason = 'TAKEOVER'",
+    )
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(house, d("0.01"));
+    // The venue still holds it, now as the house's.
+    assert_eq!(e.venue("BTCUSDT"), d("0.51"));
+    e.finish().await;
+}
+
+/// A 503 before the venue's engine is an unknown outcome, not a refusal: the position
+/// is not closed in the book on it; the order is resolved (never executed), and the
+/// next look closes the position on the venue — once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_close_with_an_unknown_outcome_is_resolved_and_sent_again_once() {
+    use simulators::binance::failures::{OrderFault, Selector};
+    let mut e = engine().await;
+    let entry = e.long_on_small_account(LiquidationMode::InstantClose).await;
+    e.sim()
+        .order_fault(OrderFault::RejectBeforeEngine, Selector::Next(1));
+    e.move_to_ratio(entry, "0.925").await;
+    let closed = e.event("position_closed").await;
+    assert_eq!(closed["reason"], "LIQUIDATE", "{closed}");
+    let states: Vec<String> = sqlx::query_scalar(
+        "SELECT state FROM orders WHERE sub_account_id = $1::uuid AND reduce_only ORDER BY created_at",
+    )
+    .bind(&e.account)
+    .fetch_all(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(states, ["REJECTED", "FILLED"]);
+    assert_eq!(
+        e.scalar::<i64>("SELECT count(*) FROM balance_logs WHERE sub_account_id = $1::uuid AND reason = 'LIQUIDATION'")
+            .await,
+        1
+    );
+    assert_eq!(
+        e.scalar::<i64>("SELECT count(*) FROM trade_executions WHERE sub_account_id = $1::uuid AND action = 'LIQUIDATE'")
+            .await,
+        1
+    );
+    let status: String = e
+        .scalar("SELECT status FROM sub_accounts WHERE id = $1::uuid")
+        .await;
+    assert_eq!(status, "LIQUIDATED");
+    assert_eq!(e.venue("BTCUSDT"), d("0.5"));
+    e.finish().await;
+}
