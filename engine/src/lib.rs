@@ -40,7 +40,7 @@ pub async fn run_engine_risk_loop(
     prices: Option<Arc<Prices>>,
     inputs: mpsc::Receiver<RiskInput>,
     out: Outbox,
-    liquidations: Option<mpsc::Sender<liquidator::Liquidate>>,
+    liquidations: Option<mpsc::Sender<risk_loop::Liquidate>>,
     cancel: CancellationToken,
 ) {
     let mut retry = streaming::retry::database_start();

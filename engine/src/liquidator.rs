@@ -18,7 +18,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use trading::evaluate::{Account, Evaluation};
+use trading::evaluate::Account;
 use trading::liquidation::{self, Action, Close, Decision, Lot, Reason};
 use trading::order::OrderState;
 use trading::risk::AccountStatus;
@@ -26,39 +26,10 @@ use trading::risk::AccountStatus;
 use super::closing::{CloseAs, CloseError, Closed};
 use super::execution::Executor;
 use super::request::PlaceError;
-use super::risk_loop::num;
+use super::risk_loop::{num, Liquidate};
 
 pub const FORCED_CLOSES: &str = "greekstream_forced_closes_total";
 pub const LIQUIDATIONS: &str = "greekstream_liquidations_total";
-
-/// The risk loop's request: value this account again and act. `marks`: the loop's,
-/// by symbol (the executor's own stream is read for a symbol missing here).
-#[derive(Debug, Clone)]
-pub struct Liquidate {
-    pub account: Arc<str>,
-    pub marks: Vec<(Arc<str>, Decimal)>,
-}
-
-impl Liquidate {
-    /// Whether the loop's valuation `e` calls for the liquidator: an ADL tier or
-    /// insolvency, or an account marked liquidated that still holds positions.
-    pub fn wanted(e: &Evaluation) -> Option<Self> {
-        let a = &e.account;
-        let stopped_half_way = a.status == AccountStatus::Liquidated && !a.positions.is_empty();
-        if e.tier < trading::evaluate::Tier::Adl2 && !stopped_half_way {
-            return None;
-        }
-        Some(Self {
-            account: a.id.clone(),
-            marks: a
-                .positions
-                .iter()
-                .zip(&e.positions)
-                .map(|(p, v)| (p.symbol.clone(), v.mark))
-                .collect(),
-        })
-    }
-}
 
 /// Takes the risk loop's requests until `cancel`: one liquidation per account at a
 /// time (a request for an account being liquidated is dropped: the loop asks again

@@ -22,10 +22,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use trading::evaluate::{Account, Evaluation};
 use trading::monitor::{Config, Monitor, Report};
+use trading::risk::AccountStatus;
 
 use bus::outbox::Outbox;
-
-use super::liquidator::Liquidate;
 
 pub const VALUATIONS: &str = "greekstream_risk_valuations_total";
 pub const WARNINGS: &str = "greekstream_risk_margin_warnings_total";
@@ -43,6 +42,35 @@ pub enum RiskInput {
         symbol: String,
         price: Decimal,
     },
+}
+
+/// The risk loop's request: value this account again and act. `marks`: the loop's,
+/// by symbol (the executor's own stream is read for a symbol missing here).
+#[derive(Debug, Clone)]
+pub struct Liquidate {
+    pub account: Arc<str>,
+    pub marks: Vec<(Arc<str>, Decimal)>,
+}
+
+impl Liquidate {
+    /// Whether the loop's valuation `e` calls for the liquidator: an ADL tier or
+    /// insolvency, or an account marked liquidated that still holds positions.
+    pub fn wanted(e: &Evaluation) -> Option<Self> {
+        let a = &e.account;
+        let stopped_half_way = a.status == AccountStatus::Liquidated && !a.positions.is_empty();
+        if e.tier < trading::evaluate::Tier::Adl2 && !stopped_half_way {
+            return None;
+        }
+        Some(Self {
+            account: a.id.clone(),
+            marks: a
+                .positions
+                .iter()
+                .zip(&e.positions)
+                .map(|(p, v)| (p.symbol.clone(), v.mark))
+                .collect(),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
