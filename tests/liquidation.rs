@@ -306,3 +306,53 @@ async fn a_forced_close_with_an_unknown_outcome_is_resolved_and_sent_again_once(
     assert_eq!(e.venue("BTCUSDT"), d("0.5"));
     e.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_takeover_moves_one_position_into_the_house_once() {
+    let mut e = engine().await;
+    let body = json!({"symbol": "BTCUSDT", "side": "SHORT", "quantity": "0.002", "leverage": 10});
+    let r = e.send("trade", e.envelope("trade", body)).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    let orders_before = e.orders().await;
+    let r = e.admin("admin_takeover", json!({"positionId": pos})).await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    assert_eq!(r["body"]["side"], "SHORT", "{r}");
+    assert_eq!(r["body"]["quantity"], 0.002, "{r}");
+    // Not an admin: refused before anything.
+    let again = e
+        .send(
+            "admin_takeover",
+            e.envelope("admin_takeover", json!({"positionId": pos})),
+        )
+        .await;
+    assert_eq!(again["httpStatus"], 403, "{again}");
+    let again = e.admin("admin_takeover", json!({"positionId": pos})).await;
+    assert_eq!(again["httpStatus"], 404, "{again}");
+    assert_eq!(again["code"], "POSITION_NOT_FOUND", "{again}");
+    assert_eq!(e.orders().await, orders_before, "no venue order");
+    let status: String = e
+        .scalar("SELECT status FROM virtual_positions WHERE sub_account_id = $1::uuid")
+        .await;
+    assert_eq!(status, "TAKEN_OVER");
+    let account: String = e
+        .scalar("SELECT status FROM sub_accounts WHERE id = $1::uuid")
+        .await;
+    assert_eq!(
+        account, "ACTIVE",
+        "one position taken, the account trades on"
+    );
+    let house: Decimal = sqlx::query_scalar(
+        "SELECT sum(quantity) FROM house_log WHERE symbol = 'BTCUSDT' AND reason = 'TAKEOVER'",
+    )
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(house, d("-0.002"));
+    assert_eq!(
+        e.venue("BTCUSDT"),
+        d("0.498"),
+        "the venue holds it, as the house's"
+    );
+    e.finish().await;
+}

@@ -265,11 +265,11 @@ impl Executor {
         position_id: &str,
         mark: Decimal,
         by: &str,
-    ) -> Result<bool, CloseError> {
+    ) -> Result<Option<ledger::TakenOver>, CloseError> {
         let _one = self.position_guard(position_id).await;
         let Some(t) = ledger::take_over(&self.inner.pool, account, position_id, mark, by).await?
         else {
-            return Ok(false);
+            return Ok(None);
         };
         metrics::counter!(FORCED_CLOSES, "outcome" => "takeover").increment(1);
         self.cancel_orders_of_closed(position_id);
@@ -289,7 +289,31 @@ impl Executor {
                    "newBalance": num(t.balance), "reason": "TAKEOVER"}),
             now,
         );
-        Ok(true)
+        Ok(Some(t))
+    }
+
+    /// `admin_takeover`: one of `account`'s positions into the house at a fresh mark
+    /// (a stale price refuses it, as it refuses an order); `None` when it is not open.
+    pub async fn take_over_now(
+        &self,
+        account: &str,
+        position_id: &str,
+        by: &str,
+    ) -> Result<Option<(ledger::TakenOver, Decimal)>, CloseError> {
+        let Some(p) = ledger::open_position_of(&self.inner.pool, account, position_id).await?
+        else {
+            return Ok(None);
+        };
+        let mark = self
+            .inner
+            .prices
+            .mark(&p.symbol)
+            .await
+            .map_err(|e| CloseError::Place(PlaceError::Price(e)))?
+            .price;
+        let t = self.take_over(account, position_id, mark, by).await?;
+        self.book_changed(account).await;
+        Ok(t.map(|t| (t, mark)))
     }
 
     /// Waits (up to the close wait each) for the forced closes' fills.

@@ -80,6 +80,20 @@ pub(super) async fn run(
                 close_answer(&g2, &account, &position_id, closed).await
             }));
         }
+        Command::AdminTakeover { position_id } => {
+            let by = env.user_id.as_deref().unwrap_or("ADMIN");
+            match exec.take_over_now(&account, &position_id, by).await {
+                Ok(Some((t, price))) => Reply::ok(
+                    200,
+                    json!({"success": true, "positionId": position_id, "symbol": t.symbol,
+                           "side": t.side.as_str(), "quantity": num(t.quantity),
+                           "price": num(price), "realizedPnl": num(t.realized),
+                           "newBalance": num(t.balance)}),
+                ),
+                Ok(None) => Reply::error("POSITION_NOT_FOUND", "Position not found"),
+                Err(e) => close_error(e),
+            }
+        }
         Command::CloseAll => {
             // Every position's close is sent in the lane, one after another; their
             // fills are waited for outside it.

@@ -201,7 +201,9 @@ impl Gateway {
     /// it (or is an admin); a position or order named belongs to it.
     async fn account_of(&self, env: &Envelope, cmd: &Command) -> Result<Option<String>, Reply> {
         let named = match cmd {
-            Command::Close { position_id } | Command::LimitClose { position_id, .. } => {
+            Command::Close { position_id }
+            | Command::LimitClose { position_id, .. }
+            | Command::AdminTakeover { position_id } => {
                 match commands::position_owner(&self.services.pool, position_id).await {
                     Ok(Some((owner, _))) => Some(owner),
                     Ok(None) => {

@@ -75,7 +75,7 @@ kinds! {
     AccountUnfreeze = "account_unfreeze", kill = true, admin = true, supported = true;
     ForceClose = "force_close", kill = true, admin = true, supported = true;
     ForceCloseAll = "force_close_all", kill = true, admin = true, supported = true;
-    AdminTakeover = "admin_takeover", kill = true, admin = true, supported = false;
+    AdminTakeover = "admin_takeover", kill = true, admin = true, supported = true;
     ChaseStart = "chase_start", kill = false, admin = false, supported = false;
     ChaseCancel = "chase_cancel", kill = true, admin = false, supported = false;
     ScalperStart = "scalper_start", kill = false, admin = false, supported = false;

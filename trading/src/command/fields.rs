@@ -149,7 +149,7 @@ pub fn fields(kind: Kind) -> &'static [Field] {
         Kind::Limit => &LIMIT,
         Kind::Scale => &SCALE_FIELDS,
         Kind::Basket => &BASKET_FIELDS,
-        Kind::Close | Kind::ForceClose => &POSITION,
+        Kind::Close | Kind::ForceClose | Kind::AdminTakeover => &POSITION,
         Kind::LimitClose => &LIMITCLOSE_FIELDS,
         Kind::CancelOrder => &CANCEL,
         Kind::CloseAll

@@ -83,6 +83,9 @@ pub fn parse(env: &Envelope) -> Result<Command, Rejected> {
             position_id: id(m, "positionId")?,
         }),
         Kind::CloseAll | Kind::ForceCloseAll => account_only(Command::CloseAll),
+        Kind::AdminTakeover => Ok(Command::AdminTakeover {
+            position_id: id(m, "positionId")?,
+        }),
         Kind::LimitClose => {
             let position_id = id(m, "positionId")?;
             let price = positive(m, "price")?.ok_or_else(|| missing("Missing price"))?;
@@ -146,8 +149,7 @@ pub fn parse(env: &Envelope) -> Result<Command, Rejected> {
         }
         Kind::AccountFreeze => account_only(Command::AccountFreeze),
         Kind::AccountUnfreeze => account_only(Command::AccountUnfreeze),
-        Kind::AdminTakeover
-        | Kind::ChaseStart
+        Kind::ChaseStart
         | Kind::ChaseCancel
         | Kind::ScalperStart
         | Kind::ScalperCancel

@@ -72,6 +72,10 @@ pub enum Command {
         position_id: String,
     },
     CloseAll,
+    /// An admin moves one position into the house at the mark (no venue order).
+    AdminTakeover {
+        position_id: String,
+    },
     LimitClose {
         position_id: String,
         price: Decimal,
