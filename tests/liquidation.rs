@@ -356,3 +356,51 @@ async fn admin_takeover_moves_one_position_into_the_house_once() {
     );
     e.finish().await;
 }
+
+/// A manual close whose fill is on its way when the account crosses its threshold:
+/// the liquidation finds the position's close in flight and sends none of its own —
+/// one close order, one close fill, one balance change for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_close_racing_a_liquidation_closes_the_position_once() {
+    use simulators::binance::failures::{Selector, StreamFault};
+    let mut e = engine().await;
+    let entry = e.long_on_small_account(LiquidationMode::InstantClose).await;
+    let pos: String = e
+        .scalar("SELECT id::text FROM virtual_positions WHERE sub_account_id = $1::uuid AND status = 'OPEN'")
+        .await;
+    e.sim().stream_fault(
+        StreamFault::Delay(Duration::from_millis(1500)),
+        Selector::Next(1),
+    );
+    let close = e.envelope("close", json!({"positionId": pos}));
+    e.push("close", &close).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    e.move_to_ratio(entry, "0.925").await;
+    let r = e.result(close["requestId"].as_str().unwrap()).await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    let full = e.event("full_liquidation").await;
+    assert_eq!(full["mode"], "INSTANT_CLOSE", "{full}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        e.scalar::<i64>(
+            "SELECT count(*) FROM orders WHERE sub_account_id = $1::uuid AND reduce_only"
+        )
+        .await,
+        1,
+        "one close order"
+    );
+    assert_eq!(
+        e.scalar::<i64>("SELECT count(*) FROM trade_executions WHERE sub_account_id = $1::uuid AND action <> 'OPEN'")
+            .await,
+        1,
+        "one close fill"
+    );
+    assert_eq!(
+        e.scalar::<i64>("SELECT count(*) FROM balance_logs WHERE sub_account_id = $1::uuid AND reason IN ('TRADE_PNL', 'LIQUIDATION')")
+            .await,
+        1,
+        "one balance change for it"
+    );
+    assert_eq!(e.venue("BTCUSDT"), d("0.5"));
+    e.finish().await;
+}
