@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod orders;
 pub mod partitions;
 pub mod pool;
+pub mod portfolio;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod upsert;

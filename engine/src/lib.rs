@@ -12,6 +12,7 @@ pub mod execution;
 mod feed;
 pub mod journal;
 pub mod liquidator;
+pub mod portfolio;
 pub mod prices;
 pub mod reads;
 pub mod reconcile;

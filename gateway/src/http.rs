@@ -4,6 +4,7 @@
 //!   and returned in `X-Request-Id`; the `Idempotency-Key` header is the envelope's
 //!   key); reply = the result envelope, with `httpStatus` as the status.
 //! - Reads: `GET /v1/accounts/{id}/positions|balance|margin`,
+//!   `GET /v1/accounts/{id}/pnl?from=&to=&interval=hour|day` (the hourly history),
 //!   `POST /v1/accounts/{id}/validate`, `GET /v1/prices/{symbol}`,
 //!   `GET /v1/markets/{symbol}` — bodies as the JS routes'.
 //!
@@ -15,7 +16,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -50,6 +51,7 @@ pub fn router(
         .route("/v1/accounts/{id}/balance", get(balance))
         .route("/v1/accounts/{id}/margin", get(margin))
         .route("/v1/accounts/{id}/validate", post(validate))
+        .route("/v1/accounts/{id}/pnl", get(pnl))
         .route("/v1/prices/{symbol}", get(price))
         .route("/v1/markets/{symbol}", get(market))
         .route("/v1/openapi.json", get(openapi))
@@ -325,4 +327,85 @@ fn made_up_request_id() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let boot = *BOOT.get_or_init(now_ms);
     format!("http-{boot}-{}", N.fetch_add(1, Relaxed) + 1)
+}
+
+/// An instant given as RFC 3339 or Unix milliseconds.
+fn instant(field: &str, raw: &str) -> Result<chrono::DateTime<chrono::Utc>, Reply> {
+    let parsed = match raw.parse::<i64>() {
+        Ok(ms) => chrono::DateTime::from_timestamp_millis(ms),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(raw)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc)),
+    };
+    parsed.ok_or_else(|| {
+        Reply::error(
+            "INVALID_FIELD",
+            format!("Invalid {field}: expected RFC 3339 or Unix milliseconds"),
+        )
+    })
+}
+
+/// The account's PnL history from the hourly snapshots, and its valuation now:
+/// `{subAccountId, interval, from, to, asOf, current, points}`. `current` is computed
+/// for the read (never older than the read itself); `points` are `pnl_history`'s.
+async fn pnl(
+    State(h): State<Http>,
+    Path(id): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let answer = async {
+        let daily = match q.get("interval").map_or("hour", String::as_str) {
+            "hour" => false,
+            "day" => true,
+            _ => {
+                return Err(Reply::error(
+                    "INVALID_FIELD",
+                    "Invalid interval: must be hour or day",
+                ))
+            }
+        };
+        let to = match q.get("to") {
+            Some(t) => instant("to", t)?,
+            None => chrono::Utc::now(),
+        };
+        let from = match q.get("from") {
+            Some(f) => instant("from", f)?,
+            None => to - chrono::TimeDelta::days(if daily { 90 } else { 7 }),
+        };
+        if from >= to {
+            return Err(Reply::error(
+                "INVALID_FIELD",
+                "Invalid from: must be before to",
+            ));
+        }
+        let current = valued(&h, &headers, &id).await?;
+        let (_, g, _) = h.admit(&headers)?;
+        let points = database::portfolio::history(&g.services.pool, &id, from, to, daily)
+            .await
+            .map_err(super::reply::storage)?;
+        let points: Vec<Value> = points
+            .iter()
+            .map(|p| {
+                json!({"hour": p.hour.to_rfc3339(), "balance": num(p.balance),
+                       "equity": num(p.equity), "unrealizedPnl": num(p.unrealized),
+                       "realizedPnl": num(p.realized), "realizedToday": num(p.realized_today),
+                       "exposure": num(p.exposure), "marginRatio": num(p.margin_ratio),
+                       "drawdown": num(p.drawdown), "marks": p.marks})
+            })
+            .collect();
+        Ok(json!({
+            "subAccountId": id,
+            "interval": if daily { "day" } else { "hour" },
+            "from": from.to_rfc3339(),
+            "to": to.to_rfc3339(),
+            "asOf": now_ms(),
+            "current": current["summary"],
+            "points": points,
+        }))
+    };
+    match answer.await {
+        Ok(v) => reply(200, v),
+        Err(r) => to_response(r),
+    }
 }

@@ -204,6 +204,12 @@ impl App {
                 )));
                 ask
             });
+            servers.push(tokio::spawn(engine::portfolio::run_hourly(
+                pool.clone(),
+                Some(sources.binance_stats.prices.clone()),
+                Arc::new(chrono::Utc::now),
+                cancel.clone(),
+            )));
             servers.push(tokio::spawn(engine::run_engine_risk_loop(
                 pool.clone(),
                 Some(sources.binance_stats.prices.clone()),

@@ -78,14 +78,14 @@ pub struct PositionRow {
     pub opened_at: DateTime<Utc>,
 }
 
-pub(super) fn corrupt(what: &'static str, value: &str) -> LedgerError {
+pub(crate) fn corrupt(what: &'static str, value: &str) -> LedgerError {
     LedgerError::Corrupt {
         what,
         value: value.to_owned(),
     }
 }
 
-pub(super) fn status(s: &str) -> Result<AccountStatus, LedgerError> {
+pub(crate) fn status(s: &str) -> Result<AccountStatus, LedgerError> {
     match s {
         "ACTIVE" => Ok(AccountStatus::Active),
         "FROZEN" => Ok(AccountStatus::Frozen),
