@@ -404,3 +404,53 @@ async fn a_manual_close_racing_a_liquidation_closes_the_position_once() {
     assert_eq!(e.venue("BTCUSDT"), d("0.5"));
     e.finish().await;
 }
+
+/// The venue liquidates the shared account's BTC long itself (`autoclose-…`): the
+/// sub-account's share of it is booked as a LIQUIDATE fill at the venue's price, the
+/// rest was the house's, the operator is told, and the venue, the book and the house
+/// agree afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_venue_liquidating_the_real_account_is_shared_out_and_the_rest_is_the_houses() {
+    let mut e = engine().await;
+    let body = json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": "0.003", "leverage": 10});
+    let r = e.send("trade", e.envelope("trade", body)).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    assert_eq!(e.venue("BTCUSDT"), d("0.503"));
+    assert!(e.sim().force_close("BTCUSDT", "BOTH", false));
+    let alarm = loop {
+        let found = e
+            .events()
+            .await
+            .into_iter()
+            .find(|(k, _)| k == "exchange_forced_close");
+        if let Some((_, v)) = found {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(alarm["kind"], "liquidation", "{alarm}");
+    assert_eq!(alarm["quantity"], 0.503, "{alarm}");
+    let closed = e.event("position_closed").await;
+    assert_eq!(closed["reason"], "LIQUIDATE", "{closed}");
+    assert_eq!(e.venue("BTCUSDT"), d("0"));
+    let (action, q): (String, Decimal) = sqlx::query_as(
+        "SELECT action, quantity FROM trade_executions
+          WHERE sub_account_id = $1::uuid AND action <> 'OPEN'",
+    )
+    .bind(&e.account)
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((action.as_str(), q), ("LIQUIDATE", d("0.003")));
+    let house: Decimal = sqlx::query_scalar(
+        "SELECT sum(quantity) FROM house_log WHERE symbol = 'BTCUSDT' AND reason = 'VENUE_FORCED_CLOSE'",
+    )
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(house, d("-0.5"), "the house's 0.5 went with it");
+    // Reconciliation finds the symbol in sync: venue 0 = book 0 + house (0.5 − 0.5).
+    let report = e.app.executor.get().unwrap().reconcile().await.unwrap();
+    assert!(report.desynced.is_empty(), "{report:?}");
+    e.finish().await;
+}

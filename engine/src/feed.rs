@@ -72,6 +72,10 @@ impl Executor {
         let i = &self.inner;
         let received = std::time::Instant::now();
         let trade = u.execution_type == "TRADE";
+        if super::venue_closes::is_venue_forced(&u) {
+            self.on_venue_forced(&u).await;
+            return;
+        }
         if !u.client_order_id.starts_with(machine::CLIENT_ID_PREFIX) {
             i.stats.foreign.fetch_add(1, Relaxed);
             return;

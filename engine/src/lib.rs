@@ -20,6 +20,7 @@ mod replies;
 mod request;
 pub mod risk_loop;
 mod stats;
+pub mod venue_closes;
 mod write_ahead;
 
 use std::sync::Arc;

@@ -316,6 +316,46 @@ pub fn after(account: &Account, closes: &[Close]) -> Account {
     next
 }
 
+/// A sub-account's position on the side the venue itself closed (its liquidation or
+/// ADL of the shared account), with what the venue ranks it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub position_id: Arc<str>,
+    pub quantity: Decimal,
+    pub pnl_percent: Decimal,
+    pub margin_ratio: Decimal,
+}
+
+/// The venue closed `quantity` of the shared account's position on one side: the
+/// sub-accounts' positions on that side take it by the venue's own ranking (PnL % ×
+/// margin ratio, highest first; ties by id), each up to what it holds. The shares, and
+/// what is left over for the house.
+pub fn share_venue_close(
+    holders: &[Holder],
+    quantity: Decimal,
+) -> (Vec<(Arc<str>, Decimal)>, Decimal) {
+    let mut ranked: Vec<&Holder> = holders
+        .iter()
+        .filter(|h| h.quantity > Decimal::ZERO)
+        .collect();
+    ranked.sort_by(|a, b| {
+        (b.pnl_percent * b.margin_ratio)
+            .cmp(&(a.pnl_percent * a.margin_ratio))
+            .then_with(|| a.position_id.cmp(&b.position_id))
+    });
+    let mut left = quantity.max(Decimal::ZERO);
+    let mut shares = Vec::new();
+    for h in ranked {
+        if left.is_zero() {
+            break;
+        }
+        let q = h.quantity.min(left);
+        shares.push((h.position_id.clone(), q));
+        left -= q;
+    }
+    (shares, left)
+}
+
 /// The order origin of a forced close (`orders.origin`): what its fills are booked as.
 pub const fn origin(reason: Reason) -> &'static str {
     match reason {

@@ -453,3 +453,32 @@ pub async fn book_fill_in(tx: &mut PgConnection, b: &FillBooking) -> Result<Book
         balance,
     })))
 }
+
+/// The house's position in `symbol` changed by `signed` outside any sub-account's
+/// booking (the venue closed part of it; a takeover) — once per (`key`, `trade`).
+/// Whether it was new.
+pub async fn house_changed(
+    pool: &PgPool,
+    symbol: &str,
+    signed: Decimal,
+    reason: &str,
+    key: &str,
+    trade: &str,
+) -> Result<bool, LedgerError> {
+    if signed.is_zero() {
+        return Ok(false);
+    }
+    let r = sqlx::query(
+        "INSERT INTO house_log (symbol, quantity, reason, client_order_id, exchange_trade_id)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (client_order_id, exchange_trade_id) DO NOTHING",
+    )
+    .bind(symbol)
+    .bind(signed)
+    .bind(reason)
+    .bind(key)
+    .bind(trade)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

@@ -297,7 +297,59 @@ fn marks(a: &Account, moves: &[u32]) -> impl Fn(&str) -> Option<Decimal> {
     move |s| by_symbol.iter().find(|(k, _)| **k == *s).map(|(_, m)| *m)
 }
 
+#[test]
+fn the_venues_close_goes_to_the_highest_ranked_holders_first_and_the_rest_to_the_house() {
+    let h = |id: &str, q: &str, pnl: &str, ratio: &str| Holder {
+        position_id: id.into(),
+        quantity: d(q),
+        pnl_percent: d(pnl),
+        margin_ratio: d(ratio),
+    };
+    let holders = [
+        h("a", "0.3", "10", "0.2"),  // score 2
+        h("b", "0.2", "50", "0.5"),  // 25
+        h("c", "0.4", "-20", "0.9"), // −18
+    ];
+    let (shares, rest) = share_venue_close(&holders, d("0.4"));
+    assert_eq!(shares, vec![("b".into(), d("0.2")), ("a".into(), d("0.2"))]);
+    assert_eq!(rest, d("0"));
+    let (shares, rest) = share_venue_close(&holders, d("1.5"));
+    assert_eq!(shares.len(), 3);
+    assert_eq!(rest, d("0.6"), "the house's");
+}
+
 proptest! {
+    /// The shares and the house's rest add up to what the venue closed, no holder
+    /// gives more than it holds, and the listing order does not matter.
+    #[test]
+    fn the_venues_close_is_shared_exactly(
+        held in prop::collection::vec((1u32..1_000, -100i32..100, 0u32..1_000), 0..8),
+        q in 0u32..5_000,
+    ) {
+        let holders: Vec<Holder> = held
+            .iter()
+            .enumerate()
+            .map(|(i, (q, pnl, ratio))| Holder {
+                position_id: format!("p{i}").into(),
+                quantity: Decimal::new((*q).into(), 3),
+                pnl_percent: Decimal::from(*pnl),
+                margin_ratio: Decimal::new((*ratio).into(), 3),
+            })
+            .collect();
+        let total = Decimal::new(q.into(), 3);
+        let (shares, rest) = share_venue_close(&holders, total);
+        let given: Decimal = shares.iter().map(|(_, q)| *q).sum();
+        prop_assert_eq!(given + rest, total);
+        prop_assert!(rest >= Decimal::ZERO);
+        for (id, q) in &shares {
+            let h = holders.iter().find(|h| &h.position_id == id).unwrap();
+            prop_assert!(*q > Decimal::ZERO && *q <= h.quantity);
+        }
+        let mut reversed = holders.clone();
+        reversed.reverse();
+        prop_assert_eq!(share_venue_close(&reversed, total), (shares, rest));
+    }
+
     /// A decision only ever closes: each close is no larger than its position and on
     /// the side that reduces it, so no symbol's exposure grows.
     #[test]
