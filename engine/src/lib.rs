@@ -73,6 +73,44 @@ pub async fn run_engine_risk_loop(
     .await;
 }
 
+/// Starts the risk side: the risk loop (its input returned), the hourly portfolio
+/// snapshots, and — given the executor (trading on) — the liquidator the loop asks
+/// when an account is past its threshold.
+pub fn start_risk(
+    pool: PgPool,
+    prices: Arc<Prices>,
+    out: Outbox,
+    executor: Option<Arc<tokio::sync::OnceCell<execution::Executor>>>,
+    cancel: &CancellationToken,
+) -> (mpsc::Sender<RiskInput>, Vec<tokio::task::JoinHandle<()>>) {
+    let mut tasks = Vec::new();
+    let (tx, rx) = mpsc::channel(1024);
+    let liquidations = executor.map(|ready| {
+        let (ask, asks) = mpsc::channel(256);
+        tasks.push(tokio::spawn(liquidator::run_liquidator(
+            ready,
+            asks,
+            cancel.clone(),
+        )));
+        ask
+    });
+    tasks.push(tokio::spawn(portfolio::run_hourly(
+        pool.clone(),
+        Some(prices.clone()),
+        Arc::new(chrono::Utc::now),
+        cancel.clone(),
+    )));
+    tasks.push(tokio::spawn(run_engine_risk_loop(
+        pool,
+        Some(prices),
+        rx,
+        out,
+        liquidations,
+        cancel.clone(),
+    )));
+    (tx, tasks)
+}
+
 /// What the service hands the executor task.
 pub struct ExecutorSetup {
     pub pool: PgPool,

@@ -192,36 +192,17 @@ impl App {
             servers.push(tokio::spawn(run_writer(link, bus_rx, cancel.clone())));
         }
         let executor = Arc::new(tokio::sync::OnceCell::new());
-        let risk_inputs = if cfg.risk_loop {
-            let (tx, rx) = mpsc::channel(1024);
-            // With trading on, accounts past their threshold are liquidated.
-            let liquidations = trading.then(|| {
-                let (ask, asks) = mpsc::channel(256);
-                servers.push(tokio::spawn(engine::liquidator::run_liquidator(
-                    executor.clone(),
-                    asks,
-                    cancel.clone(),
-                )));
-                ask
-            });
-            servers.push(tokio::spawn(engine::portfolio::run_hourly(
+        let risk_inputs = cfg.risk_loop.then(|| {
+            let (tx, tasks) = engine::start_risk(
                 pool.clone(),
-                Some(sources.binance_stats.prices.clone()),
-                Arc::new(chrono::Utc::now),
-                cancel.clone(),
-            )));
-            servers.push(tokio::spawn(engine::run_engine_risk_loop(
-                pool.clone(),
-                Some(sources.binance_stats.prices.clone()),
-                rx,
+                sources.binance_stats.prices.clone(),
                 out.clone(),
-                liquidations,
-                cancel.clone(),
-            )));
-            Some(tx)
-        } else {
-            None
-        };
+                trading.then(|| executor.clone()),
+                &cancel,
+            );
+            servers.extend(tasks);
+            tx
+        });
         if let (true, Some((rest_url, keys))) = (trading, sources.binance_rest.clone()) {
             // On the built-in simulator, its starting positions are the house's.
             let house = match &sources.binance_sim {
