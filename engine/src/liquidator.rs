@@ -150,17 +150,9 @@ impl Executor {
                 }
             }
             Action::Liquidate => {
-                metrics::counter!(LIQUIDATIONS, "action" => "LIQUIDATE").increment(1);
-                let reason = d.reason.unwrap_or(Reason::InsolvencyGuard);
-                // Marked first: stopped half-way, the rest is closed on the next look.
-                ledger::set_status(&self.inner.pool, id, AccountStatus::Liquidated).await?;
-                self.inner.outbox.event(
-                    "full_liquidation",
-                    json!({"subAccountId": id, "marginRatio": num(d.margin_ratio),
-                           "mode": reason.as_str()}),
-                    now,
-                );
-                tracing::warn!(account = id, ratio = %d.margin_ratio, mode = reason.as_str(), "full liquidation");
+                let reason = self
+                    .begin_full(id, d, Reason::InsolvencyGuard, "LIQUIDATE", now)
+                    .await?;
                 let sent = self.forced_closes(id, &d.closes, reason).await?;
                 self.settled(sent).await;
                 self.book_changed(id).await;
@@ -168,16 +160,8 @@ impl Executor {
                 Ok(())
             }
             Action::TakeOver => {
-                metrics::counter!(LIQUIDATIONS, "action" => "TAKEOVER").increment(1);
-                let reason = d.reason.unwrap_or(Reason::InsolvencyTakeover);
-                ledger::set_status(&self.inner.pool, id, AccountStatus::Liquidated).await?;
-                self.inner.outbox.event(
-                    "full_liquidation",
-                    json!({"subAccountId": id, "marginRatio": num(d.margin_ratio),
-                           "mode": reason.as_str()}),
-                    now,
-                );
-                tracing::warn!(account = id, ratio = %d.margin_ratio, mode = reason.as_str(), "takeover");
+                self.begin_full(id, d, Reason::InsolvencyTakeover, "TAKEOVER", now)
+                    .await?;
                 for c in &d.closes {
                     self.take_over(id, &c.position_id, c.mark, "RISK_ENGINE")
                         .await?;
@@ -187,6 +171,29 @@ impl Executor {
                 Ok(())
             }
         }
+    }
+
+    /// The start of a full liquidation or takeover: the account is marked LIQUIDATED
+    /// first (stopped half-way, the rest goes on the next look), then told. Its reason.
+    async fn begin_full(
+        &self,
+        id: &str,
+        d: &Decision,
+        default: Reason,
+        action: &'static str,
+        now: i64,
+    ) -> Result<Reason, CloseError> {
+        metrics::counter!(LIQUIDATIONS, "action" => action).increment(1);
+        let reason = d.reason.unwrap_or(default);
+        ledger::set_status(&self.inner.pool, id, AccountStatus::Liquidated).await?;
+        self.inner.outbox.event(
+            "full_liquidation",
+            json!({"subAccountId": id, "marginRatio": num(d.margin_ratio),
+                   "mode": reason.as_str()}),
+            now,
+        );
+        tracing::warn!(account = id, ratio = %d.margin_ratio, mode = reason.as_str(), action, "full liquidation");
+        Ok(reason)
     }
 
     /// Sends each forced close; the orders sent (their fills may be on their way).
