@@ -454,3 +454,46 @@ async fn the_venue_liquidating_the_real_account_is_shared_out_and_the_rest_is_th
     assert!(report.desynced.is_empty(), "{report:?}");
     e.finish().await;
 }
+
+/// A liquidation stopped half-way — the account already marked LIQUIDATED, a position
+/// still open (a process killed between the two) — is finished on the next look
+/// whatever the ratio now, once: one forced order, the position closed as LIQUIDATE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liquidation_stopped_half_way_is_finished_once() {
+    let mut e = engine().await;
+    let body = json!({"symbol": "BTCUSDT", "side": "LONG", "quantity": "0.002", "leverage": 10});
+    let r = e.send("trade", e.envelope("trade", body)).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    // What a stop right after the mark leaves behind (the account is far from its
+    // threshold: 10 000 USDT against 0.002 BTC).
+    sqlx::query("UPDATE sub_accounts SET status = 'LIQUIDATED' WHERE id = $1::uuid")
+        .bind(&e.account)
+        .execute(&e.db.pool)
+        .await
+        .unwrap();
+    // Any write to the account has the engine read it again.
+    let r = e
+        .admin(
+            "account_update",
+            json!({"subAccountId": e.account, "name": "renamed"}),
+        )
+        .await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    let closed = e.event("position_closed").await;
+    assert_eq!(closed["reason"], "LIQUIDATE", "{closed}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        e.scalar::<i64>(
+            "SELECT count(*) FROM orders WHERE sub_account_id = $1::uuid AND reduce_only"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        e.scalar::<i64>("SELECT count(*) FROM virtual_positions WHERE sub_account_id = $1::uuid AND status = 'OPEN'")
+            .await,
+        0
+    );
+    assert_eq!(e.venue("BTCUSDT"), d("0.5"));
+    e.finish().await;
+}
