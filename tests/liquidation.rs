@@ -26,15 +26,20 @@ impl Engine {
     /// becomes the engine's account; its long 0.01 BTC at 20x opened (the market's
     /// walk paused first). The entry price.
     async fn long_on_small_account(&mut self, mode: LiquidationMode) -> Decimal {
+        self.long_on(mode, d(BALANCE), d("0.005")).await
+    }
+
+    /// [`Engine::long_on_small_account`] with `balance` and maintenance `rate`.
+    async fn long_on(&mut self, mode: LiquidationMode, balance: Decimal, rate: Decimal) -> Decimal {
         let id = ledger::create_account(
             &self.db.pool,
             &NewAccount {
                 name: "thin".into(),
                 kind: AccountKind::User,
                 user_id: Some(USER.into()),
-                initial_balance: d(BALANCE),
+                initial_balance: balance,
                 liquidation_mode: mode,
-                maintenance_rate: d("0.005"),
+                maintenance_rate: rate,
             },
         )
         .await
@@ -67,12 +72,25 @@ impl Engine {
     /// fee; long 0.01 at `entry`) is valued at margin ratio `ratio`:
     /// mark = entry + (maintenance / ratio − B) / q.
     async fn move_to_ratio(&self, entry: Decimal, ratio: &str) {
-        let q = d(QUANTITY);
         let balance: Decimal = self
             .scalar("SELECT current_balance FROM sub_accounts WHERE id = $1::uuid")
             .await;
-        let maintenance = q * entry * d("0.005");
-        let mark = entry + (maintenance / d(ratio) - balance) / q;
+        self.move_to(entry, d(QUANTITY), balance, d("0.005"), d(ratio))
+            .await;
+    }
+
+    /// Moves BTCUSDT's book so that a long `q` at `entry` on `balance`, maintenance
+    /// `rate` of its entry notional, is valued at margin ratio `ratio`.
+    async fn move_to(
+        &self,
+        entry: Decimal,
+        q: Decimal,
+        balance: Decimal,
+        rate: Decimal,
+        ratio: Decimal,
+    ) {
+        let maintenance = q * entry * rate;
+        let mark = entry + (maintenance / ratio - balance) / q;
         let (bids, asks, _) = self.sim().book("BTCUSDT").unwrap();
         let (&bid, _) = bids.iter().next_back().unwrap();
         let (&ask, _) = asks.iter().next().unwrap();
@@ -495,5 +513,180 @@ async fn a_liquidation_stopped_half_way_is_finished_once() {
         0
     );
     assert_eq!(e.venue("BTCUSDT"), d("0.5"));
+    e.finish().await;
+}
+
+/// The venue cannot be asked (its request budget is used up: every request gets 429
+/// and the client pauses) when an INSTANT_CLOSE account crosses its threshold: nothing
+/// is sent, the position is closed in the book at the mark as LIQUIDATE, and the leg
+/// the venue still holds becomes the house's — so the venue, the book and the house
+/// still agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_close_the_venue_cannot_take_is_closed_at_the_mark_into_the_house() {
+    use simulators::binance::Fault;
+    let mut e = engine().await;
+    let entry = e.long_on_small_account(LiquidationMode::InstantClose).await;
+    let pos: String = e
+        .scalar("SELECT id::text FROM virtual_positions WHERE sub_account_id = $1::uuid AND status = 'OPEN'")
+        .await;
+    e.sim().inject(Fault::RateLimit);
+    e.move_to_ratio(entry, "0.925").await;
+    let closed = e.event("position_closed").await;
+    assert_eq!(closed["reason"], "LIQUIDATE", "{closed}");
+    assert_eq!(closed["positionId"], pos.as_str(), "{closed}");
+    let status: String = e
+        .scalar("SELECT status FROM sub_accounts WHERE id = $1::uuid")
+        .await;
+    assert_eq!(status, "LIQUIDATED");
+    assert_eq!(
+        e.scalar::<i64>(
+            "SELECT count(*) FROM orders WHERE sub_account_id = $1::uuid AND reduce_only AND state <> 'REJECTED'"
+        )
+        .await,
+        0,
+        "nothing reached the venue"
+    );
+    assert_eq!(
+        e.scalar::<i64>("SELECT count(*) FROM balance_logs WHERE sub_account_id = $1::uuid AND reason = 'LIQUIDATION'")
+            .await,
+        1
+    );
+    let house: Decimal = sqlx::query_scalar(
+        "SELECT coalesce(sum(quantity), 0) FROM house_log WHERE symbol = 'BTCUSDT'",
+    )
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(house, d(QUANTITY), "the venue's leg is the house's now");
+    assert_eq!(e.venue("BTCUSDT"), d("0.51"), "untouched on the venue");
+    e.finish().await;
+}
+
+/// Tier 3 in a market that keeps falling: the ADL step (30 %) is sent, the price falls
+/// further before its fill is booked, and the second look finds the account still past
+/// its threshold — everything left is closed (`ADL_30_ESCALATED`), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier_three_escalates_to_a_full_liquidation_when_the_step_is_not_enough() {
+    use simulators::binance::failures::{Selector, StreamFault};
+    let mut e = engine().await;
+    // A high maintenance rate: the ratio's tier-3 band is wide in prices.
+    let rate = d("0.1");
+    let entry = e.long_on(LiquidationMode::Adl30, d("100"), rate).await;
+    let balance: Decimal = e
+        .scalar("SELECT current_balance FROM sub_accounts WHERE id = $1::uuid")
+        .await;
+    // The step's fill reaches the engine late: the market moves first.
+    e.sim().stream_fault(
+        StreamFault::Delay(Duration::from_millis(2500)),
+        Selector::Next(1),
+    );
+    e.move_to(entry, d(QUANTITY), balance, rate, d("0.97"))
+        .await;
+    let adl = e.event("adl_triggered").await;
+    assert_eq!(adl["tier"], 3, "{adl}");
+    let mark = e.sim().mark("BTCUSDT").unwrap();
+    // The step realizes 0.003 at about the mark; 0.007 is left. Fees aside.
+    let after = balance + d("0.003") * (mark - entry);
+    e.move_to(entry, d("0.007"), after, rate, d("0.975")).await;
+    let full = e.event("full_liquidation").await;
+    assert_eq!(full["mode"], "ADL_30_ESCALATED", "{full}");
+    let reduced = e.event("position_reduced").await;
+    assert_eq!(reduced["reason"], "ADL_TIER3", "{reduced}");
+    let closed = e.event("position_closed").await;
+    assert_eq!(closed["reason"], "LIQUIDATE", "{closed}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let orders: Vec<(String, Decimal, String)> = sqlx::query_as(
+        "SELECT origin, quantity, state FROM orders
+          WHERE sub_account_id = $1::uuid AND reduce_only ORDER BY created_at",
+    )
+    .bind(&e.account)
+    .fetch_all(&e.db.pool)
+    .await
+    .unwrap();
+    let orders: Vec<_> = orders
+        .iter()
+        .map(|(o, q, s)| (o.as_str(), *q, s.as_str()))
+        .collect();
+    assert_eq!(
+        orders,
+        [
+            ("ADL_TIER3", d("0.003"), "FILLED"),
+            ("LIQUIDATION", d("0.007"), "FILLED")
+        ]
+    );
+    let status: String = e
+        .scalar("SELECT status FROM sub_accounts WHERE id = $1::uuid")
+        .await;
+    assert_eq!(status, "LIQUIDATED");
+    assert_eq!(e.venue("BTCUSDT"), d("0.5"));
+    e.finish().await;
+}
+
+/// Two symbols: ETH falls, the account crosses its threshold, and the ADL step closes
+/// 30 % of its largest position — BTC, which did not move. The account's ETH position
+/// is valued again on the step's booking, at once, with no tick of either market (both
+/// are paused): its liquidation price moves away, as the maintenance it carries fell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adl_step_in_one_symbol_revalues_the_accounts_other_position_at_once() {
+    let mut e = engine().await;
+    let rate = d("0.1");
+    let btc_entry = e.long_on(LiquidationMode::Adl30, d("150"), rate).await;
+    let body = json!({"symbol": "ETHUSDT", "side": "LONG", "quantity": "0.1", "leverage": 20});
+    let r = e.send("trade", e.envelope("trade", body)).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    let eth_position = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    let eth_entry = d(&r["body"]["position"]["entryPrice"].to_string());
+    let balance: Decimal = e
+        .scalar("SELECT current_balance FROM sub_accounts WHERE id = $1::uuid")
+        .await;
+    // ETH's mark for a ratio of 0.92 (tier 2), BTC at its mark.
+    let btc_mark = e.sim().mark("BTCUSDT").unwrap();
+    let (q_btc, q_eth) = (d(QUANTITY), d("0.1"));
+    let maintenance = (q_btc * btc_entry + q_eth * eth_entry) * rate;
+    let target =
+        eth_entry + (maintenance / d("0.92") - balance - q_btc * (btc_mark - btc_entry)) / q_eth;
+    let (bids, asks, _) = e.sim().book("ETHUSDT").unwrap();
+    let mid = (bids.iter().next_back().unwrap().0 + asks.iter().next().unwrap().0) / d("2");
+    let ticks: i64 = ((target - mid) / d("0.01")).round().try_into().unwrap();
+    e.sim().pause_market(true);
+    assert!(e.sim().move_price("ETHUSDT", ticks));
+    let reduced = e.event("position_reduced").await;
+    assert_eq!(reduced["reason"], "ADL_TIER2", "{reduced}");
+    assert_eq!(reduced["symbol"], "BTCUSDT", "{reduced}");
+    // ETH's liquidation price as valued last before the step, and first after it.
+    let eth_liq = |(k, v): &(String, Value)| {
+        (k == "pnl_update" && v["positionId"] == eth_position.as_str())
+            .then(|| v["liquidationPrice"].as_f64().unwrap())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (liq_before, liq_after) = loop {
+        let events = e.events().await;
+        let step = events
+            .iter()
+            .position(|(k, v)| k == "position_reduced" && v["subAccountId"] == e.account.as_str())
+            .unwrap();
+        let before = events[..step].iter().rev().find_map(eth_liq);
+        let after = events[step..].iter().find_map(eth_liq);
+        if let (Some(b), Some(a)) = (before, after) {
+            break (b, a);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ETH not valued around the step"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        liq_after < liq_before,
+        "a long's liquidation price falls as the account's maintenance falls: {liq_before} → {liq_after}"
+    );
+    assert_eq!(
+        e.scalar::<Decimal>(
+            "SELECT quantity FROM virtual_positions WHERE sub_account_id = $1::uuid AND status = 'OPEN' AND symbol = 'ETHUSDT'"
+        )
+        .await,
+        q_eth,
+        "ETH is not touched"
+    );
     e.finish().await;
 }

@@ -242,11 +242,15 @@ impl Executor {
             Err(CloseError::PositionNotFound) => return Ok(None),
             // Not sent, by our own gates or the venue's refusal before it.
             Err(CloseError::Place(e)) if e.is_refusal() => e.to_string(),
+            // The venue could not be asked what it holds (unreachable, rate limited,
+            // in maintenance): nothing of this close was sent.
+            Err(CloseError::Venue(e)) => format!("the venue could not be asked: {e}"),
             Err(e) => return Err(e),
         };
         // Refused: closed in the book at the mark, so an account past its threshold
-        // never keeps what it cannot pay for. A part (an ADL step) is not: the next
-        // look decides again.
+        // never keeps what it cannot pay for; the leg the venue still holds becomes the
+        // house's, so venue = book + house still holds (an operator flattens it). A
+        // part (an ADL step) is not: the next look decides again.
         if !c.whole {
             metrics::counter!(FORCED_CLOSES, "outcome" => "refused").increment(1);
             tracing::warn!(account, position = %c.position_id, why = %refused, "ADL step refused; decided again on the next look");
@@ -257,9 +261,20 @@ impl Executor {
             return Ok(None);
         };
         metrics::counter!(FORCED_CLOSES, "outcome" => "virtual").increment(1);
-        tracing::warn!(account, position = %c.position_id, why = %refused, mark = %c.mark,
-            "forced close refused: closed in the book at the mark");
+        tracing::error!(account, position = %c.position_id, symbol = %p.symbol, why = %refused,
+            mark = %c.mark, quantity = %p.position.quantity,
+            "forced close refused: closed in the book at the mark, the venue's leg is the house's");
         self.close_virtually(&p, c.mark, "LIQUIDATE").await?;
+        // Keyed by the position: a second look (a restart) does not add it twice.
+        ledger::house_changed(
+            &self.inner.pool,
+            &p.symbol,
+            p.position.signed(),
+            "FORCED_CLOSE_REFUSED",
+            &p.id,
+            "forced-close",
+        )
+        .await?;
         Ok(None)
     }
 
