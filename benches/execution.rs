@@ -177,6 +177,7 @@ async fn main() {
             origin: "BOT".into(),
             request_id: None,
             position_id: None,
+            close_reason: None,
         })
         .await
         .unwrap();

@@ -143,6 +143,7 @@ pub async fn run(cfg: &Config, cmd: &OrderCommand) -> Result<Value, CliError> {
                     origin: "API".into(),
                     request_id: None,
                     position_id: None,
+                    close_reason: None,
                 })
                 .await
                 .map_err(|e| fail(e.code(), e))?;

@@ -203,6 +203,7 @@ async fn the_services_executor_trades_on_the_simulator_and_the_risk_loop_values_
             origin: "BOT".into(),
             request_id: None,
             position_id: None,
+            close_reason: None,
         })
         .await
         .unwrap();

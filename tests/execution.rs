@@ -158,6 +158,7 @@ fn market(account: &str, side: OrderSide, q: &str) -> PlaceOrder {
         origin: "MANUAL".into(),
         request_id: None,
         position_id: None,
+        close_reason: None,
     }
 }
 
@@ -833,6 +834,7 @@ async fn after_a_crash_a_new_engine_adopts_what_the_venue_did_and_sends_nothing_
             origin: "MANUAL".into(),
             request_id: None,
             position_id: None,
+            close_reason: None,
         },
         chrono::Utc::now().timestamp_millis(),
         None,
@@ -981,6 +983,7 @@ async fn an_order_sent_whose_row_was_never_written_is_recovered_from_the_journal
         origin: "API".into(),
         request_id: None,
         position_id: None,
+        close_reason: None,
     };
     let ids = orders::OrderIds::from_random([0x5a; 16]);
     let sent_at = chrono::Utc::now().timestamp_millis();

@@ -392,6 +392,7 @@ async fn an_order_is_written_while_a_fill_of_its_account_is_being_booked() {
         origin: "MANUAL".into(),
         request_id: None,
         position_id: None,
+        close_reason: None,
     };
     let ids = orders::OrderIds::from_random([7; 16]);
     let write = orders::insert_submitted(&db.pool, &ids, &order, 1, None);
@@ -475,6 +476,7 @@ async fn the_book_read_leaves_out_only_the_reading_engines_own_pending_orders() 
         origin: "MANUAL".into(),
         request_id: None,
         position_id: None,
+        close_reason: None,
     };
     let me = orders::OrderIds::from_random([1; 16]).id;
     let other = orders::OrderIds::from_random([2; 16]).id;

@@ -1083,3 +1083,111 @@ async fn a_close_waiting_for_its_fill_does_not_hold_the_accounts_next_command() 
     assert!(r["body"]["realizedPnl"].is_number(), "{r}");
     e.finish().await;
 }
+
+/// `babysitter_close` from the babysitter's source: a position the exchange holds is
+/// closed on the venue and booked as the babysitter's reason (the fills' action, the
+/// event's reason); one the exchange does not hold is closed in the book at a fresh
+/// mark. A user may not send it, and a reason that could not be stored is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_babysitter_close_is_booked_as_its_reason_on_the_venue_or_in_the_book() {
+    let mut e = engine().await;
+    let as_babysitter = |e: &Engine, body: Value| {
+        let mut env = e.envelope("babysitter_close", body);
+        env["source"] = "babysitter".into();
+        env
+    };
+    let r = e.trade("BTCUSDT", "LONG", "0.002").await;
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    // A user's own position, but not the babysitter's source: refused, nothing sent.
+    let orders_before = e.orders().await;
+    let r = e
+        .send(
+            "babysitter_close",
+            e.envelope(
+                "babysitter_close",
+                json!({"positionId": pos, "closePrice": 1}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (r["httpStatus"].as_i64(), r["code"].as_str()),
+        (Some(403), Some("FORBIDDEN")),
+        "{r}"
+    );
+    let r = e
+        .send(
+            "babysitter_close",
+            as_babysitter(
+                &e,
+                json!({"positionId": pos, "closePrice": 1, "reason": "TP; --"}),
+            ),
+        )
+        .await;
+    assert_eq!(r["httpStatus"], 400, "{r}");
+    assert_eq!(e.orders().await, orders_before);
+    // On the venue, as BABYSITTER_SL.
+    let r = e
+        .send(
+            "babysitter_close",
+            as_babysitter(
+                &e,
+                json!({"positionId": pos, "closePrice": 1, "reason": "BABYSITTER_SL"}),
+            ),
+        )
+        .await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    assert_eq!(r["body"]["source"], "exchange", "{r}");
+    assert!(r["body"]["exchangeOrderId"].is_string(), "{r}");
+    assert!(
+        r["body"]["closePrice"].as_f64().unwrap() > 1000.0,
+        "the fill's price: {r}"
+    );
+    assert_eq!(e.venue_reaches("BTCUSDT", d("0.5")).await, d("0.5"));
+    let action: String = sqlx::query_scalar(
+        "SELECT action FROM trade_executions WHERE sub_account_id = $1::uuid AND action <> 'OPEN'",
+    )
+    .bind(&e.account)
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(action, "BABYSITTER_SL");
+    let closed = loop {
+        let found = e
+            .events()
+            .await
+            .into_iter()
+            .find(|(k, v)| k == "position_closed" && v["positionId"] == pos.as_str());
+        if let Some((_, v)) = found {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(closed["reason"], "BABYSITTER_SL", "{closed}");
+    // The exchange does not hold this one (the venue's leg is gone): closed in the
+    // book, at the mark, as the default reason.
+    let r = e.trade("BTCUSDT", "SHORT", "0.001").await;
+    let short = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    e.sim().set_position_quietly("BTCUSDT", d("0.5"));
+    let r = e
+        .send(
+            "babysitter_close",
+            as_babysitter(&e, json!({"positionId": short, "closePrice": "1"})),
+        )
+        .await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    assert_eq!(r["body"]["source"], "virtual_no_exchange", "{r}");
+    assert!(
+        r["body"]["closePrice"].as_f64().unwrap() > 1000.0,
+        "a fresh mark, not the 1 given: {r}"
+    );
+    let action: String = sqlx::query_scalar(
+        "SELECT action FROM trade_executions WHERE position_id = $1::uuid AND action <> 'OPEN'",
+    )
+    .bind(&short)
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(action, "BABYSITTER_TP");
+    assert!(e.open_positions().await.is_empty());
+    e.finish().await;
+}

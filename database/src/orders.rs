@@ -102,6 +102,9 @@ pub struct NewOrder {
     pub request_id: Option<String>,
     /// The position this order closes (a close or a limit close).
     pub position_id: Option<String>,
+    /// What a close's fills are booked as when not its origin's default (a
+    /// babysitter close's reason).
+    pub close_reason: Option<String>,
 }
 
 impl NewOrder {
@@ -121,6 +124,11 @@ impl NewOrder {
             "MANUAL" | "BOT" | "API" | "LIQUIDATION" | "ADL_TIER2" | "ADL_TIER3"
         ) {
             return Err("origin must be MANUAL, BOT, API or a forced close's");
+        }
+        if let Some(r) = &self.close_reason {
+            if !trading::command::close_reason_ok(r) {
+                return Err("a close reason is 1 to 40 letters, digits, _, - or :");
+            }
         }
         if self.quantity <= Decimal::ZERO {
             return Err("the quantity must be positive");
@@ -151,6 +159,8 @@ pub struct OrderRow {
     pub sent_at_ms: Option<i64>,
     /// The position this order closes, if it is a close.
     pub position_id: Option<String>,
+    /// What its fills are booked as when not its origin's default.
+    pub close_reason: Option<String>,
     /// State, quantity, filled, venue id, booked trades, rejection.
     pub order: Order,
 }
@@ -163,7 +173,7 @@ const COLUMNS: &str =
             WHERE t.client_order_id = o.client_order_id AND t.exchange_trade_id IS NOT NULL \
            UNION SELECT e.detail->>'tradeId' FROM order_events e \
             WHERE e.order_id = o.id AND e.event = 'Fill' AND e.detail ? 'tradeId'), \
-     o.position_id::text";
+     o.position_id::text, o.close_reason";
 
 fn corrupt(what: &'static str, value: &str) -> LedgerError {
     LedgerError::Corrupt {
@@ -193,6 +203,7 @@ fn row(r: &sqlx::postgres::PgRow) -> Result<OrderRow, LedgerError> {
         origin: r.try_get(10)?,
         sent_at_ms: r.try_get(11)?,
         position_id: r.try_get(18)?,
+        close_reason: r.try_get(19)?,
         order: Order {
             state: OrderState::parse(&state).ok_or_else(|| corrupt("order state", &state))?,
             quantity: r.try_get(6)?,
@@ -213,6 +224,14 @@ pub const fn side_str(side: OrderSide) -> &'static str {
 }
 
 impl OrderRow {
+    /// What its fills are booked as when they close a position: its own reason, else
+    /// its origin's (`CLOSE`, `LIQUIDATE`, `ADL_TIER2`…).
+    pub fn close_action(&self) -> &str {
+        self.close_reason
+            .as_deref()
+            .unwrap_or_else(|| trading::liquidation::close_action(&self.origin))
+    }
+
     /// The row [`insert_submitted`] writes, as it stands before the venue replies.
     pub fn submitted(ids: &OrderIds, o: &NewOrder, sent_at_ms: i64) -> Self {
         let mut order = Order::new(o.quantity);
@@ -230,6 +249,7 @@ impl OrderRow {
             origin: o.origin.clone(),
             sent_at_ms: Some(sent_at_ms),
             position_id: o.position_id.clone(),
+            close_reason: o.close_reason.clone(),
             order,
         }
     }
@@ -252,9 +272,9 @@ pub async fn insert_submitted(
         "WITH ins AS (
                 INSERT INTO orders (id, sub_account_id, client_order_id, symbol, side, type, quantity,
                                     price, leverage, reduce_only, state, origin, request_id, sent_at_ms,
-                                    position_id, sent_by)
+                                    position_id, sent_by, close_reason)
                 VALUES ($12::uuid, $1::uuid, $13, $2, $3, $4, $5, $6, $7, $8, 'SUBMITTED', $9, $10, $11,
-                        $14::uuid, $15::uuid)
+                        $14::uuid, $15::uuid, $16)
                 ON CONFLICT (client_order_id) DO NOTHING
                 RETURNING *),
               e AS (INSERT INTO order_events (order_id, event, source, state)
@@ -279,6 +299,7 @@ pub async fn insert_submitted(
     .bind(&ids.client_order_id)
     .bind(&o.position_id)
     .bind(sent_by)
+    .bind(&o.close_reason)
     .fetch_one(pool)
     .await
     .map_err(|e| match &e {
@@ -564,6 +585,7 @@ mod tests {
             origin: "API".into(),
             request_id: None,
             position_id: None,
+            close_reason: None,
         }
     }
 

@@ -118,6 +118,7 @@ impl Executor {
                     origin: leg.origin.clone(),
                     request_id: leg.request_id.clone(),
                     position_id: leg.position_id.clone(),
+                    close_reason: leg.close_reason.clone(),
                 }
             })
             .collect();

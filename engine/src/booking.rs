@@ -136,7 +136,7 @@ impl Executor {
                         exchange_trade_id: Some(x.trade_id.clone()),
                         order_type: row.kind.clone(),
                         origin: row.origin.clone(),
-                        close_action: trading::liquidation::close_action(&row.origin).into(),
+                        close_action: row.close_action().into(),
                         babysitter_excluded: false,
                         closes: None,
                         reduce_only: row.reduce_only,
@@ -249,7 +249,7 @@ impl Executor {
                                a.outcome.after.as_ref().map_or(Value::Null, |p| num(p.quantity)),
                            "closedQty": num(a.outcome.closed), "realizedPnl": num(net),
                            "newBalance": balance,
-                           "reason": trading::liquidation::close_action(&row.origin)}),
+                           "reason": row.close_action()}),
                     now,
                 ),
                 Change::Closed | Change::Flipped => i.outbox.event(
@@ -258,7 +258,7 @@ impl Executor {
                            "side": match row.side { OrderSide::Buy => "SHORT", OrderSide::Sell => "LONG" },
                            "realizedPnl": num(net), "newBalance": balance,
                            "reason": if a.outcome.change == Change::Flipped { "FLIP" }
-                                     else { trading::liquidation::close_action(&row.origin) }}),
+                                     else { row.close_action() }}),
                     now,
                 ),
                 Change::Opened | Change::Added => {}

@@ -70,6 +70,11 @@ pub struct CloseAs {
     pub origin: &'static str,
     /// What a close is booked as when the exchange does not hold the position.
     pub virtual_reason: &'static str,
+    /// The close's own reason, whichever way it closes (a babysitter's
+    /// `BABYSITTER_TP`): its fills' action and its events' reason.
+    pub reason: Option<String>,
+    /// The price of a close in the book when no mark is known at all.
+    pub fallback_price: Option<Decimal>,
 }
 
 impl CloseAs {
@@ -77,6 +82,8 @@ impl CloseAs {
         quantity: None,
         origin: "MANUAL",
         virtual_reason: "DESYNC_CLOSE",
+        reason: None,
+        fallback_price: None,
     };
 }
 
@@ -283,6 +290,7 @@ impl Executor {
             ClosePlan::Venue { reduce_only } => {
                 let mut order = self.closing_order(&p, OrderKind::Market, None);
                 order.origin = how.origin.into();
+                order.close_reason = how.reason.clone();
                 if let Some(q) = how.quantity {
                     order.quantity = q.min(p.position.quantity);
                 }
@@ -291,8 +299,9 @@ impl Executor {
                 Ok(Closed::Order(Box::new(row)))
             }
             ClosePlan::VirtualOnly => {
-                // A fresh mark, else the last the stream gave, else the entry: a stale
-                // price never keeps a position from closing.
+                // A fresh mark, else the last the stream gave, else the price the
+                // asker gave, else the entry: a stale price never keeps a position
+                // from closing.
                 let price = match i.prices.mark(&p.symbol).await {
                     Ok(q) => q.price,
                     Err(_) => i
@@ -300,13 +309,15 @@ impl Executor {
                         .as_ref()
                         .and_then(|s| s.get(&p.symbol))
                         .and_then(|e| e.mark)
+                        .or(how.fallback_price)
                         .unwrap_or(p.position.entry_price),
                 };
                 metrics::counter!(DESYNC_CLOSES).increment(1);
                 tracing::warn!(account, position = position_id, symbol = %p.symbol, %venue, %house, %book,
                     "the exchange does not hold this position: closed virtually");
                 // Whole, even for a part asked: the exchange holds none of it.
-                self.close_virtually(&p, price, how.virtual_reason).await?;
+                let reason = how.reason.as_deref().unwrap_or(how.virtual_reason);
+                self.close_virtually(&p, price, reason).await?;
                 Ok(Closed::Virtual { price })
             }
         }
@@ -408,6 +419,7 @@ impl Executor {
             origin: "MANUAL".into(),
             request_id: None,
             position_id: Some(p.id.clone()),
+            close_reason: None,
         }
     }
 

@@ -427,6 +427,7 @@ impl Executor {
             origin: p.origin.clone(),
             request_id: p.request_id.clone(),
             position_id: p.position_id.clone(),
+            close_reason: p.close_reason.clone(),
         };
         let row = self.write_ahead(vec![new], sent_at)?.remove(0);
         let _moving = self.in_flight(&symbol, 1);

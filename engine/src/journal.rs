@@ -106,6 +106,9 @@ pub struct Entry {
     /// The position the order closes (absent in lines written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position_id: Option<String>,
+    /// A close's own reason (absent when it has none, and in older lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
 }
 
 impl Entry {
@@ -124,6 +127,7 @@ impl Entry {
             origin: o.origin.clone(),
             request_id: o.request_id.clone(),
             position_id: o.position_id.clone(),
+            close_reason: o.close_reason.clone(),
             sent_at_ms,
         }
     }
@@ -152,6 +156,7 @@ impl Entry {
             origin: self.origin.clone(),
             request_id: self.request_id.clone(),
             position_id: self.position_id.clone(),
+            close_reason: self.close_reason.clone(),
         };
         o.check()?;
         Ok((ids, o))
@@ -613,6 +618,7 @@ mod tests {
             origin: "BOT".into(),
             request_id: Some("req-1".into()),
             position_id: Some("0c1d2e3f-1d2b-4c1a-9a51-0d6f3a7b2c11".into()),
+            close_reason: Some("BABYSITTER_TP".into()),
         };
         Entry::new(&ids, &o, 1_700_000_000_123)
     }

@@ -222,6 +222,8 @@ impl Executor {
             quantity: (!c.whole).then_some(c.quantity),
             origin: liquidation::origin(reason),
             virtual_reason: "LIQUIDATE",
+            reason: None,
+            fallback_price: None,
         };
         let refused = match self.close_sent_as(account, &c.position_id, &how).await {
             Ok(Closed::Order(row)) if row.order.state == OrderState::Rejected => {

@@ -25,6 +25,8 @@ pub struct PlaceOrder {
     pub request_id: Option<String>,
     /// The position this order closes (a close or a limit close).
     pub position_id: Option<String>,
+    /// What a close's fills are booked as when not its origin's default.
+    pub close_reason: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use trading::risk::AccountStatus;
 use super::lanes::Step;
 use super::reply::{storage, Reply};
 use super::services::Services;
-use engine::closing::{CloseError, Closed};
+use engine::closing::{CloseAs, CloseError, Closed};
 use engine::execution::{position_side, Executor, PlaceError, PlaceOrder};
 use engine::risk_loop::num;
 
@@ -78,6 +78,26 @@ pub(super) async fn run(
                     Err(e) => Err(e),
                 };
                 close_answer(&g2, &account, &position_id, closed).await
+            }));
+        }
+        Command::BabysitterClose {
+            position_id,
+            close_price,
+            reason,
+        } => {
+            let how = CloseAs {
+                origin: "BOT",
+                reason: Some(reason),
+                fallback_price: Some(close_price),
+                ..CloseAs::MANUAL
+            };
+            let sent = exec.close_sent_as(&account, &position_id, &how).await;
+            return Step::Then(Box::pin(async move {
+                let closed = match sent {
+                    Ok(c) => exec2.close_settled(c).await,
+                    Err(e) => Err(e),
+                };
+                babysitter_answer(close_answer(&g2, &account, &position_id, closed).await)
             }));
         }
         Command::AdminTakeover { position_id } => {
@@ -425,6 +445,7 @@ pub(super) fn market_order(
         origin: origin.to_owned(),
         request_id,
         position_id: None,
+        close_reason: None,
     }
 }
 
@@ -551,6 +572,32 @@ async fn close_answer(
             )
         }
     }
+}
+
+/// The JS babysitter route's body: the close's, with `closePrice`, `exchangeOrderId`
+/// and `source` (`exchange`, or `virtual_no_exchange` when the exchange did not hold
+/// the position and it was closed in the book).
+fn babysitter_answer(mut r: Reply) -> Reply {
+    if r.status >= 400 {
+        return r;
+    }
+    let b = &mut r.body;
+    let virtual_only = b["source"] == "virtual_only";
+    let (price, order_id, source) = if virtual_only {
+        (b["price"].clone(), Value::Null, "virtual_no_exchange")
+    } else {
+        let price = match &b["trade"]["price"] {
+            Value::Null => b["order"]["price"].clone(),
+            p => p.clone(),
+        };
+        (price, b["order"]["exchangeOrderId"].clone(), "exchange")
+    };
+    if let Value::Object(m) = b {
+        m.insert("closePrice".into(), price);
+        m.insert("exchangeOrderId".into(), order_id);
+        m.insert("source".into(), source.into());
+    }
+    r
 }
 
 fn close_error(e: CloseError) -> Reply {

@@ -203,7 +203,8 @@ impl Gateway {
         let named = match cmd {
             Command::Close { position_id }
             | Command::LimitClose { position_id, .. }
-            | Command::AdminTakeover { position_id } => {
+            | Command::AdminTakeover { position_id }
+            | Command::BabysitterClose { position_id, .. } => {
                 match commands::position_owner(&self.services.pool, position_id).await {
                     Ok(Some((owner, _))) => Some(owner),
                     Ok(None) => {

@@ -267,6 +267,9 @@ pub fn openapi() -> Value {
         ex["requestId"] = "6f1c2a9e-3b1d-4c8e-9f00-000000000001".into();
         ex["userId"] = "9a0d3c1e-0000-4000-8000-000000000001".into();
         ex["role"] = if kind.admin() { "ADMIN" } else { "USER" }.into();
+        if *kind == Kind::BabysitterClose {
+            ex["source"] = "babysitter".into();
+        }
         s["example"] = ex;
         schemas.insert(name.clone(), s);
         paths.insert(

@@ -89,7 +89,7 @@ kinds! {
     SurfStart = "surf_start", kill = false, admin = false, supported = false;
     SurfAdjust = "surf_adjust", kill = false, admin = false, supported = false;
     SurfStop = "surf_stop", kill = true, admin = false, supported = false;
-    BabysitterClose = "babysitter_close", kill = true, admin = false, supported = false;
+    BabysitterClose = "babysitter_close", kill = true, admin = false, supported = true;
 }
 
 /// Who sent a command, as the gateway authenticated them.

@@ -99,6 +99,21 @@ const LIMITCLOSE_FIELDS: [Field; 2] = [
     f("positionId", FieldType::String, true, "the position"),
     f("price", FieldType::Number, true, "limit price, > 0"),
 ];
+const BABYSITTER_FIELDS: [Field; 3] = [
+    f("positionId", FieldType::String, true, "the position"),
+    f(
+        "closePrice",
+        FieldType::Number,
+        true,
+        "> 0; the price of a close in the book when no fresh mark is known",
+    ),
+    f(
+        "reason",
+        FieldType::String,
+        false,
+        "booked as the close's action: 1-40 of letters, digits, _ - :; default BABYSITTER_TP",
+    ),
+];
 const ACCOUNTCREATE_FIELDS: [Field; 6] = [
     f("name", FieldType::String, true, "1 to 100 characters"),
     f(
@@ -151,6 +166,7 @@ pub fn fields(kind: Kind) -> &'static [Field] {
         Kind::Basket => &BASKET_FIELDS,
         Kind::Close | Kind::ForceClose | Kind::AdminTakeover => &POSITION,
         Kind::LimitClose => &LIMITCLOSE_FIELDS,
+        Kind::BabysitterClose => &BABYSITTER_FIELDS,
         Kind::CancelOrder => &CANCEL,
         Kind::CloseAll
         | Kind::ForceCloseAll

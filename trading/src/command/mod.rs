@@ -14,7 +14,7 @@ mod fields;
 mod spec;
 
 use rust_decimal::Decimal;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::evaluate::LiquidationMode;
 
@@ -91,6 +91,7 @@ pub fn parse(env: &Envelope) -> Result<Command, Rejected> {
             let price = positive(m, "price")?.ok_or_else(|| missing("Missing price"))?;
             Ok(Command::LimitClose { position_id, price })
         }
+        Kind::BabysitterClose => babysitter_close(env, m),
         Kind::CancelOrder => Ok(Command::CancelOrder {
             order_id: id(m, "orderId")?,
         }),
@@ -161,12 +162,55 @@ pub fn parse(env: &Envelope) -> Result<Command, Rejected> {
         | Kind::TrailStopCancel
         | Kind::SurfStart
         | Kind::SurfAdjust
-        | Kind::SurfStop
-        | Kind::BabysitterClose => Err(Rejected::new(
+        | Kind::SurfStop => Err(Rejected::new(
             "NOT_SUPPORTED_YET",
             format!("'{}' is not supported by this engine yet", kind.name()),
         )),
     }
+}
+
+/// The reason a babysitter close is booked as (`trade_executions.action`, the
+/// `position_closed` event's `reason`) when none is given.
+pub const BABYSITTER_DEFAULT_REASON: &str = "BABYSITTER_TP";
+
+/// Whether `reason` can name a close: 1 to 40 ASCII letters, digits, `_`, `-` or `:`
+/// (it is stored as the fills' action and published as the event's reason).
+pub fn close_reason_ok(reason: &str) -> bool {
+    (1..=40).contains(&reason.len())
+        && reason
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b':'))
+}
+
+/// `babysitter_close`: the JS route was loopback-only, so here only the babysitter's
+/// own source or an admin may send it.
+fn babysitter_close(env: &Envelope, m: &Map<String, Value>) -> Result<Command, Rejected> {
+    if env.role != Role::Admin && env.source != "babysitter" {
+        return Err(Rejected::new(
+            "FORBIDDEN",
+            "babysitter_close is for the babysitter (source 'babysitter') or an admin",
+        ));
+    }
+    let position_id = string(m, "positionId")?.filter(|s| !s.trim().is_empty());
+    let close_price = positive(m, "closePrice")?.filter(|p| !p.is_zero());
+    let (Some(position_id), Some(close_price)) = (position_id, close_price) else {
+        return Err(missing("positionId and closePrice are required"));
+    };
+    let reason = string(m, "reason")?
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| BABYSITTER_DEFAULT_REASON.into());
+    if !close_reason_ok(&reason) {
+        return Err(invalid(
+            "reason",
+            "must be 1 to 40 letters, digits, _, - or : (e.g. BABYSITTER_TP)",
+        ));
+    }
+    Ok(Command::BabysitterClose {
+        position_id,
+        close_price,
+        reason,
+    })
 }
 
 #[cfg(test)]
@@ -249,6 +293,48 @@ mod tests {
             decode(br#"{"requestId": 7}"#, "trade").unwrap_err(),
             Undecodable::NoRequestId
         );
+    }
+
+    #[test]
+    fn babysitter_close_is_the_babysitters_or_an_admins_with_a_reason_it_can_store() {
+        let body = |extra: Value| {
+            let mut v = json!({"requestId": "r1", "positionId": "p1", "closePrice": "64000.5",
+                               "source": "babysitter"});
+            if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+                m.extend(e);
+            }
+            v
+        };
+        assert_eq!(
+            parse(&env("babysitter_close", body(json!({})))).unwrap(),
+            Command::BabysitterClose {
+                position_id: "p1".into(),
+                close_price: Decimal::from_str("64000.5").unwrap(),
+                reason: BABYSITTER_DEFAULT_REASON.into(),
+            }
+        );
+        let c = parse(&env(
+            "babysitter_close",
+            body(json!({"source": "http", "role": "ADMIN", "reason": "BABYSITTER_SL"})),
+        ))
+        .unwrap();
+        assert!(matches!(c, Command::BabysitterClose { reason, .. } if reason == "BABYSITTER_SL"));
+        let r = parse(&env("babysitter_close", body(json!({"source": "http"})))).unwrap_err();
+        assert_eq!((r.status, r.code), (403, "FORBIDDEN"));
+        for patch in [json!({"closePrice": 0}), json!({"positionId": ""})] {
+            let r = parse(&env("babysitter_close", body(patch))).unwrap_err();
+            assert_eq!((r.status, r.code), (400, "MISSING_FIELDS"));
+            assert_eq!(r.body["error"], "positionId and closePrice are required");
+        }
+        for reason in [
+            "tp; DROP TABLE",
+            "x".repeat(41).as_str(),
+            "TAKE PROFIT",
+            "TP\u{0}",
+        ] {
+            let r = parse(&env("babysitter_close", body(json!({"reason": reason})))).unwrap_err();
+            assert_eq!((r.status, r.code), (400, "INVALID_FIELD"), "{reason}");
+        }
     }
 
     #[test]

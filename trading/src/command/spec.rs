@@ -80,6 +80,14 @@ pub enum Command {
         position_id: String,
         price: Decimal,
     },
+    /// The babysitter (or an admin) closes a position as `reason`: on the venue when
+    /// the exchange holds it, else in the book at a fresh mark (`close_price` when no
+    /// mark is known).
+    BabysitterClose {
+        position_id: String,
+        close_price: Decimal,
+        reason: String,
+    },
     CancelOrder {
         order_id: String,
     },
@@ -110,6 +118,7 @@ impl Command {
             self,
             Command::Close { .. }
                 | Command::LimitClose { .. }
+                | Command::BabysitterClose { .. }
                 | Command::CancelOrder { .. }
                 | Command::AccountCreate(_)
                 | Command::RiskRulesSet { global: true, .. }
