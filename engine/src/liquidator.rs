@@ -16,6 +16,7 @@ use database::ledger;
 use database::orders::OrderRow;
 use rust_decimal::Decimal;
 use serde_json::json;
+use streaming::binance::prices::PriceEntry;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use trading::evaluate::Account;
@@ -26,7 +27,7 @@ use trading::risk::AccountStatus;
 use super::closing::{CloseAs, CloseError, Closed};
 use super::execution::Executor;
 use super::request::PlaceError;
-use super::risk_loop::{num, Liquidate};
+use super::risk_loop::{latest, num, Liquidate};
 
 pub const FORCED_CLOSES: &str = "greekstream_forced_closes_total";
 pub const LIQUIDATIONS: &str = "greekstream_liquidations_total";
@@ -84,18 +85,13 @@ impl Executor {
     }
 
     fn mark_for(&self, ask: &Liquidate, symbol: &str) -> Option<Decimal> {
-        let stream = self
-            .inner
-            .stream
-            .as_ref()
-            .and_then(|p| p.get(symbol))
-            .and_then(|e| e.mark);
-        stream.or_else(|| {
-            ask.marks
-                .iter()
-                .find(|(s, _)| **s == *symbol)
-                .map(|(_, m)| *m)
-        })
+        let stream = self.inner.stream.as_ref().and_then(|p| p.get(symbol));
+        let asked = ask
+            .marks
+            .iter()
+            .find(|(s, _)| **s == *symbol)
+            .map(|(_, m)| *m);
+        decision_mark(stream.as_ref(), asked)
     }
 
     fn lot_of(&self, symbol: &str) -> Lot {
@@ -364,6 +360,13 @@ impl Executor {
     }
 }
 
+/// The price a liquidation is decided at: by the risk loop's own rule (the newer of
+/// the mark price and the book's mid, [`latest`]) on the freshest the executor's stream
+/// has, else the one the loop valued at.
+fn decision_mark(stream: Option<&PriceEntry>, asked: Option<Decimal>) -> Option<Decimal> {
+    stream.and_then(latest).map(|(price, _)| price).or(asked)
+}
+
 impl PlaceError {
     /// Refused by our own gates before it was sent (not a storage failure, and not an
     /// order whose outcome is unknown).
@@ -380,5 +383,39 @@ impl PlaceError {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    /// The risk loop values at the newer of the mark price (published each second) and
+    /// the book's mid: a crossing it saw on the book must be decided on the book too,
+    /// not declined on the older mark price until the next one comes.
+    #[test]
+    fn a_liquidation_is_decided_at_the_price_the_loop_valued_at() {
+        let entry = PriceEntry {
+            mark: Some(d("60000")),
+            mark_time: 1_000,
+            bid: Some(d("56000")),
+            ask: Some(d("56000.2")),
+            book_time: 1_400,
+            ..PriceEntry::default()
+        };
+        assert_eq!(
+            decision_mark(Some(&entry), Some(d("1"))),
+            Some(d("56000.1"))
+        );
+        let newer_mark = PriceEntry {
+            mark_time: 1_500,
+            ..entry.clone()
+        };
+        assert_eq!(decision_mark(Some(&newer_mark), None), Some(d("60000")));
+        assert_eq!(decision_mark(None, Some(d("59000"))), Some(d("59000")));
     }
 }

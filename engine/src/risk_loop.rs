@@ -5,9 +5,9 @@
 //! value, when, whether to warn) are `trading::monitor`'s; this task feeds it time,
 //! marks and books, and turns its reports into Redis writes through the [`Outbox`].
 //!
-//! Marks come from the in-process Binance prices ([`Prices`]), polled for the
-//! symbols the watched accounts hold (the newer of the mark price and the book mid,
-//! as the JS system did), or are sent in as [`RiskInput::Mark`].
+//! Marks come from the in-process Binance prices ([`Prices`]), read for the symbols
+//! the watched accounts hold as soon as a price changes (the newer of the mark price
+//! and the book mid, as the JS system did), or are sent in as [`RiskInput::Mark`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -73,20 +73,9 @@ impl Liquidate {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RiskLoopConfig {
     pub monitor: Config,
-    /// How often the in-process prices are read for the held symbols.
-    pub poll_every: Duration,
-}
-
-impl Default for RiskLoopConfig {
-    fn default() -> Self {
-        Self {
-            monitor: Config::default(),
-            poll_every: Duration::from_millis(50),
-        }
-    }
 }
 
 /// A JSON number for the gateway (decision 7: numbers, not strings).
@@ -224,7 +213,7 @@ fn publish(out: &Outbox, r: &Report, liquidations: Option<&mpsc::Sender<Liquidat
 
 /// The mark the JS system used: whichever of the mark price and the book mid
 /// arrived last, with its venue time.
-fn latest(entry: &PriceEntry) -> Option<(Decimal, i64)> {
+pub fn latest(entry: &PriceEntry) -> Option<(Decimal, i64)> {
     let mark = entry.mark.map(|m| (m, entry.mark_time));
     let mid = entry.mid().map(|m| (m, entry.book_time));
     match (mark, mid) {
@@ -254,8 +243,6 @@ pub async fn run_risk_loop(
     }
     // The venue time of the last mark taken from `prices`, per symbol.
     let mut seen: HashMap<String, i64> = HashMap::new();
-    let mut poll = tokio::time::interval(config.poll_every);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let due = monitor.next_due().map(|d| start + d);
         tokio::select! {
@@ -273,7 +260,7 @@ pub async fn run_risk_loop(
                     }
                 }
             }
-            _ = poll.tick(), if prices.is_some() => {
+            _ = async { prices.as_ref().expect("guarded").changed().await }, if prices.is_some() => {
                 let prices = prices.as_ref().expect("guarded");
                 let fresh: Vec<(String, Decimal, i64)> = monitor
                     .symbols()

@@ -4,7 +4,9 @@
 //!
 //! - A mark tick values every account holding the symbol, at most once per
 //!   `evaluate_every` per account; a tick inside that window is not dropped but valued
-//!   when the window ends (trailing), so the last price is always reflected.
+//!   when the window ends (trailing), so the last price is always reflected. A tick at
+//!   or past a position's liquidation price (as last valued) is valued at once anyway,
+//!   without events, so the liquidator hears of a crossing with no throttle's delay.
 //! - A book change (fill, close, balance change, rules change) values the account
 //!   at once and writes its snapshot at once, also when the last position closed (an
 //!   empty snapshot, not the stale one: js-gateway §0 #12).
@@ -22,6 +24,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 
 use crate::evaluate::{Account, Evaluation, Prepared, Tier};
+use crate::position::Side;
 use crate::risk::AccountView;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,26 @@ pub struct Monitor {
     slots: Vec<Slot>,
     /// Accounts with a trailing valuation or snapshot owed.
     owed: HashSet<Arc<str>>,
+}
+
+/// Whether `mark` on slot `i` is at or past the liquidation price one of `w`'s
+/// positions on it had at its last valuation (a long's at or below, a short's at or
+/// above).
+fn past_liquidation(w: &Watched, i: usize, mark: Decimal) -> bool {
+    let Some(e) = &w.last else {
+        return false;
+    };
+    w.slots
+        .iter()
+        .zip(&e.positions)
+        .zip(&e.account.positions)
+        .any(|((&slot, v), p)| {
+            slot == i
+                && match p.position.side {
+                    Side::Long => mark <= v.liquidation_price,
+                    Side::Short => mark >= v.liquidation_price,
+                }
+        })
 }
 
 fn after(last: Option<Duration>, every: Duration, now: Duration) -> bool {
@@ -228,6 +251,19 @@ impl Monitor {
             } else {
                 w.evaluation_due = true;
                 self.owed.insert(id.clone());
+                if past_liquidation(w, i, mark) {
+                    // The account may have crossed its threshold: valued now for the
+                    // liquidator, whatever its throttle; its events wait for the window.
+                    reports.push(Self::value(
+                        &self.config,
+                        &self.slots,
+                        w,
+                        Some(i),
+                        now,
+                        false,
+                        false,
+                    ));
+                }
             }
         }
         reports
@@ -409,6 +445,34 @@ mod tests {
         assert_eq!(flags(&r[0]), ("a", false, true, false));
         assert_eq!(m.next_due(), None);
         assert!(m.due(ms(5000)).is_empty(), "nothing owed, nothing done");
+    }
+
+    #[test]
+    fn a_tick_past_a_liquidation_price_is_valued_at_once_inside_the_window_without_events() {
+        // 10 BTC long at 100 on a balance of 7: maintenance 5, liquidated (MR ≥ 0.9)
+        // at 99.855…
+        let mut m = Monitor::new(Config::default());
+        let r = m.upsert(account("a", "7", &["BTCUSDT"]), ms(0));
+        let liq = r.evaluation.positions[0].liquidation_price;
+        assert!(liq > d("99.8") && liq < d("99.9"), "{liq}");
+        assert_eq!(m.tick("BTCUSDT", d("100"), ms(100)).len(), 1);
+        // Inside the window, short of the liquidation price: owed, not valued.
+        assert!(m.tick("BTCUSDT", liq + d("0.01"), ms(110)).is_empty());
+        // Past it: valued now, for the liquidator only.
+        let past = liq - d("0.001");
+        let r = m.tick("BTCUSDT", past, ms(120));
+        assert_eq!(r.len(), 1);
+        assert!(
+            r[0].evaluation.tier >= Tier::Adl2,
+            "{:?}",
+            r[0].evaluation.tier
+        );
+        assert!(!r[0].events);
+        // The window's events still come at its end, at the last price.
+        let r = m.due(ms(200));
+        assert_eq!(r.len(), 1);
+        assert!(r[0].events);
+        assert_eq!(r[0].evaluation.positions[0].mark, past);
     }
 
     #[test]

@@ -134,10 +134,22 @@ pub(crate) fn move_price(state: &SimState, symbol: &str, ticks: i64) -> bool {
         let Some(i) = specs.iter().position(|s| s.symbol == symbol) else {
             return false;
         };
+        let t = state.now_ms();
         let diff = books[i].shift(ticks, rng);
-        depth_stream(&specs[i], &diff, state.now_ms())
+        // As Binance does, the new best bid and ask go out on the book ticker at once.
+        let ticker = book_ticker_payload(&specs[i], &books[i], t).map(|p| {
+            (
+                format!("{}@bookTicker", specs[i].symbol.to_ascii_lowercase()),
+                p,
+            )
+        });
+        (depth_stream(&specs[i], &diff, t), ticker)
     };
-    state.publish_market(published.0, published.1);
+    let (diff, ticker) = published;
+    state.publish_market(diff.0, diff.1);
+    if let Some((stream, payload)) = ticker {
+        state.publish_market(stream, payload);
+    }
     true
 }
 

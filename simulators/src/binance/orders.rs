@@ -301,6 +301,10 @@ fn execute(
         update_time: t,
     };
     state.stats.orders.fetch_add(1, Relaxed);
+    let unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    state.stats.last_order_unix_ns.store(unix_ns, Relaxed);
     let ack = order_json(&order, false);
     state
         .failures

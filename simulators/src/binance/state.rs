@@ -115,6 +115,9 @@ pub struct SimStats {
     pub snapshots: AtomicU64,
     pub listen_keys_created: AtomicU64,
     pub orders: AtomicU64,
+    /// When the last order was taken (Unix time, ns): a benchmark in the same process
+    /// times what led to it without polling.
+    pub last_order_unix_ns: AtomicU64,
 }
 
 pub(crate) struct Market {

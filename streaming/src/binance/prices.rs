@@ -56,6 +56,9 @@ impl PriceEntry {
 #[derive(Debug, Default)]
 pub struct Prices {
     inner: Mutex<(HashMap<String, PriceEntry>, HashSet<String>)>,
+    /// Woken on every update, for one waiter (the risk loop): a change while it is
+    /// busy is kept as a permit, so none is missed.
+    changed: tokio::sync::Notify,
 }
 
 impl Prices {
@@ -73,6 +76,13 @@ impl Prices {
         if !dirty.contains(symbol) {
             dirty.insert(symbol.to_owned());
         }
+        drop(g);
+        self.changed.notify_one();
+    }
+
+    /// Resolves after an update since the last time it resolved (one waiter).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     pub fn get(&self, symbol: &str) -> Option<PriceEntry> {
