@@ -541,3 +541,203 @@ async fn killed_after_the_send_before_the_row_the_next_engine_recovers_it_from_t
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ordersJournaled"], 0, "{report}");
 }
+
+/// The service killed (SIGKILL) in the middle of a liquidation: an INSTANT_CLOSE
+/// account holding BTC and ETH crosses its threshold, the account is marked and its
+/// forced closes go out, and the fills' bookings are held up (this test holds the
+/// account row `FOR KEY SHARE`: the status write passes, a balance change waits) when
+/// the kill lands. Restarted, the service books what the venue did and finishes the
+/// liquidation: each position closed by one forced order, each fill booked once, the
+/// venue back at the house.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_liquidation_the_restarted_service_liquidates_the_account_once() {
+    use trading::command::RulesPatch;
+    let sim = BinanceSim::bind(BinanceSimConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let db = TestDb::new().await;
+    let _journals = Journals::of(&db);
+    let prefix = simulators::testkit::unique_prefix("crash-liq");
+    let account = ledger::create_account(
+        &db.pool,
+        &NewAccount {
+            name: "crash-liq".into(),
+            kind: AccountKind::User,
+            user_id: None,
+            initial_balance: Decimal::from(40),
+            liquidation_mode: LiquidationMode::InstantClose,
+            maintenance_rate: "0.005".parse().unwrap(),
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    ledger::set_rules(
+        &db.pool,
+        Some(&account),
+        &RulesPatch {
+            max_notional_per_trade: Some(Decimal::from(10_000)),
+            max_total_exposure: Some(Decimal::from(10_000)),
+            ..RulesPatch::default()
+        },
+    )
+    .await
+    .unwrap();
+    sim.pause_market(true);
+    for (symbol, q) in [("BTCUSDT", "0.01"), ("ETHUSDT", "0.05")] {
+        let out = engine(
+            &db,
+            &sim,
+            &[
+                "place",
+                "--account",
+                &account,
+                "--symbol",
+                symbol,
+                "--side",
+                "buy",
+                "--quantity",
+                q,
+                "--leverage",
+                "20",
+            ],
+        )
+        .env("GS_REDIS_PREFIX", &prefix)
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let opened = sim
+        .stats()
+        .orders
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .expect("Redis (README set-up)");
+    pubsub
+        .psubscribe(format!("{prefix}engine:*"))
+        .await
+        .unwrap();
+    let mut events = pubsub.into_on_message();
+    let mut running = service(&db, &sim, &prefix).spawn().unwrap();
+    recovered(&mut events, &mut running).await;
+    let held = |db: &TestDb| {
+        let (pool, account) = (db.pool.clone(), account.clone());
+        async move {
+            ledger::open_positions(&pool, Some(&account))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(held(&db).await, 2, "both opened before the service started");
+
+    let mut lock = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sub_accounts WHERE id = $1::uuid FOR KEY SHARE")
+        .bind(&account)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    // BTC falls 10 %: 0.01 BTC loses about 600 USDT of the 40, far past T.
+    sim.move_price("BTCUSDT", -60_000);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM sub_accounts WHERE id = $1::uuid")
+                .bind(&account)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'
+                AND query LIKE '%FROM sub_accounts%'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        let forced = sim
+            .stats()
+            .orders
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - opened;
+        if status == "LIQUIDATED" && waiting > 0 && forced > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no liquidation in flight (status {status}, {waiting} waiting, {forced} sent)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.kill().unwrap();
+    running.wait().unwrap();
+    lock.rollback().await.unwrap();
+    let booked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM trade_executions WHERE action = 'LIQUIDATE'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(booked, 0, "the dead service booked no forced fill");
+    assert_eq!(held(&db).await, 2);
+
+    let mut restarted = service(&db, &sim, &prefix).spawn().unwrap();
+    recovered(&mut events, &mut restarted).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while held(&db).await > 0 {
+        fail_if_exited(&mut restarted);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the liquidation was not finished after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+    let per_position: Vec<(String, i64, Decimal)> = sqlx::query_as(
+        "SELECT p.symbol, count(DISTINCT t.client_order_id), sum(t.quantity)
+           FROM virtual_positions p JOIN trade_executions t ON t.position_id = p.id
+          WHERE t.action = 'LIQUIDATE' GROUP BY p.symbol ORDER BY p.symbol",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        per_position,
+        [
+            ("BTCUSDT".to_owned(), 1, "0.01".parse().unwrap()),
+            ("ETHUSDT".to_owned(), 1, "0.05".parse().unwrap())
+        ],
+        "each position closed by one forced order, its fill booked once"
+    );
+    let forced: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE origin = 'LIQUIDATION'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(forced, 2);
+    assert_eq!(
+        sim.stats()
+            .orders
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - opened,
+        2,
+        "nothing sent twice"
+    );
+    let status: String = sqlx::query_scalar("SELECT status FROM sub_accounts WHERE id = $1::uuid")
+        .bind(&account)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "LIQUIDATED");
+    let venue = sim.positions();
+    assert_eq!(venue.get("BTCUSDT").copied(), Some("0.5".parse().unwrap()));
+    assert_eq!(venue.get("ETHUSDT").copied(), Some("-4".parse().unwrap()));
+}

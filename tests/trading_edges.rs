@@ -1191,3 +1191,37 @@ async fn a_babysitter_close_is_booked_as_its_reason_on_the_venue_or_in_the_book(
     assert!(e.open_positions().await.is_empty());
     e.finish().await;
 }
+
+/// Closes of one position asked at once from inside the engine — a manual close, a
+/// liquidation's forced close and a babysitter's, none waiting in the account's lane —
+/// take turns: one order reaches the venue and every close answers with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closes_of_one_position_asked_at_once_inside_the_engine_send_one_order() {
+    let mut e = engine().await;
+    let r = e.trade("BTCUSDT", "LONG", "0.003").await;
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    let exec = e.app.executor.get().unwrap().clone();
+    let orders_before = e.orders().await;
+    let closes: Vec<_> = (0..4)
+        .map(|_| {
+            let (exec, account, pos) = (exec.clone(), e.account.clone(), pos.clone());
+            tokio::spawn(async move { exec.close_sent(&account, &pos).await })
+        })
+        .collect();
+    let mut sent = Vec::new();
+    for c in closes {
+        match c.await.unwrap() {
+            Ok(engine::closing::Closed::Order(o)) => sent.push(o.client_order_id),
+            other => panic!("{other:?}"),
+        }
+    }
+    sent.dedup();
+    assert_eq!(
+        sent.len(),
+        1,
+        "every close answered with the one order: {sent:?}"
+    );
+    assert_eq!(e.orders().await, orders_before + 1);
+    assert_eq!(e.venue_reaches("BTCUSDT", d("0.5")).await, d("0.5"));
+    e.finish().await;
+}

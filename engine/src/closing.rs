@@ -87,6 +87,31 @@ impl CloseAs {
     };
 }
 
+/// A position's close turn ([`Executor::position_guard`]). The last holder takes the
+/// position's entry away as it lets go — not as it takes it: a close arriving while
+/// the turn is held must find the same lock and wait.
+pub(super) struct PositionGuard {
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+    inner: Arc<super::execution::Inner>,
+    position_id: String,
+}
+
+impl Drop for PositionGuard {
+    fn drop(&mut self) {
+        let mut all = self.inner.closing.lock().expect("closing lock");
+        // References: the map's and this guard's; any more are closes waiting.
+        if all
+            .get(&self.position_id)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
+        {
+            all.remove(&self.position_id);
+        }
+        // Let go while the map is locked: a close taking the entry meanwhile either
+        // found it here (and waits for this release) or finds it gone.
+        self.held.take();
+    }
+}
+
 /// How a position was closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Closed {
@@ -184,9 +209,9 @@ impl Executor {
         &self,
         symbol: &str,
     ) -> Result<(Decimal, Decimal), CloseError> {
-        let venue = self.exchange_net(symbol).await?;
-        let house = self.house_of(symbol).await?;
-        Ok((venue, house))
+        // Independent reads, made at once: a close waits for the slower, not the sum.
+        let (venue, house) = tokio::join!(self.exchange_net(symbol), self.house_of(symbol));
+        Ok((venue?, house?))
     }
 
     /// The house's position in `symbol`: the configured one and what it took on since
@@ -203,11 +228,9 @@ impl Executor {
     }
 
     /// One close of a position at a time in this engine (the account's lane already
-    /// serializes its commands; this also covers the engine's own closes).
-    pub(super) async fn position_guard(
-        &self,
-        position_id: &str,
-    ) -> tokio::sync::OwnedMutexGuard<()> {
+    /// serializes its commands; this also covers the engine's own closes and the
+    /// babysitter's). Held until the guard drops.
+    pub(super) async fn position_guard(&self, position_id: &str) -> PositionGuard {
         let lock = self
             .inner
             .closing
@@ -216,17 +239,11 @@ impl Executor {
             .entry(position_id.to_owned())
             .or_default()
             .clone();
-        let guard = lock.lock_owned().await;
-        let mut all = self.inner.closing.lock().expect("closing lock");
-        // The last holder takes the entry away (the map holds one reference, the
-        // guard's mutex another).
-        if all
-            .get(position_id)
-            .is_some_and(|l| Arc::strong_count(l) <= 2)
-        {
-            all.remove(position_id);
+        PositionGuard {
+            held: Some(lock.lock_owned().await),
+            inner: self.inner.clone(),
+            position_id: position_id.to_owned(),
         }
-        guard
     }
 
     /// Closes one of `account`'s positions ([`Executor::close_sent`]) and waits up to
@@ -271,8 +288,12 @@ impl Executor {
         if let Some(p) = ledger::open_position_of(&i.pool, account, position_id).await? {
             self.settle_moving(account, &p.symbol, position_id).await?;
         }
-        let open = ledger::open_position_of(&i.pool, account, position_id).await?;
-        if let Some(first) = orders::close_of_position(&i.pool, position_id).await? {
+        let (open, first) = tokio::join!(
+            ledger::open_position_of(&i.pool, account, position_id),
+            orders::close_of_position(&i.pool, position_id)
+        );
+        let open = open?;
+        if let Some(first) = first? {
             let settled = first.order.state.is_final();
             if first.sub_account_id == account && (!settled || open.is_none()) {
                 return Ok(Closed::Order(Box::new(first)));
@@ -379,10 +400,14 @@ impl Executor {
             let sent = self.sent_on(symbol);
             let reads = {
                 let _judging = self.symbol_guard(symbol).await;
-                let (venue, house) = self.venue_and_house(symbol).await?;
-                let book = ledger::book_net(&i.pool, symbol).await?;
-                let unbooked = orders::unbooked_markets(&i.pool, symbol, position_id).await?;
-                ((venue, house, book), unbooked)
+                // All under the symbol's lock, made at once.
+                let (venue_house, book, unbooked) = tokio::join!(
+                    self.venue_and_house(symbol),
+                    ledger::book_net(&i.pool, symbol),
+                    orders::unbooked_markets(&i.pool, symbol, position_id)
+                );
+                let (venue, house) = venue_house?;
+                ((venue, house, book?), unbooked?)
             };
             let (snapshot, unbooked) = reads;
             if unbooked == 0 && !self.moving(symbol) && self.sent_on(symbol) == sent {

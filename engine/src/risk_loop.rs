@@ -184,12 +184,29 @@ pub fn snapshot(e: &Evaluation, now_ms: i64) -> Value {
 }
 
 fn publish(out: &Outbox, r: &Report, liquidations: Option<&mpsc::Sender<Liquidate>>) {
-    let e = &r.evaluation;
-    // Past the threshold: the liquidator is asked (it reads the book again and
-    // decides); a full queue drops the ask, the next valuation asks again.
-    if let (Some(tx), Some(ask)) = (liquidations, Liquidate::wanted(e)) {
-        let _ = tx.try_send(ask);
+    publish_all(out, std::slice::from_ref(r), liquidations);
+}
+
+/// One tick's reports: the liquidator is asked first for every account past its
+/// threshold (it reads the book again and decides; a full queue drops the ask, the
+/// next valuation asks again), then the events go out — a crossing waits for no
+/// other account's events.
+fn publish_all(out: &Outbox, reports: &[Report], liquidations: Option<&mpsc::Sender<Liquidate>>) {
+    if let Some(tx) = liquidations {
+        for ask in reports
+            .iter()
+            .filter_map(|r| Liquidate::wanted(&r.evaluation))
+        {
+            let _ = tx.try_send(ask);
+        }
     }
+    for r in reports {
+        publish_events(out, r);
+    }
+}
+
+fn publish_events(out: &Outbox, r: &Report) {
+    let e = &r.evaluation;
     let now = wall_ms();
     if r.events {
         metrics::counter!(VALUATIONS).increment(1);
@@ -254,9 +271,7 @@ pub async fn run_risk_loop(
                         monitor.remove(&id);
                     }
                     RiskInput::Mark { symbol, price } => {
-                        for r in monitor.tick(&symbol, price, now()) {
-                            publish(&out, &r, ask);
-                        }
+                        publish_all(&out, &monitor.tick(&symbol, price, now()), ask);
                     }
                 }
             }
@@ -270,16 +285,12 @@ pub async fn run_risk_loop(
                     })
                     .collect();
                 for (symbol, price, at) in fresh {
-                    for r in monitor.tick(&symbol, price, now()) {
-                        publish(&out, &r, ask);
-                    }
+                    publish_all(&out, &monitor.tick(&symbol, price, now()), ask);
                     seen.insert(symbol, at);
                 }
             }
             _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {
-                for r in monitor.due(now()) {
-                    publish(&out, &r, ask);
-                }
+                publish_all(&out, &monitor.due(now()), ask);
             }
             _ = cancel.cancelled() => return,
         }
