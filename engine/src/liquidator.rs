@@ -9,7 +9,7 @@
 //! stopped half-way finds the account marked with positions left and closes the rest
 //! ([`trading::liquidation::resume`]), so an account is liquidated once.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use database::ledger;
@@ -33,8 +33,8 @@ pub const FORCED_CLOSES: &str = "greekstream_forced_closes_total";
 pub const LIQUIDATIONS: &str = "greekstream_liquidations_total";
 
 /// Takes the risk loop's requests until `cancel`: one liquidation per account at a
-/// time (a request for an account being liquidated is dropped: the loop asks again
-/// while the account stays past its threshold). Waits for the executor to be up.
+/// time (requests for an account being liquidated fold into one more look once it
+/// ends). A request waits for the executor to be up (recovered).
 pub async fn run_liquidator(
     ready: Arc<tokio::sync::OnceCell<Executor>>,
     mut asks: mpsc::Receiver<Liquidate>,
@@ -43,25 +43,51 @@ pub async fn run_liquidator(
     metrics::counter!(LIQUIDATIONS, "action" => "LIQUIDATE").increment(0);
     metrics::counter!(FORCED_CLOSES, "outcome" => "venue").increment(0);
     metrics::counter!(FORCED_CLOSES, "outcome" => "virtual").increment(0);
-    let busy: Arc<Mutex<HashSet<Arc<str>>>> = Arc::default();
+    // The accounts being liquidated, each with the latest ask that came meanwhile.
+    let busy: Arc<Mutex<HashMap<Arc<str>, Option<Liquidate>>>> = Arc::default();
     loop {
         let ask = tokio::select! {
             ask = asks.recv() => match ask { Some(a) => a, None => return },
             _ = cancel.cancelled() => return,
         };
-        let Some(exec) = ready.get().cloned() else {
-            continue;
+        // Asks made while the executor recovers (the loop's first valuations, an
+        // account found stopped half-way) wait for it rather than being dropped.
+        let exec = loop {
+            if let Some(exec) = ready.get().cloned() {
+                break exec;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                _ = cancel.cancelled() => return,
+            }
         };
-        if !busy.lock().expect("busy lock").insert(ask.account.clone()) {
-            continue;
+        {
+            let mut b = busy.lock().expect("busy lock");
+            if let Some(pending) = b.get_mut(&ask.account) {
+                // Being liquidated: looked at once more when that ends, at this ask's
+                // marks — a cascade does not wait for the next tick.
+                *pending = Some(ask);
+                continue;
+            }
+            b.insert(ask.account.clone(), None);
         }
         let busy = busy.clone();
         tokio::spawn(async move {
-            if let Err(e) = exec.liquidate(&ask).await {
-                tracing::error!(account = %ask.account, error = %e, code = e.code(),
-                    "liquidation not carried out; the risk loop asks again");
+            let mut ask = ask;
+            loop {
+                if let Err(e) = exec.liquidate(&ask).await {
+                    tracing::error!(account = %ask.account, error = %e, code = e.code(),
+                        "liquidation not carried out; the risk loop asks again");
+                }
+                let mut b = busy.lock().expect("busy lock");
+                match b.get_mut(&ask.account).and_then(Option::take) {
+                    Some(next) => ask = next,
+                    None => {
+                        b.remove(&ask.account);
+                        break;
+                    }
+                }
             }
-            busy.lock().expect("busy lock").remove(&ask.account);
         });
     }
 }
