@@ -226,7 +226,10 @@ async fn main() {
             .fetch_all(&app.pool)
             .await
             .unwrap();
-            println!("soak: {detail:?}");
+            println!(
+                "soak: {detail:?}; requests the venue refused for its rate limits {}",
+                sim.stats().rate_limited.load(Relaxed)
+            );
             println!(
                 "soak: positions closed by more than one order {doubles}, closed beyond what they held {over}; \
                  close orders booked {closes}, closes in the book {virtual_closes}; \

@@ -851,3 +851,62 @@ fn the_gateway_doc_names_every_event_and_code() {
         );
     }
 }
+
+/// `GET /v1/accounts/{id}/pnl`: the account valued for the read (`current`, `asOf`) and
+/// its PnL per symbol from its fills — a closed BTC round trip's gross, fees and net
+/// (gross − fees, as the ledger booked them), an open ETH position's unrealized PnL —
+/// with funding `null` (not attributed to sub-accounts); a bad interval is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pnl_read_says_each_symbols_realized_gross_fees_and_unrealized() {
+    let mut e = engine().await;
+    let r = e.send("trade", e.envelope("trade", market("0.002"))).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    let pos = r["body"]["position"]["id"].as_str().unwrap().to_owned();
+    let r = e
+        .send("close", e.envelope("close", json!({"positionId": pos})))
+        .await;
+    assert_eq!(r["httpStatus"], 200, "{r}");
+    let body = json!({"symbol": "ETHUSDT", "side": "LONG", "quantity": "0.01", "leverage": 10});
+    let r = e.send("trade", e.envelope("trade", body)).await;
+    assert_eq!(r["httpStatus"], 201, "{r}");
+    let (gross, fees): (Decimal, Decimal) = sqlx::query_as(
+        "SELECT coalesce(sum(realized_pnl), 0), sum(fee) FROM trade_executions
+          WHERE sub_account_id = $1::uuid AND symbol = 'BTCUSDT'",
+    )
+    .bind(&e.account)
+    .fetch_one(&e.db.pool)
+    .await
+    .unwrap();
+    let gw = format!("Bearer {TOKEN}");
+    let (status, v) = get(&e, &format!("/v1/accounts/{}/pnl", e.account), &gw).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["asOf"].as_i64().unwrap() > 0, "{v}");
+    assert_eq!(v["current"]["positionCount"], 1, "{v}");
+    let rows = v["bySymbol"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    let btc = &rows[0];
+    assert_eq!(btc["symbol"], "BTCUSDT");
+    let n = |x: Decimal| serde_json::to_value(x.to_string().parse::<f64>().unwrap()).unwrap();
+    assert!(fees > Decimal::ZERO);
+    assert_eq!(btc["realizedGross"], n(gross), "{btc}");
+    assert_eq!(btc["fees"], n(fees), "{btc}");
+    assert_eq!(btc["realizedNet"], n(gross - fees), "{btc}");
+    assert_eq!(btc["realizedNetToday"], n(gross - fees), "{btc}");
+    assert!(btc["funding"].is_null());
+    assert_eq!(btc["unrealizedPnl"], 0.0, "closed: {btc}");
+    let eth = &rows[1];
+    assert_eq!(eth["symbol"], "ETHUSDT");
+    assert_eq!(eth["realizedGross"], 0.0, "{eth}");
+    assert_eq!(
+        eth["unrealizedPnl"], v["current"]["unrealizedPnl"],
+        "the open position's: {v}"
+    );
+    let (status, v) = get(
+        &e,
+        &format!("/v1/accounts/{}/pnl?interval=week", e.account),
+        &gw,
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    e.finish().await;
+}

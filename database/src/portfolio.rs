@@ -307,3 +307,51 @@ pub async fn history(
         })
         .collect())
 }
+
+/// One symbol's realized PnL of an account, from its fills: in [from, to) and since
+/// 00:00 UTC. Gross is the positions' PnL before fees; fees are every fill's (opening
+/// ones too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolPnl {
+    pub symbol: String,
+    pub gross: Decimal,
+    pub fees: Decimal,
+    pub gross_today: Decimal,
+    pub fees_today: Decimal,
+}
+
+/// `account`'s realized PnL per symbol it ever traded (symbol order).
+pub async fn by_symbol(
+    pool: &PgPool,
+    account: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<SymbolPnl>, LedgerError> {
+    if !ledger::is_uuid(account) {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(String, Decimal, Decimal, Decimal, Decimal)> = sqlx::query_as(
+        "SELECT symbol,
+                coalesce(sum(realized_pnl) FILTER (WHERE timestamp >= $2 AND timestamp < $3), 0),
+                coalesce(sum(fee) FILTER (WHERE timestamp >= $2 AND timestamp < $3), 0),
+                coalesce(sum(realized_pnl) FILTER (WHERE timestamp >= date_trunc('day', now(), 'UTC')), 0),
+                coalesce(sum(fee) FILTER (WHERE timestamp >= date_trunc('day', now(), 'UTC')), 0)
+           FROM trade_executions WHERE sub_account_id = $1::uuid
+          GROUP BY symbol ORDER BY symbol",
+    )
+    .bind(account)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SymbolPnl {
+            symbol: r.0,
+            gross: r.1,
+            fees: r.2,
+            gross_today: r.3,
+            fees_today: r.4,
+        })
+        .collect())
+}

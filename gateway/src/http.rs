@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use streaming::secret::Secret;
 use tokio::sync::OnceCell;
@@ -345,6 +346,39 @@ fn instant(field: &str, raw: &str) -> Result<chrono::DateTime<chrono::Utc>, Repl
     })
 }
 
+/// Each symbol's realized PnL in the range and today (gross, fees, net; funding is
+/// not attributed to sub-accounts: `null`) with its unrealized PnL at the read's marks.
+fn by_symbol_json(symbols: &[database::portfolio::SymbolPnl], positions: &Value) -> Vec<Value> {
+    let held: Vec<&Value> = positions.as_array().into_iter().flatten().collect();
+    let mut names: Vec<&str> = symbols.iter().map(|s| s.symbol.as_str()).collect();
+    names.extend(held.iter().filter_map(|p| p["symbol"].as_str()));
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let zero = database::portfolio::SymbolPnl {
+                symbol: name.to_owned(),
+                gross: Decimal::ZERO,
+                fees: Decimal::ZERO,
+                gross_today: Decimal::ZERO,
+                fees_today: Decimal::ZERO,
+            };
+            let s = symbols.iter().find(|s| s.symbol == name).unwrap_or(&zero);
+            let unrealized: Decimal = held
+                .iter()
+                .filter(|p| p["symbol"] == name)
+                .filter_map(|p| p["unrealizedPnl"].to_string().parse::<Decimal>().ok())
+                .sum();
+            json!({"symbol": name, "realizedGross": num(s.gross), "fees": num(s.fees),
+                   "funding": Value::Null, "realizedNet": num(s.gross - s.fees),
+                   "realizedGrossToday": num(s.gross_today), "feesToday": num(s.fees_today),
+                   "realizedNetToday": num(s.gross_today - s.fees_today),
+                   "unrealizedPnl": num(unrealized)})
+        })
+        .collect()
+}
+
 /// The account's PnL history from the hourly snapshots, and its valuation now:
 /// `{subAccountId, interval, from, to, asOf, current, points}`. `current` is computed
 /// for the read (never older than the read itself); `points` are `pnl_history`'s.
@@ -394,6 +428,10 @@ async fn pnl(
                        "drawdown": num(p.drawdown), "marks": p.marks})
             })
             .collect();
+        let symbols = database::portfolio::by_symbol(&g.services.pool, &id, from, to)
+            .await
+            .map_err(super::reply::storage)?;
+        let by_symbol = by_symbol_json(&symbols, &current["positions"]);
         Ok(json!({
             "subAccountId": id,
             "interval": if daily { "day" } else { "hour" },
@@ -401,6 +439,7 @@ async fn pnl(
             "to": to.to_rfc3339(),
             "asOf": now_ms(),
             "current": current["summary"],
+            "bySymbol": by_symbol,
             "points": points,
         }))
     };

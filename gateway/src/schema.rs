@@ -301,7 +301,7 @@ pub fn openapi() -> Value {
         ("/v1/accounts/{id}/margin", "{account, …summary, rules}"),
         (
             "/v1/accounts/{id}/pnl",
-            "?from=&to= (RFC 3339 or Unix ms), interval=hour|day → {subAccountId, interval, from, to, asOf, current, points: [{hour, balance, equity, unrealizedPnl, realizedPnl, realizedToday, exposure, marginRatio, drawdown, marks}]}",
+            "?from=&to= (RFC 3339 or Unix ms), interval=hour|day → {subAccountId, interval, from, to, asOf, current, bySymbol: [{symbol, realizedGross, fees, funding (null: not attributed), realizedNet, realizedGrossToday, feesToday, realizedNetToday, unrealizedPnl}], points: [{hour, balance, equity, unrealizedPnl, realizedPnl, realizedToday, exposure, marginRatio, drawdown, marks}]}",
         ),
         ("/v1/prices/{symbol}", "{symbol, price, mark, timestamp}"),
         (
