@@ -431,7 +431,6 @@ mod tests {
             bid: Some(d("56000")),
             ask: Some(d("56000.2")),
             book_time: 1_400,
-            ..PriceEntry::default()
         };
         assert_eq!(
             decision_mark(Some(&entry), Some(d("1"))),
