@@ -256,6 +256,21 @@ fn service(db: &TestDb, sim: &BinanceSim, prefix: &str) -> Command {
     c
 }
 
+/// The engine's events under `prefix` (`recovery_complete` among them), subscribed
+/// before a service is started.
+async fn engine_events(prefix: &str) -> impl futures_util::Stream<Item = redis::Msg> + Unpin {
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .expect("Redis (README set-up)");
+    pubsub
+        .psubscribe(format!("{prefix}engine:*"))
+        .await
+        .unwrap();
+    pubsub.into_on_message()
+}
+
 /// Waits for the service's `recovery_complete` on `events` (subscribed before it
 /// started), or fails with what the process said.
 async fn recovered(
@@ -328,16 +343,7 @@ async fn killed_between_venue_fill_and_booking_the_restarted_service_books_it_on
     assert_eq!(placed["state"], "SUBMITTED", "{placed}");
     let cid = placed["clientOrderId"].as_str().unwrap().to_owned();
 
-    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
-    let mut pubsub = client
-        .get_async_pubsub()
-        .await
-        .expect("Redis (README set-up)");
-    pubsub
-        .psubscribe(format!("{prefix}engine:*"))
-        .await
-        .unwrap();
-    let mut events = pubsub.into_on_message();
+    let mut events = engine_events(&prefix).await;
     let mut running = service(&db, &sim, &prefix).spawn().unwrap();
     recovered(&mut events, &mut running).await;
 
@@ -616,16 +622,7 @@ async fn killed_mid_liquidation_the_restarted_service_liquidates_the_account_onc
         .stats()
         .orders
         .load(std::sync::atomic::Ordering::Relaxed);
-    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
-    let mut pubsub = client
-        .get_async_pubsub()
-        .await
-        .expect("Redis (README set-up)");
-    pubsub
-        .psubscribe(format!("{prefix}engine:*"))
-        .await
-        .unwrap();
-    let mut events = pubsub.into_on_message();
+    let mut events = engine_events(&prefix).await;
     let mut running = service(&db, &sim, &prefix).spawn().unwrap();
     recovered(&mut events, &mut running).await;
     let held = |db: &TestDb| {
