@@ -119,6 +119,18 @@ impl Engine {
         }
     }
 
+    /// What the house took on in BTCUSDT (`house_log`), for `reason` or all of it.
+    async fn house_btc(&self, reason: Option<&str>) -> Decimal {
+        sqlx::query_scalar(
+            "SELECT coalesce(sum(quantity), 0) FROM house_log
+              WHERE symbol = 'BTCUSDT' AND ($1::text IS NULL OR reason = $1)",
+        )
+        .bind(reason)
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap()
+    }
+
     async fn scalar<T>(&self, sql: &str) -> T
     where
         T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
@@ -274,12 +286,7 @@ async fn a_takeover_account_moves_its_position_into_the_house_without_a_venue_or
             .await,
         1
     );
-    let house: Decimal = sqlx::query_scalar(
-        "SELECT sum(quantity) FROM house_log WHERE symbol = 'BTCUSDT' AND reason = 'TAKEOVER'",
-    )
-    .fetch_one(&e.db.pool)
-    .await
-    .unwrap();
+    let house = e.house_btc(Some("TAKEOVER")).await;
     assert_eq!(house, d("0.01"));
     // The venue still holds it, now as the house's.
     assert_eq!(e.venue("BTCUSDT"), d("0.51"));
@@ -360,12 +367,7 @@ async fn admin_takeover_moves_one_position_into_the_house_once() {
         account, "ACTIVE",
         "one position taken, the account trades on"
     );
-    let house: Decimal = sqlx::query_scalar(
-        "SELECT sum(quantity) FROM house_log WHERE symbol = 'BTCUSDT' AND reason = 'TAKEOVER'",
-    )
-    .fetch_one(&e.db.pool)
-    .await
-    .unwrap();
+    let house = e.house_btc(Some("TAKEOVER")).await;
     assert_eq!(house, d("-0.002"));
     assert_eq!(
         e.venue("BTCUSDT"),
@@ -460,12 +462,7 @@ async fn the_venue_liquidating_the_real_account_is_shared_out_and_the_rest_is_th
     .await
     .unwrap();
     assert_eq!((action.as_str(), q), ("LIQUIDATE", d("0.003")));
-    let house: Decimal = sqlx::query_scalar(
-        "SELECT sum(quantity) FROM house_log WHERE symbol = 'BTCUSDT' AND reason = 'VENUE_FORCED_CLOSE'",
-    )
-    .fetch_one(&e.db.pool)
-    .await
-    .unwrap();
+    let house = e.house_btc(Some("VENUE_FORCED_CLOSE")).await;
     assert_eq!(house, d("-0.5"), "the house's 0.5 went with it");
     // Reconciliation finds the symbol in sync: venue 0 = book 0 + house (0.5 − 0.5).
     let report = e.app.executor.get().unwrap().reconcile().await.unwrap();
@@ -551,12 +548,7 @@ async fn a_forced_close_the_venue_cannot_take_is_closed_at_the_mark_into_the_hou
             .await,
         1
     );
-    let house: Decimal = sqlx::query_scalar(
-        "SELECT coalesce(sum(quantity), 0) FROM house_log WHERE symbol = 'BTCUSDT'",
-    )
-    .fetch_one(&e.db.pool)
-    .await
-    .unwrap();
+    let house = e.house_btc(None).await;
     assert_eq!(house, d(QUANTITY), "the venue's leg is the house's now");
     assert_eq!(e.venue("BTCUSDT"), d("0.51"), "untouched on the venue");
     e.finish().await;
