@@ -495,12 +495,12 @@ async fn the_book_read_leaves_out_only_the_reading_engines_own_pending_orders() 
         q.sort();
         q
     };
-    let mine = ledger::watched_with_rules(&db.pool, &account, Some(&me))
+    let mine = ledger::watched_with_rules(&db.pool, &account, Some(&me), &[])
         .await
         .unwrap()
         .unwrap();
     assert_eq!(quantities(mine), vec![d("0.002"), d("0.004")]);
-    let all = ledger::watched_with_rules(&db.pool, &account, None)
+    let all = ledger::watched_with_rules(&db.pool, &account, None, &[])
         .await
         .unwrap()
         .unwrap();

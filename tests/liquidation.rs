@@ -682,3 +682,41 @@ async fn an_adl_step_in_one_symbol_revalues_the_accounts_other_position_at_once(
     );
     e.finish().await;
 }
+
+/// Past insolvency at once (margin ratio ≥ 1, from below the warning band): a TAKEOVER
+/// account is taken over whole by the insolvency guard (`INSOLVENCY_TAKEOVER`), no
+/// venue order; and on the way an ADL_30 account inside the warning band (T − 0.10 to
+/// T) is only warned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warning_band_only_warns_and_insolvency_takes_a_takeover_account_over() {
+    let mut e = engine().await;
+    let entry = e.long_on_small_account(LiquidationMode::Takeover).await;
+    e.move_to_ratio(entry, "0.85").await;
+    let warning = e.event("margin_warning").await;
+    assert!(warning["marginRatio"].as_f64().unwrap() >= 0.8, "{warning}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status: String = e
+        .scalar("SELECT status FROM virtual_positions WHERE sub_account_id = $1::uuid")
+        .await;
+    assert_eq!(status, "OPEN", "warned, nothing closed");
+    e.move_to_ratio(entry, "1.05").await;
+    let full = e.event("full_liquidation").await;
+    assert_eq!(full["mode"], "INSOLVENCY_TAKEOVER", "{full}");
+    let taken = e.event("position_takeover").await;
+    assert_eq!(taken["symbol"], "BTCUSDT", "{taken}");
+    let status: String = e
+        .scalar("SELECT status FROM virtual_positions WHERE sub_account_id = $1::uuid")
+        .await;
+    assert_eq!(status, "TAKEN_OVER");
+    assert_eq!(
+        e.scalar::<i64>(
+            "SELECT count(*) FROM orders WHERE sub_account_id = $1::uuid AND reduce_only"
+        )
+        .await,
+        0,
+        "no venue order"
+    );
+    assert_eq!(e.house_btc(Some("TAKEOVER")).await, d(QUANTITY));
+    assert_eq!(e.venue("BTCUSDT"), d("0.51"));
+    e.finish().await;
+}

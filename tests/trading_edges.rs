@@ -974,7 +974,17 @@ async fn closes_while_other_accounts_trade_the_symbol_keep_the_venue_equal_to_th
         }
         for id in ids {
             let r = e.result(&id).await;
-            assert!(r["httpStatus"] == 200 || r["httpStatus"] == 201, "{r}");
+            let book = e.sim().book("BTCUSDT").map(|(b, a, _)| {
+                (
+                    b.iter().next_back().map(|l| *l.0),
+                    a.iter().next().map(|l| *l.0),
+                )
+            });
+            assert!(
+                r["httpStatus"] == 200 || r["httpStatus"] == 201,
+                "{r}; the venue's mark {:?}, best bid and ask {book:?}",
+                e.sim().mark("BTCUSDT")
+            );
         }
     }
     // Every fill booked: the venue less the house is the sub-accounts' sum.

@@ -166,12 +166,12 @@ async fn realized_today_sums_the_days_trading_rows_only() {
     ] {
         sqlx::raw_sql(&sql).execute(p).await.unwrap();
     }
-    let w = ledger::watched_with_rules(p, &a, None)
+    let w = ledger::watched_with_rules(p, &a, None, &[])
         .await
         .unwrap()
         .unwrap();
     assert_eq!(w.realized_today, "-31.5".parse().unwrap());
-    let w = ledger::watched_with_rules(p, &b, None)
+    let w = ledger::watched_with_rules(p, &b, None, &[])
         .await
         .unwrap()
         .unwrap();

@@ -56,8 +56,10 @@ impl Executor {
             .expect("unsettled lock")
             .get(account)
         {
-            for o in mine.values() {
-                add(o);
+            for (id, o) in mine {
+                if let Some(o) = book.unbooked(id, o) {
+                    add(&o);
+                }
             }
         }
         view
@@ -153,7 +155,16 @@ impl Executor {
     ) -> Result<Option<(Arc<Book>, bool)>, LedgerError> {
         let i = &self.inner;
         let read = i.book_reads.fetch_add(1, Relaxed) + 1;
-        let Some(mut w) = ledger::watched_with_rules(&i.pool, account, Some(&i.instance)).await?
+        // The orders counted as sent: the read says what it holds of each.
+        let ours: Vec<String> = i
+            .unsettled
+            .lock()
+            .expect("unsettled lock")
+            .get(account)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let Some(mut w) =
+            ledger::watched_with_rules(&i.pool, account, Some(&i.instance), &ours).await?
         else {
             return Ok(None);
         };

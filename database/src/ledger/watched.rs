@@ -16,7 +16,9 @@ use super::rows::{
 
 /// The account as the risk loop watches it; `None` when it does not exist.
 pub async fn watched(pool: &PgPool, id: &str) -> Result<Option<Account>, LedgerError> {
-    Ok(watched_with_rules(pool, id, None).await?.map(|w| w.account))
+    Ok(watched_with_rules(pool, id, None, &[])
+        .await?
+        .map(|w| w.account))
 }
 
 /// An account as the order path checks it.
@@ -28,6 +30,9 @@ pub struct Watched {
     pub realized_today: Decimal,
     /// Its orders not yet final that can open a position.
     pub pending: Vec<PendingRow>,
+    /// Of the orders asked about (`ours`), what the book as read has booked of each
+    /// (those with fills): read in the same statement as the positions.
+    pub booked: Vec<(String, Decimal)>,
 }
 
 /// An order not yet final that can open a position, with its client order id.
@@ -46,6 +51,7 @@ pub async fn watched_with_rules(
     pool: &PgPool,
     id: &str,
     not_sent_by: Option<&str>,
+    ours: &[String],
 ) -> Result<Option<Watched>, LedgerError> {
     if !is_uuid(id) {
         return Ok(None);
@@ -64,7 +70,11 @@ pub async fn watched_with_rules(
                 coalesce((SELECT d.amount FROM realized_daily d
                            WHERE d.sub_account_id = s.id
                              AND d.day = (now() AT TIME ZONE 'UTC')::date), 0),
-                o.ids, o.symbols, o.sides, o.remaining, o.prices, o.leverages
+                o.ids, o.symbols, o.sides, o.remaining, o.prices, o.leverages,
+                (SELECT array_agg(f.client_order_id) FROM orders f
+                  WHERE f.client_order_id = ANY($3) AND f.filled > 0),
+                (SELECT array_agg(f.filled) FROM orders f
+                  WHERE f.client_order_id = ANY($3) AND f.filled > 0)
            FROM sub_accounts s
            LEFT JOIN LATERAL (SELECT * FROM risk_rules
                                WHERE sub_account_id = s.id OR is_global
@@ -84,6 +94,7 @@ pub async fn watched_with_rules(
     ))
     .bind(id)
     .bind(not_sent_by)
+    .bind(ours)
     .fetch_optional(pool)
     .await?;
     let Some(r) = row else {
@@ -141,6 +152,11 @@ pub async fn watched_with_rules(
     let remaining: Vec<Decimal> = r.try_get::<Option<_>, _>(20)?.unwrap_or_default();
     let prices: Vec<Option<Decimal>> = r.try_get::<Option<_>, _>(21)?.unwrap_or_default();
     let leverages: Vec<Decimal> = r.try_get::<Option<_>, _>(22)?.unwrap_or_default();
+    let booked_ids: Vec<String> = r.try_get::<Option<_>, _>(23)?.unwrap_or_default();
+    let booked: Vec<Decimal> = r.try_get::<Option<_>, _>(24)?.unwrap_or_default();
+    if booked_ids.len() != booked.len() {
+        return Err(corrupt("booked orders", "arrays of unequal length"));
+    }
     let n = ids.len();
     if [
         symbols.len(),
@@ -179,6 +195,7 @@ pub async fn watched_with_rules(
         rules,
         realized_today,
         pending,
+        booked: booked_ids.into_iter().zip(booked).collect(),
     }))
 }
 
